@@ -1,0 +1,108 @@
+#include "core/atomic_bitmap.h"
+
+#include <algorithm>
+#include <bit>
+
+#include "absl/strings/str_cat.h"
+#include "core/internal/membarrier.h"
+
+namespace livemig {
+
+AtomicBitmap::AtomicBitmap(size_t byte_size, size_t page_size)
+    : byte_size_(byte_size),
+      page_shift_(static_cast<size_t>(std::countr_zero(page_size))),
+      num_pages_(page_size == 0 ? 0 : (byte_size + page_size - 1) >> page_shift_),
+      num_words_((num_pages_ + kBitsPerWord - 1) / kBitsPerWord),
+      skip_set_bits_(core_internal::AsymmetricFenceAvailable()),
+      words_(new std::atomic<uint64_t>[num_words_ == 0 ? 1 : num_words_]) {
+  assert(std::has_single_bit(page_size) && "page_size must be a power of two");
+  for (size_t w = 0; w < std::max<size_t>(num_words_, 1); ++w) {
+    words_[w].store(0, std::memory_order_relaxed);
+  }
+}
+
+void AtomicBitmap::ResetAddrRange(size_t offset, size_t len) const {
+  if (len == 0 || offset >= byte_size_) return;
+  const size_t last_byte = std::min(offset + len, byte_size_) - 1;
+  const size_t first_page = offset >> page_shift_;
+  const size_t last_page = last_byte >> page_shift_;
+  const size_t first_w = first_page / kBitsPerWord;
+  const size_t last_w = last_page / kBitsPerWord;
+  for (size_t w = first_w; w <= last_w; ++w) {
+    const size_t lo = w == first_w ? first_page % 64 : 0;
+    const size_t hi = w == last_w ? last_page % 64 : 63;
+    const uint64_t mask = (hi - lo == 63)
+                              ? ~uint64_t{0}
+                              : (((uint64_t{1} << (hi - lo + 1)) - 1) << lo);
+    // Relaxed: resetting publishes no data; a concurrent mark either lands
+    // before (and is cleared, as the caller asked) or after (and stays).
+    words_[w].fetch_and(~mask, std::memory_order_relaxed);
+  }
+}
+
+absl::Status AtomicBitmap::GetAndReset(std::span<uint64_t> out,
+                                       size_t* dirty_pages) const {
+  if (out.size() < num_words_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "harvest buffer holds ", out.size(), " words; the bitmap needs ",
+        num_words_));
+  }
+  size_t count = 0;
+  for (size_t w = 0; w < num_words_; ++w) {
+    // A relaxed peek avoids a locked RMW on clean words (most of them in a
+    // converging migration). Seeing 0 while a writer sets the word is fine:
+    // the bit stays set for the next harvest.
+    uint64_t bits = words_[w].load(std::memory_order_relaxed);
+    if (bits != 0) {
+      // Acquire pairs with the markers' release fetch_or: the data they wrote
+      // is visible to this thread once it holds their bits.
+      bits = words_[w].exchange(0, std::memory_order_acq_rel);
+      count += static_cast<size_t>(std::popcount(bits));
+    }
+    out[w] = bits;
+  }
+  // Writers that skipped the RMW because their bits were already set may
+  // still hold their data stores in a store buffer: drain them all before
+  // the caller copies the harvested pages.
+  if (count != 0 && skip_set_bits_) core_internal::HeavyFence();
+  if (dirty_pages != nullptr) *dirty_pages = count;
+  return absl::OkStatus();
+}
+
+absl::Status AtomicBitmap::Merge(const uint64_t* words, size_t n) const {
+  if (n > num_words_) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "merging ", n, " bitmap words into a bitmap of ", num_words_,
+        " words (", num_pages_, " pages)"));
+  }
+  for (size_t w = 0; w < n; ++w) {
+    uint64_t bits = words[w];
+    if (w + 1 == num_words_ && (num_pages_ % 64) != 0) {
+      bits &= (uint64_t{1} << (num_pages_ % 64)) - 1;
+    }
+    // Release, like any mark: the merged log stands for writes made before.
+    if (bits != 0) words_[w].fetch_or(bits, std::memory_order_release);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<uint64_t> AtomicBitmap::Snapshot() const {
+  std::vector<uint64_t> copy(num_words_);
+  for (size_t w = 0; w < num_words_; ++w) {
+    // Relaxed: a snapshot is an estimate and publishes nothing.
+    copy[w] = words_[w].load(std::memory_order_relaxed);
+  }
+  return copy;
+}
+
+size_t AtomicBitmap::CountDirty() const {
+  size_t count = 0;
+  for (size_t w = 0; w < num_words_; ++w) {
+    // Relaxed: a count is an estimate and publishes nothing.
+    count += static_cast<size_t>(
+        std::popcount(words_[w].load(std::memory_order_relaxed)));
+  }
+  return count;
+}
+
+}  // namespace livemig
