@@ -110,6 +110,7 @@ class FrameChecksum {
   // field is ignored).
   explicit FrameChecksum(const FrameHeader& header);
 
+  // A moved-from FrameChecksum may only be destroyed or assigned to.
   FrameChecksum(FrameChecksum&&) noexcept = default;
   FrameChecksum& operator=(FrameChecksum&&) noexcept = default;
   FrameChecksum(const FrameChecksum&) = delete;
