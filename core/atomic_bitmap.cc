@@ -21,6 +21,14 @@ AtomicBitmap::AtomicBitmap(size_t byte_size, size_t page_size)
   }
 }
 
+void AtomicBitmap::SetPagesSlow(size_t first_page, size_t last_page) const {
+  const size_t first_w = first_page / kBitsPerWord;
+  const size_t last_w = last_page / kBitsPerWord;
+  MarkWord(first_w, ~uint64_t{0} << (first_page % 64));
+  for (size_t w = first_w + 1; w < last_w; ++w) MarkWord(w, ~uint64_t{0});
+  MarkWord(last_w, ~uint64_t{0} >> (63 - last_page % 64));
+}
+
 void AtomicBitmap::ResetAddrRange(size_t offset, size_t len) const {
   if (len == 0 || offset >= byte_size_) return;
   const size_t last_byte = std::min(offset + len, byte_size_) - 1;
@@ -48,18 +56,30 @@ absl::Status AtomicBitmap::GetAndReset(std::span<uint64_t> out,
         num_words_));
   }
   size_t count = 0;
-  for (size_t w = 0; w < num_words_; ++w) {
-    // A relaxed peek avoids a locked RMW on clean words (most of them in a
-    // converging migration). Seeing 0 while a writer sets the word is fine:
-    // the bit stays set for the next harvest.
-    uint64_t bits = words_[w].load(std::memory_order_relaxed);
-    if (bits != 0) {
-      // Acquire pairs with the markers' release fetch_or: the data they wrote
-      // is visible to this thread once it holds their bits.
-      bits = words_[w].exchange(0, std::memory_order_acq_rel);
+  constexpr size_t kChunk = 1024;
+  uint32_t nonzero[kChunk];
+  for (size_t base = 0; base < num_words_; base += kChunk) {
+    const size_t chunk = std::min(kChunk, num_words_ - base);
+    // Pass 1: a relaxed peek at every word, compacting the indices of the
+    // non-zero ones without branches. Clean words (most of them in a
+    // converging migration) cost no locked RMW. Seeing 0 while a writer sets
+    // the word is fine: the bit stays set for the next harvest.
+    size_t n = 0;
+    for (size_t i = 0; i < chunk; ++i) {
+      const uint64_t peek = words_[base + i].load(std::memory_order_relaxed);
+      out[base + i] = 0;
+      nonzero[n] = static_cast<uint32_t>(i);
+      n += peek != 0;
+    }
+    // Pass 2: take the non-zero words. Acquire pairs with the markers'
+    // release fetch_or: the data they wrote is visible to this thread once it
+    // holds their bits.
+    for (size_t k = 0; k < n; ++k) {
+      const size_t w = base + nonzero[k];
+      const uint64_t bits = words_[w].exchange(0, std::memory_order_acq_rel);
+      out[w] = bits;
       count += static_cast<size_t>(std::popcount(bits));
     }
-    out[w] = bits;
   }
   // Writers that skipped the RMW because their bits were already set may
   // still hold their data stores in a store buffer: drain them all before

@@ -137,7 +137,10 @@ class AtomicBitmap {
                                          size_t* dirty_pages = nullptr) const;
 
  private:
-  std::atomic<uint64_t>& word(size_t w) const { return words_[w]; }
+  // Marks `mask` in word `w` (the skip-or-fetch_or step of SetAddrRange).
+  void MarkWord(size_t w, uint64_t mask) const;
+  // SetAddrRange for ranges spanning several words. REQUIRES: in range.
+  void SetPagesSlow(size_t first_page, size_t last_page) const;
 
   size_t byte_size_;
   size_t page_shift_;
@@ -154,48 +157,77 @@ class AtomicBitmap {
 };
 
 // Calls `callback(first_page, page_count)` for every maximal run of set bits
-// in `words` (KVM layout), scanning a word at a time with count-trailing-zeros;
-// runs that cross word boundaries are emitted once, merged. Bits at or past
-// `num_pages` are ignored.
+// in `words` (KVM layout), in increasing page order; runs that cross word
+// boundaries are emitted once, merged. Bits at or past `num_pages` are
+// ignored.
+//
+// How: words are scanned in chunks; the indices of non-zero words are first
+// compacted without branches (so sparse bitmaps cost no mispredictions), then
+// each non-zero word yields its runs from two masks, run starts
+// (bits & ~(bits << 1)) and run ends (bits & ~(bits >> 1)), popped pairwise
+// with count-trailing-zeros.
 template <typename Callback>
 void ForEachDirtyRun(std::span<const uint64_t> words, size_t num_pages,
                      Callback&& callback) {
   const size_t num_words = std::min(words.size(), (num_pages + 63) / 64);
-  size_t run_start = 0;
-  size_t run_len = 0;
-  for (size_t w = 0; w < num_words; ++w) {
-    uint64_t bits = words[w];
-    if (w + 1 == num_words && (num_pages & 63) != 0) {
-      bits &= (uint64_t{1} << (num_pages & 63)) - 1;
+  const uint64_t last_mask = (num_pages % 64) == 0
+                                 ? ~uint64_t{0}
+                                 : (uint64_t{1} << (num_pages % 64)) - 1;
+  constexpr size_t kChunk = 1024;
+  uint32_t nonzero[kChunk];
+  bool open = false;      // A run reaches the end of word `prev_w`.
+  size_t open_start = 0;  // Its first page.
+  size_t prev_w = 0;
+  for (size_t base = 0; base < num_words; base += kChunk) {
+    const size_t chunk = std::min(kChunk, num_words - base);
+    size_t n = 0;
+    for (size_t i = 0; i < chunk; ++i) {
+      nonzero[n] = static_cast<uint32_t>(i);
+      n += words[base + i] != 0;
     }
-    const size_t base = w * 64;
-    if (bits == ~uint64_t{0}) {  // Whole word dirty: extend or start a run.
-      if (run_len != 0 && run_start + run_len == base) {
-        run_len += 64;
-      } else {
-        if (run_len != 0) callback(run_start, run_len);
-        run_start = base;
-        run_len = 64;
+    for (size_t k = 0; k < n; ++k) {
+      const size_t w = base + nonzero[k];
+      uint64_t bits = words[w];
+      if (w + 1 == num_words) {
+        bits &= last_mask;
+        if (bits == 0) continue;
       }
-      continue;
-    }
-    while (bits != 0) {
-      const size_t first = static_cast<size_t>(std::countr_zero(bits));
-      // Bits below `first` are clear, so this counts the run at `first`.
-      const size_t len = static_cast<size_t>(std::countr_one(bits >> first));
-      const size_t page = base + first;
-      if (run_len != 0 && run_start + run_len == page) {
-        run_len += len;
-      } else {
-        if (run_len != 0) callback(run_start, run_len);
-        run_start = page;
-        run_len = len;
+      const size_t page0 = w * 64;
+      uint64_t starts = bits & ~(bits << 1);
+      uint64_t ends = bits & ~(bits >> 1);
+      if (open) {
+        open = false;
+        if (w == prev_w + 1 && (bits & 1) != 0) {
+          // The open run continues into this word: its end is our first end.
+          starts &= ~uint64_t{1};
+          const size_t e = static_cast<size_t>(std::countr_zero(ends));
+          ends &= ends - 1;
+          if (e == 63) {  // The whole word is dirty: still open.
+            open = true;
+            prev_w = w;
+            continue;
+          }
+          callback(open_start, page0 + e + 1 - open_start);
+        } else {
+          callback(open_start, (prev_w + 1) * 64 - open_start);
+        }
       }
-      if (first + len >= 64) break;
-      bits &= ~uint64_t{0} << (first + len);
+      while (starts != 0) {
+        const size_t s = static_cast<size_t>(std::countr_zero(starts));
+        starts &= starts - 1;
+        const size_t e = static_cast<size_t>(std::countr_zero(ends));
+        ends &= ends - 1;
+        if (e == 63) {  // Reaches the word's end: may continue in the next.
+          open = true;
+          open_start = page0 + s;
+          break;
+        }
+        callback(page0 + s, e - s + 1);
+      }
+      prev_w = w;
     }
   }
-  if (run_len != 0) callback(run_start, run_len);
+  if (open) callback(open_start, (prev_w + 1) * 64 - open_start);
 }
 
 template <typename Callback>
@@ -217,32 +249,40 @@ inline bool AtomicBitmapSlice::DirtyAt(size_t offset) const {
   return bitmap_->DirtyAt(base_ + offset);
 }
 
-// The hot path of every tracked write, inline.
+// The hot path of every tracked write, inline: a write of up to 256 KiB
+// that stays within one 64-page word is one mask and at most one RMW.
 inline void AtomicBitmap::SetAddrRange(size_t offset, size_t len) const {
   if (len == 0 || offset >= byte_size_) return;
-  const size_t last_byte = std::min(offset + len, byte_size_) - 1;
+  const size_t end = len > byte_size_ - offset ? byte_size_ : offset + len;
   const size_t first_page = offset >> page_shift_;
-  const size_t last_page = last_byte >> page_shift_;
-  size_t w = first_page / kBitsPerWord;
-  const size_t last_w = last_page / kBitsPerWord;
-  for (; w <= last_w; ++w) {
-    const size_t lo = w == first_page / kBitsPerWord ? first_page % 64 : 0;
-    const size_t hi = w == last_w ? last_page % 64 : 63;
-    const uint64_t mask = (hi - lo == 63)
-                              ? ~uint64_t{0}
-                              : (((uint64_t{1} << (hi - lo + 1)) - 1) << lo);
-    std::atomic<uint64_t>& word = words_[w];
-    // Relaxed load: only decides whether an RMW is needed. If the bits are
-    // set, a harvest has not taken them since they were set, and that
-    // harvest's HeavyFence() makes this thread's earlier data stores visible
-    // before it copies the page.
-    if (skip_set_bits_ && (word.load(std::memory_order_relaxed) & mask) == mask) {
-      continue;
-    }
-    // Release: the data written before this mark happens-before the
-    // harvester's acquire exchange that takes this bit.
-    word.fetch_or(mask, std::memory_order_release);
+  const size_t last_page = (end - 1) >> page_shift_;
+  const size_t w = first_page / kBitsPerWord;
+  if (w == last_page / kBitsPerWord) [[likely]] {
+    MarkWord(w, (~uint64_t{0} >> (63 - last_page % 64)) &
+                    (~uint64_t{0} << (first_page % 64)));
+    return;
   }
+  SetPagesSlow(first_page, last_page);
+}
+
+inline void AtomicBitmap::MarkWord(size_t w, uint64_t mask) const {
+  std::atomic<uint64_t>& word = words_[w];
+  // Relaxed load: it only decides whether an RMW is needed. If the bits are
+  // set, no harvest has taken them since they were set, and the next
+  // harvest's HeavyFence() makes this thread's earlier data stores visible
+  // before the harvester copies the page.
+  if (skip_set_bits_) {
+    // The compiler must not hoist this load above the caller's data stores
+    // (they are relaxed or plain, so it otherwise could): a load that ran
+    // before the write could see a bit that a harvest then clears and copies
+    // without the write. The CPU-level store->load reordering is what
+    // HeavyFence() covers.
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if ((word.load(std::memory_order_relaxed) & mask) == mask) return;
+  }
+  // Release: the data written before this mark happens-before the
+  // harvester's acquire exchange that takes this bit.
+  word.fetch_or(mask, std::memory_order_release);
 }
 
 inline bool AtomicBitmap::IsPageDirty(size_t page) const {

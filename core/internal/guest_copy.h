@@ -54,6 +54,7 @@ inline void RelaxedFill(void* dst, uint8_t value, size_t n) {
 
 // Copies n bytes from guest memory `src` into ordinary memory `dst`.
 inline void CopyFromGuest(void* dst, const void* src, size_t n) {
+  if (n == 0) return;  // Empty spans may carry a null data().
 #if defined(__SANITIZE_THREAD__)
   RelaxedCopy(dst, src, n);
 #else
@@ -64,6 +65,7 @@ inline void CopyFromGuest(void* dst, const void* src, size_t n) {
 
 // Copies n bytes from ordinary memory `src` into guest memory `dst`.
 inline void CopyToGuest(void* dst, const void* src, size_t n) {
+  if (n == 0) return;  // Empty spans may carry a null data().
 #if defined(__SANITIZE_THREAD__)
   RelaxedCopy(dst, src, n);
 #else
@@ -76,6 +78,7 @@ inline void CopyToGuest(void* dst, const void* src, size_t n) {
 // Copies between two guest ranges (memmove semantics are not needed: callers
 // copy between distinct slices; overlapping ranges are copied front to back).
 inline void CopyGuestToGuest(void* dst, const void* src, size_t n) {
+  if (n == 0) return;  // Empty spans may carry a null data().
 #if defined(__SANITIZE_THREAD__)
   RelaxedCopy(dst, src, n);
 #else
@@ -86,6 +89,7 @@ inline void CopyGuestToGuest(void* dst, const void* src, size_t n) {
 }
 
 inline void FillGuest(void* dst, uint8_t value, size_t n) {
+  if (n == 0) return;  // Empty spans may carry a null data().
 #if defined(__SANITIZE_THREAD__)
   RelaxedFill(dst, value, n);
 #else
