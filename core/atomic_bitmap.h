@@ -253,11 +253,15 @@ inline bool AtomicBitmapSlice::DirtyAt(size_t offset) const {
 // that stays within one 64-page word is one mask and at most one RMW.
 inline void AtomicBitmap::SetAddrRange(size_t offset, size_t len) const {
   if (len == 0 || offset >= byte_size_) return;
-  const size_t end = len > byte_size_ - offset ? byte_size_ : offset + len;
   const size_t first_page = offset >> page_shift_;
+  const size_t end = len > byte_size_ - offset ? byte_size_ : offset + len;
   const size_t last_page = (end - 1) >> page_shift_;
+  if (first_page == last_page) [[likely]] {  // Most writes: one page.
+    MarkWord(first_page / kBitsPerWord, uint64_t{1} << (first_page % 64));
+    return;
+  }
   const size_t w = first_page / kBitsPerWord;
-  if (w == last_page / kBitsPerWord) [[likely]] {
+  if (w == last_page / kBitsPerWord) {
     MarkWord(w, (~uint64_t{0} >> (63 - last_page % 64)) &
                     (~uint64_t{0} << (first_page % 64)));
     return;
