@@ -11,7 +11,9 @@ namespace livemig {
 AtomicBitmap::AtomicBitmap(size_t byte_size, size_t page_size)
     : byte_size_(byte_size),
       page_shift_(static_cast<size_t>(std::countr_zero(page_size))),
-      num_pages_(page_size == 0 ? 0 : (byte_size + page_size - 1) >> page_shift_),
+      num_pages_(page_size == 0 ? 0
+                            : (byte_size >> page_shift_) +
+                                  ((byte_size & (page_size - 1)) != 0)),
       num_words_((num_pages_ + kBitsPerWord - 1) / kBitsPerWord),
       skip_set_bits_(core_internal::AsymmetricFenceAvailable()),
       words_(new std::atomic<uint64_t>[num_words_ == 0 ? 1 : num_words_]) {
@@ -31,7 +33,8 @@ void AtomicBitmap::SetPagesSlow(size_t first_page, size_t last_page) const {
 
 void AtomicBitmap::ResetAddrRange(size_t offset, size_t len) const {
   if (len == 0 || offset >= byte_size_) return;
-  const size_t last_byte = std::min(offset + len, byte_size_) - 1;
+  const size_t end = len > byte_size_ - offset ? byte_size_ : offset + len;
+  const size_t last_byte = end - 1;
   const size_t first_page = offset >> page_shift_;
   const size_t last_page = last_byte >> page_shift_;
   const size_t first_w = first_page / kBitsPerWord;

@@ -75,8 +75,9 @@ class AtomicBitmap {
 
   static constexpr size_t kBitsPerWord = 64;
 
-  // Tracks ceil(byte_size / page_size) pages. REQUIRES: page_size is a power
-  // of two (asserted; regions always pass the system page size).
+  // Tracks ceil(byte_size / page_size) pages. REQUIRES: page_size is a
+  // non-zero power of two (asserted; regions always pass the system page
+  // size).
   AtomicBitmap(size_t byte_size, size_t page_size);
 
   AtomicBitmap(const AtomicBitmap&) = delete;
@@ -169,7 +170,8 @@ class AtomicBitmap {
 template <typename Callback>
 void ForEachDirtyRun(std::span<const uint64_t> words, size_t num_pages,
                      Callback&& callback) {
-  const size_t num_words = std::min(words.size(), (num_pages + 63) / 64);
+  const size_t bitmap_words = (num_pages + 63) / 64;
+  const size_t num_words = std::min(words.size(), bitmap_words);
   const uint64_t last_mask = (num_pages % 64) == 0
                                  ? ~uint64_t{0}
                                  : (uint64_t{1} << (num_pages % 64)) - 1;
@@ -188,7 +190,7 @@ void ForEachDirtyRun(std::span<const uint64_t> words, size_t num_pages,
     for (size_t k = 0; k < n; ++k) {
       const size_t w = base + nonzero[k];
       uint64_t bits = words[w];
-      if (w + 1 == num_words) {
+      if (w + 1 == bitmap_words) {
         bits &= last_mask;
         if (bits == 0) continue;
       }
@@ -241,11 +243,15 @@ absl::Status AtomicBitmap::HarvestRuns(std::span<uint64_t> scratch,
   return absl::OkStatus();
 }
 
+// Offsets that would wrap around past the end of the address space are out
+// of range: nothing is marked and nothing is dirty.
 inline void AtomicBitmapSlice::MarkDirty(size_t offset, size_t len) const {
+  if (offset > SIZE_MAX - base_) return;
   bitmap_->SetAddrRange(base_ + offset, len);
 }
 
 inline bool AtomicBitmapSlice::DirtyAt(size_t offset) const {
+  if (offset > SIZE_MAX - base_) return false;
   return bitmap_->DirtyAt(base_ + offset);
 }
 
@@ -291,7 +297,9 @@ inline void AtomicBitmap::MarkWord(size_t w, uint64_t mask) const {
 
 inline bool AtomicBitmap::IsPageDirty(size_t page) const {
   if (page >= num_pages_) return false;
-  // Acquire: a caller that sees the bit also sees the data written before it.
+  // Acquire: pairs with a marker's release fetch_or. (A writer that skipped
+  // its RMW is ordered only by the harvest's HeavyFence, so this is a hint,
+  // not a publication point.)
   return (words_[page / 64].load(std::memory_order_acquire) >> (page % 64)) & 1;
 }
 

@@ -102,6 +102,26 @@ TEST(AtomicBitmap, ResetAddrRangeClearsOnlyThatRange) {
   EXPECT_EQ(bitmap.CountDirty(), 256u - 101u);
 }
 
+TEST(AtomicBitmap, ResetWithAHugeLengthClipsInsteadOfWrapping) {
+  AtomicBitmap bitmap(128 * kPage, kPage);
+  bitmap.SetAddrRange(0, 128 * kPage);
+  bitmap.ResetAddrRange(kPage, SIZE_MAX - kPage + 1);  // offset + len wraps to 0.
+  EXPECT_EQ(bitmap.CountDirty(), 1u);
+  EXPECT_TRUE(bitmap.IsPageDirty(0));
+  bitmap.SetAddrRange(0, 128 * kPage);
+  bitmap.ResetAddrRange(64 * kPage, SIZE_MAX);
+  EXPECT_EQ(bitmap.CountDirty(), 64u);
+}
+
+TEST(AtomicBitmap, SliceOffsetsThatWouldWrapAreOutOfRange) {
+  AtomicBitmap bitmap(4 * kPage, kPage);
+  AtomicBitmapSlice slice = bitmap.SliceAt(2 * kPage);
+  slice.MarkDirty(SIZE_MAX - kPage, 8);  // base + offset wraps to page 0.
+  EXPECT_EQ(bitmap.CountDirty(), 0u);
+  bitmap.MarkDirty(0, 1);
+  EXPECT_FALSE(slice.DirtyAt(SIZE_MAX - 2 * kPage + 1));
+}
+
 TEST(AtomicBitmap, GetAndResetReturnsMarkedPagesAndClearsThem) {
   AtomicBitmap bitmap(130 * kPage, kPage);
   bitmap.MarkDirty(0, 1);
@@ -205,6 +225,13 @@ TEST(ForEachDirtyRun, MergesARunAcrossTheScanChunkBoundary) {
   words[1023] = uint64_t{1} << 63;
   words[1024] = 0x3;
   EXPECT_THAT(Runs(words, 2048 * 64), ElementsAre(Pair(1023u * 64 + 63, 3u)));
+}
+
+TEST(ForEachDirtyRun, AShortSpanKeepsAllBitsOfItsLastWord) {
+  // The span covers only the first word of a 100-page bitmap: its 64 bits
+  // are all valid pages, not the bitmap's partial last word.
+  EXPECT_THAT(Runs(std::vector<uint64_t>{~uint64_t{0}}, 100),
+              ElementsAre(Pair(0u, 64u)));
 }
 
 TEST(ForEachDirtyRun, IgnoresBitsPastNumPages) {

@@ -29,6 +29,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -45,7 +46,8 @@ namespace livemig {
 
 // Types that can be copied in and out of guest memory as plain bytes.
 template <typename T>
-concept ByteValued = std::is_trivially_copyable_v<T> && !std::is_reference_v<T>;
+concept ByteValued = std::is_trivially_copyable_v<T> &&
+                     std::default_initializable<T> && !std::is_reference_v<T>;
 
 // Returns base + offset, or InvalidArgument if that overflows size_t.
 [[nodiscard]] inline absl::StatusOr<size_t> CheckedAdd(size_t base,

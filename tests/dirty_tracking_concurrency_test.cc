@@ -100,9 +100,10 @@ TEST(DirtyTrackingConcurrency, NoDirtyPageIsLostWhileWritersRunDuringHarvests) {
     h.destination.emplace_back(kRegionPages * kPage, 0);
     h.last_harvest.emplace_back(kRegionPages, 0);
   }
-  // Number of harvests completed. Release by the harvester after a harvest
-  // and its copies; acquire by writers before each write, so a writer that
-  // reads k knows harvests 1..k are done.
+  // Number of harvests completed, stored by the harvester after a harvest and
+  // its copies, read by writers before and after each write. seq_cst so that
+  // the (before, after + 2] window below holds by the language rules, not
+  // only on x86.
   std::atomic<uint32_t> completed{0};
   std::atomic<bool> stop{false};
 
@@ -122,17 +123,23 @@ TEST(DirtyTrackingConcurrency, NoDirtyPageIsLostWhileWritersRunDuringHarvests) {
       while (!stop.load(std::memory_order_relaxed)) {
         const int r = static_cast<int>(rng() % kRegions);
         const size_t page = rng() % kRegionPages;
-        const uint32_t epoch = completed.load(std::memory_order_acquire);
+        const uint32_t epoch = completed.load(std::memory_order_seq_cst);
         const uint64_t base = r * 2 * kRegionPages * kPage + page * kPage;
         const uint64_t value = (uint64_t{static_cast<uint32_t>(w)} << 56) | ++counter;
         if (counter % 16 == 0 && page + 1 < kRegionPages) {
           // A 64-byte write straddling this page and the next.
           std::vector<uint8_t> bytes(64, static_cast<uint8_t>(value));
-          ASSERT_OK(h.memory.Write(GuestAddress(base + kPage - 32), bytes));
+          if (!h.memory.Write(GuestAddress(base + kPage - 32), bytes).ok()) {
+            ADD_FAILURE() << "straddling write failed";
+            stop.store(true);
+          }
           max_epoch[w][r][page + 1] = std::max(max_epoch[w][r][page + 1], epoch + 1);
         } else {
           const uint64_t offset = (rng() % (kPage / 8)) * 8;
-          ASSERT_OK(h.memory.WriteObj(GuestAddress(base + offset), value));
+          if (!h.memory.WriteObj(GuestAddress(base + offset), value).ok()) {
+            ADD_FAILURE() << "write failed";
+            stop.store(true);
+          }
         }
         max_epoch[w][r][page] = std::max(max_epoch[w][r][page], epoch + 1);
         ++writes[w];
@@ -143,7 +150,7 @@ TEST(DirtyTrackingConcurrency, NoDirtyPageIsLostWhileWritersRunDuringHarvests) {
         // Sample every write at first, then one in 64, to bound memory.
         if (records[w].size() < 200000 || counter % 64 == 0) {
           records[w].push_back({static_cast<uint32_t>(r), static_cast<uint32_t>(page),
-                                epoch, completed.load(std::memory_order_acquire)});
+                                epoch, completed.load(std::memory_order_seq_cst)});
         }
       }
     });
@@ -156,7 +163,7 @@ TEST(DirtyTrackingConcurrency, NoDirtyPageIsLostWhileWritersRunDuringHarvests) {
          (harvests < kMinHarvests &&
           std::chrono::steady_clock::now() - start < kMaxDuration)) {
     HarvestAndCopy(h, ++harvests, scratch);
-    completed.store(harvests, std::memory_order_release);
+    completed.store(harvests, std::memory_order_seq_cst);
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   stop.store(true);

@@ -75,8 +75,9 @@ inline void CopyToGuest(void* dst, const void* src, size_t n) {
 #endif
 }
 
-// Copies between two guest ranges (memmove semantics are not needed: callers
-// copy between distinct slices; overlapping ranges are copied front to back).
+// Copies between two guest ranges. Normal builds use memmove; under TSan the
+// copy runs front to back, so overlapping ranges are only exact there when
+// dst < src. Callers copy between distinct slices.
 inline void CopyGuestToGuest(void* dst, const void* src, size_t n) {
   if (n == 0) return;  // Empty spans may carry a null data().
 #if defined(__SANITIZE_THREAD__)

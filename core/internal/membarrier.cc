@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 
 namespace livemig::core_internal {
@@ -34,9 +37,15 @@ bool AsymmetricFenceAvailable() {
 }
 
 void HeavyFence() {
-  if (g_available.load(std::memory_order_acquire) &&
-      Membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) {
-    return;
+  if (g_available.load(std::memory_order_acquire)) {
+    if (Membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return;
+    // Writers are already skipping RMWs on the promise of this barrier; a
+    // local fence would silently lose dirty pages. Stop instead.
+    std::fprintf(stderr,
+                 "livemig: membarrier(PRIVATE_EXPEDITED) failed after "
+                 "registration (errno %d); dirty tracking cannot stay exact\n",
+                 errno);
+    std::abort();
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
 }
