@@ -195,6 +195,12 @@ void ForEachDirtyRun(std::span<const uint64_t> words, size_t num_pages,
         if (bits == 0) continue;
       }
       const size_t page0 = w * 64;
+      if (!open && (bits & (bits - 1)) == 0 && (bits >> 63) == 0) {
+        // One isolated dirty page: the common case in sparse rounds.
+        callback(page0 + static_cast<size_t>(std::countr_zero(bits)), 1);
+        prev_w = w;
+        continue;
+      }
       uint64_t starts = bits & ~(bits << 1);
       uint64_t ends = bits & ~(bits >> 1);
       if (open) {
