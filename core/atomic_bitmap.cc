@@ -23,32 +23,39 @@ AtomicBitmap::AtomicBitmap(size_t byte_size, size_t page_size)
   }
 }
 
+namespace {
+
+// Calls fn(word_index, mask) for each 64-page word covering pages
+// [first_page, last_page], with the mask of those pages within the word.
+template <typename Fn>
+void ForEachWordMask(size_t first_page, size_t last_page, Fn&& fn) {
+  const size_t first_w = first_page / AtomicBitmap::kBitsPerWord;
+  const size_t last_w = last_page / AtomicBitmap::kBitsPerWord;
+  for (size_t w = first_w; w <= last_w; ++w) {
+    uint64_t mask = ~uint64_t{0};
+    if (w == first_w) mask &= ~uint64_t{0} << (first_page % 64);
+    if (w == last_w) mask &= ~uint64_t{0} >> (63 - last_page % 64);
+    fn(w, mask);
+  }
+}
+
+}  // namespace
+
 void AtomicBitmap::SetPagesSlow(size_t first_page, size_t last_page) const {
-  const size_t first_w = first_page / kBitsPerWord;
-  const size_t last_w = last_page / kBitsPerWord;
-  MarkWord(first_w, ~uint64_t{0} << (first_page % 64));
-  for (size_t w = first_w + 1; w < last_w; ++w) MarkWord(w, ~uint64_t{0});
-  MarkWord(last_w, ~uint64_t{0} >> (63 - last_page % 64));
+  ForEachWordMask(first_page, last_page,
+                  [this](size_t w, uint64_t mask) { MarkWord(w, mask); });
 }
 
 void AtomicBitmap::ResetAddrRange(size_t offset, size_t len) const {
   if (len == 0 || offset >= byte_size_) return;
   const size_t end = len > byte_size_ - offset ? byte_size_ : offset + len;
-  const size_t last_byte = end - 1;
-  const size_t first_page = offset >> page_shift_;
-  const size_t last_page = last_byte >> page_shift_;
-  const size_t first_w = first_page / kBitsPerWord;
-  const size_t last_w = last_page / kBitsPerWord;
-  for (size_t w = first_w; w <= last_w; ++w) {
-    const size_t lo = w == first_w ? first_page % 64 : 0;
-    const size_t hi = w == last_w ? last_page % 64 : 63;
-    const uint64_t mask = (hi - lo == 63)
-                              ? ~uint64_t{0}
-                              : (((uint64_t{1} << (hi - lo + 1)) - 1) << lo);
-    // Relaxed: resetting publishes no data; a concurrent mark either lands
-    // before (and is cleared, as the caller asked) or after (and stays).
-    words_[w].fetch_and(~mask, std::memory_order_relaxed);
-  }
+  ForEachWordMask(offset >> page_shift_, (end - 1) >> page_shift_,
+                  [this](size_t w, uint64_t mask) {
+                    // Relaxed: resetting publishes no data; a concurrent mark
+                    // either lands before (and is cleared, as the caller
+                    // asked) or after (and stays).
+                    words_[w].fetch_and(~mask, std::memory_order_relaxed);
+                  });
 }
 
 absl::Status AtomicBitmap::GetAndReset(std::span<uint64_t> out,
