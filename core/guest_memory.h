@@ -179,8 +179,7 @@ class GuestMemory {
 
   template <ByteValued T>
   [[nodiscard]] absl::StatusOr<T> ReadObj(GuestAddress addr) const {
-    const GuestRegion<B>* r = FindRegion(addr);
-    if (r != nullptr && sizeof(T) <= r->last_addr().value - addr.value + 1) {
+    if (const GuestRegion<B>* r = RegionHolding(addr, sizeof(T))) {
       return r->region().template ReadObj<T>(r->OffsetOf(addr));
     }
     T value;  // Crosses a boundary (or is unmapped): the slow path.
@@ -192,8 +191,7 @@ class GuestMemory {
 
   template <ByteValued T>
   [[nodiscard]] absl::Status WriteObj(GuestAddress addr, const T& value) const {
-    const GuestRegion<B>* r = FindRegion(addr);
-    if (r != nullptr && sizeof(T) <= r->last_addr().value - addr.value + 1) {
+    if (const GuestRegion<B>* r = RegionHolding(addr, sizeof(T))) {
       return r->region().WriteObj(value, r->OffsetOf(addr));
     }
     return Write(addr, std::span<const uint8_t>(
@@ -203,6 +201,14 @@ class GuestMemory {
  private:
   explicit GuestMemory(std::vector<GuestRegion<B>> regions)
       : regions_(std::move(regions)) {}
+
+  // The region holding all of [addr, addr + count), or nullptr (unmapped, or
+  // the range crosses a region boundary). REQUIRES: count > 0.
+  const GuestRegion<B>* RegionHolding(GuestAddress addr, size_t count) const {
+    const GuestRegion<B>* r = FindRegion(addr);
+    if (r == nullptr || count - 1 > r->last_addr().value - addr.value) return nullptr;
+    return r;
+  }
 
   static absl::Status Unmapped(GuestAddress addr) {
     return absl::OutOfRangeError(absl::StrCat(
