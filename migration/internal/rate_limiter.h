@@ -1,0 +1,49 @@
+// File: migration/internal/rate_limiter.h
+//
+// A token bucket shared by every channel of one migration: Acquire(n) waits
+// until n bytes may be sent at `bytes_per_second`, with a burst of 1/20 s.
+// A rate of 0 means unlimited. Thread-safe.
+#ifndef LIVEMIG_MIGRATION_INTERNAL_RATE_LIMITER_H_
+#define LIVEMIG_MIGRATION_INTERNAL_RATE_LIMITER_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace livemig::migration_internal {
+
+class RateLimiter {
+ public:
+  explicit RateLimiter(uint64_t bytes_per_second)
+      : rate_(bytes_per_second), next_free_(absl::Now()) {}
+
+  // Blocks until `bytes` fit the rate, or `*stop` becomes true.
+  void Acquire(uint64_t bytes, const std::atomic<bool>* stop) {
+    if (rate_ == 0) return;
+    absl::Time send_at;
+    {
+      absl::MutexLock lock(&mu_);
+      const absl::Time now = absl::Now();
+      const absl::Duration burst = absl::Seconds(1) / 20;
+      if (next_free_ < now - burst) next_free_ = now - burst;
+      send_at = next_free_;
+      next_free_ += absl::Seconds(static_cast<double>(bytes) / rate_);
+    }
+    while (absl::Now() < send_at && !stop->load(std::memory_order_relaxed)) {
+      absl::SleepFor(std::min(send_at - absl::Now(), absl::Milliseconds(5)));
+    }
+  }
+
+ private:
+  const uint64_t rate_;
+  absl::Mutex mu_;
+  absl::Time next_free_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace livemig::migration_internal
+
+#endif  // LIVEMIG_MIGRATION_INTERNAL_RATE_LIMITER_H_

@@ -1,0 +1,201 @@
+#include "migration/internal/send_channel.h"
+
+#include <sys/uio.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "migration/protocol.h"
+#include "migration/wire/frame_io.h"
+#include "proto/migration.pb.h"
+
+namespace livemig::migration_internal {
+
+absl::Status Failure::Set(absl::Status status) {
+  std::vector<Connection*> to_shut;
+  absl::Status result;
+  {
+    absl::MutexLock lock(&mu_);
+    if (status_.ok() && !status.ok()) {
+      status_ = std::move(status);
+      failed_.store(true, std::memory_order_release);
+      to_shut = watched_;
+    }
+    result = status_;
+  }
+  for (Connection* c : to_shut) c->Shutdown();
+  return result;
+}
+
+absl::Status Failure::Get() const {
+  absl::MutexLock lock(&mu_);
+  return status_;
+}
+
+void Failure::Watch(Connection* connection) {
+  absl::MutexLock lock(&mu_);
+  watched_.push_back(connection);
+}
+
+// Not instrumented by TSan: it reads guest memory that writers change
+// concurrently on purpose (see the header).
+__attribute__((no_sanitize_thread)) bool IsZeroPage(const uint8_t* page,
+                                                     size_t page_size) {
+  const auto* words = reinterpret_cast<const uint64_t*>(page);
+  const size_t n = page_size / sizeof(uint64_t);
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t acc = 0;
+    for (size_t j = 0; j < 8; ++j) acc |= words[i + j];
+    if (acc != 0) return false;
+  }
+  return true;
+}
+
+SendChannel::SendChannel(std::unique_ptr<Connection> connection,
+                         const GuestMemory<AtomicBitmap>* memory,
+                         RateLimiter* limiter, Failure* failure,
+                         ChannelCounters* counters, absl::Duration io_timeout,
+                         uint32_t batch_pages)
+    : connection_(std::move(connection)),
+      memory_(memory),
+      limiter_(limiter),
+      failure_(failure),
+      counters_(counters),
+      io_timeout_(io_timeout),
+      buffer_(size_t{batch_pages} * kMigrationPageSize) {
+  failure_->Watch(connection_.get());
+}
+
+SendChannel::~SendChannel() { Stop(); }
+
+void SendChannel::Start() { worker_ = std::thread([this] { Run(); }); }
+
+void SendChannel::Enqueue(PageWork work) {
+  absl::MutexLock lock(&mu_);
+  queued_pages_ += work.pages;
+  queue_.push_back(std::move(work));
+}
+
+uint64_t SendChannel::queued_pages() const {
+  absl::MutexLock lock(&mu_);
+  return queued_pages_;
+}
+
+bool SendChannel::WaitIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return (queue_.empty() && !busy_) || stop_ || failure_->failed();
+  };
+  // Failure is set without mu_, so it is polled through the timeout.
+  return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+}
+
+void SendChannel::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+    queue_.clear();  // Unsent work is dropped; its pages stay in taken_.
+    queued_pages_ = 0;
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+void SendChannel::Run() {
+  while (true) {
+    PageWork work;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !queue_.empty() || stop_;
+      };
+      while (!ready()) mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(50));
+      if (stop_ && queue_.empty()) return;
+      work = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    absl::Status status =
+        failure_->failed() ? absl::OkStatus() : Send(work);
+    if (!status.ok()) failure_->Set(status);
+    absl::MutexLock lock(&mu_);
+    if (!stop_) queued_pages_ -= work.pages;
+    busy_ = false;
+  }
+}
+
+absl::Status SendChannel::Send(const PageWork& work) {
+  if (work.marker) {
+    proto::IterationMarker marker;
+    marker.set_round(work.round);
+    marker.set_phase(proto::PHASE_END);
+    marker.set_final(work.final);
+    return wire::WriteFrame(*connection_, wire::FrameType::kIterationMarker,
+                            marker, io_timeout_);
+  }
+  const GuestRegion<AtomicBitmap>& region = memory_->region(work.region);
+  const uint8_t* base = region.region().as_ptr();
+  proto::PageBatch raw;
+  proto::PageBatch zero;
+  raw.set_region_index(work.region);
+  raw.set_encoding(proto::ENCODING_RAW);
+  raw.set_round(work.round);
+  zero.set_region_index(work.region);
+  zero.set_encoding(proto::ENCODING_ZERO);
+  zero.set_round(work.round);
+  auto append = [](proto::PageBatch& batch, uint64_t page) {
+    const int n = batch.runs_size();
+    if (n > 0) {
+      proto::PageRun* last = batch.mutable_runs(n - 1);
+      if (last->first_page() + last->count() == page) {
+        last->set_count(last->count() + 1);
+        return;
+      }
+    }
+    proto::PageRun* run = batch.add_runs();
+    run->set_first_page(page);
+    run->set_count(1);
+  };
+  size_t raw_pages = 0;
+  uint64_t zero_pages = 0;
+  for (const auto& [first, count] : work.runs) {
+    for (uint64_t page = first; page < first + count; ++page) {
+      const uint64_t offset = page * kMigrationPageSize;
+      if (IsZeroPage(base + offset, kMigrationPageSize)) {
+        append(zero, page);
+        ++zero_pages;
+        continue;
+      }
+      if ((raw_pages + 1) * kMigrationPageSize > buffer_.size()) {
+        return absl::InternalError("page batch larger than the channel buffer");
+      }
+      // Copy through the bounds-checked accessor: the frame checksum must
+      // cover exactly the bytes that go on the wire.
+      absl::Status read = region.region().Read(
+          std::span<uint8_t>(buffer_.data() + raw_pages * kMigrationPageSize,
+                             kMigrationPageSize),
+          offset);
+      if (!read.ok()) return read;
+      append(raw, page);
+      ++raw_pages;
+    }
+  }
+  if (raw_pages > 0) {
+    const size_t bytes = raw_pages * kMigrationPageSize;
+    limiter_->Acquire(bytes, failure_->flag());
+    const iovec payload{buffer_.data(), bytes};
+    absl::Status status = wire::WriteFrame(*connection_, wire::FrameType::kPageBatch,
+                                           raw, absl::MakeConstSpan(&payload, 1),
+                                           io_timeout_);
+    if (!status.ok()) return status;
+    counters_->raw_pages.fetch_add(raw_pages, std::memory_order_relaxed);
+  }
+  if (zero_pages > 0) {
+    absl::Status status = wire::WriteFrame(*connection_, wire::FrameType::kPageBatch,
+                                           zero, io_timeout_);
+    if (!status.ok()) return status;
+    counters_->zero_pages.fetch_add(zero_pages, std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace livemig::migration_internal

@@ -1,0 +1,120 @@
+// File: migration/internal/send_channel.h
+//
+// SendChannel: one connection of a migration plus the worker thread that
+// writes to it. The migration thread queues work (page runs of one region,
+// or a round-end marker); the worker encodes each page run as ZERO runs
+// (no bytes) and RAW runs (bytes copied from guest memory into the channel's
+// buffer, so the frame checksum and the bytes sent agree even while the guest
+// keeps writing), and writes each batch with one gathered write.
+//
+// Thread safety: Enqueue/WaitIdle/Stop are called by the migration thread;
+// the worker is the only writer of the connection while it runs. Errors are
+// reported through the shared Failure object, which also shuts every
+// channel down so no thread stays blocked.
+#ifndef LIVEMIG_MIGRATION_INTERNAL_SEND_CHANNEL_H_
+#define LIVEMIG_MIGRATION_INTERNAL_SEND_CHANNEL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "core/atomic_bitmap.h"
+#include "core/guest_memory.h"
+#include "migration/internal/rate_limiter.h"
+#include "migration/transport/connection.h"
+
+namespace livemig::migration_internal {
+
+// The first error of a migration, shared by all its threads.
+class Failure {
+ public:
+  // Records `status` if it is the first error; returns it (or the earlier).
+  absl::Status Set(absl::Status status);
+  absl::Status Get() const;
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
+  const std::atomic<bool>* flag() const { return &failed_; }
+  // Connections to shut down when the migration fails. Must outlive this.
+  void Watch(Connection* connection);
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  std::vector<Connection*> watched_ ABSL_GUARDED_BY(mu_);
+  // Written under mu_ (release) when the first error is recorded, read
+  // without the lock (acquire) on hot paths that only need "stop now".
+  std::atomic<bool> failed_{false};
+};
+
+struct PageWork {
+  uint32_t region = 0;
+  uint32_t round = 0;
+  bool marker = false;  // Round-end marker instead of pages.
+  bool final = false;   // With marker: the switchover round.
+  std::vector<std::pair<uint64_t, uint64_t>> runs;  // (first page, count)
+  uint64_t pages = 0;
+};
+
+// Counters a channel adds to; read by the migration thread between rounds.
+// Relaxed: workers only add; the migration thread reads them after WaitIdle
+// (whose lock orders the adds before) or as an estimate.
+struct ChannelCounters {
+  std::atomic<uint64_t> raw_pages{0};
+  std::atomic<uint64_t> zero_pages{0};
+};
+
+class SendChannel {
+ public:
+  // `memory`, `limiter`, `failure` and `counters` must outlive the channel.
+  SendChannel(std::unique_ptr<Connection> connection,
+              const GuestMemory<AtomicBitmap>* memory, RateLimiter* limiter,
+              Failure* failure, ChannelCounters* counters,
+              absl::Duration io_timeout, uint32_t batch_pages);
+  ~SendChannel();  // Stops the worker.
+
+  void Start();
+  void Enqueue(PageWork work);
+  uint64_t queued_pages() const;
+  // Blocks up to `timeout` until the queue is empty and the worker idle (or
+  // the migration failed); returns true iff that happened.
+  bool WaitIdle(absl::Duration timeout);
+  // Drops queued work, lets the batch in progress finish, joins the worker;
+  // the connection stays open.
+  void Stop();
+  Connection& connection() { return *connection_; }
+
+ private:
+  void Run();
+  absl::Status Send(const PageWork& work);
+
+  std::unique_ptr<Connection> connection_;
+  const GuestMemory<AtomicBitmap>* memory_;
+  RateLimiter* limiter_;
+  Failure* failure_;
+  ChannelCounters* counters_;
+  const absl::Duration io_timeout_;
+  std::vector<uint8_t> buffer_;  // Worker only.
+
+  mutable absl::Mutex mu_;
+  std::deque<PageWork> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t queued_pages_ ABSL_GUARDED_BY(mu_) = 0;
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread worker_;
+};
+
+// True iff the page at `page` holds only zero bytes. Reads guest memory
+// directly (a racy read by design: a page written meanwhile is dirty again
+// and is sent in a later round).
+bool IsZeroPage(const uint8_t* page, size_t page_size);
+
+}  // namespace livemig::migration_internal
+
+#endif  // LIVEMIG_MIGRATION_INTERNAL_SEND_CHANNEL_H_

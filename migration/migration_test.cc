@@ -1,0 +1,281 @@
+// End-to-end tests of the engine in one process: a Sender and a Receiver over
+// loopback TCP or a Unix socket, with writer threads dirtying guest memory
+// during the whole migration.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/testing/status_matchers.h"
+#include "gtest/gtest.h"
+#include "migration/receiver.h"
+#include "migration/sender.h"
+#include "migration/testing/fake_vm.h"
+
+namespace livemig {
+namespace {
+
+using ::livemig::testing::FakeRegionSpec;
+using ::livemig::testing::FakeVm;
+using ::livemig::testing::Fill;
+using ::livemig::testing::StatusIs;
+using ::livemig::testing::WorkloadSpec;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+std::string TempDir(const std::string& name) {
+  const char* root = std::getenv("TEST_TMPDIR");
+  std::string dir = absl::StrCat(root ? root : "/tmp", "/", name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// Runs a receiver for one migration on a thread.
+struct ReceiverThread {
+  std::unique_ptr<Receiver> receiver;
+  std::thread thread;
+  absl::StatusOr<ReceivedMigration> result = absl::UnknownError("not run");
+
+  static std::unique_ptr<ReceiverThread> Start(const Endpoint& at, const std::string& root) {
+    auto t = std::make_unique<ReceiverThread>();
+    ReceiverOptions options;
+    options.root_dir = root;
+    options.io_timeout = absl::Seconds(20);
+    options.accept_timeout = absl::Seconds(30);
+    auto receiver = Receiver::Listen(at, options);
+    EXPECT_TRUE(receiver.ok()) << receiver.status();
+    if (!receiver.ok()) return nullptr;
+    t->receiver = std::move(*receiver);
+    t->thread = std::thread([p = t.get()] { p->result = p->receiver->ReceiveOne(); });
+    return t;
+  }
+  absl::StatusOr<ReceivedMigration>& Join() {
+    thread.join();
+    return result;
+  }
+};
+
+// The receiver's memory equals the source's, byte for byte, region by region.
+void ExpectSameMemory(const GuestMemory<AtomicBitmap>& source,
+                      const GuestMemory<NoBitmap>& rebuilt) {
+  ASSERT_EQ(source.num_regions(), rebuilt.num_regions());
+  for (size_t r = 0; r < source.num_regions(); ++r) {
+    const auto& a = source.region(r);
+    const auto& b = rebuilt.region(r);
+    ASSERT_EQ(a.start_addr(), b.start_addr());
+    ASSERT_EQ(a.len(), b.len());
+    for (uint64_t page = 0; page < a.len() / 4096; ++page) {
+      ASSERT_EQ(std::memcmp(a.region().as_ptr() + page * 4096,
+                            b.region().as_ptr() + page * 4096, 4096),
+                0)
+          << "region " << r << " page " << page << " differs";
+    }
+  }
+}
+
+// The rebuilt file holds the source file's bytes for the mapped range.
+void ExpectSameFileRange(const std::string& source, const std::string& rebuilt,
+                         uint64_t offset, uint64_t size) {
+  std::vector<uint8_t> a(size), b(size);
+  int fa = ::open(source.c_str(), O_RDONLY);
+  int fb = ::open(rebuilt.c_str(), O_RDONLY);
+  ASSERT_GE(fa, 0);
+  ASSERT_GE(fb, 0) << rebuilt;
+  ASSERT_EQ(::pread(fa, a.data(), size, offset), static_cast<ssize_t>(size));
+  ASSERT_EQ(::pread(fb, b.data(), size, offset), static_cast<ssize_t>(size));
+  ::close(fa);
+  ::close(fb);
+  EXPECT_TRUE(a == b) << source << " and " << rebuilt << " differ";
+}
+
+SenderOptions Options(const Endpoint& to, uint32_t channels) {
+  SenderOptions options;
+  options.destination = to;
+  options.channels = channels;
+  options.io_timeout = absl::Seconds(20);
+  options.max_rounds = 40;
+  options.downtime_limit = absl::Milliseconds(300);
+  return options;
+}
+
+TEST(Migration, RandomizedRunsRebuildTheSourceExactlyWhileWritersRun) {
+  std::mt19937_64 rng(20261126);
+  for (int run = 0; run < 20; ++run) {
+    SCOPED_TRACE(absl::StrCat("run ", run));
+    const std::string src_dir = TempDir(absl::StrCat("src", run));
+    const std::string dst_dir = TempDir(absl::StrCat("dst", run));
+    std::vector<FakeRegionSpec> specs;
+    uint64_t gpa = 0;
+    const int regions = 1 + static_cast<int>(rng() % 3);
+    for (int r = 0; r < regions; ++r) {
+      FakeRegionSpec spec;
+      spec.guest_addr = gpa;
+      spec.size = (1 + rng() % 6) * kMiB + (rng() % 8) * 4096;
+      if (rng() % 2) {
+        spec.file = absl::StrCat(src_dir, "/disk", r, ".img");
+        spec.file_offset = (rng() % 4) * 64 * 1024;  // Non-zero most runs.
+      }
+      specs.push_back(spec);
+      gpa += spec.size + (rng() % 2) * kMiB;  // Sometimes a hole.
+    }
+    const Fill fill = static_cast<Fill>(rng() % 3);
+    ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create(specs, fill, rng()));
+    const bool unix_socket = run % 4 == 3;
+    // Unix socket paths are limited to 107 bytes; TEST_TMPDIR is longer.
+    char sock_dir[] = "/tmp/livemig-XXXXXX";
+    ASSERT_NE(::mkdtemp(sock_dir), nullptr);
+    const Endpoint at = unix_socket ? Endpoint::Unix(absl::StrCat(sock_dir, "/s.sock"))
+                                    : Endpoint::Tcp("127.0.0.1", 0);
+    auto receiver = ReceiverThread::Start(at, dst_dir);
+    ASSERT_NE(receiver, nullptr);
+    WorkloadSpec work;
+    work.writers = 2;
+    work.pages_per_second = 2000 + rng() % 20000;
+    work.seed = rng();
+    vm->StartWorkload(work);
+    SenderOptions options = Options(receiver->receiver->endpoint(), 1 + rng() % 4);
+    for (size_t r = 0; r < specs.size(); ++r) {
+      options.file_names.push_back(specs[r].file.empty() ? "" : absl::StrCat("disk", r, ".img"));
+    }
+    Sender sender(options);
+    absl::StatusOr<MigrationStats> stats = sender.Migrate(vm->memory(), *vm);
+    ASSERT_OK(stats);
+    ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+    EXPECT_TRUE(vm->paused());
+    EXPECT_EQ(stats->status, "completed");
+    EXPECT_EQ(got.device_state, "device-state-v1");
+    ExpectSameMemory(vm->memory(), got.memory);
+    for (size_t r = 0; r < specs.size(); ++r) {
+      if (specs[r].file.empty()) continue;
+      ExpectSameFileRange(specs[r].file, got.files[r], specs[r].file_offset, specs[r].size);
+    }
+    receiver.reset();  // Closes the listener (and removes the socket file).
+    std::filesystem::remove_all(sock_dir);
+  }
+}
+
+TEST(Migration, SlowWriterConvergesUnderTheDowntimeLimit) {
+  const std::string dst = TempDir("slow");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 32 * kMiB, "", 0}}, Fill::kMixed, 3));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  vm->StartWorkload({2, 5000, 0, 9});
+  Sender sender(Options(receiver->receiver->endpoint(), 2));
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  EXPECT_TRUE(stats.converged);
+  EXPECT_LE(stats.expected_downtime_ms, 300);
+  EXPECT_GE(stats.rounds, 2u);
+  ExpectSameMemory(vm->memory(), got.memory);
+}
+
+// A writer faster than a capped link: no convergence within the round limit.
+TEST(Migration, FastWriterWithCancelFailsAndLeavesTheSourceRunningAndDirty) {
+  const std::string dst = TempDir("fast_cancel");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 16 * kMiB, "", 0}}, Fill::kRandom, 4));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  vm->StartWorkload({2, 20000, 0, 5});  // ~160 MB/s of distinct pages.
+  SenderOptions options = Options(receiver->receiver->endpoint(), 2);
+  options.max_bandwidth = 20 * 1000 * 1000;  // 20 MB/s.
+  options.max_rounds = 4;
+  options.stall_rounds = 0;
+  options.downtime_limit = absl::Milliseconds(10);
+  Sender sender(options);
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm), StatusIs(absl::StatusCode::kAborted));
+  EXPECT_THAT(receiver->Join(), StatusIs(absl::StatusCode::kAborted));
+  EXPECT_FALSE(vm->paused());
+  EXPECT_GT(vm->memory().region(0).bitmap().CountDirty(), 0u);
+  EXPECT_EQ(sender.last_stats().status, "failed");
+}
+
+TEST(Migration, FastWriterWithForceCompletesExactly) {
+  const std::string dst = TempDir("fast_force");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 16 * kMiB, "", 0}}, Fill::kRandom, 6));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  vm->StartWorkload({2, 20000, 0, 7});
+  SenderOptions options = Options(receiver->receiver->endpoint(), 2);
+  options.max_bandwidth = 20 * 1000 * 1000;
+  options.max_rounds = 3;
+  options.stall_rounds = 0;
+  options.downtime_limit = absl::Milliseconds(10);
+  options.on_limit = SenderOptions::OnLimit::kForce;
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  EXPECT_FALSE(stats.converged);
+  EXPECT_EQ(stats.rounds, 4u);  // 3 live rounds + the forced final one.
+  ExpectSameMemory(vm->memory(), got.memory);
+}
+
+TEST(Migration, AutoConvergeThrottlesInStepsAndConverges) {
+  const std::string dst = TempDir("autoconverge");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 16 * kMiB, "", 0}}, Fill::kRandom, 8));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  vm->StartWorkload({2, 20000, 0, 9});
+  SenderOptions options = Options(receiver->receiver->endpoint(), 2);
+  options.max_bandwidth = 40 * 1000 * 1000;
+  options.auto_converge = true;
+  options.max_rounds = 60;
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  const std::vector<int> throttles = vm->throttles();
+  ASSERT_GE(throttles.size(), 2u);
+  EXPECT_EQ(throttles[0], 20);
+  if (throttles.size() > 2) EXPECT_EQ(throttles[1], 30);
+  EXPECT_EQ(throttles.back(), 0);  // Reset when the migration ends.
+  EXPECT_TRUE(stats.converged);
+  ExpectSameMemory(vm->memory(), got.memory);
+}
+
+TEST(Migration, CancelFromTheSenderResumesTheVmAndKeepsPagesDirty) {
+  const std::string dst = TempDir("cancel");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 16 * kMiB, "", 0}}, Fill::kRandom, 10));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  // Mark everything dirty before: a failed attempt must give the bits back.
+  vm->memory().region(0).bitmap().SetAddrRange(0, 16 * kMiB);
+  SenderOptions options = Options(receiver->receiver->endpoint(), 2);
+  options.max_bandwidth = 8 * 1000 * 1000;  // Slow enough to cancel mid-round.
+  Sender sender(options);
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    sender.Cancel();
+  });
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm), StatusIs(absl::StatusCode::kCancelled));
+  canceller.join();
+  EXPECT_FALSE(receiver->Join().ok());
+  EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), 16 * kMiB / 4096);
+  EXPECT_EQ(sender.last_stats().status, "cancelled");
+}
+
+TEST(Migration, UnreachableReceiverIsUnavailable) {
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kMiB, "", 0}}, Fill::kZero, 1));
+  SenderOptions options = Options(Endpoint::Tcp("127.0.0.1", 1), 1);
+  options.io_timeout = absl::Seconds(2);
+  Sender sender(options);
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_FALSE(vm->paused());
+}
+
+TEST(Migration, ZeroPagesTravelAsRunsNotBytes) {
+  const std::string dst = TempDir("zero");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 8 * kMiB, "", 0}}, Fill::kZero, 1));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  Sender sender(Options(receiver->receiver->endpoint(), 2));
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  EXPECT_EQ(stats.duplicate, 8 * kMiB / 4096);
+  EXPECT_EQ(stats.normal, 0u);
+  EXPECT_LT(stats.transferred, 64 * 1024u);
+  ExpectSameMemory(vm->memory(), got.memory);
+}
+
+}  // namespace
+}  // namespace livemig

@@ -1,0 +1,69 @@
+#include "migration/protocol.h"
+
+#include "absl/strings/str_cat.h"
+#include "migration/wire/frame_format.h"
+
+namespace livemig {
+
+proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
+                       uint32_t channel_count, const std::string& migration_id) {
+  proto::Hello hello;
+  hello.set_magic(wire::kHelloMagic);
+  hello.set_protocol_version(wire::kProtocolVersion);
+  hello.set_min_version(wire::kProtocolVersion);
+  hello.set_max_version(wire::kProtocolVersion);
+  hello.set_page_size(kMigrationPageSize);
+  hello.set_features(kSupportedFeatures);
+  hello.set_migration_id(migration_id);
+  hello.set_channel_index(channel_index);
+  hello.set_channel_count(channel_count);
+  hello.set_role(role);
+  hello.set_software("livemig");
+  return hello;
+}
+
+absl::Status CheckHello(const proto::Hello& hello, proto::Role expected_role) {
+  if (hello.magic() != wire::kHelloMagic) {
+    return absl::DataLossError(absl::StrCat(
+        "hello magic is 0x", absl::Hex(hello.magic()), ", expected 0x",
+        absl::Hex(wire::kHelloMagic), ": not a livemig peer"));
+  }
+  if (hello.max_version() < wire::kProtocolVersion ||
+      hello.min_version() > wire::kProtocolVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "peer speaks protocol versions ", hello.min_version(), "..",
+        hello.max_version(), "; this build speaks ", wire::kProtocolVersion));
+  }
+  if (hello.page_size() != kMigrationPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "peer page size ", hello.page_size(), ", expected ", kMigrationPageSize));
+  }
+  if (hello.role() != expected_role) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "peer role ", proto::Role_Name(hello.role()), ", expected ",
+        proto::Role_Name(expected_role)));
+  }
+  if (hello.channel_count() == 0 || hello.channel_index() >= hello.channel_count()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "channel index ", hello.channel_index(), " of ", hello.channel_count()));
+  }
+  return absl::OkStatus();
+}
+
+proto::Abort AbortFromStatus(const absl::Status& status, proto::Role role) {
+  proto::Abort abort;
+  abort.set_code(static_cast<int32_t>(status.code()));
+  abort.set_message(std::string(status.message()));
+  abort.set_role(role);
+  return abort;
+}
+
+absl::Status StatusFromAbort(const proto::Abort& abort) {
+  auto code = static_cast<absl::StatusCode>(abort.code());
+  if (code == absl::StatusCode::kOk || abort.code() < 0 || abort.code() > 16) {
+    code = absl::StatusCode::kAborted;
+  }
+  return absl::Status(code, absl::StrCat("peer aborted: ", abort.message()));
+}
+
+}  // namespace livemig

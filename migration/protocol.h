@@ -1,0 +1,79 @@
+// File: migration/protocol.h
+//
+// The livemig migration protocol: who sends what, on which channel, in which
+// order, and the receiver's states. Frames are described in
+// migration/wire/frame_format.h, messages in proto/migration.proto.
+//
+// A migration uses N channels (stream connections, TCP or Unix), N >= 1.
+// Channel 0 is also the control channel.
+//
+//   Sender (source)                                  Receiver (destination)
+//   ---- setup -------------------------------------------------------------
+//   ch0: Hello{index 0, count N, id}           --->  checks magic/version
+//                                              <---  Hello{DESTINATION} | Abort
+//   chK: Hello{index K, count N, id}  (K>0)    --->  same id, K unused
+//                                              <---  Hello{DESTINATION} | Abort
+//   ch0: RegionTable                           --->  builds regions (staging)
+//                                              <---  Ack{REGION_TABLE} | Abort
+//   ---- rounds r = 0, 1, ... (r = 0 sends every page) ---------------------
+//   any: PageBatch{region, RAW|ZERO, runs, r} [+ raw page bytes] ...
+//   all: IterationMarker{r, END}               --->  each channel waits at a
+//                                                    barrier until every
+//                                                    channel reached END r, so
+//                                                    round r+1 never lands
+//                                                    before round r
+//   ---- switchover (source paused) ----------------------------------------
+//   any: PageBatch ... (final round)
+//   all: IterationMarker{r, END, final}
+//   ch0: DeviceState                           --->
+//   ch0: Completion{digests per region}        --->  checks digests, flushes
+//                                                    (msync/fsync), renames
+//                                                    staging files
+//                                              <---  Ack{VERIFIED} | Abort
+//
+// Either side may send Abort{code, message} on channel 0 at any time and then
+// close every channel. A receiver never reports a migration complete before
+// it sent Ack{VERIFIED}; a sender never reports success before it read it.
+//
+// Receiver states: kAwaitHello -> kAwaitChannels -> kAwaitRegionTable ->
+// kRounds -> kAwaitCompletion -> kCommitted, or kFailed from any state.
+//
+// Thread safety: the helpers below are pure functions.
+#ifndef LIVEMIG_MIGRATION_PROTOCOL_H_
+#define LIVEMIG_MIGRATION_PROTOCOL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "proto/migration.pb.h"
+
+namespace livemig {
+
+// The page size every PageRun counts in (Hello.page_size).
+inline constexpr uint32_t kMigrationPageSize = 4096;
+
+// Features this build speaks (proto::Feature bits).
+inline constexpr uint64_t kSupportedFeatures =
+    proto::FEATURE_ZERO_PAGES | proto::FEATURE_XXH3_DIGEST |
+    proto::FEATURE_MULTI_CHANNEL;
+
+proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
+                       uint32_t channel_count, const std::string& migration_id);
+
+// Checks a peer's Hello: magic (DataLoss: not a livemig peer), protocol
+// version ranges overlap (FailedPrecondition naming both ranges), page size
+// (InvalidArgument), role (InvalidArgument), channel index < count
+// (InvalidArgument).
+[[nodiscard]] absl::Status CheckHello(const proto::Hello& hello,
+                                      proto::Role expected_role);
+
+// An Abort frame's message for `status` (its code and message).
+proto::Abort AbortFromStatus(const absl::Status& status, proto::Role role);
+// The status a received Abort stands for: its own code (Aborted when the
+// code is missing or OK), with "peer aborted: " in front of the message.
+absl::Status StatusFromAbort(const proto::Abort& abort);
+
+}  // namespace livemig
+
+#endif  // LIVEMIG_MIGRATION_PROTOCOL_H_

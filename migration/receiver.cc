@@ -1,0 +1,448 @@
+#include "migration/receiver.h"
+
+#include <sys/uio.h>
+
+#include <cstring>
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/status_macros.h"
+#include "migration/protocol.h"
+#include "migration/region_digest.h"
+#include "migration/region_store.h"
+#include "migration/wire/frame_io.h"
+
+namespace livemig {
+namespace {
+
+// Every channel's reader waits here at the end of each round until all
+// channels finished it, so a page of round r+1 never lands before the same
+// page of round r arriving on another channel.
+class RoundBarrier {
+ public:
+  explicit RoundBarrier(size_t parties) : parties_(parties) {}
+
+  // Returns false if the barrier was broken (the migration failed).
+  bool Arrive(uint32_t round) {
+    absl::MutexLock lock(&mu_);
+    ++arrived_[round];
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return broken_ || arrived_[round] == parties_;
+    };
+    mu_.Await(absl::Condition(&done));
+    return !broken_;
+  }
+
+  void Break() {
+    absl::MutexLock lock(&mu_);
+    broken_ = true;
+  }
+
+ private:
+  const size_t parties_;
+  absl::Mutex mu_;
+  std::map<uint32_t, size_t> arrived_ ABSL_GUARDED_BY(mu_);
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+// One migration being received.
+class ReceiveSession {
+ public:
+  ReceiveSession(Receiver& receiver) : receiver_(receiver), options_(receiver.options_) {}
+  ~ReceiveSession() {
+    absl::MutexLock lock(&receiver_.mu_);
+    receiver_.live_.clear();
+  }
+
+  absl::StatusOr<ReceivedMigration> Run();
+
+ private:
+  absl::StatusOr<std::unique_ptr<Connection>> AcceptOne(absl::Duration timeout);
+  absl::Status AcceptChannels();
+  absl::Status ReadChannel(size_t index);
+  absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
+                          uint32_t channel_round);
+  absl::StatusOr<ReceivedMigration> Finish();
+  void Fail(const absl::Status& status);
+  bool failed() {
+    absl::MutexLock lock(&mu_);
+    return !failure_.ok();
+  }
+  void SendAbort(const absl::Status& status);
+  absl::Status CheckCancelled() const {
+    if (receiver_.cancelled_.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("migration cancelled by the destination");
+    }
+    return absl::OkStatus();
+  }
+
+  Receiver& receiver_;
+  const ReceiverOptions& options_;
+  std::vector<std::unique_ptr<Connection>> channels_;
+  std::optional<RegionStore> store_;
+  std::string migration_id_;
+
+  absl::Mutex mu_;
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<RoundBarrier> barrier_;
+  // Relaxed: each reader adds its own counts; read after the readers joined.
+  std::atomic<uint64_t> raw_pages_{0};
+  std::atomic<uint64_t> zero_pages_{0};
+  std::atomic<uint32_t> rounds_{0};
+  std::atomic<bool> abort_sent_{false};  // SendAbort runs once.
+};
+
+void ReceiveSession::Fail(const absl::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!failure_.ok()) return;
+    failure_ = status;
+  }
+  if (barrier_) barrier_->Break();
+  SendAbort(status);  // Also shuts every channel down, unblocking readers.
+}
+
+void ReceiveSession::SendAbort(const absl::Status& status) {
+  if (channels_.empty() || abort_sent_.exchange(true)) return;
+  // Best effort: the peer may be gone already. Only the main thread writes
+  // the control channel otherwise, and never while readers run.
+  (void)wire::WriteFrame(*channels_[0], wire::FrameType::kAbort,
+                         AbortFromStatus(status, proto::ROLE_DESTINATION),
+                         absl::Seconds(1));
+  for (auto& c : channels_) c->Shutdown();
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> ReceiveSession::AcceptOne(
+    absl::Duration timeout) {
+  // Short accepts, so Cancel() is noticed while waiting for a source.
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
+    const absl::Duration left = deadline - absl::Now();
+    absl::StatusOr<std::unique_ptr<Connection>> conn =
+        receiver_.listener_->Accept(std::min(left, absl::Milliseconds(100)));
+    if (conn.ok() || conn.status().code() != absl::StatusCode::kDeadlineExceeded) {
+      return conn;
+    }
+    if (left <= absl::Milliseconds(100)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no source connected within ", absl::FormatDuration(timeout)));
+    }
+  }
+}
+
+absl::Status ReceiveSession::AcceptChannels() {
+  uint32_t count = 0;
+  std::set<uint32_t> seen;
+  for (uint32_t i = 0; i == 0 || i < count; ++i) {
+    LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
+    LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn,
+                             AcceptOne(i == 0 ? options_.accept_timeout
+                                              : options_.io_timeout));
+    {
+      absl::MutexLock lock(&receiver_.mu_);
+      receiver_.live_.push_back(conn.get());
+    }
+    channels_.push_back(std::move(conn));
+    Connection& c = *channels_.back();
+    absl::Status status = [&]() -> absl::Status {
+      LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
+                               wire::ReadFrameStart(c, options_.io_timeout));
+      if (frame.header.type != wire::FrameType::kHello) {
+        return absl::DataLossError(absl::StrCat(
+            "channel ", i, ": expected a HELLO frame, got ",
+            wire::FrameTypeName(frame.header.type)));
+      }
+      proto::Hello hello;
+      LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &hello));
+      LIVEMIG_RETURN_IF_ERROR(CheckHello(hello, proto::ROLE_SOURCE));
+      if (i == 0) {
+        count = hello.channel_count();
+        migration_id_ = hello.migration_id();
+        if (count > options_.max_channels) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "source asks for ", count, " channels; at most ",
+              options_.max_channels));
+        }
+      } else if (hello.migration_id() != migration_id_ ||
+                 hello.channel_count() != count) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "channel ", i, " belongs to another migration"));
+      }
+      if (!seen.insert(hello.channel_index()).second) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "channel index ", hello.channel_index(), " used twice"));
+      }
+      return wire::WriteFrame(
+          c, wire::FrameType::kHello,
+          MakeHello(proto::ROLE_DESTINATION, hello.channel_index(), count,
+                    migration_id_),
+          options_.io_timeout);
+    }();
+    if (!status.ok()) {
+      // Tell this peer why before closing (the control channel may be
+      // another connection; the Abort goes where the bad hello came from).
+      (void)wire::WriteFrame(c, wire::FrameType::kAbort,
+                             AbortFromStatus(status, proto::ROLE_DESTINATION),
+                             absl::Seconds(1));
+      c.Shutdown();
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
+                                        uint32_t channel_round) {
+  proto::PageBatch batch;
+  if (!batch.ParseFromString(frame.message)) {
+    return absl::DataLossError("PAGE_BATCH message does not parse");
+  }
+  std::vector<StoredRegion>& regions = store_->regions();
+  if (batch.region_index() >= regions.size()) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "PAGE_BATCH names region ", batch.region_index(), "; the table has ",
+        regions.size()));
+  }
+  if (batch.round() != channel_round) {
+    return absl::DataLossError(absl::StrCat("PAGE_BATCH of round ", batch.round(),
+                                            " arrived in round ", channel_round));
+  }
+  MmapRegion<NoBitmap>& region = regions[batch.region_index()].region;
+  const uint64_t region_pages = region.size() / kMigrationPageSize;
+  uint64_t total = 0;
+  std::vector<iovec> destination;
+  destination.reserve(batch.runs_size());
+  for (const proto::PageRun& run : batch.runs()) {
+    if (run.count() == 0 || run.first_page() >= region_pages ||
+        run.count() > region_pages - run.first_page()) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "PAGE_BATCH run [", run.first_page(), ", +", run.count(),
+          ") is outside region ", batch.region_index(), " (", region_pages,
+          " pages)"));
+    }
+    total += run.count();
+    destination.push_back(iovec{region.as_ptr() + run.first_page() * kMigrationPageSize,
+                                run.count() * kMigrationPageSize});
+  }
+  if (batch.encoding() == proto::ENCODING_RAW) {
+    if (frame.header.payload_len != total * kMigrationPageSize) {
+      return absl::DataLossError(absl::StrCat(
+          "PAGE_BATCH of ", total, " pages carries ", frame.header.payload_len,
+          " payload bytes"));
+    }
+    // Straight from the socket into the mapping; the frame checksum is
+    // verified after, and a bad frame fails the whole migration.
+    LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
+        conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
+    raw_pages_.fetch_add(total, std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+  if (batch.encoding() != proto::ENCODING_ZERO) {
+    return absl::DataLossError(absl::StrCat("PAGE_BATCH encoding ",
+                                            static_cast<int>(batch.encoding())));
+  }
+  if (frame.header.payload_len != 0) {
+    return absl::DataLossError("ZERO PAGE_BATCH carries a payload");
+  }
+  LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &batch));
+  // Round 0 visits every page once and the mappings start zeroed, so only
+  // later rounds need to clear anything.
+  if (channel_round > 0) {
+    for (const iovec& v : destination) std::memset(v.iov_base, 0, v.iov_len);
+  }
+  zero_pages_.fetch_add(total, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status ReceiveSession::ReadChannel(size_t index) {
+  Connection& conn = *channels_[index];
+  uint32_t round = 0;
+  while (true) {
+    LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
+    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
+                             wire::ReadFrameStart(conn, options_.io_timeout));
+    switch (frame.header.type) {
+      case wire::FrameType::kPageBatch:
+        LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round));
+        break;
+      case wire::FrameType::kIterationMarker: {
+        proto::IterationMarker marker;
+        LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &marker));
+        if (marker.round() != round) {
+          return absl::DataLossError(absl::StrCat(
+              "channel ", index, ": end of round ", marker.round(),
+              " while in round ", round));
+        }
+        if (!barrier_->Arrive(round)) {
+          return absl::AbortedError("another channel failed");
+        }
+        if (index == 0) rounds_.store(round + 1, std::memory_order_relaxed);
+        if (marker.final()) return absl::OkStatus();
+        ++round;
+        break;
+      }
+      case wire::FrameType::kAbort: {
+        proto::Abort abort;
+        LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &abort));
+        return StatusFromAbort(abort);
+      }
+      default:
+        return absl::DataLossError(absl::StrCat(
+            "channel ", index, ": unexpected ",
+            wire::FrameTypeName(frame.header.type), " frame in round ", round));
+    }
+  }
+}
+
+absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
+  Connection& control = *channels_[0];
+  proto::DeviceState device;
+  proto::Completion completion;
+  for (auto [type, message] :
+       {std::pair<wire::FrameType, google::protobuf::MessageLite*>{
+            wire::FrameType::kDeviceState, &device},
+        {wire::FrameType::kCompletion, &completion}}) {
+    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
+                             wire::ReadFrameStart(control, options_.io_timeout));
+    if (frame.header.type == wire::FrameType::kAbort) {
+      proto::Abort abort;
+      LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &abort));
+      return StatusFromAbort(abort);
+    }
+    if (frame.header.type != type) {
+      return absl::DataLossError(absl::StrCat(
+          "expected a ", wire::FrameTypeName(type), " frame, got ",
+          wire::FrameTypeName(frame.header.type)));
+    }
+    LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, message));
+  }
+  std::vector<StoredRegion>& regions = store_->regions();
+  if (static_cast<size_t>(completion.digests_size()) != regions.size()) {
+    return absl::DataLossError(absl::StrCat("completion has ",
+                                            completion.digests_size(),
+                                            " digests for ", regions.size(),
+                                            " regions"));
+  }
+  for (const proto::RegionDigest& d : completion.digests()) {
+    if (d.region_index() >= regions.size()) {
+      return absl::DataLossError(absl::StrCat("digest for unknown region ",
+                                              d.region_index()));
+    }
+    const MmapRegion<NoBitmap>& region = regions[d.region_index()].region;
+    const uint64_t actual = DigestBytes(region.as_ptr(), region.size());
+    if (actual != d.xxh3_64()) {
+      return absl::DataLossError(absl::StrCat(
+          "region ", d.region_index(), " digest mismatch: source 0x",
+          absl::Hex(d.xxh3_64()), ", rebuilt 0x", absl::Hex(actual)));
+    }
+  }
+  LIVEMIG_RETURN_IF_ERROR(store_->Commit());
+  std::vector<proto::RegionInfo> infos;
+  std::vector<std::string> files;
+  for (const StoredRegion& r : regions) {
+    infos.push_back(r.info);
+    files.push_back(r.final_path);
+  }
+  LIVEMIG_ASSIGN_OR_RETURN(GuestMemory<NoBitmap> memory, store_->TakeGuestMemory());
+  ReceivedMigration out(std::move(memory));
+  out.regions = std::move(infos);
+  out.files = std::move(files);
+  out.device_state = device.state();
+  proto::Ack ack;
+  ack.set_kind(proto::ACK_VERIFIED);
+  ack.set_round(rounds_.load());
+  // The files are final before the source hears success; if this write
+  // fails, the source rolls back and the destination's copy is just unused.
+  LIVEMIG_RETURN_IF_ERROR(
+      wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
+  return out;
+}
+
+absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
+  absl::Status status = [&]() -> absl::Status {
+    LIVEMIG_RETURN_IF_ERROR(AcceptChannels());
+    Connection& control = *channels_[0];
+    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
+                             wire::ReadFrameStart(control, options_.io_timeout));
+    if (frame.header.type != wire::FrameType::kRegionTable) {
+      return absl::DataLossError(absl::StrCat(
+          "expected a REGION_TABLE frame, got ", wire::FrameTypeName(frame.header.type)));
+    }
+    proto::RegionTable table;
+    LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &table));
+    RegionStoreOptions store_options;
+    store_options.root_dir = options_.root_dir;
+    store_options.max_total_bytes = options_.max_total_bytes;
+    LIVEMIG_ASSIGN_OR_RETURN(RegionStore store,
+                             RegionStore::Create(table, kMigrationPageSize, store_options));
+    store_.emplace(std::move(store));
+    proto::Ack ack;
+    ack.set_kind(proto::ACK_REGION_TABLE);
+    LIVEMIG_RETURN_IF_ERROR(
+        wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
+
+    barrier_ = std::make_unique<RoundBarrier>(channels_.size());
+    std::vector<std::thread> readers;
+    for (size_t i = 0; i < channels_.size(); ++i) {
+      readers.emplace_back([this, i] {
+        absl::Status s = ReadChannel(i);
+        if (s.ok()) return;
+        if (i != 0 && absl::IsUnavailable(s)) {
+          // A source that gives up sends Abort on channel 0 and then closes
+          // every channel: give that reason a moment to arrive first.
+          const absl::Time until = absl::Now() + absl::Milliseconds(500);
+          while (absl::Now() < until && !failed()) absl::SleepFor(absl::Milliseconds(5));
+        }
+        Fail(s);
+      });
+    }
+    for (auto& t : readers) t.join();
+    {
+      absl::MutexLock lock(&mu_);
+      if (!failure_.ok()) return failure_;
+    }
+    return absl::OkStatus();
+  }();
+  absl::StatusOr<ReceivedMigration> out =
+      status.ok() ? Finish() : absl::StatusOr<ReceivedMigration>(status);
+  if (!out.ok()) {
+    SendAbort(out.status());
+    if (store_) store_->Abandon();
+    return out.status();
+  }
+  out->raw_pages = raw_pages_.load();
+  out->zero_pages = zero_pages_.load();
+  out->rounds = rounds_.load();
+  out->channels = static_cast<uint32_t>(channels_.size());
+  for (const auto& c : channels_) out->bytes_received += c->bytes_read();
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Listen(const Endpoint& at,
+                                                           ReceiverOptions options) {
+  LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Listener> listener, Listener::Listen(at));
+  return std::unique_ptr<Receiver>(new Receiver(std::move(listener), std::move(options)));
+}
+
+absl::StatusOr<ReceivedMigration> Receiver::ReceiveOne() {
+  cancelled_.store(false, std::memory_order_relaxed);
+  ReceiveSession session(*this);
+  return session.Run();
+}
+
+void Receiver::Cancel() {
+  cancelled_.store(true, std::memory_order_relaxed);
+  absl::MutexLock lock(&mu_);
+  for (Connection* c : live_) c->Shutdown();
+}
+
+}  // namespace livemig

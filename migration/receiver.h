@@ -1,0 +1,95 @@
+// File: migration/receiver.h
+//
+// Receiver: the destination side of a migration, embedded in a VMM (or run by
+// `livemig receive`). It listens on an endpoint, and ReceiveOne() accepts one
+// migration's channels, checks the hello (a wrong magic or version gets an
+// Abort frame naming the problem, then the connection is closed), rebuilds
+// the regions from the region table (RegionStore: file-backed regions under
+// `root_dir` at their file offsets, in staging files; anonymous regions in
+// fresh mappings), writes page bytes straight from the socket into the
+// mappings, and at completion checks every region's XXH3 digest, flushes
+// (msync + fsync), renames the staging files and only then acknowledges.
+//
+// A batch that names a region or page outside the table, a corrupt or
+// truncated frame, an oversized frame, a digest mismatch, or an Abort from the
+// source makes ReceiveOne() fail: the staging files are removed, nothing is
+// renamed, and the error names the frame, region or page. Nothing is ever
+// written outside a region's mapping.
+//
+// Thread safety: ReceiveOne() runs on the caller's thread (plus one reader
+// thread per channel) and must not run twice at once; Cancel() may be called
+// from any thread and makes a running ReceiveOne() return Cancelled.
+#ifndef LIVEMIG_MIGRATION_RECEIVER_H_
+#define LIVEMIG_MIGRATION_RECEIVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "core/guest_memory.h"
+#include "migration/transport/connection.h"
+#include "migration/transport/endpoint.h"
+#include "migration/transport/listener.h"
+#include "proto/migration.pb.h"
+
+namespace livemig {
+
+struct ReceiverOptions {
+  std::string root_dir;  // Where file-backed regions are rebuilt.
+  absl::Duration io_timeout = absl::Seconds(30);  // Every read and write.
+  absl::Duration accept_timeout = absl::InfiniteDuration();  // First channel.
+  uint32_t max_channels = 64;
+  uint64_t max_total_bytes = uint64_t{1} << 40;
+};
+
+struct ReceivedMigration {
+  explicit ReceivedMigration(GuestMemory<NoBitmap> rebuilt)
+      : memory(std::move(rebuilt)) {}
+
+  GuestMemory<NoBitmap> memory;       // The rebuilt guest memory.
+  std::string device_state;           // Opaque, from the source VMM.
+  std::vector<proto::RegionInfo> regions;
+  std::vector<std::string> files;     // Final path per region ("" anonymous).
+  uint64_t raw_pages = 0;             // Pages received with their bytes.
+  uint64_t zero_pages = 0;
+  uint64_t bytes_received = 0;
+  uint32_t rounds = 0;
+  uint32_t channels = 0;
+};
+
+class Receiver {
+ public:
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Receiver>> Listen(
+      const Endpoint& at, ReceiverOptions options);
+
+  Endpoint endpoint() const { return listener_->local_endpoint(); }
+
+  // Receives one migration; see the file comment.
+  [[nodiscard]] absl::StatusOr<ReceivedMigration> ReceiveOne();
+
+  // Makes a running ReceiveOne() fail with Cancelled promptly.
+  void Cancel();
+
+ private:
+  Receiver(std::unique_ptr<Listener> listener, ReceiverOptions options)
+      : listener_(std::move(listener)), options_(std::move(options)) {}
+
+  std::unique_ptr<Listener> listener_;
+  ReceiverOptions options_;
+  // Set by Cancel(); relaxed: it only says "stop", the shutdowns do the rest.
+  std::atomic<bool> cancelled_{false};
+  absl::Mutex mu_;
+  std::vector<Connection*> live_ ABSL_GUARDED_BY(mu_);  // Of the running migration.
+
+  friend class ReceiveSession;
+};
+
+}  // namespace livemig
+
+#endif  // LIVEMIG_MIGRATION_RECEIVER_H_

@@ -1,0 +1,599 @@
+#include "migration/region_store.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "core/file_offset.h"
+#include "core/posix_error.h"
+#include "core/status_macros.h"
+
+namespace livemig {
+
+struct RegionStore::StagingFile {
+  std::string file_path;     // As in the table (relative, canonical).
+  std::string name;          // Last component: the final file's name.
+  std::string staging_name;  // name + kStagingSuffix.
+  std::string final_path;    // root_dir/file_path.
+  std::string staging_path;  // final_path + kStagingSuffix.
+  // Every directory from root_dir down to the file's parent (dirs.back()).
+  // Shared between files with common ancestors.
+  std::vector<std::shared_ptr<const ScopedFd>> dirs;
+  std::shared_ptr<const ScopedFd> fd;  // The staging file, O_RDWR.
+  uint64_t size = 0;                   // Max file_offset + size over regions.
+  bool staged = false;  // True while staging_name exists and is ours.
+};
+
+namespace {
+
+constexpr size_t kStagingSuffixLen = sizeof(kStagingSuffix) - 1;
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+absl::Status RegionError(absl::StatusCode code, int index,
+                         absl::string_view field, absl::string_view what) {
+  return absl::Status(code, absl::StrCat("region ", index, ": ", field, " ",
+                                         what));
+}
+
+absl::Status Invalid(int index, absl::string_view field, absl::string_view what) {
+  return RegionError(absl::StatusCode::kInvalidArgument, index, field, what);
+}
+
+// Splits a file_path into its components, refusing anything that is not a
+// canonical relative path (so one file has exactly one spelling).
+absl::StatusOr<std::vector<std::string>> SplitFilePath(int index,
+                                                       const std::string& path) {
+  const std::string quoted = absl::StrCat("\"", path, "\"");
+  if (path.empty()) return Invalid(index, "file_path", "is empty");
+  if (path.find('\0') != std::string::npos) {
+    return Invalid(index, "file_path", "contains a NUL byte");
+  }
+  if (path.front() == '/') {
+    return Invalid(index, "file_path", absl::StrCat(quoted, " is absolute"));
+  }
+  std::vector<std::string> parts = absl::StrSplit(path, '/');
+  for (const std::string& part : parts) {
+    if (part == "..") {
+      return Invalid(index, "file_path",
+                     absl::StrCat(quoted, " contains \"..\""));
+    }
+    if (part.empty() || part == ".") {
+      return Invalid(index, "file_path",
+                     absl::StrCat(quoted, " is not canonical (empty or \".\" "
+                                          "component, or a trailing '/')"));
+    }
+    if (part.size() > NAME_MAX) {
+      return Invalid(index, "file_path",
+                     absl::StrCat(quoted, " has a component longer than ",
+                                  NAME_MAX, " bytes"));
+    }
+  }
+  const std::string& last = parts.back();
+  if (last.size() >= kStagingSuffixLen &&
+      last.compare(last.size() - kStagingSuffixLen, kStagingSuffixLen,
+                   kStagingSuffix) == 0) {
+    return Invalid(index, "file_path",
+                   absl::StrCat(quoted, " ends with the staging suffix \"",
+                                kStagingSuffix, "\""));
+  }
+  if (last.size() + kStagingSuffixLen > NAME_MAX) {
+    return Invalid(index, "file_path",
+                   absl::StrCat(quoted, ": the staging name would be longer "
+                                        "than ",
+                                NAME_MAX, " bytes"));
+  }
+  return parts;
+}
+
+// Refuses a symlink or non-directory at `name` under `dir_fd`; NotFound if it
+// does not exist; other errors as PosixError.
+absl::Status ClassifyDirEntry(int dir_fd, const std::string& name, int index,
+                              const std::string& file_path) {
+  struct stat st;
+  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return PosixError(absl::StrCat("region ", index, ": stat of \"", name,
+                                   "\" in file_path \"", file_path, "\""),
+                      errno);
+  }
+  if (S_ISLNK(st.st_mode)) {
+    return RegionError(absl::StatusCode::kPermissionDenied, index, "file_path",
+                       absl::StrCat("\"", file_path, "\": component \"", name,
+                                    "\" is a symlink; refusing to follow it "
+                                    "(it could leave the root directory)"));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Invalid(index, "file_path",
+                   absl::StrCat("\"", file_path, "\": component \"", name,
+                                "\" exists and is not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+// Opens directory `name` under `dir_fd` without following a symlink, creating
+// it first (0755) when `create`. NotFound if it is missing and !create.
+absl::StatusOr<ScopedFd> OpenDir(int dir_fd, const std::string& name,
+                                 bool create, int index,
+                                 const std::string& file_path) {
+  if (create && ::mkdirat(dir_fd, name.c_str(), 0755) != 0 &&
+      errno != EEXIST) {
+    return PosixError(absl::StrCat("region ", index, ": mkdir \"", name,
+                                   "\" for file_path \"", file_path, "\""),
+                      errno);
+  }
+  const int fd = ::openat(dir_fd, name.c_str(),
+                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) return ScopedFd(fd);
+  const int error = errno;
+  if (error == ELOOP || error == ENOTDIR) {
+    absl::Status why = ClassifyDirEntry(dir_fd, name, index, file_path);
+    if (!why.ok()) return why;
+  }
+  return PosixError(absl::StrCat("region ", index, ": open directory \"", name,
+                                 "\" of file_path \"", file_path, "\""),
+                    error);
+}
+
+// Checks what already exists of root/file_path without creating anything:
+// every existing directory component is a real directory (no symlink), the
+// final name is absent or a regular file, the staging name is not a
+// directory.
+absl::Status CheckExistingPath(int root_fd, const std::vector<std::string>& parts,
+                               int index, const std::string& file_path) {
+  ScopedFd current;
+  int dir_fd = root_fd;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    absl::StatusOr<ScopedFd> next =
+        OpenDir(dir_fd, parts[i], /*create=*/false, index, file_path);
+    if (absl::IsNotFound(next.status())) return absl::OkStatus();
+    if (!next.ok()) return next.status();
+    current = std::move(*next);
+    dir_fd = current.get();
+  }
+  struct stat st;
+  const std::string& name = parts.back();
+  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (S_ISLNK(st.st_mode)) {
+      return RegionError(
+          absl::StatusCode::kPermissionDenied, index, "file_path",
+          absl::StrCat("\"", file_path, "\" is a symlink; refusing to "
+                       "replace what it points to"));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      return Invalid(index, "file_path",
+                     absl::StrCat("\"", file_path,
+                                  "\" exists and is not a regular file"));
+    }
+  } else if (errno != ENOENT) {
+    return PosixError(absl::StrCat("region ", index, ": stat of \"", file_path,
+                                   "\""),
+                      errno);
+  }
+  const std::string staging = name + kStagingSuffix;
+  if (::fstatat(dir_fd, staging.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      S_ISDIR(st.st_mode)) {
+    return Invalid(index, "file_path",
+                   absl::StrCat("staging path \"", file_path, kStagingSuffix,
+                                "\" is a directory"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CommitError(const std::string& what, int error_number) {
+  return absl::InternalError(
+      absl::StrCat("commit: ", PosixError(what, error_number).message()));
+}
+
+// What pure validation learns about one backing file.
+struct FileRange {
+  uint64_t start;
+  uint64_t end;
+  int index;
+};
+struct FilePlan {
+  std::vector<std::string> parts;
+  std::vector<FileRange> ranges;
+  int first_index = 0;
+  uint64_t max_end = 0;
+};
+
+// Everything that can be checked without touching the filesystem. Fills
+// `plans` (by file_path) and `order` (file_paths in first-use order).
+absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
+                           const RegionStoreOptions& options,
+                           std::map<std::string, FilePlan>& plans,
+                           std::vector<std::string>& order) {
+  if (!IsPowerOfTwo(page_size)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "migration page size ", page_size, " is not a power of two"));
+  }
+  if (table.regions_size() == 0) {
+    return absl::InvalidArgumentError("region table has no regions");
+  }
+  const uint64_t system_page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  uint64_t total = 0;
+  for (int i = 0; i < table.regions_size(); ++i) {
+    const proto::RegionInfo& r = table.regions(i);
+    if (r.index() != static_cast<uint32_t>(i)) {
+      return Invalid(i, "index", absl::StrCat("is ", r.index(), ", expected ",
+                                              i, " (its position)"));
+    }
+    const bool file_backed = r.backing() == proto::BACKING_FILE;
+    if (r.backing() != proto::BACKING_ANONYMOUS && !file_backed) {
+      return Invalid(i, "backing",
+                     absl::StrCat("is ", proto::Backing_Name(r.backing()),
+                                  " (", static_cast<int>(r.backing()),
+                                  "); expected BACKING_ANONYMOUS or "
+                                  "BACKING_FILE"));
+    }
+    if (r.page_size() != 0 && !IsPowerOfTwo(r.page_size())) {
+      return Invalid(i, "page_size",
+                     absl::StrCat(r.page_size(), " is not a power of two"));
+    }
+    uint64_t align = std::max<uint64_t>(page_size, r.page_size());
+    if (file_backed) align = std::max(align, system_page);
+    if (r.size() == 0 || r.size() % align != 0) {
+      return Invalid(i, "size", absl::StrCat(r.size(), " is not a non-zero "
+                                             "multiple of the page size ",
+                                             align));
+    }
+    if (r.size() > std::numeric_limits<size_t>::max()) {
+      return Invalid(i, "size", absl::StrCat(r.size(), " does not fit size_t"));
+    }
+    if (r.size() - 1 > std::numeric_limits<uint64_t>::max() - r.guest_addr()) {
+      return Invalid(i, "guest_addr",
+                     absl::StrCat("0x", absl::Hex(r.guest_addr()), " + size ",
+                                  r.size(), " overflows the guest address "
+                                            "space"));
+    }
+    if (!file_backed) {
+      if (!r.file_path().empty() || r.file_offset() != 0) {
+        return Invalid(i, "file_path",
+                       "and file_offset must be unset for BACKING_ANONYMOUS");
+      }
+    } else {
+      LIVEMIG_ASSIGN_OR_RETURN(std::vector<std::string> parts,
+                               SplitFilePath(i, r.file_path()));
+      if (r.file_offset() % align != 0) {
+        return Invalid(i, "file_offset",
+                       absl::StrCat(r.file_offset(), " is not a multiple of "
+                                                     "the page size ",
+                                    align));
+      }
+      constexpr uint64_t kMaxOff = std::numeric_limits<off_t>::max();
+      if (r.size() > kMaxOff || r.file_offset() > kMaxOff - r.size()) {
+        return Invalid(i, "file_offset",
+                       absl::StrCat(r.file_offset(), " + size ", r.size(),
+                                    " overflows the file size limit"));
+      }
+      auto [it, inserted] = plans.try_emplace(r.file_path());
+      FilePlan& plan = it->second;
+      if (inserted) {
+        plan.parts = std::move(parts);
+        plan.first_index = i;
+        order.push_back(r.file_path());
+      }
+      const uint64_t end = r.file_offset() + r.size();
+      plan.ranges.push_back({r.file_offset(), end, i});
+      plan.max_end = std::max(plan.max_end, end);
+    }
+    if (r.size() > std::numeric_limits<uint64_t>::max() - total) {
+      total = std::numeric_limits<uint64_t>::max();
+    } else {
+      total += r.size();
+    }
+  }
+
+  // Guest ranges: sorted by start, each must begin after the previous ends.
+  std::vector<int> by_addr(table.regions_size());
+  for (int i = 0; i < table.regions_size(); ++i) by_addr[i] = i;
+  std::sort(by_addr.begin(), by_addr.end(), [&](int a, int b) {
+    return table.regions(a).guest_addr() < table.regions(b).guest_addr();
+  });
+  for (size_t k = 1; k < by_addr.size(); ++k) {
+    const proto::RegionInfo& prev = table.regions(by_addr[k - 1]);
+    const proto::RegionInfo& cur = table.regions(by_addr[k]);
+    if (cur.guest_addr() <= prev.guest_addr() + (prev.size() - 1)) {
+      return Invalid(by_addr[k], "guest_addr",
+                     absl::StrCat("range [0x", absl::Hex(cur.guest_addr()),
+                                  ", +", cur.size(), ") overlaps region ",
+                                  by_addr[k - 1], "'s [0x",
+                                  absl::Hex(prev.guest_addr()), ", +",
+                                  prev.size(), ")"));
+    }
+  }
+
+  // File ranges: regions sharing a file must not overlap in it.
+  for (auto& [path, plan] : plans) {
+    std::sort(plan.ranges.begin(), plan.ranges.end(),
+              [](const FileRange& a, const FileRange& b) {
+                return a.start < b.start;
+              });
+    for (size_t k = 1; k < plan.ranges.size(); ++k) {
+      if (plan.ranges[k].start < plan.ranges[k - 1].end) {
+        return Invalid(plan.ranges[k].index, "file_offset",
+                       absl::StrCat(plan.ranges[k].start, " overlaps region ",
+                                    plan.ranges[k - 1].index, "'s bytes [",
+                                    plan.ranges[k - 1].start, ", ",
+                                    plan.ranges[k - 1].end, ") in \"", path,
+                                    "\""));
+      }
+    }
+  }
+
+  // A path cannot be both a file and another path's directory.
+  for (const auto& [path, plan] : plans) {
+    for (size_t slash = path.find('/'); slash != std::string::npos;
+         slash = path.find('/', slash + 1)) {
+      auto other = plans.find(path.substr(0, slash));
+      if (other != plans.end()) {
+        return Invalid(plan.first_index, "file_path",
+                       absl::StrCat("\"", path, "\" needs \"", other->first,
+                                    "\" as a directory, but region ",
+                                    other->second.first_index,
+                                    " backs a file there"));
+      }
+    }
+  }
+
+  if (total > options.max_total_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "region table needs ", total, " bytes; the limit is ",
+        options.max_total_bytes));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<RegionStore> RegionStore::Create(
+    const proto::RegionTable& table, uint64_t page_size,
+    const RegionStoreOptions& options) {
+  RegionStore store;
+  // On failure `store` is destroyed here, which abandons whatever was made.
+  LIVEMIG_RETURN_IF_ERROR(store.CreateRegions(table, page_size, options));
+  return store;
+}
+
+absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
+                                        uint64_t page_size,
+                                        const RegionStoreOptions& options) {
+  std::map<std::string, FilePlan> plans;
+  std::vector<std::string> order;
+  LIVEMIG_RETURN_IF_ERROR(ValidateTable(table, page_size, options, plans, order));
+
+  std::shared_ptr<const ScopedFd> root;
+  if (!plans.empty()) {
+    if (options.root_dir.empty()) {
+      return absl::InvalidArgumentError(
+          "root_dir is empty but the table has file-backed regions");
+    }
+    const int fd =
+        ::open(options.root_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      const int error = errno;
+      const std::string what = absl::StrCat("open root_dir \"",
+                                            options.root_dir, "\"");
+      if (error == ENOTDIR) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": not a directory"));
+      }
+      return PosixError(what, error);
+    }
+    root = std::make_shared<const ScopedFd>(fd);
+    // The rest of validation: what already exists under root_dir.
+    for (const std::string& path : order) {
+      const FilePlan& plan = plans.at(path);
+      LIVEMIG_RETURN_IF_ERROR(
+          CheckExistingPath(root->get(), plan.parts, plan.first_index, path));
+    }
+  }
+
+  // Creation. Each staging file joins files_ as soon as it exists, so an
+  // early return leaves it for Abandon().
+  std::map<std::string, StagingFile*> by_path;
+  for (const std::string& path : order) {
+    const FilePlan& plan = plans.at(path);
+    auto file = std::make_unique<StagingFile>();
+    file->file_path = path;
+    file->name = plan.parts.back();
+    file->staging_name = file->name + kStagingSuffix;
+    file->final_path = absl::StrCat(options.root_dir, "/", path);
+    file->staging_path = file->final_path + kStagingSuffix;
+    file->size = plan.max_end;
+    file->dirs.push_back(root);
+    for (size_t i = 0; i + 1 < plan.parts.size(); ++i) {
+      LIVEMIG_ASSIGN_OR_RETURN(
+          ScopedFd dir, OpenDir(file->dirs.back()->get(), plan.parts[i],
+                                /*create=*/true, plan.first_index, path));
+      file->dirs.push_back(std::make_shared<const ScopedFd>(std::move(dir)));
+    }
+    const int parent = file->dirs.back()->get();
+    // A leftover from an earlier attempt (or anything planted there) is
+    // removed, never opened: O_EXCL then guarantees a fresh, empty inode that
+    // nothing else links to.
+    if (::unlinkat(parent, file->staging_name.c_str(), 0) != 0 &&
+        errno != ENOENT) {
+      return PosixError(absl::StrCat("region ", plan.first_index,
+                                     ": remove stale \"", file->staging_path,
+                                     "\""),
+                        errno);
+    }
+    const int fd = ::openat(parent, file->staging_name.c_str(),
+                            O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
+                            0644);
+    if (fd < 0) {
+      return PosixError(absl::StrCat("region ", plan.first_index, ": create \"",
+                                     file->staging_path, "\""),
+                        errno);
+    }
+    file->fd = std::make_shared<const ScopedFd>(fd);
+    file->staged = true;
+    StagingFile* raw = file.get();
+    files_.push_back(std::move(file));
+    by_path[path] = raw;
+    if (::ftruncate(fd, static_cast<off_t>(raw->size)) != 0) {
+      return PosixError(absl::StrCat("region ", plan.first_index,
+                                     ": ftruncate \"", raw->staging_path,
+                                     "\" to ", raw->size, " bytes"),
+                        errno);
+    }
+  }
+
+  regions_.reserve(table.regions_size());
+  for (const proto::RegionInfo& info : table.regions()) {
+    const size_t size = static_cast<size_t>(info.size());
+    if (info.backing() == proto::BACKING_ANONYMOUS) {
+      LIVEMIG_ASSIGN_OR_RETURN(MmapRegion<NoBitmap> region,
+                               MmapRegion<NoBitmap>::Create(size));
+      regions_.push_back(StoredRegion{info, std::move(region), "", ""});
+    } else {
+      const StagingFile* file = by_path.at(info.file_path());
+      LIVEMIG_ASSIGN_OR_RETURN(
+          MmapRegion<NoBitmap> region,
+          MmapRegion<NoBitmap>::FromFile(
+              FileOffset(file->fd, info.file_offset()), size));
+      regions_.push_back(StoredRegion{info, std::move(region),
+                                      file->final_path, file->staging_path});
+    }
+  }
+  return absl::OkStatus();
+}
+
+RegionStore::RegionStore() = default;
+
+RegionStore::RegionStore(RegionStore&& other) noexcept
+    : regions_(std::move(other.regions_)),
+      files_(std::move(other.files_)),
+      state_(other.state_) {
+  other.regions_.clear();
+  other.files_.clear();
+  other.state_ = State::kAbandoned;  // Nothing left to clean up.
+}
+
+RegionStore& RegionStore::operator=(RegionStore&& other) noexcept {
+  if (this != &other) {
+    Abandon();
+    regions_ = std::move(other.regions_);
+    files_ = std::move(other.files_);
+    state_ = other.state_;
+    other.regions_.clear();
+    other.files_.clear();
+    other.state_ = State::kAbandoned;
+  }
+  return *this;
+}
+
+RegionStore::~RegionStore() { Abandon(); }
+
+absl::Status RegionStore::Commit() {
+  switch (state_) {
+    case State::kOpen:
+      break;
+    case State::kCommitted:
+    case State::kTaken:
+      return absl::FailedPreconditionError("region store already committed");
+    case State::kFailed:
+      return absl::FailedPreconditionError(
+          "an earlier Commit() of this region store failed");
+    case State::kAbandoned:
+      return absl::FailedPreconditionError("region store was abandoned");
+  }
+  // Any failure below leaves the store failed; Abandon() cleans up.
+  state_ = State::kFailed;
+  for (const StoredRegion& r : regions_) {
+    if (r.staging_path.empty()) continue;
+    if (::msync(r.region.as_ptr(), r.region.size(), MS_SYNC) != 0) {
+      return CommitError(absl::StrCat("msync of region ", r.info.index(),
+                                      " (\"", r.staging_path, "\")"),
+                         errno);
+    }
+  }
+  for (const auto& file : files_) {
+    if (::fsync(file->fd->get()) != 0) {
+      return CommitError(absl::StrCat("fsync \"", file->staging_path, "\""),
+                         errno);
+    }
+  }
+  for (const auto& file : files_) {
+    const int parent = file->dirs.back()->get();
+    if (::renameat(parent, file->staging_name.c_str(), parent,
+                   file->name.c_str()) != 0) {
+      return CommitError(absl::StrCat("rename \"", file->staging_path,
+                                      "\" to \"", file->final_path, "\""),
+                         errno);
+    }
+    file->staged = false;
+  }
+  // Every directory on the paths, once each: the renames changed the parents,
+  // and directories made by Create changed theirs.
+  std::set<std::pair<dev_t, ino_t>> synced;
+  for (const auto& file : files_) {
+    for (const auto& dir : file->dirs) {
+      struct stat st;
+      if (::fstat(dir->get(), &st) != 0) {
+        return CommitError("fstat of a directory", errno);
+      }
+      if (!synced.insert({st.st_dev, st.st_ino}).second) continue;
+      if (::fsync(dir->get()) != 0) {
+        return CommitError(absl::StrCat("fsync of a directory of \"",
+                                        file->final_path, "\""),
+                           errno);
+      }
+    }
+  }
+  state_ = State::kCommitted;
+  return absl::OkStatus();
+}
+
+void RegionStore::Abandon() {
+  if (state_ != State::kOpen && state_ != State::kFailed) return;
+  for (const auto& file : files_) {
+    if (!file->staged) continue;
+    // Best effort: a failure leaves a ".livemig-partial" file, which is
+    // never mistaken for a final file and is removed by the next Create.
+    (void)::unlinkat(file->dirs.back()->get(), file->staging_name.c_str(), 0);
+    file->staged = false;
+  }
+  state_ = State::kAbandoned;
+}
+
+absl::StatusOr<GuestMemory<NoBitmap>> RegionStore::TakeGuestMemory() {
+  if (state_ == State::kTaken) {
+    return absl::FailedPreconditionError("guest memory was already taken");
+  }
+  if (state_ != State::kCommitted) {
+    return absl::FailedPreconditionError(
+        "guest memory can only be taken after a successful Commit()");
+  }
+  // Whatever happens below, the mappings leave the store.
+  std::vector<StoredRegion> stored = std::move(regions_);
+  regions_.clear();
+  state_ = State::kTaken;
+  std::vector<GuestRegion<NoBitmap>> guest;
+  guest.reserve(stored.size());
+  for (StoredRegion& r : stored) {
+    // Cannot fail: Create checked that no guest range overflows.
+    LIVEMIG_ASSIGN_OR_RETURN(
+        GuestRegion<NoBitmap> region,
+        GuestRegion<NoBitmap>::Create(std::move(r.region),
+                                      GuestAddress(r.info.guest_addr())));
+    guest.push_back(std::move(region));
+  }
+  return GuestMemory<NoBitmap>::FromRegions(std::move(guest));
+}
+
+}  // namespace livemig

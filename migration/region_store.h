@@ -1,0 +1,176 @@
+// File: migration/region_store.h
+//
+// RegionStore: the destination's guest memory while it is being received.
+// Built from the source's RegionTable, it validates the whole table before it
+// touches anything, maps every region writable, and never presents a partial
+// result as complete:
+//
+//   - anonymous regions are fresh shared anonymous mappings;
+//   - file-backed regions are mapped from a STAGING file
+//     (<root>/<file_path>.livemig-partial), never from the final file;
+//   - Commit() flushes and fsyncs the staging files, renames each onto its
+//     final name and fsyncs the directories; only then is the memory durable
+//     and only then may the caller report the migration complete;
+//   - without a successful Commit(), Abandon() (or the destructor) unlinks the
+//     staging files, so a final file that existed before is never touched.
+//
+//   LIVEMIG_ASSIGN_OR_RETURN(RegionStore store,
+//                            RegionStore::Create(table, 4096, {.root_dir = d}));
+//   ... receiver writes pages into store.regions()[i].region ...
+//   LIVEMIG_RETURN_IF_ERROR(store.Commit());
+//   LIVEMIG_ASSIGN_OR_RETURN(auto memory, store.TakeGuestMemory());
+//
+// Path safety (file-backed regions): file_path is relative to root_dir and
+// must be in canonical form: no empty, "." or ".." components, no leading or
+// trailing '/', no NUL. Every directory below root_dir is opened with
+// openat(O_NOFOLLOW | O_DIRECTORY) from a descriptor of the previous one, and
+// the staging file with O_NOFOLLOW, so a path never leaves root_dir through a
+// symlink (mount points below root_dir are trusted). Any symlink on the path,
+// including at the final name, is refused with PermissionDenied whether or not
+// its target is inside root_dir. Missing directories are created (0755) and
+// are left in place by Abandon.
+//
+// A final file is replaced as a whole by Commit: bytes of it that no region
+// covers read as zero afterwards (the staging file starts empty). The mappings
+// are always PROT_READ | PROT_WRITE and MAP_SHARED whatever the source's prot,
+// flags and hugetlbfs say: the receiver must write them, and the VMM applies
+// its own protections later.
+//
+// Ownership: the store owns its mappings, its staging files and the directory
+// descriptors it keeps for Commit/Abandon. TakeGuestMemory moves the mappings
+// out; a file mapping keeps its file open for as long as it lives.
+//
+// Thread safety: the store itself is not synchronized: Create, Commit,
+// Abandon, TakeGuestMemory and destruction must not overlap. Receiver threads
+// may write the regions' memory concurrently (MmapRegion's accessors are
+// const), but all such writes must have finished before Commit() is called,
+// or they may not be in the committed files.
+#ifndef LIVEMIG_MIGRATION_REGION_STORE_H_
+#define LIVEMIG_MIGRATION_REGION_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/dirty_tracker.h"
+#include "core/guest_memory.h"
+#include "core/mmap_region.h"
+#include "proto/migration.pb.h"
+
+namespace livemig {
+
+// Appended to a final path to name its staging file. A file_path whose last
+// component ends with it is refused (it would collide with another region's
+// staging file).
+inline constexpr char kStagingSuffix[] = ".livemig-partial";
+
+struct RegionStoreOptions {
+  // Where file-backed regions are rebuilt. Must be an existing directory
+  // (NotFound otherwise) when the table has a file-backed region; unused
+  // otherwise.
+  std::string root_dir;
+  // Tables whose regions add up to more bytes than this are refused
+  // (ResourceExhausted).
+  uint64_t max_total_bytes = 1ull << 40;
+};
+
+// One rebuilt region.
+struct StoredRegion {
+  proto::RegionInfo info;
+  // The writable mapping the receiver fills; region.size() == info.size.
+  // Writes through it are not tracked (NoBitmap).
+  MmapRegion<NoBitmap> region;
+  // File-backed: root_dir/file_path. Anonymous: empty.
+  std::string final_path;
+  // File-backed: final_path + kStagingSuffix. Anonymous: empty.
+  std::string staging_path;
+};
+
+class RegionStore {
+ public:
+  // Validates the whole table, then creates every region; nothing is created
+  // unless the table is valid. `page_size` is the migration page size
+  // (Hello.page_size, e.g. 4096).
+  //
+  // InvalidArgument (the message names the region index and the field):
+  //   page_size 0 or not a power of two; an empty table; regions[i].index
+  //   != i; size 0 or not a multiple of the alignment (the largest of
+  //   page_size, the region's own nonzero page_size, and for file-backed
+  //   regions the system page size); a region's page_size not a power of two;
+  //   guest ranges that overflow 2^64 or overlap each other; backing
+  //   BACKING_UNSPECIFIED or unknown; an anonymous region with a file_path or
+  //   a nonzero file_offset; a file-backed region whose file_path is empty,
+  //   absolute, non-canonical or contains "..", ends with kStagingSuffix, has
+  //   a component longer than NAME_MAX (counting the suffix), or names a file
+  //   that another region's path needs as a directory; file_offset not a
+  //   multiple of the alignment; file_offset + size overflowing; two
+  //   file-backed regions overlapping in the same file; a path component that
+  //   exists but is not a directory, or a final name that exists and is not a
+  //   regular file.
+  // PermissionDenied: a symlink anywhere on a file-backed region's path below
+  //   root_dir (any symlink: following it could leave root_dir).
+  // ResourceExhausted: the sizes add up to more than max_total_bytes.
+  // NotFound: root_dir does not exist (only checked with file-backed regions).
+  // Creation failures (mkdir, open, ftruncate, mmap) come back as PosixError
+  // codes; whatever was created so far is abandoned first.
+  [[nodiscard]] static absl::StatusOr<RegionStore> Create(
+      const proto::RegionTable& table, uint64_t page_size,
+      const RegionStoreOptions& options);
+
+  RegionStore(RegionStore&& other) noexcept;
+  // Abandons this store first if it is neither committed nor abandoned.
+  RegionStore& operator=(RegionStore&& other) noexcept;
+  RegionStore(const RegionStore&) = delete;
+  RegionStore& operator=(const RegionStore&) = delete;
+  // Calls Abandon() unless Commit() succeeded or Abandon() was called.
+  ~RegionStore();
+
+  // In table order: regions()[i].info.index == i. Empty after
+  // TakeGuestMemory().
+  std::vector<StoredRegion>& regions() { return regions_; }
+  const std::vector<StoredRegion>& regions() const { return regions_; }
+
+  // Makes the received memory durable under its final names: msync(MS_SYNC)
+  // of every file mapping, fsync of every staging file, rename(2) of each
+  // staging file onto its final path, then fsync of every directory on the
+  // paths. Only after this returns OK may the caller call the migration
+  // complete. A table with no file-backed region commits trivially.
+  // Internal on any failure; the store is then failed: the remaining staging
+  // files are left for Abandon(), though final files renamed before the
+  // failing step have already been replaced. FailedPrecondition if Commit
+  // already succeeded or failed, or Abandon() was called.
+  // REQUIRES: no thread is still writing the regions.
+  [[nodiscard]] absl::Status Commit();
+
+  // Unlinks every staging file still present (best effort, errors ignored).
+  // The mappings stay valid until the store (or TakeGuestMemory's result) is
+  // destroyed; writes to them reach only unlinked files. No-op after a
+  // successful Commit() or a previous Abandon().
+  void Abandon();
+
+  // Moves the mappings out as guest memory, each region at info.guest_addr,
+  // for the VMM. FailedPrecondition unless Commit() succeeded, or if the
+  // memory was already taken.
+  [[nodiscard]] absl::StatusOr<GuestMemory<NoBitmap>> TakeGuestMemory();
+
+ private:
+  // One staging file, shared by every region that names the same file_path.
+  struct StagingFile;
+  enum class State { kOpen, kCommitted, kFailed, kAbandoned, kTaken };
+
+  RegionStore();
+  [[nodiscard]] absl::Status CreateRegions(const proto::RegionTable& table,
+                                           uint64_t page_size,
+                                           const RegionStoreOptions& options);
+
+  std::vector<StoredRegion> regions_;
+  std::vector<std::unique_ptr<StagingFile>> files_;
+  State state_ = State::kOpen;
+};
+
+}  // namespace livemig
+
+#endif  // LIVEMIG_MIGRATION_REGION_STORE_H_

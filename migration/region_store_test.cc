@@ -1,0 +1,488 @@
+#include "migration/region_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/guest_memory.h"
+#include "core/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/migration.pb.h"
+
+namespace livemig {
+namespace {
+
+namespace fs = std::filesystem;
+using ::livemig::testing::IsOk;
+using ::livemig::testing::StatusIs;
+using ::livemig::testing::StatusIsWithMessage;
+
+const uint64_t kPage = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+
+proto::RegionInfo Anonymous(uint32_t index, uint64_t guest_addr,
+                            uint64_t size) {
+  proto::RegionInfo info;
+  info.set_index(index);
+  info.set_guest_addr(guest_addr);
+  info.set_size(size);
+  info.set_page_size(static_cast<uint32_t>(kPage));
+  info.set_backing(proto::BACKING_ANONYMOUS);
+  info.set_prot(3);
+  return info;
+}
+
+proto::RegionInfo FileBacked(uint32_t index, uint64_t guest_addr, uint64_t size,
+                             const std::string& path, uint64_t file_offset) {
+  proto::RegionInfo info = Anonymous(index, guest_addr, size);
+  info.set_backing(proto::BACKING_FILE);
+  info.set_file_path(path);
+  info.set_file_offset(file_offset);
+  return info;
+}
+
+proto::RegionTable Table(std::vector<proto::RegionInfo> regions) {
+  proto::RegionTable table;
+  for (auto& r : regions) *table.add_regions() = std::move(r);
+  return table;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << contents;
+}
+
+// `len` bytes of `path` at `offset`, read with pread(2).
+std::string Pread(const std::string& path, uint64_t offset, size_t len) {
+  std::string bytes(len, '\0');
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "<open failed>";
+  const ssize_t n = ::pread(fd, bytes.data(), len, static_cast<off_t>(offset));
+  ::close(fd);
+  if (n != static_cast<ssize_t>(len)) return "<short read>";
+  return bytes;
+}
+
+void Fill(const StoredRegion& r, char seed) {
+  for (size_t i = 0; i < r.region.size(); ++i) {
+    r.region.as_ptr()[i] = static_cast<uint8_t>(seed + i % 61);
+  }
+}
+
+std::string Contents(const StoredRegion& r) {
+  return std::string(reinterpret_cast<const char*>(r.region.as_ptr()),
+                     r.region.size());
+}
+
+// Each test gets its own root_dir (and an "outside" directory next to it for
+// escape attempts) under TEST_TMPDIR.
+class RegionStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    const fs::path base =
+        fs::path(tmp != nullptr ? tmp : "/tmp") / "region_store_test" /
+        ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(base);
+    root_ = (base / "root").string();
+    outside_ = (base / "outside").string();
+    fs::create_directories(root_);
+    fs::create_directories(outside_);
+    options_.root_dir = root_;
+  }
+
+  absl::StatusOr<RegionStore> Create(const proto::RegionTable& table) {
+    return RegionStore::Create(table, kPage, options_);
+  }
+
+  std::string Root(const std::string& rel) const { return root_ + "/" + rel; }
+  bool RootIsEmpty() const { return fs::is_empty(root_); }
+
+  std::string root_;
+  std::string outside_;
+  RegionStoreOptions options_;
+};
+
+TEST_F(RegionStoreTest, CreatesWritableAnonymousAndFileRegions) {
+  ASSERT_OK_AND_ASSIGN(
+      RegionStore store,
+      Create(Table({Anonymous(0, 0x100000, 2 * kPage),
+                    FileBacked(1, 0x200000, 4 * kPage, "vm/mem0", 2 * kPage)})));
+  ASSERT_EQ(store.regions().size(), 2u);
+
+  const StoredRegion& anon = store.regions()[0];
+  EXPECT_EQ(anon.info.index(), 0u);
+  EXPECT_EQ(anon.region.size(), 2 * kPage);
+  EXPECT_FALSE(anon.region.file_offset().has_value());
+  EXPECT_EQ(anon.final_path, "");
+  EXPECT_EQ(anon.staging_path, "");
+
+  const StoredRegion& file = store.regions()[1];
+  EXPECT_EQ(file.region.size(), 4 * kPage);
+  ASSERT_TRUE(file.region.file_offset().has_value());
+  EXPECT_EQ(file.region.file_offset()->start(), 2 * kPage);
+  EXPECT_EQ(file.final_path, Root("vm/mem0"));
+  EXPECT_EQ(file.staging_path, Root("vm/mem0.livemig-partial"));
+
+  Fill(anon, 'a');
+  Fill(file, 'f');
+  EXPECT_EQ(anon.region.as_ptr()[2 * kPage - 1], static_cast<uint8_t>(
+                                                     'a' + (2 * kPage - 1) % 61));
+  // The staging file exists (sized to offset + size); the final one does not.
+  EXPECT_TRUE(fs::is_directory(Root("vm")));
+  EXPECT_EQ(fs::file_size(file.staging_path), 6 * kPage);
+  EXPECT_FALSE(fs::exists(file.final_path));
+  EXPECT_EQ(Pread(file.staging_path, 2 * kPage, 4 * kPage), Contents(file));
+}
+
+TEST_F(RegionStoreTest, RegionsSharingAFileShareOneStagingFileSizedToTheMaxEnd) {
+  ASSERT_OK_AND_ASSIGN(
+      RegionStore store,
+      Create(Table({FileBacked(0, 0x0, 3 * kPage, "mem", 8 * kPage),
+                    FileBacked(1, 0x100000, 2 * kPage, "mem", 0)})));
+  const StoredRegion& high = store.regions()[0];
+  const StoredRegion& low = store.regions()[1];
+  EXPECT_EQ(high.staging_path, low.staging_path);
+  EXPECT_EQ(fs::file_size(high.staging_path), 11 * kPage);
+  ASSERT_TRUE(high.region.mapping_identity().has_value());
+  ASSERT_TRUE(low.region.mapping_identity().has_value());
+  EXPECT_EQ(high.region.mapping_identity()->ino,
+            low.region.mapping_identity()->ino);
+  EXPECT_FALSE(high.region.FdsOverlap(low.region));
+
+  Fill(high, 'h');
+  Fill(low, 'l');
+  EXPECT_EQ(Pread(low.staging_path, 0, 2 * kPage), Contents(low));
+  EXPECT_EQ(Pread(high.staging_path, 8 * kPage, 3 * kPage), Contents(high));
+  // The gap between the two ranges is untouched zeros.
+  EXPECT_EQ(Pread(low.staging_path, 2 * kPage, kPage),
+            std::string(kPage, '\0'));
+}
+
+TEST_F(RegionStoreTest, CommitRenamesStagingToFinalWithBytesAtFileOffset) {
+  WriteFile(Root("mem"), "an older file, replaced as a whole by Commit");
+  ASSERT_OK_AND_ASSIGN(
+      RegionStore store,
+      Create(Table({Anonymous(0, 0, kPage),
+                    FileBacked(1, 0x10000, 2 * kPage, "mem", 4 * kPage),
+                    FileBacked(2, 0x40000, kPage, "d/e/other", kPage)})));
+  for (const StoredRegion& r : store.regions()) Fill(r, 'c');
+  const std::string mem = Contents(store.regions()[1]);
+  const std::string other = Contents(store.regions()[2]);
+
+  ASSERT_OK(store.Commit());
+
+  EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
+  EXPECT_FALSE(fs::exists(Root("d/e/other.livemig-partial")));
+  EXPECT_EQ(fs::file_size(Root("mem")), 6 * kPage);
+  EXPECT_EQ(Pread(Root("mem"), 4 * kPage, 2 * kPage), mem);
+  EXPECT_EQ(Pread(Root("mem"), 0, kPage), std::string(kPage, '\0'));
+  EXPECT_EQ(Pread(Root("d/e/other"), kPage, kPage), other);
+  // Committed memory outlives the store's own destruction.
+  ASSERT_OK_AND_ASSIGN(GuestMemory<NoBitmap> memory, store.TakeGuestMemory());
+}
+
+TEST_F(RegionStoreTest, AbandonRemovesStagingAndLeavesExistingFinalUntouched) {
+  WriteFile(Root("mem"), "original contents");
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({FileBacked(0, 0, kPage, "mem", 0)})));
+  Fill(store.regions()[0], 'x');
+  ASSERT_TRUE(fs::exists(Root("mem.livemig-partial")));
+
+  store.Abandon();
+
+  EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
+  EXPECT_EQ(ReadFile(Root("mem")), "original contents");
+  EXPECT_THAT(store.Commit(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(store.TakeGuestMemory(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_F(RegionStoreTest, DestructorWithoutCommitAbandons) {
+  WriteFile(Root("mem"), "original contents");
+  {
+    ASSERT_OK_AND_ASSIGN(
+        RegionStore store,
+        Create(Table({FileBacked(0, 0, kPage, "mem", 0),
+                      FileBacked(1, kPage, kPage, "sub/mem", 0)})));
+    Fill(store.regions()[0], 'x');
+    ASSERT_TRUE(fs::exists(Root("sub/mem.livemig-partial")));
+  }
+  EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
+  EXPECT_FALSE(fs::exists(Root("sub/mem.livemig-partial")));
+  EXPECT_FALSE(fs::exists(Root("sub/mem")));
+  EXPECT_EQ(ReadFile(Root("mem")), "original contents");
+}
+
+TEST_F(RegionStoreTest, MovedStoreKeepsOwnershipOfItsStagingFiles) {
+  ASSERT_OK_AND_ASSIGN(RegionStore first,
+                       Create(Table({FileBacked(0, 0, kPage, "mem", 0)})));
+  std::optional<RegionStore> second;
+  second.emplace(std::move(first));
+  EXPECT_TRUE(fs::exists(Root("mem.livemig-partial")));
+  second.reset();
+  EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
+}
+
+TEST_F(RegionStoreTest, StaleStagingFileIsReplacedByAFreshEmptyOne) {
+  WriteFile(Root("mem.livemig-partial"), std::string(3 * kPage, 'S'));
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({FileBacked(0, 0, kPage, "mem", 0)})));
+  EXPECT_EQ(fs::file_size(Root("mem.livemig-partial")), kPage);
+  EXPECT_EQ(Contents(store.regions()[0]), std::string(kPage, '\0'));
+}
+
+TEST_F(RegionStoreTest, CommitTwiceIsFailedPrecondition) {
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({FileBacked(0, 0, kPage, "mem", 0)})));
+  ASSERT_OK(store.Commit());
+  EXPECT_THAT(store.Commit(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  store.Abandon();  // A no-op once committed.
+  EXPECT_TRUE(fs::exists(Root("mem")));
+}
+
+TEST_F(RegionStoreTest, AnonymousOnlyTableCommitsWithoutRootDir) {
+  options_.root_dir = "";
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({Anonymous(0, 0, kPage)})));
+  EXPECT_OK(store.Commit());
+}
+
+TEST_F(RegionStoreTest, FailedCommitIsInternalAndLeavesStagingForAbandon) {
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({FileBacked(0, 0, kPage, "mem", 0)})));
+  // Something puts a non-empty directory where the final file goes.
+  fs::create_directories(Root("mem/inside"));
+
+  EXPECT_THAT(store.Commit(), StatusIs(absl::StatusCode::kInternal));
+  EXPECT_TRUE(fs::exists(Root("mem.livemig-partial")));
+  EXPECT_THAT(store.TakeGuestMemory(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(store.Commit(), StatusIs(absl::StatusCode::kFailedPrecondition));
+
+  store.Abandon();
+  EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
+  EXPECT_TRUE(fs::is_directory(Root("mem/inside")));
+}
+
+TEST_F(RegionStoreTest, TakeGuestMemoryBeforeCommitIsFailedPrecondition) {
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({Anonymous(0, 0, kPage)})));
+  EXPECT_THAT(store.TakeGuestMemory(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(store.regions().size(), 1u);
+}
+
+TEST_F(RegionStoreTest, TakeGuestMemoryAfterCommitPlacesRegionsAtGuestAddrs) {
+  ASSERT_OK_AND_ASSIGN(
+      RegionStore store,
+      Create(Table({FileBacked(0, 0x100000, 2 * kPage, "mem", kPage),
+                    Anonymous(1, 0x0, kPage)})));
+  store.regions()[0].region.as_ptr()[5] = 0xAB;
+  store.regions()[1].region.as_ptr()[7] = 0xCD;
+  ASSERT_OK(store.Commit());
+
+  ASSERT_OK_AND_ASSIGN(GuestMemory<NoBitmap> memory, store.TakeGuestMemory());
+  EXPECT_TRUE(store.regions().empty());
+  ASSERT_EQ(memory.num_regions(), 2u);
+  EXPECT_EQ(memory.region(0).start_addr(), GuestAddress(0x0));
+  EXPECT_EQ(memory.region(0).len(), kPage);
+  EXPECT_EQ(memory.region(1).start_addr(), GuestAddress(0x100000));
+  EXPECT_EQ(memory.region(1).len(), 2 * kPage);
+  ASSERT_OK_AND_ASSIGN(uint8_t in_file,
+                       memory.ReadObj<uint8_t>(GuestAddress(0x100005)));
+  EXPECT_EQ(in_file, 0xAB);
+  ASSERT_OK_AND_ASSIGN(uint8_t in_anon,
+                       memory.ReadObj<uint8_t>(GuestAddress(0x7)));
+  EXPECT_EQ(in_anon, 0xCD);
+  EXPECT_THAT(memory.ReadObj<uint8_t>(GuestAddress(kPage)),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(store.TakeGuestMemory(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// ---- Validation: nothing is created unless the whole table is valid. ----
+
+class RegionStoreValidationTest : public RegionStoreTest {
+ protected:
+  // Expects Create to fail with `code`, a message containing `substring`, and
+  // nothing left under root_dir.
+  void ExpectRefused(const proto::RegionTable& table, absl::StatusCode code,
+                     const std::string& substring) {
+    EXPECT_THAT(Create(table), StatusIsWithMessage(code, substring));
+    EXPECT_TRUE(RootIsEmpty()) << "Create left files behind";
+  }
+};
+
+TEST_F(RegionStoreValidationTest, EmptyTableIsInvalidArgument) {
+  ExpectRefused(Table({}), absl::StatusCode::kInvalidArgument, "no regions");
+}
+
+TEST_F(RegionStoreValidationTest, IndexNotItsPositionIsInvalidArgument) {
+  ExpectRefused(Table({Anonymous(0, 0, kPage), Anonymous(2, kPage, kPage)}),
+                absl::StatusCode::kInvalidArgument, "region 1: index");
+}
+
+TEST_F(RegionStoreValidationTest, ZeroSizeIsInvalidArgument) {
+  ExpectRefused(Table({Anonymous(0, 0, 0)}),
+                absl::StatusCode::kInvalidArgument, "region 0: size");
+}
+
+TEST_F(RegionStoreValidationTest, SizeNotAPageMultipleIsInvalidArgument) {
+  ExpectRefused(Table({Anonymous(0, 0, kPage), Anonymous(1, kPage, kPage + 1)}),
+                absl::StatusCode::kInvalidArgument, "region 1: size");
+}
+
+TEST_F(RegionStoreValidationTest, UnspecifiedBackingIsInvalidArgument) {
+  proto::RegionInfo info = Anonymous(0, 0, kPage);
+  info.set_backing(proto::BACKING_UNSPECIFIED);
+  ExpectRefused(Table({info}), absl::StatusCode::kInvalidArgument,
+                "region 0: backing");
+}
+
+TEST_F(RegionStoreValidationTest, AnonymousWithFilePathIsInvalidArgument) {
+  proto::RegionInfo info = Anonymous(0, 0, kPage);
+  info.set_file_path("mem");
+  ExpectRefused(Table({info}), absl::StatusCode::kInvalidArgument,
+                "region 0: file_path");
+}
+
+TEST_F(RegionStoreValidationTest, OverlappingGuestRangesAreInvalidArgument) {
+  ExpectRefused(Table({Anonymous(0, 0x10000, 4 * kPage),
+                       FileBacked(1, 0x10000 + 3 * kPage, kPage, "mem", 0)}),
+                absl::StatusCode::kInvalidArgument, "region 1: guest_addr");
+}
+
+TEST_F(RegionStoreValidationTest, GuestRangeOverflowIsInvalidArgument) {
+  ExpectRefused(Table({Anonymous(0, UINT64_MAX - kPage + 2, kPage)}),
+                absl::StatusCode::kInvalidArgument, "region 0: guest_addr");
+}
+
+TEST_F(RegionStoreValidationTest, RegionEndingAtTopOfAddressSpaceIsAccepted) {
+  EXPECT_OK(Create(Table({Anonymous(0, UINT64_MAX - kPage + 1, kPage)})));
+}
+
+TEST_F(RegionStoreValidationTest, OverlappingFileRangesAreInvalidArgument) {
+  ExpectRefused(Table({FileBacked(0, 0, 4 * kPage, "mem", 0),
+                       FileBacked(1, 0x100000, 2 * kPage, "mem", 3 * kPage)}),
+                absl::StatusCode::kInvalidArgument, "region 1: file_offset");
+}
+
+TEST_F(RegionStoreValidationTest, UnalignedFileOffsetIsInvalidArgument) {
+  ExpectRefused(Table({FileBacked(0, 0, kPage, "mem", 512)}),
+                absl::StatusCode::kInvalidArgument, "region 0: file_offset");
+}
+
+TEST_F(RegionStoreValidationTest, FileOffsetOverflowIsInvalidArgument) {
+  ExpectRefused(
+      Table({FileBacked(0, 0, 2 * kPage, "mem", (UINT64_MAX / kPage) * kPage)}),
+      absl::StatusCode::kInvalidArgument, "region 0: file_offset");
+}
+
+TEST_F(RegionStoreValidationTest, EmptyFilePathIsInvalidArgument) {
+  ExpectRefused(Table({FileBacked(0, 0, kPage, "", 0)}),
+                absl::StatusCode::kInvalidArgument, "region 0: file_path");
+}
+
+TEST_F(RegionStoreValidationTest, AbsoluteFilePathIsInvalidArgument) {
+  ExpectRefused(Table({FileBacked(0, 0, kPage, outside_ + "/mem", 0)}),
+                absl::StatusCode::kInvalidArgument, "is absolute");
+  EXPECT_TRUE(fs::is_empty(outside_));
+}
+
+TEST_F(RegionStoreValidationTest, DotDotFilePathIsInvalidArgument) {
+  ExpectRefused(Table({FileBacked(0, 0, kPage, "../outside/mem", 0)}),
+                absl::StatusCode::kInvalidArgument, "\"..\"");
+  ExpectRefused(Table({FileBacked(0, 0, kPage, "a/../../outside/mem", 0)}),
+                absl::StatusCode::kInvalidArgument, "\"..\"");
+  EXPECT_TRUE(fs::is_empty(outside_));
+}
+
+TEST_F(RegionStoreValidationTest, NonCanonicalFilePathIsInvalidArgument) {
+  for (const char* path : {"a//mem", "./mem", "a/./mem", "mem/"}) {
+    ExpectRefused(Table({FileBacked(0, 0, kPage, path, 0)}),
+                  absl::StatusCode::kInvalidArgument, "not canonical");
+  }
+}
+
+TEST_F(RegionStoreValidationTest, StagingSuffixFilePathIsInvalidArgument) {
+  ExpectRefused(Table({FileBacked(0, 0, kPage, "mem", 0),
+                       FileBacked(1, kPage, kPage, "mem.livemig-partial", 0)}),
+                absl::StatusCode::kInvalidArgument, "region 1: file_path");
+}
+
+TEST_F(RegionStoreValidationTest, FileUsedAsDirectoryIsInvalidArgument) {
+  ExpectRefused(Table({FileBacked(0, 0, kPage, "a", 0),
+                       FileBacked(1, kPage, kPage, "a/mem", 0)}),
+                absl::StatusCode::kInvalidArgument, "region 1: file_path");
+}
+
+TEST_F(RegionStoreValidationTest, SymlinkDirectoryOutsideRootIsPermissionDenied) {
+  fs::create_directory_symlink(outside_, Root("link"));
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "link/mem", 0)})),
+              StatusIsWithMessage(absl::StatusCode::kPermissionDenied,
+                                  "region 0: file_path"));
+  EXPECT_TRUE(fs::is_empty(outside_));
+}
+
+TEST_F(RegionStoreValidationTest, SymlinkDirectoryInsideRootIsPermissionDenied) {
+  fs::create_directories(Root("real"));
+  fs::create_directory_symlink("real", Root("a"));
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "a/mem", 0)})),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_TRUE(fs::is_empty(Root("real")));
+}
+
+TEST_F(RegionStoreValidationTest, SymlinkFinalNameIsPermissionDenied) {
+  WriteFile(outside_ + "/victim", "victim");
+  fs::create_symlink(outside_ + "/victim", Root("mem"));
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "mem", 0)})),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_EQ(ReadFile(outside_ + "/victim"), "victim");
+  EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
+}
+
+TEST_F(RegionStoreValidationTest, LaterInvalidRegionCreatesNothing) {
+  ExpectRefused(Table({FileBacked(0, 0, kPage, "dir/mem", 0),
+                       Anonymous(1, kPage, kPage),
+                       FileBacked(2, 2 * kPage, kPage, "/abs", 0)}),
+                absl::StatusCode::kInvalidArgument, "region 2: file_path");
+}
+
+TEST_F(RegionStoreValidationTest, MissingRootDirIsNotFound) {
+  options_.root_dir = root_ + "/missing";
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "mem", 0)})),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(RegionStoreValidationTest, TableOverTheByteLimitIsResourceExhausted) {
+  options_.max_total_bytes = 3 * kPage;
+  ExpectRefused(Table({Anonymous(0, 0, 2 * kPage),
+                       FileBacked(1, 2 * kPage, 2 * kPage, "mem", 0)}),
+                absl::StatusCode::kResourceExhausted, "limit");
+}
+
+TEST_F(RegionStoreValidationTest, PageSizeNotAPowerOfTwoIsInvalidArgument) {
+  EXPECT_THAT(RegionStore::Create(Table({Anonymous(0, 0, kPage)}), 3000,
+                                  options_),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace livemig

@@ -1,0 +1,503 @@
+#include "migration/sender.h"
+
+#include <algorithm>
+#include <memory>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/status_macros.h"
+#include "migration/internal/rate_limiter.h"
+#include "migration/internal/send_channel.h"
+#include "migration/protocol.h"
+#include "migration/region_digest.h"
+#include "migration/transport/connection.h"
+#include "migration/wire/frame_io.h"
+#include "proto/migration.pb.h"
+
+namespace livemig {
+namespace {
+
+using migration_internal::ChannelCounters;
+using migration_internal::Failure;
+using migration_internal::PageWork;
+using migration_internal::RateLimiter;
+using migration_internal::SendChannel;
+
+double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+
+std::string RandomId() {
+  std::random_device rd;
+  return absl::StrCat(absl::Hex(rd()), absl::Hex(rd()), absl::Hex(rd()));
+}
+
+// Reads one frame and expects `type`; an Abort frame becomes its status.
+absl::Status ReadExpected(Connection& conn, wire::FrameType type,
+                          google::protobuf::MessageLite* out,
+                          absl::Duration timeout) {
+  LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
+                           wire::ReadFrameStart(conn, timeout));
+  if (frame.header.type == wire::FrameType::kAbort) {
+    proto::Abort abort;
+    LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &abort));
+    return StatusFromAbort(abort);
+  }
+  if (frame.header.type != type) {
+    return absl::DataLossError(absl::StrCat(
+        "expected a ", wire::FrameTypeName(type), " frame, got ",
+        wire::FrameTypeName(frame.header.type)));
+  }
+  return wire::FinishFrame(frame, out);
+}
+
+// One migration attempt; the Sender owns the policy knobs, this owns state.
+class Migration {
+ public:
+  Migration(const SenderOptions& options, const GuestMemory<AtomicBitmap>& memory,
+            VmControl& vm, const std::atomic<bool>& cancelled, MigrationStats& stats)
+      : options_(options),
+        memory_(memory),
+        vm_(vm),
+        cancelled_(cancelled),
+        stats_(stats),
+        limiter_(options.max_bandwidth) {}
+
+  absl::Status Run();
+  // Restores the source after `error`: tells the receiver why (when the
+  // channels still work), re-marks every harvested page, resumes the VM,
+  // resets the throttle.
+  void RollBack(const absl::Status& error);
+
+ private:
+  absl::Status Setup();
+  absl::Status CheckContinue() const;
+  // Harvests every region (merging hypervisor logs first) and queues the
+  // dirty pages; returns how many were queued.
+  absl::StatusOr<uint64_t> HarvestAndQueue(uint32_t round);
+  void QueueAllPages();
+  void Queue(PageWork work);
+  void QueueRuns(uint32_t region, uint32_t round,
+                 std::vector<std::pair<uint64_t, uint64_t>>& runs, uint64_t pages,
+                 bool flush);
+  // Queues the round-end marker on every channel and waits for all writes.
+  absl::Status FinishRound(uint32_t round, bool final);
+  absl::StatusOr<uint64_t> PendingPages();
+  absl::Status Switchover(uint32_t round);
+  uint64_t BytesWritten() const;
+
+  const SenderOptions& options_;
+  const GuestMemory<AtomicBitmap>& memory_;
+  VmControl& vm_;
+  const std::atomic<bool>& cancelled_;
+  MigrationStats& stats_;
+  RateLimiter limiter_;
+  Failure failure_;
+  ChannelCounters counters_;
+  std::vector<std::unique_ptr<SendChannel>> channels_;
+  // taken_[r]: every bit harvested from region r during this attempt, so a
+  // failure can mark them dirty again.
+  std::vector<std::vector<uint64_t>> taken_;
+  std::vector<uint64_t> scratch_;
+  bool paused_ = false;
+  int throttle_ = 0;
+  absl::Time start_;
+  absl::Time pause_time_;
+};
+
+absl::Status Migration::CheckContinue() const {
+  if (cancelled_.load(std::memory_order_relaxed)) {
+    return absl::CancelledError("migration cancelled by the source");
+  }
+  return failure_.Get();
+}
+
+uint64_t Migration::BytesWritten() const {
+  uint64_t total = 0;
+  for (const auto& c : channels_) total += c->connection().bytes_written();
+  return total;
+}
+
+absl::Status Migration::Setup() {
+  const std::string id =
+      options_.migration_id.empty() ? RandomId() : options_.migration_id;
+  for (uint32_t i = 0; i < options_.channels; ++i) {
+    LIVEMIG_ASSIGN_OR_RETURN(
+        std::unique_ptr<Connection> conn,
+        Connection::Connect(options_.destination, options_.io_timeout));
+    LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(
+        *conn, wire::FrameType::kHello,
+        MakeHello(proto::ROLE_SOURCE, i, options_.channels, id), options_.io_timeout));
+    proto::Hello reply;
+    LIVEMIG_RETURN_IF_ERROR(
+        ReadExpected(*conn, wire::FrameType::kHello, &reply, options_.io_timeout));
+    LIVEMIG_RETURN_IF_ERROR(CheckHello(reply, proto::ROLE_DESTINATION));
+    channels_.push_back(std::make_unique<SendChannel>(
+        std::move(conn), &memory_, &limiter_, &failure_, &counters_,
+        options_.io_timeout, options_.batch_pages));
+  }
+  proto::RegionTable table;
+  for (size_t r = 0; r < memory_.num_regions(); ++r) {
+    const GuestRegion<AtomicBitmap>& region = memory_.region(r);
+    proto::RegionInfo* info = table.add_regions();
+    info->set_index(static_cast<uint32_t>(r));
+    info->set_guest_addr(region.start_addr().value);
+    info->set_size(region.len());
+    info->set_page_size(kMigrationPageSize);
+    info->set_prot(static_cast<uint32_t>(region.region().prot()));
+    info->set_flags(static_cast<uint32_t>(region.region().flags()));
+    info->set_hugetlbfs(region.region().is_hugetlbfs().value_or(false));
+    if (region.region().file_offset().has_value()) {
+      info->set_backing(proto::BACKING_FILE);
+      info->set_file_offset(region.region().file_offset()->start());
+      const bool named = r < options_.file_names.size() && !options_.file_names[r].empty();
+      info->set_file_path(named ? options_.file_names[r]
+                                : absl::StrCat("region-", r, ".mem"));
+    } else {
+      info->set_backing(proto::BACKING_ANONYMOUS);
+    }
+    if (region.len() % kMigrationPageSize != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "region ", r, " size ", region.len(), " is not a multiple of ",
+          kMigrationPageSize));
+    }
+    taken_.emplace_back(region.bitmap().num_words(), 0);
+    stats_.total += region.len();
+  }
+  Connection& control = channels_[0]->connection();
+  LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kRegionTable,
+                                           table, options_.io_timeout));
+  proto::Ack ack;
+  LIVEMIG_RETURN_IF_ERROR(
+      ReadExpected(control, wire::FrameType::kAck, &ack, options_.io_timeout));
+  if (ack.kind() != proto::ACK_REGION_TABLE) {
+    return absl::DataLossError("expected the region table acknowledgement");
+  }
+  for (auto& c : channels_) c->Start();
+  return absl::OkStatus();
+}
+
+void Migration::Queue(PageWork work) {
+  // The least loaded channel takes the batch: every channel carries pages in
+  // every round, and a slow one is not waited for.
+  SendChannel* best = channels_[0].get();
+  uint64_t best_load = best->queued_pages();
+  for (auto& c : channels_) {
+    const uint64_t load = c->queued_pages();
+    if (load < best_load) {
+      best = c.get();
+      best_load = load;
+    }
+  }
+  best->Enqueue(std::move(work));
+}
+
+void Migration::QueueRuns(uint32_t region, uint32_t round,
+                          std::vector<std::pair<uint64_t, uint64_t>>& runs,
+                          uint64_t pages, bool flush) {
+  if (runs.empty() || (!flush && pages < options_.batch_pages)) return;
+  PageWork work;
+  work.region = region;
+  work.round = round;
+  work.runs = std::move(runs);
+  work.pages = pages;
+  runs.clear();
+  Queue(std::move(work));
+}
+
+void Migration::QueueAllPages() {
+  for (size_t r = 0; r < memory_.num_regions(); ++r) {
+    const uint64_t pages = memory_.region(r).len() / kMigrationPageSize;
+    for (uint64_t first = 0; first < pages; first += options_.batch_pages) {
+      PageWork work;
+      work.region = static_cast<uint32_t>(r);
+      work.round = 0;
+      work.pages = std::min<uint64_t>(options_.batch_pages, pages - first);
+      work.runs.emplace_back(first, work.pages);
+      Queue(std::move(work));
+    }
+  }
+}
+
+absl::StatusOr<uint64_t> Migration::HarvestAndQueue(uint32_t round) {
+  uint64_t total = 0;
+  ++stats_.dirty_sync_count;
+  for (size_t r = 0; r < memory_.num_regions(); ++r) {
+    const AtomicBitmap& bitmap = memory_.region(r).bitmap();
+    scratch_.assign(bitmap.num_words(), 0);
+    LIVEMIG_RETURN_IF_ERROR(vm_.CollectDirty(r, std::span<uint64_t>(scratch_)));
+    LIVEMIG_RETURN_IF_ERROR(bitmap.Merge(scratch_.data(), scratch_.size()));
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
+    uint64_t pending = 0;
+    size_t dirty = 0;
+    const uint32_t region = static_cast<uint32_t>(r);
+    LIVEMIG_RETURN_IF_ERROR(bitmap.HarvestRuns(
+        scratch_,
+        [&](size_t first, size_t count) {
+          while (count > 0) {
+            const uint64_t take =
+                std::min<uint64_t>(count, options_.batch_pages - pending);
+            runs.emplace_back(first, take);
+            pending += take;
+            first += take;
+            count -= take;
+            if (pending == options_.batch_pages) {
+              QueueRuns(region, round, runs, pending, /*flush=*/true);
+              pending = 0;
+            }
+          }
+        },
+        &dirty));
+    QueueRuns(region, round, runs, pending, /*flush=*/true);
+    for (size_t w = 0; w < scratch_.size(); ++w) taken_[r][w] |= scratch_[w];
+    total += dirty;
+  }
+  return total;
+}
+
+absl::Status Migration::FinishRound(uint32_t round, bool final) {
+  for (auto& c : channels_) {
+    PageWork marker;
+    marker.marker = true;
+    marker.round = round;
+    marker.final = final;
+    c->Enqueue(std::move(marker));
+  }
+  for (auto& c : channels_) {
+    while (!c->WaitIdle(absl::Milliseconds(20))) {
+      if (cancelled_.load(std::memory_order_relaxed)) {
+        // Shuts every connection down, so blocked writes return at once.
+        failure_.Set(absl::CancelledError("migration cancelled by the source"));
+      }
+    }
+  }
+  LIVEMIG_RETURN_IF_ERROR(failure_.Get());
+  return CheckContinue();
+}
+
+absl::StatusOr<uint64_t> Migration::PendingPages() {
+  uint64_t pending = 0;
+  for (size_t r = 0; r < memory_.num_regions(); ++r) {
+    const AtomicBitmap& bitmap = memory_.region(r).bitmap();
+    scratch_.assign(bitmap.num_words(), 0);
+    LIVEMIG_RETURN_IF_ERROR(vm_.CollectDirty(r, std::span<uint64_t>(scratch_)));
+    LIVEMIG_RETURN_IF_ERROR(bitmap.Merge(scratch_.data(), scratch_.size()));
+    pending += bitmap.CountDirty();
+  }
+  return pending;
+}
+
+absl::Status Migration::Run() {
+  start_ = absl::Now();
+  stats_.channels = options_.channels;
+  if (options_.channels == 0 || options_.batch_pages == 0 ||
+      options_.batch_pages * uint64_t{kMigrationPageSize} > (64u << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "channels (", options_.channels, ") must be >= 1 and batch_pages (",
+        options_.batch_pages, ") between 1 and 16384"));
+  }
+  LIVEMIG_RETURN_IF_ERROR(Setup());
+  stats_.setup_time_ms = Ms(absl::Now() - start_);
+
+  // Round 0: every page. Bits set before it are taken (and remembered for a
+  // roll-back) so that round 1 sends only what changed during round 0.
+  uint64_t previous_pending = UINT64_MAX;
+  uint32_t stalled = 0;
+  uint32_t fast_dirtying = 0;
+  for (uint32_t round = 0;; ++round) {
+    LIVEMIG_RETURN_IF_ERROR(CheckContinue());
+    const absl::Time round_start = absl::Now();
+    const uint64_t bytes_before = BytesWritten();
+    const uint64_t raw_before = counters_.raw_pages.load(std::memory_order_relaxed);
+    const uint64_t zero_before = counters_.zero_pages.load(std::memory_order_relaxed);
+    RoundStats rs;
+    rs.round = round;
+    rs.throttle_percent = throttle_;
+    if (round == 0) {
+      for (size_t r = 0; r < memory_.num_regions(); ++r) {
+        const AtomicBitmap& bitmap = memory_.region(r).bitmap();
+        scratch_.assign(bitmap.num_words(), 0);
+        LIVEMIG_RETURN_IF_ERROR(bitmap.GetAndReset(scratch_));
+        for (size_t w = 0; w < scratch_.size(); ++w) taken_[r][w] |= scratch_[w];
+      }
+      ++stats_.dirty_sync_count;
+      QueueAllPages();
+      rs.dirty_pages = stats_.total / kMigrationPageSize;
+    } else {
+      LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, HarvestAndQueue(round));
+    }
+    LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/false));
+    const absl::Duration took = absl::Now() - round_start;
+    rs.duration_ms = Ms(took);
+    rs.bytes = BytesWritten() - bytes_before;
+    rs.zero_pages = counters_.zero_pages.load(std::memory_order_relaxed) - zero_before;
+    const uint64_t raw_pages =
+        counters_.raw_pages.load(std::memory_order_relaxed) - raw_before;
+    const double seconds = std::max(absl::ToDoubleSeconds(took), 1e-6);
+    // Bandwidth is what the link carried; zero pages cost almost nothing, so
+    // they do not inflate it.
+    rs.bandwidth_bytes_per_s = rs.bytes / seconds;
+    LIVEMIG_ASSIGN_OR_RETURN(rs.dirtied_during_round, PendingPages());
+    const double pending_bytes =
+        static_cast<double>(rs.dirtied_during_round) * kMigrationPageSize;
+    rs.expected_downtime_ms =
+        rs.bandwidth_bytes_per_s > 0 ? 1000.0 * pending_bytes / rs.bandwidth_bytes_per_s
+                                     : 0;
+    stats_.round_stats.push_back(rs);
+    stats_.rounds = round + 1;
+    stats_.expected_downtime_ms = rs.expected_downtime_ms;
+    stats_.remaining = static_cast<uint64_t>(pending_bytes);
+    stats_.dirty_pages_rate = rs.dirtied_during_round / seconds;
+    stats_.pages_per_second = (raw_pages + rs.zero_pages) / seconds;
+    stats_.transferred = BytesWritten();
+    stats_.normal = counters_.raw_pages.load(std::memory_order_relaxed);
+    stats_.normal_bytes = stats_.normal * kMigrationPageSize;
+    stats_.duplicate = counters_.zero_pages.load(std::memory_order_relaxed);
+    stats_.cpu_throttle_percentage = throttle_;
+    stats_.total_time_ms = Ms(absl::Now() - start_);
+    if (options_.on_round) options_.on_round(stats_);
+
+    if (rs.expected_downtime_ms <= Ms(options_.downtime_limit)) {
+      stats_.converged = true;
+      return Switchover(round + 1);
+    }
+    // Stall: the dirty volume did not shrink for stall_rounds rounds.
+    stalled = rs.dirtied_during_round >= previous_pending ? stalled + 1 : 0;
+    previous_pending = std::min(previous_pending, rs.dirtied_during_round);
+    // Auto-converge trigger (QEMU): the guest dirtied more than half of
+    // what the round sent, twice in a row.
+    fast_dirtying = pending_bytes > 0.5 * std::max<double>(rs.bytes, 1) ? fast_dirtying + 1 : 0;
+    const bool stall = options_.stall_rounds > 0 && stalled >= options_.stall_rounds;
+    if (options_.auto_converge && (fast_dirtying >= 2 || stall) &&
+        throttle_ < options_.throttle_max) {
+      throttle_ = throttle_ == 0 ? options_.throttle_initial
+                                 : std::min(options_.throttle_max,
+                                            throttle_ + options_.throttle_increment);
+      vm_.SetThrottle(throttle_);
+      fast_dirtying = 0;
+      stalled = 0;
+    } else if (stall && !options_.auto_converge) {
+      if (options_.on_limit == SenderOptions::OnLimit::kForce) return Switchover(round + 1);
+      return absl::AbortedError(absl::StrCat(
+          "dirty volume did not shrink for ", options_.stall_rounds,
+          " rounds (", rs.dirtied_during_round, " pages pending)"));
+    }
+    const bool out_of_rounds = round + 1 >= options_.max_rounds;
+    const bool out_of_time = absl::Now() - start_ >= options_.timeout;
+    if (out_of_rounds || out_of_time) {
+      if (options_.on_limit == SenderOptions::OnLimit::kForce) return Switchover(round + 1);
+      if (out_of_time) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "did not converge within ", absl::FormatDuration(options_.timeout),
+            " (", rs.dirtied_during_round, " pages pending, expected downtime ",
+            rs.expected_downtime_ms, " ms)"));
+      }
+      return absl::AbortedError(absl::StrCat(
+          "did not converge within ", options_.max_rounds, " rounds (",
+          rs.dirtied_during_round, " pages pending, expected downtime ",
+          rs.expected_downtime_ms, " ms > limit ",
+          Ms(options_.downtime_limit), " ms)"));
+    }
+  }
+}
+
+absl::Status Migration::Switchover(uint32_t round) {
+  LIVEMIG_RETURN_IF_ERROR(CheckContinue());
+  pause_time_ = absl::Now();
+  LIVEMIG_RETURN_IF_ERROR(vm_.Pause());
+  paused_ = true;
+  const uint64_t bytes_before = BytesWritten();
+  RoundStats rs;
+  rs.round = round;
+  rs.throttle_percent = throttle_;
+  LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, HarvestAndQueue(round));
+  LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/true));
+  const absl::Time sent = absl::Now();
+  stats_.downtime_breakdown.final_round_ms = Ms(sent - pause_time_);
+  rs.duration_ms = Ms(sent - pause_time_);
+  rs.bytes = BytesWritten() - bytes_before;
+  rs.bandwidth_bytes_per_s = rs.bytes / std::max(absl::ToDoubleSeconds(sent - pause_time_), 1e-6);
+  stats_.round_stats.push_back(rs);
+  stats_.rounds = round + 1;
+
+  // The workers are idle; the control channel is ours again.
+  for (auto& c : channels_) c->Stop();
+  Connection& control = channels_[0]->connection();
+  LIVEMIG_ASSIGN_OR_RETURN(std::string state, vm_.DeviceState());
+  proto::DeviceState device;
+  device.set_device_id("vmm");
+  device.set_format_version(1);
+  device.set_state(std::move(state));
+  LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kDeviceState,
+                                           device, options_.io_timeout));
+  const absl::Time device_done = absl::Now();
+  stats_.downtime_breakdown.device_state_ms = Ms(device_done - sent);
+
+  proto::Completion completion;
+  for (size_t r = 0; r < memory_.num_regions(); ++r) {
+    proto::RegionDigest* d = completion.add_digests();
+    d->set_region_index(static_cast<uint32_t>(r));
+    d->set_xxh3_64(DigestRegion(memory_.region(r).region()));
+    d->set_page_count(memory_.region(r).len() / kMigrationPageSize);
+  }
+  completion.set_total_pages_sent(counters_.raw_pages.load() + counters_.zero_pages.load());
+  completion.set_rounds(stats_.rounds);
+  LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kCompletion,
+                                           completion, options_.io_timeout));
+  proto::Ack ack;
+  LIVEMIG_RETURN_IF_ERROR(
+      ReadExpected(control, wire::FrameType::kAck, &ack, options_.io_timeout));
+  if (ack.kind() != proto::ACK_VERIFIED) {
+    return absl::DataLossError("expected the verified acknowledgement");
+  }
+  const absl::Time done = absl::Now();
+  stats_.downtime_breakdown.completion_ms = Ms(done - device_done);
+  stats_.downtime_ms = Ms(done - pause_time_);
+  stats_.total_time_ms = Ms(done - start_);
+  stats_.transferred = BytesWritten();
+  stats_.normal = counters_.raw_pages.load();
+  stats_.normal_bytes = stats_.normal * kMigrationPageSize;
+  stats_.duplicate = counters_.zero_pages.load();
+  stats_.remaining = 0;
+  stats_.mbps = stats_.transferred * 8.0 / 1e6 /
+                std::max(absl::ToDoubleSeconds(done - start_), 1e-6);
+  stats_.status = "completed";
+  if (throttle_ != 0) vm_.SetThrottle(0);
+  stats_.cpu_throttle_percentage = throttle_;
+  return absl::OkStatus();
+}
+
+void Migration::RollBack(const absl::Status& error) {
+  for (auto& c : channels_) c->Stop();
+  if (!failure_.failed() && !channels_.empty()) {
+    // The workers are joined, so the control channel is free: best effort.
+    (void)wire::WriteFrame(channels_[0]->connection(), wire::FrameType::kAbort,
+                           AbortFromStatus(error, proto::ROLE_SOURCE),
+                           absl::Seconds(1));
+  }
+  failure_.Set(error);  // Shuts every connection down.
+  for (size_t r = 0; r < taken_.size(); ++r) {
+    // Merge only fails for a word count mismatch, impossible here.
+    (void)memory_.region(r).bitmap().Merge(taken_[r].data(), taken_[r].size());
+  }
+  if (paused_) (void)vm_.Resume();
+  if (throttle_ != 0) vm_.SetThrottle(0);
+}
+
+}  // namespace
+
+Sender::Sender(SenderOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& memory,
+                                               VmControl& vm) {
+  cancelled_.store(false, std::memory_order_relaxed);
+  last_stats_ = MigrationStats();
+  Migration migration(options_, memory, vm, cancelled_, last_stats_);
+  absl::Status status = migration.Run();
+  if (status.ok()) return last_stats_;
+  migration.RollBack(status);
+  last_stats_.status = status.code() == absl::StatusCode::kCancelled ? "cancelled" : "failed";
+  return status;
+}
+
+}  // namespace livemig

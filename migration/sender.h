@@ -1,0 +1,106 @@
+// File: migration/sender.h
+//
+// Sender: the source side of a pre-copy live migration, embedded in a VMM.
+//
+//   SenderOptions options;
+//   options.destination = Endpoint::Tcp("127.0.0.1", 7000);
+//   Sender sender(options);
+//   absl::StatusOr<MigrationStats> stats = sender.Migrate(memory, vm);
+//
+// Migrate() connects `channels` connections, sends the region table, then
+// rounds: round 0 sends every page (zero pages as ZERO runs, never their
+// bytes), each later round harvests the regions' AtomicBitmaps (after merging
+// VmControl::CollectDirty) and sends the dirty pages, spread over every
+// channel. After each round it estimates the downtime as pending dirty bytes /
+// measured bandwidth and switches over when that is <= downtime_limit
+// (QEMU's rule). Round limit or timeout: OnLimit::kCancel fails with the VM
+// running, kForce switches over anyway. A dirty volume that does not shrink
+// for `stall_rounds` rounds escalates: a throttle step with auto_converge,
+// the limit policy without. Auto-converge (QEMU's steps: 20%, +10%, max 99%)
+// also throttles when the guest dirties more than half of what a round sends,
+// two rounds in a row. Switchover: Pause(), final harvest and send,
+// DeviceState(), Completion with an XXH3 digest per region, then wait for the
+// receiver's verified acknowledgement.
+//
+// Failure (any error, Cancel(), peer abort, limit with kCancel): every page
+// harvested during the attempt is marked dirty again, the VM is resumed if it
+// was paused, the throttle is reset to 0, and the error is returned; the
+// source memory is never written. A later Migrate() starts from scratch and
+// is exact. On success the VM stays paused: the destination owns it now.
+//
+// Thread safety: Migrate() runs on the caller's thread (it starts one worker
+// thread per channel) and must not run twice at once on one Sender. Cancel()
+// may be called from any thread. `memory` and `vm` must outlive Migrate().
+#ifndef LIVEMIG_MIGRATION_SENDER_H_
+#define LIVEMIG_MIGRATION_SENDER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/atomic_bitmap.h"
+#include "core/guest_memory.h"
+#include "migration/stats.h"
+#include "migration/transport/endpoint.h"
+#include "migration/vm_control.h"
+
+namespace livemig {
+
+struct SenderOptions {
+  Endpoint destination;
+  uint32_t channels = 2;
+  absl::Duration downtime_limit = absl::Milliseconds(300);
+  uint32_t max_rounds = 30;
+  absl::Duration timeout = absl::InfiniteDuration();
+  enum class OnLimit { kCancel, kForce };
+  OnLimit on_limit = OnLimit::kCancel;
+  uint32_t stall_rounds = 5;
+  bool auto_converge = false;
+  int throttle_initial = 20;
+  int throttle_increment = 10;
+  int throttle_max = 99;
+  uint64_t max_bandwidth = 0;  // Bytes per second over all channels; 0: no cap.
+  absl::Duration io_timeout = absl::Seconds(30);  // Every read and write.
+  uint32_t batch_pages = 256;  // Pages per PageBatch frame (1 MiB).
+  // Relative path under the receiver's root for each file-backed region, by
+  // region index; missing or empty: "region-<index>.mem".
+  std::vector<std::string> file_names;
+  std::string migration_id;  // Empty: a random one.
+  // Called on the migration thread after every round.
+  std::function<void(const MigrationStats&)> on_round;
+};
+
+class Sender {
+ public:
+  explicit Sender(SenderOptions options);
+  Sender(const Sender&) = delete;
+  Sender& operator=(const Sender&) = delete;
+
+  // Runs one migration; see the file comment. Error codes: Unavailable (peer
+  // unreachable or gone), DataLoss (corrupt stream), DeadlineExceeded
+  // (timeout / io_timeout), Aborted (no convergence within max_rounds with
+  // kCancel), Cancelled (Cancel()), or the peer's code from its Abort.
+  [[nodiscard]] absl::StatusOr<MigrationStats> Migrate(
+      const GuestMemory<AtomicBitmap>& memory, VmControl& vm);
+
+  // Makes a running Migrate() fail with Cancelled as soon as possible.
+  void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+
+  // The stats of the last Migrate(), also after it failed.
+  const MigrationStats& last_stats() const { return last_stats_; }
+
+ private:
+  SenderOptions options_;
+  // Set by Cancel() on any thread, polled by the migration thread; relaxed:
+  // it carries no data, only "stop soon".
+  std::atomic<bool> cancelled_{false};
+  MigrationStats last_stats_;
+};
+
+}  // namespace livemig
+
+#endif  // LIVEMIG_MIGRATION_SENDER_H_

@@ -1,0 +1,46 @@
+#include "migration/stats.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace livemig {
+namespace {
+
+std::string Num(double v) { return absl::StrFormat("%.3f", v); }
+
+}  // namespace
+
+std::string MigrationStats::ToJson() const {
+  std::string rounds_json;
+  for (const RoundStats& r : round_stats) {
+    if (!rounds_json.empty()) rounds_json += ",";
+    absl::StrAppend(&rounds_json, "{\"round\":", r.round,
+                    ",\"dirty-pages\":", r.dirty_pages,
+                    ",\"zero-pages\":", r.zero_pages, ",\"bytes\":", r.bytes,
+                    ",\"duration-ms\":", Num(r.duration_ms),
+                    ",\"bandwidth-bytes-per-s\":", Num(r.bandwidth_bytes_per_s),
+                    ",\"dirtied-during-round\":", r.dirtied_during_round,
+                    ",\"expected-downtime-ms\":", Num(r.expected_downtime_ms),
+                    ",\"throttle-percent\":", r.throttle_percent, "}");
+  }
+  return absl::StrCat(
+      "{\"status\":\"", status, "\",\"total-time\":", Num(total_time_ms),
+      ",\"downtime\":", Num(downtime_ms), ",\"setup-time\":", Num(setup_time_ms),
+      ",\"expected-downtime\":", Num(expected_downtime_ms),
+      ",\"ram\":{\"transferred\":", transferred, ",\"remaining\":", remaining,
+      ",\"total\":", total, ",\"duplicate\":", duplicate, ",\"normal\":", normal,
+      ",\"normal-bytes\":", normal_bytes,
+      ",\"dirty-pages-rate\":", Num(dirty_pages_rate), ",\"mbps\":", Num(mbps),
+      ",\"dirty-sync-count\":", dirty_sync_count,
+      ",\"pages-per-second\":", Num(pages_per_second), "}",
+      ",\"cpu-throttle-percentage\":", cpu_throttle_percentage,
+      ",\"rounds\":", rounds, ",\"channels\":", channels,
+      ",\"converged\":", converged ? "true" : "false",
+      ",\"downtime-breakdown\":{\"final-round-ms\":",
+      Num(downtime_breakdown.final_round_ms),
+      ",\"device-state-ms\":", Num(downtime_breakdown.device_state_ms),
+      ",\"completion-ms\":", Num(downtime_breakdown.completion_ms), "}",
+      ",\"round-stats\":[", rounds_json, "]}");
+}
+
+}  // namespace livemig

@@ -1,0 +1,62 @@
+// File: migration/stats.h
+//
+// MigrationStats: what a migration measured, with at least the RAM fields of
+// QEMU's `query-migrate` (same names in ToJson()), one record per round and a
+// downtime breakdown. A plain value; not synchronized.
+#ifndef LIVEMIG_MIGRATION_STATS_H_
+#define LIVEMIG_MIGRATION_STATS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace livemig {
+
+struct RoundStats {
+  uint32_t round = 0;
+  uint64_t dirty_pages = 0;       // Pages this round sent (harvested).
+  uint64_t zero_pages = 0;
+  uint64_t bytes = 0;             // Bytes written to the sockets.
+  double duration_ms = 0;
+  double bandwidth_bytes_per_s = 0;
+  uint64_t dirtied_during_round = 0;  // Pages found dirty after it.
+  double expected_downtime_ms = 0;    // Estimate made after the round.
+  int throttle_percent = 0;
+};
+
+struct DowntimeBreakdown {
+  double final_round_ms = 0;   // Final harvest + sending it.
+  double device_state_ms = 0;  // DeviceState() + sending it.
+  double completion_ms = 0;    // Digests, completion frame, verified ack.
+};
+
+struct MigrationStats {
+  std::string status = "none";  // "completed", "failed", "cancelled".
+  double total_time_ms = 0;      // total-time
+  double downtime_ms = 0;        // downtime (Pause() to verified ack)
+  double setup_time_ms = 0;      // setup-time (connect, hello, region table)
+  double expected_downtime_ms = 0;  // expected-downtime (last estimate)
+  uint64_t transferred = 0;      // transferred: bytes written, all frames
+  uint64_t remaining = 0;        // remaining: dirty bytes left
+  uint64_t total = 0;            // total: guest memory size in bytes
+  uint64_t duplicate = 0;        // duplicate: zero pages (sent as runs)
+  uint64_t normal = 0;           // normal: pages sent with their bytes
+  uint64_t normal_bytes = 0;     // normal-bytes
+  double dirty_pages_rate = 0;   // dirty-pages-rate: pages/s, last round
+  double mbps = 0;               // mbps: megabits/s over the whole run
+  uint64_t dirty_sync_count = 0; // dirty-sync-count: harvests
+  double pages_per_second = 0;   // pages-per-second, last round
+  int cpu_throttle_percentage = 0;  // cpu-throttle-percentage, final
+  uint32_t rounds = 0;
+  uint32_t channels = 0;
+  bool converged = false;        // false: switched over by force
+  std::vector<RoundStats> round_stats;
+  DowntimeBreakdown downtime_breakdown;
+
+  // One JSON object on one line.
+  std::string ToJson() const;
+};
+
+}  // namespace livemig
+
+#endif  // LIVEMIG_MIGRATION_STATS_H_

@@ -1,0 +1,359 @@
+// File: migration/transport/connection.cc
+#include "migration/transport/connection.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/posix_error.h"
+#include "core/status_macros.h"
+#include "migration/transport/internal/socket_util.h"
+
+namespace livemig {
+namespace {
+
+using transport_internal::AnySocket;
+using transport_internal::Deadline;
+using transport_internal::FormatTimeout;
+using transport_internal::WaitReady;
+using transport_internal::WaitResult;
+
+// Errors that mean "nobody is there": Unavailable rather than Internal.
+bool IsUnreachable(int error) {
+  switch (error) {
+    case ECONNREFUSED:
+    case ENOENT:  // Unix: no socket file.
+    case ECONNRESET:
+    case ECONNABORTED:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case ENETDOWN:
+    case EHOSTDOWN:
+    case EADDRNOTAVAIL:  // e.g. ::1 on a host without IPv6.
+      return true;
+    default:
+      return false;
+  }
+}
+
+absl::Status ConnectError(const Endpoint& to, int error) {
+  const std::string context = absl::StrCat("connect to ", to.ToString());
+  if (IsUnreachable(error)) {
+    return absl::UnavailableError(
+        absl::StrCat(context, ": ", std::strerror(error)));
+  }
+  if (error == ETIMEDOUT) {
+    return absl::DeadlineExceededError(
+        absl::StrCat(context, ": ", std::strerror(error)));
+  }
+  return PosixError(context, error);
+}
+
+absl::Status ConnectTimeout(const Endpoint& to, absl::Duration timeout) {
+  return absl::DeadlineExceededError(absl::StrCat("connect to ", to.ToString(),
+                                                  ": timed out after ",
+                                                  FormatTimeout(timeout)));
+}
+
+// Non-blocking connect of `fd` with the deadline; `fd` must be non-blocking.
+absl::Status ConnectNative(int fd, const sockaddr* address, socklen_t length,
+                           const Endpoint& to, absl::Duration timeout,
+                           const Deadline& deadline) {
+  while (true) {
+    if (::connect(fd, address, length) == 0) return absl::OkStatus();
+    int error = errno;
+    if (error == EISCONN) return absl::OkStatus();
+    if (error == EAGAIN) {
+      // Unix sockets: the listener's backlog is full. Retry until the
+      // deadline; there is nothing to poll for.
+      if (deadline.Expired()) return ConnectTimeout(to, timeout);
+      std::this_thread::sleep_for(std::chrono::milliseconds(
+          std::clamp(deadline.PollTimeoutMs(), 0, 5)));
+      continue;
+    }
+    if (error == EINPROGRESS || error == EALREADY || error == EINTR) {
+      LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
+                               WaitReady(fd, POLLOUT, -1, deadline));
+      if (waited == WaitResult::kTimedOut) return ConnectTimeout(to, timeout);
+      int so_error = 0;
+      socklen_t so_error_length = sizeof(so_error);
+      if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &so_error_length) !=
+          0) {
+        return PosixError("getsockopt(SO_ERROR)", errno);
+      }
+      if (so_error == 0) return absl::OkStatus();
+      error = so_error;
+    }
+    return ConnectError(to, error);
+  }
+}
+
+// Drops the first `n` bytes of `iov[*index...]`, advancing *index past the
+// pieces that are now empty.
+void Advance(std::vector<iovec>& iov, size_t* index, size_t n) {
+  while (n > 0) {
+    iovec& piece = iov[*index];
+    if (n < piece.iov_len) {
+      piece.iov_base = static_cast<char*>(piece.iov_base) + n;
+      piece.iov_len -= n;
+      return;
+    }
+    n -= piece.iov_len;
+    ++*index;
+  }
+}
+
+// The non-empty pieces, copied (the caller's are const and must stay so),
+// and their total size.
+std::vector<iovec> CopyPieces(absl::Span<const iovec> pieces, size_t* total) {
+  std::vector<iovec> iov;
+  iov.reserve(pieces.size());
+  *total = 0;
+  for (const iovec& piece : pieces) {
+    if (piece.iov_len == 0) continue;
+    iov.push_back(piece);
+    *total += piece.iov_len;
+  }
+  return iov;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
+    const Endpoint& to, absl::Duration timeout) {
+  const Deadline deadline(timeout);
+  boost::asio::io_context& context = transport_internal::SharedIoContext();
+  boost::system::error_code ec;
+
+  if (to.kind == Endpoint::Kind::kUnix) {
+    LIVEMIG_ASSIGN_OR_RETURN(const auto address,
+                             transport_internal::UnixAddress(to));
+    auto socket = std::make_unique<AnySocket>(
+        AnySocket{transport_internal::UnixSocket(context)});
+    auto& unix_socket =
+        std::get<transport_internal::UnixSocket>(socket->socket);
+    unix_socket.open(boost::asio::local::stream_protocol(), ec);
+    if (!ec) unix_socket.non_blocking(true, ec);
+    if (ec) return PosixError("socket(AF_UNIX)", ec.value());
+    LIVEMIG_RETURN_IF_ERROR(ConnectNative(unix_socket.native_handle(),
+                                          address.data(), address.size(), to,
+                                          timeout, deadline));
+    return Adopt(std::move(socket), to.ToString());
+  }
+
+  LIVEMIG_ASSIGN_OR_RETURN(const auto addresses,
+                           transport_internal::ResolveTcp(to));
+  absl::Status last_error = absl::UnavailableError(
+      absl::StrCat("connect to ", to.ToString(), ": no address"));
+  for (const auto& address : addresses) {
+    auto socket = std::make_unique<AnySocket>(
+        AnySocket{transport_internal::TcpSocket(context)});
+    auto& tcp_socket = std::get<transport_internal::TcpSocket>(socket->socket);
+    tcp_socket.open(address.protocol(), ec);
+    if (!ec) tcp_socket.non_blocking(true, ec);
+    if (ec) {
+      last_error = PosixError("socket(AF_INET)", ec.value());
+      continue;
+    }
+    absl::Status connected = ConnectNative(
+        tcp_socket.native_handle(), address.data(),
+        static_cast<socklen_t>(address.size()), to, timeout, deadline);
+    if (connected.ok()) {
+      std::string peer = to.ToString();
+      if (to.host != address.address().to_string()) {
+        absl::StrAppend(&peer, " (",
+                        transport_internal::FromAsio(address).ToString(), ")");
+      }
+      return Adopt(std::move(socket), std::move(peer));
+    }
+    if (absl::IsDeadlineExceeded(connected)) return connected;
+    last_error = std::move(connected);
+  }
+  return last_error;
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Adopt(
+    std::unique_ptr<AnySocket> socket, std::string peer) {
+  boost::system::error_code ec;
+  std::visit([&ec](auto& s) { s.non_blocking(true, ec); }, socket->socket);
+  if (ec) return PosixError("set O_NONBLOCK", ec.value());
+  if (socket->is_tcp()) {
+    std::get<transport_internal::TcpSocket>(socket->socket)
+        .set_option(boost::asio::ip::tcp::no_delay(true), ec);
+    if (ec) return PosixError("setsockopt(TCP_NODELAY)", ec.value());
+  }
+  LIVEMIG_ASSIGN_OR_RETURN(const int wake_fd, transport_internal::MakeWakeFd());
+  return std::unique_ptr<Connection>(
+      new Connection(std::move(socket), wake_fd, std::move(peer)));
+}
+
+Connection::Connection(std::unique_ptr<AnySocket> socket, int wake_fd,
+                       std::string peer)
+    : socket_(std::move(socket)),
+      fd_(socket_->native_handle()),
+      wake_fd_(wake_fd),
+      peer_(std::move(peer)) {}
+
+Connection::~Connection() {
+  socket_->Close();
+  ::close(wake_fd_);
+}
+
+absl::Status Connection::CancelledError(const char* operation) const {
+  return absl::CancelledError(
+      absl::StrCat(operation, " ", peer_, ": connection was shut down"));
+}
+
+void Connection::Shutdown() {
+  if (shut_down_.exchange(true, std::memory_order_acq_rel)) return;
+  // Wakes pollers first, then makes the socket itself report EOF/EPIPE so a
+  // thread between its flag check and its syscall cannot block either.
+  transport_internal::SignalWakeFd(wake_fd_);
+  ::shutdown(fd_, SHUT_RDWR);
+}
+
+absl::Status Connection::ShutdownWrite() {
+  if (is_shut_down()) return CancelledError("shutdown write to");
+  if (::shutdown(fd_, SHUT_WR) != 0) {
+    return PosixError(absl::StrCat("shutdown write to ", peer_), errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Connection::WriteAll(absl::Span<const iovec> pieces,
+                                  absl::Duration timeout) {
+  if (is_shut_down()) return CancelledError("write to");
+  const Deadline deadline(timeout);
+  size_t total = 0;
+  std::vector<iovec> iov = CopyPieces(pieces, &total);
+  size_t index = 0;
+  size_t done = 0;
+  while (index < iov.size()) {
+    msghdr message{};
+    message.msg_iov = &iov[index];
+    message.msg_iovlen = std::min<size_t>(iov.size() - index, IOV_MAX);
+    const ssize_t n = ::sendmsg(fd_, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      Advance(iov, &index, static_cast<size_t>(n));
+      done += static_cast<size_t>(n);
+      bytes_written_.fetch_add(static_cast<uint64_t>(n),
+                               std::memory_order_relaxed);
+      continue;
+    }
+    const int error = errno;
+    if (is_shut_down()) return CancelledError("write to");
+    if (n < 0 && error == EINTR) continue;
+    if (n < 0 && (error == EAGAIN || error == EWOULDBLOCK)) {
+      LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
+                               WaitReady(fd_, POLLOUT, wake_fd_, deadline));
+      if (waited == WaitResult::kWoken) return CancelledError("write to");
+      if (waited == WaitResult::kTimedOut) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "write to ", peer_, ": timed out after ", FormatTimeout(timeout),
+            " with ", done, " of ", total, " bytes written"));
+      }
+      continue;
+    }
+    if (n < 0 && (error == EPIPE || error == ECONNRESET)) {
+      return absl::UnavailableError(absl::StrCat(
+          "write to ", peer_, ": peer closed the connection (",
+          std::strerror(error), ") after ", done, " of ", total, " bytes"));
+    }
+    return PosixError(absl::StrCat("write to ", peer_), n < 0 ? error : EIO);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Connection::ReadExact(absl::Span<const iovec> pieces,
+                                   absl::Duration timeout) {
+  if (is_shut_down()) return CancelledError("read from");
+  const Deadline deadline(timeout);
+  size_t total = 0;
+  std::vector<iovec> iov = CopyPieces(pieces, &total);
+  size_t index = 0;
+  size_t done = 0;
+  while (index < iov.size()) {
+    msghdr message{};
+    message.msg_iov = &iov[index];
+    message.msg_iovlen = std::min<size_t>(iov.size() - index, IOV_MAX);
+    const ssize_t n = ::recvmsg(fd_, &message, MSG_DONTWAIT);
+    if (n > 0) {
+      Advance(iov, &index, static_cast<size_t>(n));
+      done += static_cast<size_t>(n);
+      bytes_read_.fetch_add(static_cast<uint64_t>(n),
+                            std::memory_order_relaxed);
+      continue;
+    }
+    const int error = errno;
+    if (is_shut_down()) return CancelledError("read from");
+    if (n < 0 && error == EINTR) continue;
+    if (n < 0 && (error == EAGAIN || error == EWOULDBLOCK)) {
+      LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
+                               WaitReady(fd_, POLLIN, wake_fd_, deadline));
+      if (waited == WaitResult::kWoken) return CancelledError("read from");
+      if (waited == WaitResult::kTimedOut) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "read from ", peer_, ": timed out after ", FormatTimeout(timeout),
+            " with ", done, " of ", total, " bytes read"));
+      }
+      continue;
+    }
+    // EOF (n == 0) or a reset: the stream ended.
+    if (n == 0 || error == ECONNRESET || error == EPIPE) {
+      if (done == 0) {
+        return absl::UnavailableError("peer closed the connection");
+      }
+      return absl::DataLossError(absl::StrCat(
+          "connection closed mid-read after ", done, " of ", total, " bytes"));
+    }
+    return PosixError(absl::StrCat("read from ", peer_), error);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> Connection::ReadSome(void* data, size_t size,
+                                            absl::Duration timeout) {
+  if (is_shut_down()) return CancelledError("read from");
+  if (size == 0) {
+    return absl::InvalidArgumentError("ReadSome of 0 bytes");
+  }
+  const Deadline deadline(timeout);
+  while (true) {
+    const ssize_t n = ::recv(fd_, data, size, MSG_DONTWAIT);
+    if (n > 0) {
+      bytes_read_.fetch_add(static_cast<uint64_t>(n),
+                            std::memory_order_relaxed);
+      return static_cast<size_t>(n);
+    }
+    const int error = errno;
+    if (is_shut_down()) return CancelledError("read from");
+    if (n < 0 && error == EINTR) continue;
+    if (n < 0 && (error == EAGAIN || error == EWOULDBLOCK)) {
+      LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
+                               WaitReady(fd_, POLLIN, wake_fd_, deadline));
+      if (waited == WaitResult::kWoken) return CancelledError("read from");
+      if (waited == WaitResult::kTimedOut) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "read from ", peer_, ": timed out after ", FormatTimeout(timeout)));
+      }
+      continue;
+    }
+    if (n == 0 || error == ECONNRESET || error == EPIPE) {
+      return absl::UnavailableError("peer closed the connection");
+    }
+    return PosixError(absl::StrCat("read from ", peer_), error);
+  }
+}
+
+}  // namespace livemig

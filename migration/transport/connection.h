@@ -1,0 +1,149 @@
+// File: migration/transport/connection.h
+//
+// Connection: one connected stream socket (TCP or Unix), the byte pipe a
+// migration channel runs over. Every operation takes a timeout and returns an
+// absl::Status; nothing throws and nothing raises SIGPIPE.
+//
+//   LIVEMIG_ASSIGN_OR_RETURN(auto conn,
+//                            Connection::Connect(to, absl::Seconds(5)));
+//   iovec pieces[] = {{header, 32}, {message, n}};
+//   LIVEMIG_RETURN_IF_ERROR(conn->WriteAll(pieces, absl::Seconds(30)));
+//
+// Implementation: an Asio socket (boost::asio::ip::tcp::socket or
+// boost::asio::local::stream_protocol::socket) in non-blocking mode. Reads and
+// writes are sendmsg/recvmsg calls on its native handle with as many iovecs as
+// the kernel takes (up to IOV_MAX per call); when one would block, the
+// operation poll(2)s the socket and a shutdown eventfd until its deadline.
+// TCP sockets have TCP_NODELAY set.
+//
+// Error codes, common to every operation:
+//   Cancelled         Shutdown() was called (before or during the operation).
+//   DeadlineExceeded  the whole operation did not finish within `timeout`.
+//   Unavailable       the peer closed or reset the connection before the
+//                     operation transferred anything (reads), or at any point
+//                     (writes: EPIPE, ECONNRESET); refused/unreachable connect.
+//   DataLoss          a read ended (EOF or reset) after some but not all of
+//                     its bytes: the stream is truncated.
+// After an error other than DeadlineExceeded the connection is unusable; after
+// DeadlineExceeded an unknown number of bytes may have moved (see
+// bytes_written()/bytes_read()), so the stream's framing is lost too.
+//
+// Ownership: a Connection owns its socket and closes it when destroyed. The
+// iovecs passed to WriteAll/ReadExact are borrowed for the call only.
+// Thread safety: at most one thread writes (WriteAll, ShutdownWrite) and at
+// most one thread reads (ReadExact, ReadSome) at a time; those two may run
+// concurrently. Shutdown(), bytes_*() and peer() may be called from any
+// thread at any time.
+#ifndef LIVEMIG_MIGRATION_TRANSPORT_CONNECTION_H_
+#define LIVEMIG_MIGRATION_TRANSPORT_CONNECTION_H_
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "migration/transport/endpoint.h"
+
+namespace livemig {
+
+namespace transport_internal {
+struct AnySocket;
+}  // namespace transport_internal
+
+class Listener;
+
+class Connection {
+ public:
+  // Connects to `to` (a TCP name may resolve to several addresses: each is
+  // tried in turn within the same deadline). DeadlineExceeded after
+  // `timeout`; Unavailable if refused or unreachable (or, for Unix, no socket
+  // file); the message names the endpoint. InvalidArgument for an endpoint
+  // that cannot be used (empty host, Unix path too long).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Connection>> Connect(
+      const Endpoint& to, absl::Duration timeout);
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection();  // Closes the socket. No other thread may be using it.
+
+  // Writes every byte of `pieces`, in order. OK only when all were handed to
+  // the kernel. Codes: see above.
+  [[nodiscard]] absl::Status WriteAll(absl::Span<const iovec> pieces,
+                                      absl::Duration timeout);
+
+  // Fills every byte of `pieces` (scatter), in order. An EOF before the first
+  // byte is Unavailable("peer closed the connection"); an EOF after some is
+  // DataLoss("connection closed mid-read after N of M bytes"). A zero-byte
+  // read returns OK at once.
+  [[nodiscard]] absl::Status ReadExact(absl::Span<const iovec> pieces,
+                                       absl::Duration timeout);
+
+  // Reads whatever is available, between 1 and `size` bytes, waiting up to
+  // `timeout` for the first. EOF is Unavailable("peer closed the
+  // connection"). For proxies and tests; protocol code uses ReadExact.
+  // REQUIRES: size > 0.
+  [[nodiscard]] absl::StatusOr<size_t> ReadSome(void* data, size_t size,
+                                                absl::Duration timeout);
+
+  // Half-close: the peer reads EOF once it has read everything written so
+  // far; this side can still read. Call from the writing thread.
+  [[nodiscard]] absl::Status ShutdownWrite();
+
+  // Makes every current and future WriteAll/ReadExact/ReadSome return
+  // Cancelled promptly: sets a flag, wakes pollers, and shuts the socket down
+  // both ways (the peer sees EOF). Idempotent; thread-safe. Does not close
+  // the descriptor: the destructor does.
+  void Shutdown();
+  bool is_shut_down() const {
+    return shut_down_.load(std::memory_order_acquire);
+  }
+
+  // Bytes moved so far. Each counter is written only by the thread doing
+  // that direction's I/O; relaxed is enough because they are statistics and
+  // imply nothing about other memory.
+  uint64_t bytes_written() const {
+    return bytes_written_.load(std::memory_order_relaxed);
+  }
+  uint64_t bytes_read() const {
+    return bytes_read_.load(std::memory_order_relaxed);
+  }
+
+  // The other end, for messages: "127.0.0.1:41234", "[::1]:7000",
+  // "unix:/path" (accepted Unix connections name the listening path).
+  std::string peer() const { return peer_; }
+
+ private:
+  friend class Listener;
+
+  // Takes an open, connected socket: sets it non-blocking (and TCP_NODELAY)
+  // and creates the shutdown eventfd.
+  static absl::StatusOr<std::unique_ptr<Connection>> Adopt(
+      std::unique_ptr<transport_internal::AnySocket> socket, std::string peer);
+
+  Connection(std::unique_ptr<transport_internal::AnySocket> socket, int wake_fd,
+             std::string peer);
+
+  absl::Status CancelledError(const char* operation) const;
+
+  const std::unique_ptr<transport_internal::AnySocket> socket_;
+  const int fd_;       // socket_'s native handle, valid until destruction.
+  const int wake_fd_;  // eventfd made readable by Shutdown().
+  const std::string peer_;
+  // Written by Shutdown() (any thread), read by the I/O threads after every
+  // wake-up. The release/acquire pair is not needed for data, only to make
+  // the happens-before explicit for readers of is_shut_down().
+  std::atomic<bool> shut_down_{false};
+  std::atomic<uint64_t> bytes_written_{0};
+  std::atomic<uint64_t> bytes_read_{0};
+};
+
+}  // namespace livemig
+
+#endif  // LIVEMIG_MIGRATION_TRANSPORT_CONNECTION_H_

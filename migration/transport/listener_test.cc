@@ -1,0 +1,165 @@
+// File: migration/transport/listener_test.cc
+#include "migration/transport/listener.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/testing/status_matchers.h"
+#include "gtest/gtest.h"
+#include "migration/transport/connection.h"
+#include "migration/transport/endpoint.h"
+
+namespace livemig {
+namespace {
+
+using ::livemig::testing::StatusIs;
+
+// A directory for socket files: TEST_TMPDIR when its paths fit in sun_path,
+// else a fresh directory under /tmp (Bazel's TEST_TMPDIR can be too long).
+// A directory for socket files: TEST_TMPDIR when its paths fit in sun_path,
+// else (Bazel's sandboxed TEST_TMPDIR is often too long) one fresh directory
+// under /tmp, removed at exit (the listeners remove their socket files).
+class SocketDirectory {
+ public:
+  SocketDirectory() {
+    const char* test_tmpdir = std::getenv("TEST_TMPDIR");
+    if (test_tmpdir != nullptr &&
+        std::strlen(test_tmpdir) + 32 < Endpoint::kMaxUnixPathLength) {
+      path_ = test_tmpdir;
+      return;
+    }
+    char pattern[] = "/tmp/livemig_listener_test.XXXXXX";
+    const char* dir = ::mkdtemp(pattern);
+    path_ = dir == nullptr ? "/tmp" : dir;
+    created_ = dir != nullptr;
+  }
+  ~SocketDirectory() {
+    if (created_) ::rmdir(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  bool created_ = false;
+};
+
+std::string SocketDir() {
+  static SocketDirectory directory;
+  return directory.path();
+}
+
+bool Exists(const std::string& path) {
+  struct stat info;
+  return ::lstat(path.c_str(), &info) == 0;
+}
+
+TEST(Listener, PortZeroPicksAFreePort) {
+  ASSERT_OK_AND_ASSIGN(auto listener,
+                       Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)));
+  EXPECT_EQ(listener->local_endpoint().host, "127.0.0.1");
+  EXPECT_NE(listener->local_endpoint().port, 0);
+}
+
+TEST(Listener, ResolvesLocalhostToANumericAddress) {
+  ASSERT_OK_AND_ASSIGN(auto listener,
+                       Listener::Listen(Endpoint::Tcp("localhost", 0)));
+  const Endpoint bound = listener->local_endpoint();
+  EXPECT_TRUE(bound.host == "127.0.0.1" || bound.host == "::1") << bound.host;
+  ASSERT_OK_AND_ASSIGN(auto client,
+                       Connection::Connect(bound, absl::Seconds(2)));
+  ASSERT_OK_AND_ASSIGN(auto server, listener->Accept(absl::Seconds(2)));
+}
+
+TEST(Listener, AcceptTimesOutWithDeadlineExceeded) {
+  ASSERT_OK_AND_ASSIGN(auto listener,
+                       Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)));
+  const absl::Time start = absl::Now();
+  EXPECT_THAT(listener->Accept(absl::Milliseconds(50)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(45));
+}
+
+TEST(Listener, CloseUnblocksAcceptWithCancelled) {
+  ASSERT_OK_AND_ASSIGN(auto listener,
+                       Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)));
+  absl::Status accepted;
+  std::thread acceptor(
+      [&] { accepted = listener->Accept(absl::Seconds(10)).status(); });
+  absl::SleepFor(absl::Milliseconds(50));
+  const absl::Time start = absl::Now();
+  listener->Close();
+  acceptor.join();
+  EXPECT_THAT(accepted, StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  listener->Close();  // Idempotent.
+  EXPECT_THAT(listener->Accept(absl::Seconds(1)),
+              StatusIs(absl::StatusCode::kCancelled));
+}
+
+TEST(Listener, ClosedListenerRefusesConnections) {
+  ASSERT_OK_AND_ASSIGN(auto listener,
+                       Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)));
+  listener->Close();
+  EXPECT_THAT(Connection::Connect(listener->local_endpoint(), absl::Seconds(2)),
+              StatusIs(absl::StatusCode::kUnavailable));
+}
+
+TEST(Listener, SecondListenerOnTheSamePortFails) {
+  ASSERT_OK_AND_ASSIGN(auto first,
+                       Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)));
+  EXPECT_FALSE(Listener::Listen(first->local_endpoint()).ok());
+}
+
+TEST(Listener, UnixListenerReplacesStaleSocketAndRemovesItsFile) {
+  const std::string path = SocketDir() + "/stale.sock";
+  {
+    // A socket file nobody listens on any more, as a crashed process leaves.
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+    ::unlink(path.c_str());
+    ASSERT_EQ(
+        ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    ::close(fd);
+    ASSERT_TRUE(Exists(path));
+  }
+  {
+    ASSERT_OK_AND_ASSIGN(auto listener, Listener::Listen(Endpoint::Unix(path)));
+    EXPECT_EQ(listener->local_endpoint(), Endpoint::Unix(path));
+    ASSERT_OK_AND_ASSIGN(auto client, Connection::Connect(Endpoint::Unix(path),
+                                                          absl::Seconds(2)));
+    ASSERT_OK_AND_ASSIGN(auto server, listener->Accept(absl::Seconds(2)));
+    EXPECT_EQ(server->peer(), "unix:" + path);
+  }
+  EXPECT_FALSE(Exists(path));
+}
+
+TEST(Listener, UnixListenerLeavesNonSocketFilesAlone) {
+  const std::string path = SocketDir() + "/regular.file";
+  const int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0600);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  EXPECT_FALSE(Listener::Listen(Endpoint::Unix(path)).ok());
+  EXPECT_TRUE(Exists(path));
+  ::unlink(path.c_str());
+}
+
+TEST(Listener, RejectsOverlongUnixPath) {
+  EXPECT_THAT(Listener::Listen(Endpoint::Unix("/tmp/" + std::string(200, 'x'))),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace livemig

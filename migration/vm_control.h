@@ -1,0 +1,52 @@
+// File: migration/vm_control.h
+//
+// VmControl: what the sender needs from the VMM that embeds it. The VMM
+// implements it; the sender calls it from its migration thread only (never
+// concurrently with itself), so implementations need no locking of their own
+// beyond what their VM needs.
+//
+//   Pause()        stop every vCPU and every VMM thread that writes guest
+//                  memory; when it returns, guest memory must not change.
+//   Resume()       undo Pause(); called when a migration fails after Pause.
+//   SetThrottle(p) slow the guest down to (100 - p)% of its CPU time
+//                  (auto-converge); 0 turns throttling off. Called with 0
+//                  when a migration ends, successfully or not.
+//   CollectDirty() optional: OR into `words` (KVM_GET_DIRTY_LOG layout, one
+//                  bit per page of region `region_index`) the pages the
+//                  hypervisor saw written since the last call. The sender
+//                  merges them into the region's AtomicBitmap before each
+//                  harvest. Writes made through livemig's tracked API need
+//                  nothing here.
+//   DeviceState()  the opaque device state, taken while paused.
+#ifndef LIVEMIG_MIGRATION_VM_CONTROL_H_
+#define LIVEMIG_MIGRATION_VM_CONTROL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace livemig {
+
+class VmControl {
+ public:
+  virtual ~VmControl() = default;
+
+  [[nodiscard]] virtual absl::Status Pause() = 0;
+  [[nodiscard]] virtual absl::Status Resume() = 0;
+  virtual void SetThrottle(int /*percent*/) {}
+  [[nodiscard]] virtual absl::Status CollectDirty(size_t /*region_index*/,
+                                                  std::span<uint64_t> /*words*/) {
+    return absl::OkStatus();
+  }
+  [[nodiscard]] virtual absl::StatusOr<std::string> DeviceState() {
+    return std::string();
+  }
+};
+
+}  // namespace livemig
+
+#endif  // LIVEMIG_MIGRATION_VM_CONTROL_H_
