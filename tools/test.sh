@@ -21,11 +21,14 @@ if ((${#missing[@]})); then
     || { echo "apt-get failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
+# Count only this run: stale logs (e.g. from --runs_per_test) must not mix in.
+testlogs="$(bazel info bazel-testlogs "$@" 2>/dev/null)"
+[[ -n "$testlogs" && -d "$testlogs" ]] && rm -rf "${testlogs:?}"/*
+
 bazel test //... "$@" 2>&1 | grep -v -E "linux-sandbox|^INFO: From |^\s*$"
 bazel_rc=${PIPESTATUS[0]}
 
 # Count individual test cases from the JUnit XML every GoogleTest writes.
-testlogs="$(bazel info bazel-testlogs "$@" 2>/dev/null)"
 read -r passed failed < <(python3 - "$testlogs" <<'PY'
 import sys, pathlib, xml.etree.ElementTree as ET
 passed = failed = 0
