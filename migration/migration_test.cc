@@ -229,7 +229,9 @@ TEST(Migration, AutoConvergeThrottlesInStepsAndConverges) {
   const std::vector<int> throttles = vm->throttles();
   ASSERT_GE(throttles.size(), 2u);
   EXPECT_EQ(throttles[0], 20);
-  if (throttles.size() > 2) EXPECT_EQ(throttles[1], 30);
+  if (throttles.size() > 2) {
+    EXPECT_EQ(throttles[1], 30);
+  }
   EXPECT_EQ(throttles.back(), 0);  // Reset when the migration ends.
   EXPECT_TRUE(stats.converged);
   ExpectSameMemory(vm->memory(), got.memory);

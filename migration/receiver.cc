@@ -4,7 +4,9 @@
 
 #include <cstring>
 #include <algorithm>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
@@ -30,25 +32,28 @@ class RoundBarrier {
 
   // Returns false if the barrier was broken (the migration failed).
   bool Arrive(uint32_t round) {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     ++arrived_[round];
-    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return broken_ || arrived_[round] == parties_;
-    };
-    mu_.Await(absl::Condition(&done));
+    changed_.notify_all();
+    changed_.wait(lock, [&] { return broken_ || arrived_[round] == parties_; });
     return !broken_;
   }
 
   void Break() {
-    absl::MutexLock lock(&mu_);
-    broken_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      broken_ = true;
+    }
+    changed_.notify_all();
   }
 
  private:
   const size_t parties_;
-  absl::Mutex mu_;
-  std::map<uint32_t, size_t> arrived_ ABSL_GUARDED_BY(mu_);
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  // std::mutex: see migration/internal/send_channel.h. Guards the rest.
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::map<uint32_t, size_t> arrived_;
+  bool broken_ = false;
 };
 
 }  // namespace
@@ -58,7 +63,7 @@ class ReceiveSession {
  public:
   ReceiveSession(Receiver& receiver) : receiver_(receiver), options_(receiver.options_) {}
   ~ReceiveSession() {
-    absl::MutexLock lock(&receiver_.mu_);
+    std::lock_guard<std::mutex> lock(receiver_.mu_);
     receiver_.live_.clear();
   }
 
@@ -73,7 +78,7 @@ class ReceiveSession {
   absl::StatusOr<ReceivedMigration> Finish();
   void Fail(const absl::Status& status);
   bool failed() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     return !failure_.ok();
   }
   void SendAbort(const absl::Status& status);
@@ -90,7 +95,7 @@ class ReceiveSession {
   std::optional<RegionStore> store_;
   std::string migration_id_;
 
-  absl::Mutex mu_;
+  std::mutex mu_;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RoundBarrier> barrier_;
   // Relaxed: each reader adds its own counts; read after the readers joined.
@@ -102,7 +107,7 @@ class ReceiveSession {
 
 void ReceiveSession::Fail(const absl::Status& status) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (!failure_.ok()) return;
     failure_ = status;
   }
@@ -148,7 +153,7 @@ absl::Status ReceiveSession::AcceptChannels() {
                              AcceptOne(i == 0 ? options_.accept_timeout
                                               : options_.io_timeout));
     {
-      absl::MutexLock lock(&receiver_.mu_);
+      std::lock_guard<std::mutex> lock(receiver_.mu_);
       receiver_.live_.push_back(conn.get());
     }
     channels_.push_back(std::move(conn));
@@ -407,7 +412,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     }
     for (auto& t : readers) t.join();
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (!failure_.ok()) return failure_;
     }
     return absl::OkStatus();
@@ -441,7 +446,7 @@ absl::StatusOr<ReceivedMigration> Receiver::ReceiveOne() {
 
 void Receiver::Cancel() {
   cancelled_.store(true, std::memory_order_relaxed);
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   for (Connection* c : live_) c->Shutdown();
 }
 

@@ -30,7 +30,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>  // Not absl::Mutex: Debian's Abseil is not TSan-instrumented.
 #include "absl/time/time.h"
 #include "core/guest_memory.h"
 #include "migration/transport/connection.h"
@@ -84,7 +84,7 @@ class Receiver {
   ReceiverOptions options_;
   // Set by Cancel(); relaxed: it only says "stop", the shutdowns do the rest.
   std::atomic<bool> cancelled_{false};
-  absl::Mutex mu_;
+  std::mutex mu_;
   std::vector<Connection*> live_ ABSL_GUARDED_BY(mu_);  // Of the running migration.
 
   friend class ReceiveSession;

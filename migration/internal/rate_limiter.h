@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>  // Not absl::Mutex: Debian's Abseil is not TSan-instrumented.
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -26,7 +26,7 @@ class RateLimiter {
     if (rate_ == 0) return;
     absl::Time send_at;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       const absl::Time now = absl::Now();
       const absl::Duration burst = absl::Seconds(1) / 20;
       if (next_free_ < now - burst) next_free_ = now - burst;
@@ -40,7 +40,7 @@ class RateLimiter {
 
  private:
   const uint64_t rate_;
-  absl::Mutex mu_;
+  std::mutex mu_;
   absl::Time next_free_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -11,29 +11,26 @@
 
 namespace livemig::migration_internal {
 
-absl::Status Failure::Set(absl::Status status) {
+void Failure::Set(absl::Status status) {
   std::vector<Connection*> to_shut;
-  absl::Status result;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (status_.ok() && !status.ok()) {
       status_ = std::move(status);
       failed_.store(true, std::memory_order_release);
       to_shut = watched_;
     }
-    result = status_;
   }
   for (Connection* c : to_shut) c->Shutdown();
-  return result;
 }
 
 absl::Status Failure::Get() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return status_;
 }
 
 void Failure::Watch(Connection* connection) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   watched_.push_back(connection);
 }
 
@@ -71,32 +68,35 @@ SendChannel::~SendChannel() { Stop(); }
 void SendChannel::Start() { worker_ = std::thread([this] { Run(); }); }
 
 void SendChannel::Enqueue(PageWork work) {
-  absl::MutexLock lock(&mu_);
-  queued_pages_ += work.pages;
-  queue_.push_back(std::move(work));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queued_pages_ += work.pages;
+    queue_.push_back(std::move(work));
+  }
+  changed_.notify_all();
 }
 
 uint64_t SendChannel::queued_pages() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return queued_pages_;
 }
 
 bool SendChannel::WaitIdle(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return (queue_.empty() && !busy_) || stop_ || failure_->failed();
-  };
+  std::unique_lock<std::mutex> lock(mu_);
   // Failure is set without mu_, so it is polled through the timeout.
-  return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+  return changed_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [this] {
+    return (queue_.empty() && !busy_) || stop_ || failure_->failed();
+  });
 }
 
 void SendChannel::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
     queue_.clear();  // Unsent work is dropped; its pages stay in taken_.
     queued_pages_ = 0;
   }
+  changed_.notify_all();
   if (worker_.joinable()) worker_.join();
 }
 
@@ -104,22 +104,21 @@ void SendChannel::Run() {
   while (true) {
     PageWork work;
     {
-      absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || stop_;
-      };
-      while (!ready()) mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(50));
+      std::unique_lock<std::mutex> lock(mu_);
+      changed_.wait(lock, [this] { return !queue_.empty() || stop_; });
       if (stop_ && queue_.empty()) return;
       work = std::move(queue_.front());
       queue_.pop_front();
       busy_ = true;
     }
-    absl::Status status =
-        failure_->failed() ? absl::OkStatus() : Send(work);
+    absl::Status status = failure_->failed() ? absl::OkStatus() : Send(work);
     if (!status.ok()) failure_->Set(status);
-    absl::MutexLock lock(&mu_);
-    if (!stop_) queued_pages_ -= work.pages;
-    busy_ = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!stop_) queued_pages_ -= work.pages;
+      busy_ = false;
+    }
+    changed_.notify_all();
   }
 }
 

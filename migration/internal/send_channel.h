@@ -16,7 +16,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <condition_variable>
 #include <deque>
+#include <mutex>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -24,7 +26,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/atomic_bitmap.h"
 #include "core/guest_memory.h"
@@ -36,8 +37,9 @@ namespace livemig::migration_internal {
 // The first error of a migration, shared by all its threads.
 class Failure {
  public:
-  // Records `status` if it is the first error; returns it (or the earlier).
-  absl::Status Set(absl::Status status);
+  // Records `status` if it is the first error, then shuts the watched
+  // connections down.
+  void Set(absl::Status status);
   absl::Status Get() const;
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   const std::atomic<bool>* flag() const { return &failed_; }
@@ -45,7 +47,7 @@ class Failure {
   void Watch(Connection* connection);
 
  private:
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   std::vector<Connection*> watched_ ABSL_GUARDED_BY(mu_);
   // Written under mu_ (release) when the first error is recorded, read
@@ -102,11 +104,15 @@ class SendChannel {
   const absl::Duration io_timeout_;
   std::vector<uint8_t> buffer_;  // Worker only.
 
-  mutable absl::Mutex mu_;
-  std::deque<PageWork> queue_ ABSL_GUARDED_BY(mu_);
-  uint64_t queued_pages_ ABSL_GUARDED_BY(mu_) = 0;
-  bool busy_ ABSL_GUARDED_BY(mu_) = false;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // std::mutex, not absl::Mutex: Debian's Abseil is not built for TSan, and
+  // absl::Condition predicates run on whichever thread unlocks, which TSan
+  // then reports. Everything below is guarded by mu_.
+  mutable std::mutex mu_;
+  std::condition_variable changed_;  // Queue, busy_ or stop_ changed.
+  std::deque<PageWork> queue_;
+  uint64_t queued_pages_ = 0;
+  bool busy_ = false;
+  bool stop_ = false;
   std::thread worker_;
 };
 

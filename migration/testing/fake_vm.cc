@@ -132,12 +132,12 @@ absl::Status FakeVm::Resume() {
 
 void FakeVm::SetThrottle(int percent) {
   throttle_.store(percent);
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   throttles_.push_back(percent);
 }
 
 std::vector<int> FakeVm::throttles() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return throttles_;
 }
 

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>  // Not absl::Mutex: Debian's Abseil is not TSan-instrumented.
 #include "core/atomic_bitmap.h"
 #include "core/guest_memory.h"
 #include "migration/vm_control.h"
@@ -77,7 +77,7 @@ class FakeVm : public VmControl {
   std::atomic<int> resumes_{0};
   std::atomic<int> throttle_{0};
   std::atomic<uint64_t> pages_written_{0};
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::vector<int> throttles_ ABSL_GUARDED_BY(mu_);
 };
 

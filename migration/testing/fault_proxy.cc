@@ -57,7 +57,7 @@ FaultProxy::~FaultProxy() {
   listener_->Close();
   if (accept_thread_.joinable()) accept_thread_.join();
   // The accept thread has ended: nobody else touches sessions_ now.
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   for (auto& session : sessions_) session->ShutdownBoth();
   for (auto& session : sessions_) {
     if (session->up.joinable()) session->up.join();
@@ -85,7 +85,7 @@ void FaultProxy::AcceptLoop() {
     session->client = std::move(*client);
     session->server = std::move(*server);
     Session& s = *session;
-    absl::MutexLock lock(&mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
     s.up = std::thread([this, &s] { Pump(s, /*client_to_server=*/true); });
     s.down = std::thread([this, &s] { Pump(s, /*client_to_server=*/false); });
     sessions_.push_back(std::move(session));
@@ -95,7 +95,7 @@ void FaultProxy::AcceptLoop() {
 void FaultProxy::Reap() {
   std::vector<std::unique_ptr<Session>> finished;
   {
-    absl::MutexLock lock(&mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       if ((*it)->pumps_done.load(std::memory_order_acquire) == 2) {
         finished.push_back(std::move(*it));

@@ -34,7 +34,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>  // Not absl::Mutex: Debian's Abseil is not TSan-instrumented.
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
 #include "migration/transport/listener.h"
@@ -86,7 +86,7 @@ class FaultProxy {
   // Written by the destructor, read by every thread between blocking calls.
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> bytes_forwarded_{0};
-  absl::Mutex mutex_;
+  std::mutex mutex_;
   std::list<std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mutex_);
   std::thread accept_thread_;
 };
