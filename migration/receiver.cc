@@ -310,6 +310,13 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
 
 absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   Connection& control = *channels_[0];
+  // Every page has landed (all channels passed the final marker): digest now,
+  // while the source computes its own digests, instead of after its
+  // Completion frame arrives.
+  std::vector<uint64_t> actual;
+  for (const StoredRegion& r : store_->regions()) {
+    actual.push_back(DigestBytes(r.region.as_ptr(), r.region.size()));
+  }
   proto::DeviceState device;
   proto::Completion completion;
   for (auto [type, message] :
@@ -342,12 +349,10 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
       return absl::DataLossError(absl::StrCat("digest for unknown region ",
                                               d.region_index()));
     }
-    const MmapRegion<NoBitmap>& region = regions[d.region_index()].region;
-    const uint64_t actual = DigestBytes(region.as_ptr(), region.size());
-    if (actual != d.xxh3_64()) {
+    if (actual[d.region_index()] != d.xxh3_64()) {
       return absl::DataLossError(absl::StrCat(
           "region ", d.region_index(), " digest mismatch: source 0x",
-          absl::Hex(d.xxh3_64()), ", rebuilt 0x", absl::Hex(actual)));
+          absl::Hex(d.xxh3_64()), ", rebuilt 0x", absl::Hex(actual[d.region_index()])));
     }
   }
   LIVEMIG_RETURN_IF_ERROR(store_->Commit());
@@ -384,6 +389,14 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     }
     proto::RegionTable table;
     LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &table));
+    if (options_.anonymous_regions_as_files) {
+      for (proto::RegionInfo& info : *table.mutable_regions()) {
+        if (info.backing() != proto::BACKING_ANONYMOUS) continue;
+        info.set_backing(proto::BACKING_FILE);
+        info.set_file_path(absl::StrCat("region-", info.index(), ".mem"));
+        info.set_file_offset(0);
+      }
+    }
     RegionStoreOptions store_options;
     store_options.root_dir = options_.root_dir;
     store_options.max_total_bytes = options_.max_total_bytes;

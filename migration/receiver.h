@@ -46,6 +46,10 @@ struct ReceiverOptions {
   absl::Duration accept_timeout = absl::InfiniteDuration();  // First channel.
   uint32_t max_channels = 64;
   uint64_t max_total_bytes = uint64_t{1} << 40;
+  // Rebuild anonymous regions as files too, "region-<index>.mem" under
+  // root_dir at offset 0 (what `livemig receive` does), instead of anonymous
+  // mappings that live only in this process.
+  bool anonymous_regions_as_files = false;
 };
 
 struct ReceivedMigration {

@@ -457,8 +457,15 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
   for (const proto::RegionInfo& info : table.regions()) {
     const size_t size = static_cast<size_t>(info.size());
     if (info.backing() == proto::BACKING_ANONYMOUS) {
-      LIVEMIG_ASSIGN_OR_RETURN(MmapRegion<NoBitmap> region,
-                               MmapRegion<NoBitmap>::Create(size));
+      // Private, not shared: pages that never arrive (zero runs) stay
+      // unallocated and read as the kernel's zero page, so the completion
+      // digest does not fault them in; and transparent huge pages (advised
+      // below) cut the receive path's page faults 512-fold.
+      LIVEMIG_ASSIGN_OR_RETURN(
+          MmapRegion<NoBitmap> region,
+          MmapRegion<NoBitmap>::Build(std::nullopt, size, PROT_READ | PROT_WRITE,
+                                      MAP_PRIVATE | MAP_NORESERVE));
+      (void)::madvise(region.as_ptr(), size, MADV_HUGEPAGE);  // A hint only.
       regions_.push_back(StoredRegion{info, std::move(region), "", ""});
     } else {
       const StagingFile* file = by_path.at(info.file_path());

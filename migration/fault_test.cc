@@ -1,0 +1,372 @@
+// Fault injection on real sockets: a FaultProxy between a Sender and a
+// Receiver cuts one connection after a chosen number of bytes (in one
+// direction) or flips one bit. Every fault must fail both ends with a
+// transport or corruption code, leave the source VM running with every page
+// still dirty, and a second migration (no proxy) must rebuild the source
+// exactly.
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "core/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "migration/protocol.h"
+#include "migration/receiver.h"
+#include "migration/sender.h"
+#include "migration/testing/fake_vm.h"
+#include "migration/testing/fault_proxy.h"
+#include "migration/wire/frame_codec.h"
+#include "migration/wire/frame_format.h"
+#include "proto/migration.pb.h"
+
+namespace livemig {
+namespace {
+
+using ::livemig::testing::FakeVm;
+using ::livemig::testing::Fill;
+using ::livemig::testing::StatusIs;
+using ::livemig::testing::WorkloadSpec;
+using ::testing::AnyOf;
+
+constexpr uint64_t kMiB = 1 << 20;
+constexpr uint64_t kMemorySize = 8 * kMiB;
+constexpr uint64_t kPages = kMemorySize / kMigrationPageSize;
+constexpr uint32_t kChannels = 2;
+constexpr char kMigrationId[] = "fault-test";
+// Live rounds before the forced final round: rounds 0, 1, 2, then final 3.
+// Cuts in the final round use a single live round instead: the final round
+// then carries everything dirtied during round 0, a window wide enough to
+// hit on both channels despite run-to-run variation.
+constexpr uint32_t kLiveRounds = 3;
+constexpr uint32_t kFinalCutLiveRounds = 1;
+
+std::string TempDir(const std::string& name) {
+  const char* root = std::getenv("TEST_TMPDIR");
+  std::string dir = absl::StrCat(root ? root : "/tmp", "/", name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// Runs a receiver for one migration on a thread.
+struct ReceiverThread {
+  std::unique_ptr<Receiver> receiver;
+  std::thread thread;
+  absl::StatusOr<ReceivedMigration> result = absl::UnknownError("not run");
+
+  static std::unique_ptr<ReceiverThread> Start(const std::string& root) {
+    auto t = std::make_unique<ReceiverThread>();
+    ReceiverOptions options;
+    options.root_dir = root;
+    options.io_timeout = absl::Seconds(3);
+    options.accept_timeout = absl::Seconds(10);
+    auto receiver = Receiver::Listen(Endpoint::Tcp("127.0.0.1", 0), options);
+    EXPECT_TRUE(receiver.ok()) << receiver.status();
+    if (!receiver.ok()) return nullptr;
+    t->receiver = std::move(*receiver);
+    t->thread = std::thread([p = t.get()] { p->result = p->receiver->ReceiveOne(); });
+    return t;
+  }
+  ~ReceiverThread() {
+    if (thread.joinable()) {
+      receiver->Cancel();
+      thread.join();
+    }
+  }
+  absl::StatusOr<ReceivedMigration>& Join() {
+    thread.join();
+    return result;
+  }
+};
+
+void ExpectSameMemory(const GuestMemory<AtomicBitmap>& source,
+                      const GuestMemory<NoBitmap>& rebuilt) {
+  ASSERT_EQ(source.num_regions(), rebuilt.num_regions());
+  for (size_t r = 0; r < source.num_regions(); ++r) {
+    const auto& a = source.region(r);
+    const auto& b = rebuilt.region(r);
+    ASSERT_EQ(a.start_addr(), b.start_addr());
+    ASSERT_EQ(a.len(), b.len());
+    for (uint64_t page = 0; page < a.len() / 4096; ++page) {
+      ASSERT_EQ(std::memcmp(a.region().as_ptr() + page * 4096,
+                            b.region().as_ptr() + page * 4096, 4096),
+                0)
+          << "region " << r << " page " << page << " differs";
+    }
+  }
+}
+
+// A bandwidth cap and a forced switchover after `live_rounds` make every run
+// go through the same rounds (e.g. 0..2 live, 3 final) with round sizes that
+// vary only a little between runs; small batches keep the two channels'
+// shares of each round close to half.
+SenderOptions FaultOptions(const Endpoint& to, uint32_t live_rounds) {
+  SenderOptions options;
+  options.destination = to;
+  options.channels = kChannels;
+  options.io_timeout = absl::Seconds(3);
+  options.max_rounds = live_rounds;
+  options.on_limit = SenderOptions::OnLimit::kForce;
+  options.stall_rounds = 0;
+  options.downtime_limit = absl::ZeroDuration();
+  options.max_bandwidth = 40 * 1000 * 1000;
+  options.batch_pages = 32;
+  options.migration_id = kMigrationId;
+  return options;
+}
+
+WorkloadSpec LightWorkload(uint64_t seed) {
+  WorkloadSpec work;
+  work.writers = 2;
+  work.pages_per_second = 3000;
+  work.seed = seed;
+  return work;
+}
+
+uint64_t FrameSize(wire::FrameType type, const google::protobuf::MessageLite& message) {
+  absl::StatusOr<std::string> frame = wire::SerializeFrame(type, message);
+  EXPECT_TRUE(frame.ok()) << frame.status();
+  return frame.ok() ? frame->size() : 0;
+}
+
+// What a clean run through the proxy carries: the setup frames' sizes
+// (exact) and the sender's cumulative bytes after each round (measured).
+struct Measurement {
+  uint64_t source_hello = 0;  // Client to server, first frame of a channel.
+  uint64_t dest_hello = 0;    // Server to client, first frame of a channel.
+  uint64_t table_ack = 0;     // Server to client on channel 0, second frame.
+  std::vector<uint64_t> after_round;  // Both channels, client to server.
+  uint64_t total = 0;                 // Both channels, whole run.
+};
+
+absl::StatusOr<Measurement> MeasureCleanRun(uint32_t live_rounds) {
+  Measurement m;
+  m.source_hello = FrameSize(wire::FrameType::kHello,
+                             MakeHello(proto::ROLE_SOURCE, 0, kChannels, kMigrationId));
+  m.dest_hello = FrameSize(wire::FrameType::kHello,
+                           MakeHello(proto::ROLE_DESTINATION, 0, kChannels, kMigrationId));
+  proto::Ack ack;
+  ack.set_kind(proto::ACK_REGION_TABLE);
+  m.table_ack = FrameSize(wire::FrameType::kAck, ack);
+
+  auto vm = FakeVm::Create({{0, kMemorySize, "", 0}}, Fill::kMixed, 77);
+  if (!vm.ok()) return vm.status();
+  auto receiver = ReceiverThread::Start(TempDir("measure"));
+  if (receiver == nullptr) return absl::InternalError("no receiver");
+  auto proxy = FaultProxy::Start(receiver->receiver->endpoint(), {});
+  if (!proxy.ok()) return proxy.status();
+  (*vm)->StartWorkload(LightWorkload(78));
+  SenderOptions options = FaultOptions((*proxy)->endpoint(), live_rounds);
+  options.on_round = [&m](const MigrationStats& stats) {
+    m.after_round.push_back(stats.transferred);
+  };
+  Sender sender(options);
+  absl::StatusOr<MigrationStats> stats = sender.Migrate((*vm)->memory(), **vm);
+  if (!stats.ok()) return stats.status();
+  if (!receiver->Join().ok()) return receiver->result.status();
+  if (m.after_round.size() != live_rounds || stats->rounds != live_rounds + 1) {
+    return absl::InternalError(absl::StrCat("clean run had ", stats->rounds, " rounds"));
+  }
+  m.total = stats->transferred;
+  return m;
+}
+
+// One clean run per round count, measured the first time it is needed.
+const Measurement& CleanRun(uint32_t live_rounds) {
+  static auto* runs = new std::map<uint32_t, Measurement>;
+  auto it = runs->find(live_rounds);
+  if (it == runs->end()) {
+    absl::StatusOr<Measurement> got = MeasureCleanRun(live_rounds);
+    EXPECT_TRUE(got.ok()) << got.status();
+    it = runs->emplace(live_rounds, got.ok() ? *got : Measurement()).first;
+  }
+  return it->second;
+}
+
+// Bytes into one channel's client-to-server stream for a point of the
+// whole run (both channels): each channel carries about half of every round.
+uint64_t PerChannel(uint64_t both_channels) { return both_channels / kChannels; }
+
+// A third of the way into a channel's share of the final round: a cut too
+// late would miss the stream's end and let the migration succeed, one too
+// early still lands in the last live round, so the estimate leans early.
+uint64_t IntoFinalRound(const Measurement& m) {
+  return PerChannel(m.after_round.back() + (m.total - m.after_round.back()) / 3);
+}
+
+struct CutCase {
+  std::string name;
+  bool client_to_server;
+  int connection;
+  uint64_t (*offset)(const Measurement&);
+  // The cut comes after the receiver acknowledged the completion: it has
+  // committed (by design it cannot learn that the source never heard).
+  bool after_commit = false;
+  // The receiver only notices the lost source when its accept of channel 1
+  // times out (io_timeout): DeadlineExceeded.
+  bool receiver_may_time_out = false;
+  uint32_t live_rounds = kLiveRounds;
+};
+
+std::ostream& operator<<(std::ostream& os, const CutCase& c) { return os << c.name; }
+
+class ConnectionCut : public ::testing::TestWithParam<CutCase> {};
+
+TEST_P(ConnectionCut, FailsBothEndsKeepsTheSourceRunningAndDirtyAndRetryIsExact) {
+  const CutCase& c = GetParam();
+  const Measurement& clean = CleanRun(c.live_rounds);
+  ASSERT_EQ(clean.after_round.size(), c.live_rounds) << "the clean run failed";
+  const uint64_t offset = c.offset(clean);
+  SCOPED_TRACE(absl::StrCat(c.name, ": cut connection ", c.connection, " ",
+                            c.client_to_server ? "client->server" : "server->client",
+                            " after ", offset, " bytes (clean run: ", clean.total,
+                            " bytes, live rounds end at ",
+                            absl::StrJoin(clean.after_round, ", "), ")"));
+
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kMemorySize, "", 0}}, Fill::kMixed, 77));
+  // Every page dirty before the attempt: a failed attempt must give every
+  // harvested bit back.
+  vm->memory().region(0).bitmap().SetAddrRange(0, kMemorySize);
+  vm->StartWorkload(LightWorkload(78));
+
+  auto receiver = ReceiverThread::Start(TempDir(absl::StrCat("cut_", c.name)));
+  ASSERT_NE(receiver, nullptr);
+  FaultProxy::Fault fault;
+  fault.kind = FaultProxy::Fault::Kind::kCutAfter;
+  fault.offset = offset;
+  fault.client_to_server = c.client_to_server;
+  fault.connection_index = c.connection;
+  ASSERT_OK_AND_ASSIGN(auto proxy, FaultProxy::Start(receiver->receiver->endpoint(), fault));
+  Sender sender(FaultOptions(proxy->endpoint(), c.live_rounds));
+  const int resumes_before = vm->resumes();
+  const absl::Time start = absl::Now();
+  absl::StatusOr<MigrationStats> failed = sender.Migrate(vm->memory(), *vm);
+  EXPECT_THAT(failed, AnyOf(StatusIs(absl::StatusCode::kUnavailable),
+                            StatusIs(absl::StatusCode::kDataLoss)));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(8)) << "the sender hung on the cut";
+  const absl::StatusOr<ReceivedMigration>& received = receiver->Join();
+  if (c.after_commit) {
+    EXPECT_OK(received);
+    EXPECT_THAT(failed, StatusIs(absl::StatusCode::kDataLoss));
+    EXPECT_EQ(vm->resumes(), resumes_before + 1) << "paused for the switchover";
+  } else if (c.receiver_may_time_out) {
+    EXPECT_THAT(received, StatusIs(absl::StatusCode::kDeadlineExceeded));
+  } else {
+    EXPECT_THAT(received, AnyOf(StatusIs(absl::StatusCode::kUnavailable),
+                                StatusIs(absl::StatusCode::kDataLoss)));
+  }
+  const absl::Status receiver_status = received.status();
+  proxy.reset();
+  receiver.reset();
+  EXPECT_EQ(sender.last_stats().status, "failed");
+  EXPECT_FALSE(vm->paused());
+  // Every live round completed: the sender paused the VM for the final
+  // round, so the failure must have resumed it (exactly once).
+  const bool switched_over = sender.last_stats().rounds >= c.live_rounds;
+  EXPECT_EQ(vm->resumes(), resumes_before + (switched_over ? 1 : 0));
+  EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), kPages);
+  std::cerr << c.name << ": sender " << failed.status() << " after "
+            << sender.last_stats().rounds << " complete rounds, receiver "
+            << receiver_status << ", resumes " << vm->resumes() - resumes_before
+            << "\n";
+
+  // The source is intact: a direct migration rebuilds it exactly.
+  auto retry = ReceiverThread::Start(TempDir(absl::StrCat("retry_", c.name)));
+  ASSERT_NE(retry, nullptr);
+  Sender second(FaultOptions(retry->receiver->endpoint(), c.live_rounds));
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, second.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(retry->Join()));
+  EXPECT_TRUE(vm->paused());
+  EXPECT_EQ(stats.status, "completed");
+  ExpectSameMemory(vm->memory(), got.memory);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AtManyOffsets, ConnectionCut,
+    ::testing::Values(
+        CutCase{"SourceHelloOnChannel0", true, 0,
+                [](const Measurement& m) { return m.source_hello / 2; }},
+        CutCase{"SourceHelloOnChannel1", true, 1,
+                [](const Measurement& m) { return m.source_hello / 2; }},
+        CutCase{"DestinationHelloOnChannel0", false, 0,
+                [](const Measurement& m) { return m.dest_hello / 2; }, false, true},
+        CutCase{"DestinationHelloOnChannel1", false, 1,
+                [](const Measurement& m) { return m.dest_hello / 2; }},
+        CutCase{"RegionTable", true, 0,
+                [](const Measurement& m) { return m.source_hello + 10; }},
+        CutCase{"RegionTableAck", false, 0,
+                [](const Measurement& m) { return m.dest_hello + 10; }},
+        CutCase{"EarlyRound0OnChannel0", true, 0,
+                [](const Measurement& m) { return PerChannel(m.after_round[0]) / 4; }},
+        CutCase{"LateRound0OnChannel1", true, 1,
+                [](const Measurement& m) { return PerChannel(m.after_round[0]) * 3 / 4; }},
+        CutCase{"Round1OnChannel0", true, 0,
+                [](const Measurement& m) {
+                  return PerChannel((m.after_round[0] + m.after_round[1]) / 2);
+                }},
+        CutCase{"Round2OnChannel1", true, 1,
+                [](const Measurement& m) {
+                  return PerChannel((m.after_round[1] + m.after_round[2]) / 2);
+                }},
+        CutCase{"FinalRoundOnChannel0", true, 0,
+                [](const Measurement& m) { return IntoFinalRound(m); },
+                false, false, kFinalCutLiveRounds},
+        CutCase{"FinalRoundOnChannel1", true, 1,
+                [](const Measurement& m) { return IntoFinalRound(m); },
+                false, false, kFinalCutLiveRounds},
+        CutCase{"VerifiedAck", false, 0,
+                [](const Measurement& m) { return m.dest_hello + m.table_ack + 10; },
+                /*after_commit=*/true}),
+    [](const ::testing::TestParamInfo<CutCase>& info) { return info.param.name; });
+
+TEST(CorruptedByte, InRound0PageDataFailsTheReceiverWithDataLossAndRetryIsExact) {
+  const Measurement& clean = CleanRun(kLiveRounds);
+  ASSERT_EQ(clean.after_round.size(), kLiveRounds) << "the clean run failed";
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kMemorySize, "", 0}}, Fill::kMixed, 77));
+  vm->memory().region(0).bitmap().SetAddrRange(0, kMemorySize);
+  vm->StartWorkload(LightWorkload(79));
+  auto receiver = ReceiverThread::Start(TempDir("corrupt"));
+  ASSERT_NE(receiver, nullptr);
+  // Channel 0 carries Hello, RegionTable, then the first batch of round 0
+  // (pages 0..31): its RAW frame comes first, with a message of at most a
+  // few hundred bytes and (about half of 32 pages being random) several
+  // pages of payload. The flipped bit lands 12 KiB after the Hello: inside
+  // that payload, past the small RegionTable and the batch's header.
+  FaultProxy::Fault fault;
+  fault.kind = FaultProxy::Fault::Kind::kCorruptAt;
+  fault.offset = clean.source_hello + 12 * 1024;
+  fault.client_to_server = true;
+  fault.connection_index = 0;
+  ASSERT_OK_AND_ASSIGN(auto proxy, FaultProxy::Start(receiver->receiver->endpoint(), fault));
+  Sender sender(FaultOptions(proxy->endpoint(), kLiveRounds));
+  absl::StatusOr<MigrationStats> failed = sender.Migrate(vm->memory(), *vm);
+  EXPECT_THAT(failed, AnyOf(StatusIs(absl::StatusCode::kUnavailable),
+                            StatusIs(absl::StatusCode::kDataLoss)));
+  EXPECT_THAT(receiver->Join(), StatusIs(absl::StatusCode::kDataLoss));
+  proxy.reset();
+  receiver.reset();
+  EXPECT_FALSE(vm->paused());
+  EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), kPages);
+
+  auto retry = ReceiverThread::Start(TempDir("corrupt_retry"));
+  ASSERT_NE(retry, nullptr);
+  Sender second(FaultOptions(retry->receiver->endpoint(), kLiveRounds));
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, second.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(retry->Join()));
+  EXPECT_EQ(stats.status, "completed");
+  ExpectSameMemory(vm->memory(), got.memory);
+}
+
+}  // namespace
+}  // namespace livemig
