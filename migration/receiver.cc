@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -28,15 +29,36 @@ namespace {
 // page of round r arriving on another channel.
 class RoundBarrier {
  public:
-  explicit RoundBarrier(size_t parties) : parties_(parties) {}
+  // `cancelled` must outlive the barrier.
+  RoundBarrier(size_t parties, const std::atomic<bool>* cancelled)
+      : parties_(parties), cancelled_(cancelled) {}
 
-  // Returns false if the barrier was broken (the migration failed).
-  bool Arrive(uint32_t round) {
+  // Waits until every channel ended round `round`. Fails if the channels
+  // disagree on whether it was the final round (DataLoss), if the barrier was
+  // broken by a failure or Cancel() (Aborted), or after `timeout`.
+  absl::Status Arrive(uint32_t round, bool final, absl::Duration timeout) {
     std::unique_lock<std::mutex> lock(mu_);
-    ++arrived_[round];
+    Round& r = rounds_[round];
+    ++r.arrived;
+    r.finals += final ? 1 : 0;
     changed_.notify_all();
-    changed_.wait(lock, [&] { return broken_ || arrived_[round] == parties_; });
-    return !broken_;
+    const absl::Time deadline = absl::Now() + timeout;
+    while (!broken_ && r.arrived < parties_) {
+      if (cancelled_->load(std::memory_order_relaxed)) broken_ = true;
+      if (absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "other channels did not finish round ", round, " within ",
+            absl::FormatDuration(timeout)));
+      }
+      changed_.wait_for(lock, std::chrono::milliseconds(50));
+    }
+    if (broken_) return absl::AbortedError("another channel failed");
+    if (r.finals != 0 && r.finals != parties_) {
+      return absl::DataLossError(absl::StrCat(
+          "channels disagree on whether round ", round, " is the final one (",
+          r.finals, " of ", parties_, " say so)"));
+    }
+    return absl::OkStatus();
   }
 
   void Break() {
@@ -48,11 +70,16 @@ class RoundBarrier {
   }
 
  private:
+  struct Round {
+    size_t arrived = 0;
+    size_t finals = 0;
+  };
   const size_t parties_;
+  const std::atomic<bool>* cancelled_;
   // std::mutex: see migration/internal/send_channel.h. Guards the rest.
   std::mutex mu_;
   std::condition_variable changed_;
-  std::map<uint32_t, size_t> arrived_;
+  std::map<uint32_t, Round> rounds_;
   bool broken_ = false;
 };
 
@@ -287,11 +314,13 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
               "channel ", index, ": end of round ", marker.round(),
               " while in round ", round));
         }
-        if (!barrier_->Arrive(round)) {
-          return absl::AbortedError("another channel failed");
-        }
+        LIVEMIG_RETURN_IF_ERROR(
+            barrier_->Arrive(round, marker.final(), options_.io_timeout));
         if (index == 0) rounds_.store(round + 1, std::memory_order_relaxed);
         if (marker.final()) return absl::OkStatus();
+        // Round `round` has fully landed: push it towards the disk now, so
+        // the flush during the source's downtime is short.
+        if (index == 0) store_->StartWriteback();
         ++round;
         break;
       }
@@ -344,11 +373,15 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
                                             " digests for ", regions.size(),
                                             " regions"));
   }
+  std::vector<bool> digested(regions.size(), false);
   for (const proto::RegionDigest& d : completion.digests()) {
-    if (d.region_index() >= regions.size()) {
-      return absl::DataLossError(absl::StrCat("digest for unknown region ",
-                                              d.region_index()));
+    if (d.region_index() >= regions.size() || digested[d.region_index()]) {
+      return absl::DataLossError(absl::StrCat(
+          "completion digest for region ", d.region_index(),
+          d.region_index() >= regions.size() ? ", which does not exist"
+                                             : ", given twice"));
     }
+    digested[d.region_index()] = true;
     if (actual[d.region_index()] != d.xxh3_64()) {
       return absl::DataLossError(absl::StrCat(
           "region ", d.region_index(), " digest mismatch: source 0x",
@@ -383,6 +416,11 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     Connection& control = *channels_[0];
     LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
                              wire::ReadFrameStart(control, options_.io_timeout));
+    if (frame.header.type == wire::FrameType::kAbort) {
+      proto::Abort abort;
+      LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &abort));
+      return StatusFromAbort(abort);
+    }
     if (frame.header.type != wire::FrameType::kRegionTable) {
       return absl::DataLossError(absl::StrCat(
           "expected a REGION_TABLE frame, got ", wire::FrameTypeName(frame.header.type)));
@@ -408,7 +446,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     LIVEMIG_RETURN_IF_ERROR(
         wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
 
-    barrier_ = std::make_unique<RoundBarrier>(channels_.size());
+    barrier_ = std::make_unique<RoundBarrier>(channels_.size(), &receiver_.cancelled_);
     std::vector<std::thread> readers;
     for (size_t i = 0; i < channels_.size(); ++i) {
       readers.emplace_back([this, i] {

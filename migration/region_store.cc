@@ -506,6 +506,12 @@ RegionStore& RegionStore::operator=(RegionStore&& other) noexcept {
 
 RegionStore::~RegionStore() { Abandon(); }
 
+void RegionStore::StartWriteback() const {
+  for (const auto& file : files_) {
+    (void)::sync_file_range(file->fd->get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+  }
+}
+
 absl::Status RegionStore::Commit() {
   switch (state_) {
     case State::kOpen:

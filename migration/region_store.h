@@ -145,6 +145,12 @@ class RegionStore {
   // REQUIRES: no thread is still writing the regions.
   [[nodiscard]] absl::Status Commit();
 
+  // Starts writeback of the staging files' dirty pages without waiting
+  // (sync_file_range SYNC_FILE_RANGE_WRITE), so that Commit()'s flush, which
+  // runs while the source VM is paused, finds little left to write. Best
+  // effort; safe to call while receivers write the mappings.
+  void StartWriteback() const;
+
   // Unlinks every staging file still present (best effort, errors ignored).
   // The mappings stay valid until the store (or TakeGuestMemory's result) is
   // destroyed; writes to them reach only unlinked files. No-op after a

@@ -6,20 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(bazel-bootstrap bazel-rules-java libabsl-dev libboost-dev
-          libprotobuf-dev protobuf-compiler libgtest-dev libgmock-dev
-          libbenchmark-dev libxxhash-dev pkg-config)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "Installing missing packages: ${missing[*]}"
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq && \
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" \
-    || { echo "apt-get failed"; echo "0 passed, 1 failed"; exit 1; }
-fi
+tools/install_deps.sh || { echo "apt-get failed"; echo "0 passed, 1 failed"; exit 1; }
 
 # Count only this run: stale logs (e.g. from --runs_per_test) must not mix in.
 testlogs="$(bazel info bazel-testlogs "$@" 2>/dev/null)"

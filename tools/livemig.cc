@@ -1,0 +1,491 @@
+// livemig: the command-line pair around the migration engine.
+//
+//   livemig receive --listen=127.0.0.1:7000 --dir=/var/lib/vm [--once] [--json]
+//   livemig send --connect=127.0.0.1:7000 --memory=1GiB --workload=uniform:rate=200MB/s
+//
+// `send` builds guest memory (anonymous regions, or existing files mapped
+// MAP_SHARED at an offset), runs a built-in workload that dirties it through
+// the tracked API, and migrates it; `receive` rebuilds every region as a file
+// in --dir and writes manifest.json beside them. Run either with --help.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "core/atomic_bitmap.h"
+#include "core/guest_memory.h"
+#include "core/status_macros.h"
+#include "migration/receiver.h"
+#include "migration/region_digest.h"
+#include "migration/sender.h"
+#include "migration/transport/endpoint.h"
+#include "tools/cli/units.h"
+#include "tools/cli/workload.h"
+
+ABSL_FLAG(std::string, listen, "", "receive: HOST:PORT to listen on");
+ABSL_FLAG(std::string, unix, "", "send/receive: Unix socket path instead of TCP");
+ABSL_FLAG(std::string, dir, "", "receive: directory where regions are rebuilt");
+ABSL_FLAG(int32_t, channels, 0, "send: parallel connections (default 2); receive: the most "
+          "accepted (default 64)");
+ABSL_FLAG(bool, json, false, "print the final result as one JSON object on the last line");
+ABSL_FLAG(bool, once, false, "receive: exit after one migration, its outcome as exit status");
+ABSL_FLAG(std::string, connect, "", "send: HOST:PORT of the receiver");
+ABSL_FLAG(std::string, memory, "", "send: one anonymous region of SIZE at guest address 0");
+ABSL_FLAG(std::string, fill, "random", "send: initial content: random, zero, text or keep");
+ABSL_FLAG(std::string, workload, "idle", "send: idle, uniform:rate=R, hotset:size=S,rate=R, "
+          "sequential:rate=R, zipf:s=X,rate=R (add ,threads=N)");
+ABSL_FLAG(int32_t, downtime_ms, 300, "send: downtime limit in milliseconds");
+ABSL_FLAG(int32_t, max_rounds, 30, "send: round limit");
+ABSL_FLAG(double, timeout_s, 0, "send: overall limit in seconds (0 = none)");
+ABSL_FLAG(std::string, on_timeout, "cancel", "send: at the round/time limit: cancel or force");
+ABSL_FLAG(bool, auto_converge, false, "send: throttle the workload when it dirties too fast");
+ABSL_FLAG(std::string, max_bandwidth, "", "send: bandwidth cap, e.g. 200MB/s (default none)");
+ABSL_FLAG(double, io_timeout_s, 30, "deadline for every network read and write, seconds");
+
+namespace livemig {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+// --- Signals: SIGINT/SIGTERM cancel whatever runs. ---
+std::mutex g_cancel_mu;
+std::function<void()> g_cancel;  // Guarded by g_cancel_mu.
+std::atomic<bool> g_interrupted{false};
+
+void SetCancel(std::function<void()> cancel) {
+  std::lock_guard<std::mutex> lock(g_cancel_mu);
+  g_cancel = std::move(cancel);
+}
+
+// Blocks the signals in every thread and handles them on one thread.
+void StartSignalThread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    while (true) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      std::fprintf(stderr, "\nlivemig: %s, aborting\n", strsignal(sig));
+      g_interrupted.store(true);
+      std::lock_guard<std::mutex> lock(g_cancel_mu);
+      if (g_cancel) g_cancel();
+    }
+  }).detach();
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "livemig: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+absl::StatusOr<Endpoint> EndpointFromFlags(const char* tcp_flag, const std::string& tcp) {
+  const std::string unix_path = absl::GetFlag(FLAGS_unix);
+  if (!unix_path.empty() && !tcp.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("give either --", tcp_flag, " or --unix, not both"));
+  }
+  if (!unix_path.empty()) return Endpoint::Unix(unix_path);
+  if (tcp.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", tcp_flag, "=HOST:PORT or --unix=PATH is required"));
+  }
+  absl::StatusOr<Endpoint> endpoint = Endpoint::Parse(tcp);
+  if (!endpoint.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", tcp_flag, ": ", endpoint.status().message()));
+  }
+  return endpoint;
+}
+
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+// --------------------------------------------------------------- receive ---
+
+std::string ManifestJson(const ReceivedMigration& got) {
+  std::string regions;
+  for (size_t i = 0; i < got.regions.size(); ++i) {
+    const proto::RegionInfo& info = got.regions[i];
+    const auto& region = got.memory.region(i);
+    if (!regions.empty()) regions += ",";
+    absl::StrAppend(
+        &regions, "{\"index\":", info.index(), ",\"guest_addr\":", info.guest_addr(),
+        ",\"size\":", info.size(), ",\"file\":\"", JsonEscape(got.files[i]),
+        "\",\"file_offset\":", info.file_offset(), ",\"xxh3\":\"",
+        absl::Hex(DigestRegion(region.region()), absl::kZeroPad16), "\"}");
+  }
+  return absl::StrCat("{\"status\":\"completed\",\"verified\":true,\"regions\":[", regions,
+                      "],\"stats\":{\"raw_pages\":", got.raw_pages,
+                      ",\"zero_pages\":", got.zero_pages,
+                      ",\"bytes_received\":", got.bytes_received,
+                      ",\"rounds\":", got.rounds, ",\"channels\":", got.channels,
+                      ",\"device_state_bytes\":", got.device_state.size(), "}}");
+}
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() &&
+                  std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  std::fclose(f);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+int Receive() {
+  absl::StatusOr<Endpoint> at = EndpointFromFlags("listen", absl::GetFlag(FLAGS_listen));
+  if (!at.ok()) return Fail(at.status());
+  const std::string dir = absl::GetFlag(FLAGS_dir);
+  if (dir.empty()) return Fail(absl::InvalidArgumentError("--dir=DIR is required"));
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Fail(absl::InvalidArgumentError(absl::StrCat("--dir: ", ec.message())));
+  ReceiverOptions options;
+  options.root_dir = dir;
+  const int max_channels = absl::GetFlag(FLAGS_channels);
+  options.max_channels = max_channels > 0 ? static_cast<uint32_t>(max_channels) : 64;
+  options.io_timeout = absl::Seconds(absl::GetFlag(FLAGS_io_timeout_s));
+  options.anonymous_regions_as_files = true;
+  absl::StatusOr<std::unique_ptr<Receiver>> receiver = Receiver::Listen(*at, options);
+  if (!receiver.ok()) return Fail(receiver.status());
+  Receiver* r = receiver->get();
+  SetCancel([r] { r->Cancel(); });
+  std::fprintf(stderr, "livemig: listening on %s, rebuilding into %s\n",
+               (*receiver)->endpoint().ToString().c_str(), dir.c_str());
+  while (true) {
+    absl::StatusOr<ReceivedMigration> got = r->ReceiveOne();
+    if (!got.ok()) {
+      std::fprintf(stderr, "livemig: migration failed: %s (partial files removed)\n",
+                   got.status().ToString().c_str());
+      if (absl::GetFlag(FLAGS_json)) {
+        std::printf("{\"status\":\"failed\",\"verified\":false,\"error\":\"%s\"}\n",
+                    JsonEscape(got.status().ToString()).c_str());
+      }
+      if (absl::GetFlag(FLAGS_once) || g_interrupted.load()) return 1;
+      continue;
+    }
+    const std::string manifest = ManifestJson(*got);
+    absl::Status written = WriteFileAtomically(dir + "/manifest.json", manifest);
+    if (!written.ok()) return Fail(written);
+    uint64_t total = 0;
+    for (const auto& info : got->regions) total += info.size();
+    std::fprintf(stderr,
+                 "livemig: received %s in %u regions over %u channels, %u rounds; "
+                 "digests verified, files flushed\n",
+                 cli::FormatBytes(static_cast<double>(total)).c_str(),
+                 static_cast<unsigned>(got->regions.size()), got->channels, got->rounds);
+    for (const std::string& f : got->files) std::fprintf(stderr, "  %s\n", f.c_str());
+    if (absl::GetFlag(FLAGS_json)) std::printf("%s\n", manifest.c_str());
+    std::fflush(stdout);
+    if (absl::GetFlag(FLAGS_once)) return 0;
+  }
+}
+
+// ------------------------------------------------------------------ send ---
+
+struct RegionFlag {
+  uint64_t gpa = 0;
+  uint64_t size = 0;
+  std::string file;
+  uint64_t offset = 0;
+};
+
+absl::StatusOr<RegionFlag> ParseRegionFlag(const std::string& text) {
+  RegionFlag region;
+  bool have_gpa = false, have_size = false;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    auto bad = [&](const absl::Status& s) {
+      return absl::InvalidArgumentError(absl::StrCat("--region=", text, ": ", kv.first, ": ",
+                                                     s.message()));
+    };
+    if (kv.first == "gpa" || kv.first == "size" || kv.first == "offset") {
+      absl::StatusOr<uint64_t> v = cli::ParseSize(kv.second);
+      if (!v.ok()) return bad(v.status());
+      if (kv.first == "gpa") region.gpa = *v, have_gpa = true;
+      if (kv.first == "size") region.size = *v, have_size = true;
+      if (kv.first == "offset") region.offset = *v;
+    } else if (kv.first == "file") {
+      region.file = kv.second;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--region=", text, ": unknown key \"", kv.first,
+          "\"; expected gpa=ADDR,size=SIZE[,file=PATH,offset=OFF]"));
+    }
+  }
+  if (!have_gpa || !have_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--region=", text, ": gpa= and size= are required"));
+  }
+  return region;
+}
+
+absl::Status FillRegion(const MmapRegion<AtomicBitmap>& region, const std::string& fill,
+                        uint64_t seed) {
+  uint8_t* p = region.as_ptr();  // Untracked: the initial state is not dirtying.
+  if (fill == "keep") return absl::OkStatus();
+  if (fill == "zero") {
+    if (region.file_offset().has_value()) std::memset(p, 0, region.size());
+    return absl::OkStatus();
+  }
+  if (fill == "text") {
+    static constexpr char kText[] =
+        "livemig moves a running guest's memory while it keeps writing. ";
+    for (uint64_t i = 0; i < region.size(); ++i) p[i] = kText[i % (sizeof(kText) - 1)];
+    return absl::OkStatus();
+  }
+  if (fill == "random") {
+    std::mt19937_64 rng(seed);
+    for (uint64_t i = 0; i + 8 <= region.size(); i += 8) {
+      const uint64_t v = rng();
+      std::memcpy(p + i, &v, 8);
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--fill=", fill, ": expected random, zero, text or keep"));
+}
+
+absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
+    const std::vector<std::string>& region_flags, std::vector<std::string>* file_names) {
+  std::vector<RegionFlag> specs;
+  for (const std::string& text : region_flags) {
+    LIVEMIG_ASSIGN_OR_RETURN(RegionFlag r, ParseRegionFlag(text));
+    specs.push_back(r);
+  }
+  const std::string memory = absl::GetFlag(FLAGS_memory);
+  if (!memory.empty()) {
+    absl::StatusOr<uint64_t> size = cli::ParseSize(memory);
+    if (!size.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--memory: ", size.status().message()));
+    }
+    specs.push_back({0, *size, "", 0});
+  }
+  if (specs.empty()) {
+    return absl::InvalidArgumentError("give --memory=SIZE or at least one --region=...");
+  }
+  // Guest memory sorts its regions by address; names follow that order.
+  std::sort(specs.begin(), specs.end(),
+            [](const RegionFlag& a, const RegionFlag& b) { return a.gpa < b.gpa; });
+  std::vector<GuestRegion<AtomicBitmap>> regions;
+  const std::string fill = absl::GetFlag(FLAGS_fill);
+  uint64_t seed = 1;
+  for (const RegionFlag& spec : specs) {
+    if (spec.size == 0 || spec.size % kPage != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "region size ", spec.size, " must be a non-zero multiple of 4096"));
+    }
+    std::optional<MmapRegion<AtomicBitmap>> mmap;
+    if (spec.file.empty()) {
+      LIVEMIG_ASSIGN_OR_RETURN(mmap, MmapRegion<AtomicBitmap>::Create(spec.size));
+      file_names->push_back("");
+    } else {
+      LIVEMIG_ASSIGN_OR_RETURN(FileOffset file, FileOffset::Open(spec.file, spec.offset));
+      LIVEMIG_ASSIGN_OR_RETURN(mmap, MmapRegion<AtomicBitmap>::FromFile(std::move(file), spec.size));
+      file_names->push_back(std::filesystem::path(spec.file).filename().string());
+    }
+    LIVEMIG_RETURN_IF_ERROR(FillRegion(*mmap, fill, seed++));
+    LIVEMIG_ASSIGN_OR_RETURN(auto region, GuestRegion<AtomicBitmap>::Create(
+                                              std::move(*mmap), GuestAddress(spec.gpa)));
+    regions.push_back(std::move(region));
+  }
+  return GuestMemory<AtomicBitmap>::FromRegions(std::move(regions));
+}
+
+void PrintProgress(const MigrationStats& s, bool tty) {
+  const RoundStats& r = s.round_stats.back();
+  const std::string line = absl::StrFormat(
+      "round %u: sent %.0f%% of memory, %s, dirty rate %s, remaining %s, est. downtime %.0f ms%s",
+      r.round, s.total ? 100.0 * s.transferred / s.total : 0.0,
+      cli::FormatRate(r.bandwidth_bytes_per_s).c_str(),
+      cli::FormatRate(s.dirty_pages_rate * kPage).c_str(),
+      cli::FormatBytes(static_cast<double>(s.remaining)).c_str(), r.expected_downtime_ms,
+      s.cpu_throttle_percentage ? absl::StrCat(", throttle ", s.cpu_throttle_percentage, "%")
+                                      .c_str()
+                                : "");
+  if (tty) {
+    std::fprintf(stderr, "\r\033[K%s", line.c_str());
+  } else {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+  std::fflush(stderr);
+}
+
+int Send(const std::vector<std::string>& region_flags) {
+  absl::StatusOr<Endpoint> to = EndpointFromFlags("connect", absl::GetFlag(FLAGS_connect));
+  if (!to.ok()) return Fail(to.status());
+  absl::StatusOr<cli::WorkloadSpec> spec = cli::ParseWorkload(absl::GetFlag(FLAGS_workload));
+  if (!spec.ok()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--workload: ", spec.status().message())));
+  }
+  SenderOptions options;
+  options.destination = *to;
+  const int channels = absl::GetFlag(FLAGS_channels) == 0 ? 2 : absl::GetFlag(FLAGS_channels);
+  if (channels < 1 || channels > 64) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--channels=", channels, ": expected 1 to 64")));
+  }
+  options.channels = static_cast<uint32_t>(channels);
+  if (absl::GetFlag(FLAGS_downtime_ms) <= 0) {
+    return Fail(absl::InvalidArgumentError("--downtime-ms must be positive"));
+  }
+  options.downtime_limit = absl::Milliseconds(absl::GetFlag(FLAGS_downtime_ms));
+  if (absl::GetFlag(FLAGS_max_rounds) < 1) {
+    return Fail(absl::InvalidArgumentError("--max-rounds must be at least 1"));
+  }
+  options.max_rounds = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_rounds));
+  if (absl::GetFlag(FLAGS_timeout_s) > 0) {
+    options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  }
+  const std::string on_timeout = absl::GetFlag(FLAGS_on_timeout);
+  if (on_timeout == "force") {
+    options.on_limit = SenderOptions::OnLimit::kForce;
+  } else if (on_timeout != "cancel") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--on-timeout=", on_timeout, ": expected cancel or force")));
+  }
+  options.auto_converge = absl::GetFlag(FLAGS_auto_converge);
+  if (!absl::GetFlag(FLAGS_max_bandwidth).empty()) {
+    absl::StatusOr<double> rate = cli::ParseRate(absl::GetFlag(FLAGS_max_bandwidth));
+    if (!rate.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--max-bandwidth: ", rate.status().message())));
+    }
+    options.max_bandwidth = static_cast<uint64_t>(*rate);
+  }
+  options.io_timeout = absl::Seconds(absl::GetFlag(FLAGS_io_timeout_s));
+  absl::StatusOr<GuestMemory<AtomicBitmap>> memory = BuildMemory(region_flags, &options.file_names);
+  if (!memory.ok()) return Fail(memory.status());
+
+  cli::Workload workload(*memory, *spec);
+  const bool tty = ::isatty(STDERR_FILENO);
+  options.on_round = [tty](const MigrationStats& s) { PrintProgress(s, tty); };
+  Sender sender(options);
+  SetCancel([&sender] { sender.Cancel(); });
+  workload.Start();
+  std::fprintf(stderr, "livemig: migrating %s to %s over %d channel(s), workload %s\n",
+               cli::FormatBytes(static_cast<double>(memory->total_size())).c_str(),
+               to->ToString().c_str(), channels,
+               cli::WorkloadToString(*spec).c_str());
+  absl::StatusOr<MigrationStats> stats = sender.Migrate(*memory, workload);
+  SetCancel(nullptr);
+  if (tty) std::fprintf(stderr, "\n");
+  if (!stats.ok()) {
+    workload.Stop();
+    std::fprintf(stderr, "livemig: migration failed, the source kept running (workload resumed): %s\n",
+                 stats.status().ToString().c_str());
+    if (absl::GetFlag(FLAGS_json)) std::printf("%s\n", sender.last_stats().ToJson().c_str());
+    return 1;
+  }
+  std::fprintf(stderr,
+               "livemig: done: %u rounds, total %.0f ms, downtime %.1f ms, sent %s for %s of "
+               "memory (%.2fx), %s, verified: yes\n",
+               stats->rounds, stats->total_time_ms, stats->downtime_ms,
+               cli::FormatBytes(static_cast<double>(stats->transferred)).c_str(),
+               cli::FormatBytes(static_cast<double>(stats->total)).c_str(),
+               stats->total ? static_cast<double>(stats->transferred) / stats->total : 0.0,
+               stats->converged ? "converged" : "forced switchover");
+  if (absl::GetFlag(FLAGS_json)) std::printf("%s\n", stats->ToJson().c_str());
+  return 0;
+}
+
+// Splits out --region (repeatable, and its value has commas) and turns
+// --dashed-names into the --underscored names Abseil flags use.
+std::vector<char*> PrepareArgs(int argc, char** argv, std::vector<std::string>* regions,
+                               std::vector<std::string>* storage) {
+  storage->reserve(argc);
+  std::vector<char*> out;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i > 0 && arg.rfind("--region", 0) == 0) {
+      if (arg.rfind("--region=", 0) == 0) {
+        regions->push_back(arg.substr(9));
+        continue;
+      }
+      if (arg == "--region" && i + 1 < argc) {
+        regions->push_back(argv[++i]);
+        continue;
+      }
+    }
+    if (i > 0 && arg.rfind("--", 0) == 0) {
+      const size_t eq = arg.find('=');
+      for (size_t j = 2; j < std::min(eq, arg.size()); ++j) {
+        if (arg[j] == '-') arg[j] = '_';
+      }
+    }
+    storage->push_back(arg);
+  }
+  for (std::string& s : *storage) out.push_back(s.data());
+  return out;
+}
+
+}  // namespace
+}  // namespace livemig
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "live migration of VM memory.\n\n"
+      "  livemig receive --listen=HOST:PORT|--unix=PATH --dir=DIR [--once] [--json]\n"
+      "  livemig send --connect=HOST:PORT|--unix=PATH (--memory=SIZE | "
+      "--region=gpa=ADDR,size=SIZE[,file=PATH,offset=OFF]...)\n"
+      "       [--fill=random|zero|text|keep] [--workload=SPEC] [--channels=N]\n"
+      "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=S] "
+      "[--on-timeout=cancel|force]\n"
+      "       [--auto-converge] [--max-bandwidth=RATE] [--json]\n"
+      "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.");
+  std::vector<std::string> regions, storage;
+  std::vector<char*> args = livemig::PrepareArgs(argc, argv, &regions, &storage);
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (positional.size() != 2 ||
+      (std::string(positional[1]) != "send" && std::string(positional[1]) != "receive")) {
+    std::fprintf(stderr, "livemig: expected one command, send or receive (see --help)\n");
+    return 2;
+  }
+  livemig::StartSignalThread();
+  const std::string command = positional[1];
+  if (command == "receive") {
+    if (!regions.empty()) {
+      std::fprintf(stderr, "livemig: --region is a send flag\n");
+      return 2;
+    }
+    return livemig::Receive();
+  }
+  return livemig::Send(regions);
+}
