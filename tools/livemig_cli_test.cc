@@ -1,0 +1,213 @@
+// The livemig CLI as a user runs it: two processes, real sockets, real files.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace livemig {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char* kBinary = "tools/livemig";  // In the test's runfiles.
+
+// A child process with its stdout and stderr captured to files.
+struct Process {
+  pid_t pid = -1;
+  std::string out_path, err_path;
+
+  static Process Start(const std::vector<std::string>& args, const std::string& dir,
+                       const std::string& name) {
+    Process p;
+    p.out_path = dir + "/" + name + ".out";
+    p.err_path = dir + "/" + name + ".err";
+    p.pid = ::fork();
+    if (p.pid == 0) {
+      const int out = ::open(p.out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int err = ::open(p.err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(out, 1);
+      ::dup2(err, 2);
+      std::vector<char*> argv;
+      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    return p;
+  }
+  // Exit status, or -signal; -1000 on timeout (the process is killed).
+  int Wait(std::chrono::seconds timeout = std::chrono::seconds(60)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid, &status, WNOHANG);
+      if (r == pid) {
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        return -1000;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  std::string Out() const { return Slurp(out_path); }
+  std::string Err() const { return Slurp(err_path); }
+  static std::string Slurp(const std::string& path) {
+    std::ifstream f(path);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+};
+
+class LivemigCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/livemig-cli-XXXXXX";  // Short: Unix socket paths.
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    std::filesystem::create_directories(dir_ + "/src");
+    std::filesystem::create_directories(dir_ + "/dst");
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Socket() const { return dir_ + "/s.sock"; }
+
+  // Waits until the receiver listens (its socket file exists).
+  void AwaitSocket() {
+    for (int i = 0; i < 500 && !std::filesystem::exists(Socket()); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(std::filesystem::exists(Socket()));
+  }
+
+  void WriteRandomFile(const std::string& path, size_t size) {
+    std::mt19937_64 rng(42);
+    std::vector<char> bytes(size);
+    for (auto& b : bytes) b = static_cast<char>(rng());
+    std::ofstream(path, std::ios::binary).write(bytes.data(), bytes.size());
+  }
+
+  std::string ReadRange(const std::string& path, size_t offset, size_t size) {
+    std::ifstream f(path, std::ios::binary);
+    f.seekg(offset);
+    std::string bytes(size, '\0');
+    f.read(bytes.data(), size);
+    EXPECT_EQ(static_cast<size_t>(f.gcount()), size) << path;
+    return bytes;
+  }
+
+  std::string dir_;
+};
+
+TEST_F(LivemigCli, ConvergingMigrationRebuildsFileAndAnonymousRegions) {
+  const std::string disk = dir_ + "/src/disk.img";
+  WriteRandomFile(disk, (8 << 20) + (128 << 10));
+  Process receiver = Process::Start(
+      {kBinary, "receive", "--unix=" + Socket(), "--dir=" + dir_ + "/dst", "--once", "--json"},
+      dir_, "receiver");
+  AwaitSocket();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=16MiB",
+       "--region=gpa=0x40000000,size=8MiB,file=" + disk + ",offset=64KiB", "--fill=keep",
+       "--workload=uniform:rate=20MB/s", "--channels=2", "--downtime-ms=300", "--json"},
+      dir_, "sender");
+  ASSERT_EQ(sender.Wait(), 0) << sender.Err();
+  ASSERT_EQ(receiver.Wait(), 0) << receiver.Err();
+  // The last stdout line of each side is its JSON result.
+  EXPECT_THAT(sender.Out(), HasSubstr("\"status\":\"completed\""));
+  EXPECT_THAT(sender.Err(), HasSubstr("verified: yes"));
+  EXPECT_THAT(receiver.Out(), HasSubstr("\"verified\":true"));
+  // The file-backed region: the rebuilt file holds the source file's bytes
+  // (as the workload left them at pause) for the mapped range.
+  EXPECT_TRUE(ReadRange(disk, 64 << 10, 8 << 20) ==
+              ReadRange(dir_ + "/dst/disk.img", 64 << 10, 8 << 20));
+  // The anonymous region: rebuilt as region-0.mem, digest-verified.
+  EXPECT_EQ(std::filesystem::file_size(dir_ + "/dst/region-0.mem"), 16u << 20);
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/dst/manifest.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/disk.img.livemig-partial"));
+}
+
+TEST_F(LivemigCli, BadFlagsExitNonZeroWithAClearMessage) {
+  const std::string to = "--unix=" + Socket();
+  const struct {
+    std::vector<std::string> args;
+    std::string message;
+  } cases[] = {
+      {{"send", to, "--memory=12XB"}, "invalid size \"12XB\": expected a number"},
+      {{"send", "--memory=1MiB"}, "--connect=HOST:PORT or --unix=PATH is required"},
+      {{"send", "--connect=localhost", "--memory=1MiB"}, "--connect"},
+      {{"send", to, "--memory=1MiB", "--workload=bogus"}, "--workload"},
+      {{"send", to, "--memory=1MiB", "--on-timeout=maybe"}, "expected cancel or force"},
+      {{"send", to, "--memory=1MiB", "--channels=100"}, "--channels=100: expected 1 to 64"},
+      {{"send", to, "--memory=1MiB", "--max-bandwidth=fast"}, "--max-bandwidth"},
+      {{"send", to, "--memory=1MiB", "--fill=purple"}, "expected random, zero, text or keep"},
+      {{"send", to, "--region=gpa=0,size=1MiB,colour=red"}, "unknown key \"colour\""},
+      {{"send", to, "--region=size=1MiB"}, "gpa= and size= are required"},
+      {{"send", to, "--region=gpa=0,size=1MiB,file=/nonexistent/x"}, "/nonexistent/x"},
+      {{"send", to}, "give --memory=SIZE or at least one --region"},
+      {{"send", to, "--memory=1MiB"}, "UNAVAILABLE: connect to unix:"},  // Nobody listens.
+      {{"receive", to}, "--dir=DIR is required"},
+      {{"migrate"}, "expected one command, send or receive"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args = {kBinary};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    Process p = Process::Start(args, dir_, "bad");
+    const int code = p.Wait(std::chrono::seconds(20));
+    EXPECT_GT(code, 0) << c.args[0] << " " << (c.args.size() > 1 ? c.args.back() : "");
+    EXPECT_THAT(p.Err(), HasSubstr(c.message)) << "args ending " << c.args.back();
+  }
+}
+
+TEST_F(LivemigCli, KillingTheReceiverMidMigrationFailsTheSenderAndResumesTheWorkload) {
+  Process receiver = Process::Start(
+      {kBinary, "receive", "--unix=" + Socket(), "--dir=" + dir_ + "/dst", "--once"}, dir_,
+      "receiver");
+  AwaitSocket();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--max-bandwidth=16MB/s",
+       "--workload=uniform:rate=8MB/s", "--io-timeout-s=5", "--json"},
+      dir_, "sender");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ::kill(receiver.pid, SIGKILL);
+  EXPECT_EQ(receiver.Wait(), -SIGKILL);
+  EXPECT_EQ(sender.Wait(), 1) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("the source kept running (workload resumed)"));
+  EXPECT_THAT(sender.Out(), HasSubstr("\"status\":\"failed\""));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/manifest.json"));
+}
+
+TEST_F(LivemigCli, SigtermOnTheSenderCancelsAndTheReceiverDropsItsPartialFiles) {
+  Process receiver = Process::Start(
+      {kBinary, "receive", "--unix=" + Socket(), "--dir=" + dir_ + "/dst", "--once"}, dir_,
+      "receiver");
+  AwaitSocket();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--max-bandwidth=16MB/s"},
+      dir_, "sender");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  ::kill(sender.pid, SIGTERM);
+  EXPECT_EQ(sender.Wait(), 1) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("CANCELLED"));
+  EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
+  EXPECT_THAT(receiver.Err(), HasSubstr("partial files removed"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/region-0.mem"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/region-0.mem.livemig-partial"));
+}
+
+}  // namespace
+}  // namespace livemig
