@@ -26,6 +26,7 @@
 #include "migration/receiver.h"
 #include "migration/sender.h"
 #include "migration/testing/fake_vm.h"
+#include "migration/testing/migration_harness.h"
 #include "migration/testing/fault_proxy.h"
 #include "migration/wire/frame_codec.h"
 #include "migration/wire/frame_format.h"
@@ -37,6 +38,9 @@ namespace {
 using ::livemig::testing::FakeVm;
 using ::livemig::testing::Fill;
 using ::livemig::testing::StatusIs;
+using ::livemig::testing::ExpectSameMemory;
+using ::livemig::testing::ReceiverThread;
+using ::livemig::testing::TempDir;
 using ::livemig::testing::WorkloadSpec;
 using ::testing::AnyOf;
 
@@ -52,60 +56,10 @@ constexpr char kMigrationId[] = "fault-test";
 constexpr uint32_t kLiveRounds = 3;
 constexpr uint32_t kFinalCutLiveRounds = 1;
 
-std::string TempDir(const std::string& name) {
-  const char* root = std::getenv("TEST_TMPDIR");
-  std::string dir = absl::StrCat(root ? root : "/tmp", "/", name);
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
-
-// Runs a receiver for one migration on a thread.
-struct ReceiverThread {
-  std::unique_ptr<Receiver> receiver;
-  std::thread thread;
-  absl::StatusOr<ReceivedMigration> result = absl::UnknownError("not run");
-
-  static std::unique_ptr<ReceiverThread> Start(const std::string& root) {
-    auto t = std::make_unique<ReceiverThread>();
-    ReceiverOptions options;
-    options.root_dir = root;
-    options.io_timeout = absl::Seconds(3);
-    options.accept_timeout = absl::Seconds(10);
-    auto receiver = Receiver::Listen(Endpoint::Tcp("127.0.0.1", 0), options);
-    EXPECT_TRUE(receiver.ok()) << receiver.status();
-    if (!receiver.ok()) return nullptr;
-    t->receiver = std::move(*receiver);
-    t->thread = std::thread([p = t.get()] { p->result = p->receiver->ReceiveOne(); });
-    return t;
-  }
-  ~ReceiverThread() {
-    if (thread.joinable()) {
-      receiver->Cancel();
-      thread.join();
-    }
-  }
-  absl::StatusOr<ReceivedMigration>& Join() {
-    thread.join();
-    return result;
-  }
-};
-
-void ExpectSameMemory(const GuestMemory<AtomicBitmap>& source,
-                      const GuestMemory<NoBitmap>& rebuilt) {
-  ASSERT_EQ(source.num_regions(), rebuilt.num_regions());
-  for (size_t r = 0; r < source.num_regions(); ++r) {
-    const auto& a = source.region(r);
-    const auto& b = rebuilt.region(r);
-    ASSERT_EQ(a.start_addr(), b.start_addr());
-    ASSERT_EQ(a.len(), b.len());
-    for (uint64_t page = 0; page < a.len() / 4096; ++page) {
-      ASSERT_EQ(std::memcmp(a.region().as_ptr() + page * 4096,
-                            b.region().as_ptr() + page * 4096, 4096),
-                0)
-          << "region " << r << " page " << page << " differs";
-    }
-  }
+// A receiver on 127.0.0.1 with short deadlines, so no failure case hangs.
+std::unique_ptr<ReceiverThread> StartReceiver(const std::string& root) {
+  return ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), root, absl::Seconds(3),
+                               absl::Seconds(10));
 }
 
 // A bandwidth cap and a forced switchover after `live_rounds` make every run
@@ -163,7 +117,7 @@ absl::StatusOr<Measurement> MeasureCleanRun(uint32_t live_rounds) {
 
   auto vm = FakeVm::Create({{0, kMemorySize, "", 0}}, Fill::kMixed, 77);
   if (!vm.ok()) return vm.status();
-  auto receiver = ReceiverThread::Start(TempDir("measure"));
+  auto receiver = StartReceiver(TempDir("measure"));
   if (receiver == nullptr) return absl::InternalError("no receiver");
   auto proxy = FaultProxy::Start(receiver->receiver->endpoint(), {});
   if (!proxy.ok()) return proxy.status();
@@ -241,7 +195,7 @@ TEST_P(ConnectionCut, FailsBothEndsKeepsTheSourceRunningAndDirtyAndRetryIsExact)
   vm->memory().region(0).bitmap().SetAddrRange(0, kMemorySize);
   vm->StartWorkload(LightWorkload(78));
 
-  auto receiver = ReceiverThread::Start(TempDir(absl::StrCat("cut_", c.name)));
+  auto receiver = StartReceiver(TempDir(absl::StrCat("cut_", c.name)));
   ASSERT_NE(receiver, nullptr);
   FaultProxy::Fault fault;
   fault.kind = FaultProxy::Fault::Kind::kCutAfter;
@@ -283,7 +237,7 @@ TEST_P(ConnectionCut, FailsBothEndsKeepsTheSourceRunningAndDirtyAndRetryIsExact)
             << "\n";
 
   // The source is intact: a direct migration rebuilds it exactly.
-  auto retry = ReceiverThread::Start(TempDir(absl::StrCat("retry_", c.name)));
+  auto retry = StartReceiver(TempDir(absl::StrCat("retry_", c.name)));
   ASSERT_NE(retry, nullptr);
   Sender second(FaultOptions(retry->receiver->endpoint(), c.live_rounds));
   ASSERT_OK_AND_ASSIGN(MigrationStats stats, second.Migrate(vm->memory(), *vm));
@@ -337,7 +291,7 @@ TEST(CorruptedByte, InRound0PageDataFailsTheReceiverWithDataLossAndRetryIsExact)
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kMemorySize, "", 0}}, Fill::kMixed, 77));
   vm->memory().region(0).bitmap().SetAddrRange(0, kMemorySize);
   vm->StartWorkload(LightWorkload(79));
-  auto receiver = ReceiverThread::Start(TempDir("corrupt"));
+  auto receiver = StartReceiver(TempDir("corrupt"));
   ASSERT_NE(receiver, nullptr);
   // Channel 0 carries Hello, RegionTable, then the first batch of round 0
   // (pages 0..31): its RAW frame comes first, with a message of at most a
@@ -360,7 +314,7 @@ TEST(CorruptedByte, InRound0PageDataFailsTheReceiverWithDataLossAndRetryIsExact)
   EXPECT_FALSE(vm->paused());
   EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), kPages);
 
-  auto retry = ReceiverThread::Start(TempDir("corrupt_retry"));
+  auto retry = StartReceiver(TempDir("corrupt_retry"));
   ASSERT_NE(retry, nullptr);
   Sender second(FaultOptions(retry->receiver->endpoint(), kLiveRounds));
   ASSERT_OK_AND_ASSIGN(MigrationStats stats, second.Migrate(vm->memory(), *vm));

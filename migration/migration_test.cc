@@ -18,6 +18,7 @@
 #include "migration/receiver.h"
 #include "migration/sender.h"
 #include "migration/testing/fake_vm.h"
+#include "migration/testing/migration_harness.h"
 
 namespace livemig {
 namespace {
@@ -26,60 +27,12 @@ using ::livemig::testing::FakeRegionSpec;
 using ::livemig::testing::FakeVm;
 using ::livemig::testing::Fill;
 using ::livemig::testing::StatusIs;
+using ::livemig::testing::ExpectSameMemory;
+using ::livemig::testing::ReceiverThread;
+using ::livemig::testing::TempDir;
 using ::livemig::testing::WorkloadSpec;
 
 constexpr uint64_t kMiB = 1 << 20;
-
-std::string TempDir(const std::string& name) {
-  const char* root = std::getenv("TEST_TMPDIR");
-  std::string dir = absl::StrCat(root ? root : "/tmp", "/", name);
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
-
-// Runs a receiver for one migration on a thread.
-struct ReceiverThread {
-  std::unique_ptr<Receiver> receiver;
-  std::thread thread;
-  absl::StatusOr<ReceivedMigration> result = absl::UnknownError("not run");
-
-  static std::unique_ptr<ReceiverThread> Start(const Endpoint& at, const std::string& root) {
-    auto t = std::make_unique<ReceiverThread>();
-    ReceiverOptions options;
-    options.root_dir = root;
-    options.io_timeout = absl::Seconds(20);
-    options.accept_timeout = absl::Seconds(30);
-    auto receiver = Receiver::Listen(at, options);
-    EXPECT_TRUE(receiver.ok()) << receiver.status();
-    if (!receiver.ok()) return nullptr;
-    t->receiver = std::move(*receiver);
-    t->thread = std::thread([p = t.get()] { p->result = p->receiver->ReceiveOne(); });
-    return t;
-  }
-  absl::StatusOr<ReceivedMigration>& Join() {
-    thread.join();
-    return result;
-  }
-};
-
-// The receiver's memory equals the source's, byte for byte, region by region.
-void ExpectSameMemory(const GuestMemory<AtomicBitmap>& source,
-                      const GuestMemory<NoBitmap>& rebuilt) {
-  ASSERT_EQ(source.num_regions(), rebuilt.num_regions());
-  for (size_t r = 0; r < source.num_regions(); ++r) {
-    const auto& a = source.region(r);
-    const auto& b = rebuilt.region(r);
-    ASSERT_EQ(a.start_addr(), b.start_addr());
-    ASSERT_EQ(a.len(), b.len());
-    for (uint64_t page = 0; page < a.len() / 4096; ++page) {
-      ASSERT_EQ(std::memcmp(a.region().as_ptr() + page * 4096,
-                            b.region().as_ptr() + page * 4096, 4096),
-                0)
-          << "region " << r << " page " << page << " differs";
-    }
-  }
-}
 
 // The rebuilt file holds the source file's bytes for the mapped range.
 void ExpectSameFileRange(const std::string& source, const std::string& rebuilt,

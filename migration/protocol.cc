@@ -1,7 +1,10 @@
 #include "migration/protocol.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "migration/wire/frame_codec.h"
 #include "migration/wire/frame_format.h"
+#include "migration/wire/frame_io.h"
 
 namespace livemig {
 
@@ -64,6 +67,22 @@ absl::Status StatusFromAbort(const proto::Abort& abort) {
     code = absl::StatusCode::kAborted;
   }
   return absl::Status(code, absl::StrCat("peer aborted: ", abort.message()));
+}
+
+absl::Status ReadExpected(Connection& conn, wire::FrameType type,
+                          google::protobuf::MessageLite* out, absl::Duration timeout) {
+  LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame, wire::ReadFrameStart(conn, timeout));
+  if (frame.header.type == wire::FrameType::kAbort) {
+    proto::Abort abort;
+    LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &abort));
+    return StatusFromAbort(abort);
+  }
+  if (frame.header.type != type) {
+    return absl::DataLossError(absl::StrCat("expected a ", wire::FrameTypeName(type),
+                                            " frame, got ",
+                                            wire::FrameTypeName(frame.header.type)));
+  }
+  return wire::FinishFrame(frame, out);
 }
 
 }  // namespace livemig

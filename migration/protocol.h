@@ -46,6 +46,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "migration/transport/connection.h"
+#include "migration/wire/frame_format.h"
 #include "proto/migration.pb.h"
 
 namespace livemig {
@@ -73,6 +76,13 @@ proto::Abort AbortFromStatus(const absl::Status& status, proto::Role role);
 // The status a received Abort stands for: its own code (Aborted when the
 // code is missing or OK), with "peer aborted: " in front of the message.
 absl::Status StatusFromAbort(const proto::Abort& abort);
+
+// Reads one payload-less frame from `conn` and parses it into `out`, which
+// must be the message for `type`. An Abort frame instead becomes
+// StatusFromAbort(); any other type is DataLoss naming both types.
+[[nodiscard]] absl::Status ReadExpected(Connection& conn, wire::FrameType type,
+                                        google::protobuf::MessageLite* out,
+                                        absl::Duration timeout);
 
 }  // namespace livemig
 

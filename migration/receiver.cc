@@ -348,24 +348,10 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   }
   proto::DeviceState device;
   proto::Completion completion;
-  for (auto [type, message] :
-       {std::pair<wire::FrameType, google::protobuf::MessageLite*>{
-            wire::FrameType::kDeviceState, &device},
-        {wire::FrameType::kCompletion, &completion}}) {
-    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
-                             wire::ReadFrameStart(control, options_.io_timeout));
-    if (frame.header.type == wire::FrameType::kAbort) {
-      proto::Abort abort;
-      LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &abort));
-      return StatusFromAbort(abort);
-    }
-    if (frame.header.type != type) {
-      return absl::DataLossError(absl::StrCat(
-          "expected a ", wire::FrameTypeName(type), " frame, got ",
-          wire::FrameTypeName(frame.header.type)));
-    }
-    LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, message));
-  }
+  LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kDeviceState, &device,
+                                       options_.io_timeout));
+  LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kCompletion, &completion,
+                                       options_.io_timeout));
   std::vector<StoredRegion>& regions = store_->regions();
   if (static_cast<size_t>(completion.digests_size()) != regions.size()) {
     return absl::DataLossError(absl::StrCat("completion has ",
@@ -414,19 +400,9 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
   absl::Status status = [&]() -> absl::Status {
     LIVEMIG_RETURN_IF_ERROR(AcceptChannels());
     Connection& control = *channels_[0];
-    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
-                             wire::ReadFrameStart(control, options_.io_timeout));
-    if (frame.header.type == wire::FrameType::kAbort) {
-      proto::Abort abort;
-      LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &abort));
-      return StatusFromAbort(abort);
-    }
-    if (frame.header.type != wire::FrameType::kRegionTable) {
-      return absl::DataLossError(absl::StrCat(
-          "expected a REGION_TABLE frame, got ", wire::FrameTypeName(frame.header.type)));
-    }
     proto::RegionTable table;
-    LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &table));
+    LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kRegionTable, &table,
+                                         options_.io_timeout));
     if (options_.anonymous_regions_as_files) {
       for (proto::RegionInfo& info : *table.mutable_regions()) {
         if (info.backing() != proto::BACKING_ANONYMOUS) continue;

@@ -32,25 +32,6 @@ std::string RandomId() {
   return absl::StrCat(absl::Hex(rd()), absl::Hex(rd()), absl::Hex(rd()));
 }
 
-// Reads one frame and expects `type`; an Abort frame becomes its status.
-absl::Status ReadExpected(Connection& conn, wire::FrameType type,
-                          google::protobuf::MessageLite* out,
-                          absl::Duration timeout) {
-  LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
-                           wire::ReadFrameStart(conn, timeout));
-  if (frame.header.type == wire::FrameType::kAbort) {
-    proto::Abort abort;
-    LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &abort));
-    return StatusFromAbort(abort);
-  }
-  if (frame.header.type != type) {
-    return absl::DataLossError(absl::StrCat(
-        "expected a ", wire::FrameTypeName(type), " frame, got ",
-        wire::FrameTypeName(frame.header.type)));
-  }
-  return wire::FinishFrame(frame, out);
-}
-
 // One migration attempt; the Sender owns the policy knobs, this owns state.
 class Migration {
  public:
