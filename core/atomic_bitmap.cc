@@ -58,8 +58,28 @@ void AtomicBitmap::ResetAddrRange(size_t offset, size_t len) const {
                   });
 }
 
+namespace core_internal {
+
+std::vector<uint32_t>& HarvestIndexBuffer() {
+  thread_local std::vector<uint32_t> buffer;
+  return buffer;
+}
+
+}  // namespace core_internal
+
 absl::Status AtomicBitmap::GetAndReset(std::span<uint64_t> out,
                                        size_t* dirty_pages) const {
+  return Harvest(out, nullptr, dirty_pages);
+}
+
+absl::Status AtomicBitmap::Harvest(std::span<uint64_t> out,
+                                   std::vector<uint32_t>* taken,
+                                   size_t* dirty_pages) const {
+  if (taken != nullptr) {
+    // Capacity for every word, so the compaction below never reallocates.
+    taken->resize(num_words_);
+  }
+  size_t listed = 0;
   if (out.size() < num_words_) {
     return absl::InvalidArgumentError(absl::StrCat(
         "harvest buffer holds ", out.size(), " words; the bitmap needs ",
@@ -89,8 +109,13 @@ absl::Status AtomicBitmap::GetAndReset(std::span<uint64_t> out,
       const uint64_t bits = words_[w].exchange(0, std::memory_order_acq_rel);
       out[w] = bits;
       count += static_cast<size_t>(std::popcount(bits));
+      if (taken != nullptr) {
+        (*taken)[listed] = static_cast<uint32_t>(w);
+        listed += bits != 0;
+      }
     }
   }
+  if (taken != nullptr) taken->resize(listed);
   // Writers that skipped the RMW because their bits were already set may
   // still hold their data stores in a store buffer: drain them all before
   // the caller copies the harvested pages.

@@ -138,6 +138,10 @@ class AtomicBitmap {
                                          size_t* dirty_pages = nullptr) const;
 
  private:
+  // GetAndReset that also lists, in `taken` (when not null), the indices of
+  // the words it took non-zero bits from, in increasing order.
+  absl::Status Harvest(std::span<uint64_t> out, std::vector<uint32_t>* taken,
+                       size_t* dirty_pages) const;
   // Marks `mask` in word `w` (the skip-or-fetch_or step of SetAddrRange).
   void MarkWord(size_t w, uint64_t mask) const;
   // SetAddrRange for ranges spanning several words. REQUIRES: in range.
@@ -157,29 +161,102 @@ class AtomicBitmap {
   std::unique_ptr<std::atomic<uint64_t>[]> words_;
 };
 
+namespace core_internal {
+
+// Turns non-zero bitmap words, visited in increasing order, into maximal runs
+// of dirty pages: each word yields its runs from two masks, run starts
+// (bits & ~(bits << 1)) and run ends (bits & ~(bits >> 1)), popped pairwise
+// with count-trailing-zeros; a run reaching a word's end stays open until the
+// next word shows whether it continues.
+class RunEmitter {
+ public:
+  explicit RunEmitter(size_t num_pages)
+      : bitmap_words_((num_pages + 63) / 64),
+        last_mask_((num_pages % 64) == 0 ? ~uint64_t{0}
+                                         : (uint64_t{1} << (num_pages % 64)) - 1) {}
+
+  size_t bitmap_words() const { return bitmap_words_; }
+
+  // REQUIRES: w increases from call to call; bits != 0.
+  template <typename Callback>
+  void Word(size_t w, uint64_t bits, Callback& callback) {
+    if (w + 1 == bitmap_words_) {
+      bits &= last_mask_;
+      if (bits == 0) return;
+    }
+    const size_t page0 = w * 64;
+    if (!open_ && (bits & (bits - 1)) == 0 && (bits >> 63) == 0) {
+      // One isolated dirty page: the common case in sparse rounds.
+      callback(page0 + static_cast<size_t>(std::countr_zero(bits)), size_t{1});
+      prev_w_ = w;
+      return;
+    }
+    uint64_t starts = bits & ~(bits << 1);
+    uint64_t ends = bits & ~(bits >> 1);
+    if (open_) {
+      open_ = false;
+      if (w == prev_w_ + 1 && (bits & 1) != 0) {
+        // The open run continues into this word: its end is our first end.
+        starts &= ~uint64_t{1};
+        const size_t e = static_cast<size_t>(std::countr_zero(ends));
+        ends &= ends - 1;
+        if (e == 63) {  // The whole word is dirty: still open.
+          open_ = true;
+          prev_w_ = w;
+          return;
+        }
+        callback(open_start_, page0 + e + 1 - open_start_);
+      } else {
+        callback(open_start_, (prev_w_ + 1) * 64 - open_start_);
+      }
+    }
+    while (starts != 0) {
+      const size_t s = static_cast<size_t>(std::countr_zero(starts));
+      starts &= starts - 1;
+      const size_t e = static_cast<size_t>(std::countr_zero(ends));
+      ends &= ends - 1;
+      if (e == 63) {  // Reaches the word's end: may continue in the next.
+        open_ = true;
+        open_start_ = page0 + s;
+        break;
+      }
+      callback(page0 + s, e - s + 1);
+    }
+    prev_w_ = w;
+  }
+
+  template <typename Callback>
+  void Finish(Callback& callback) {
+    if (open_) callback(open_start_, (prev_w_ + 1) * 64 - open_start_);
+    open_ = false;
+  }
+
+ private:
+  const size_t bitmap_words_;
+  const uint64_t last_mask_;
+  bool open_ = false;      // A run reaches the end of word `prev_w_`.
+  size_t open_start_ = 0;  // Its first page.
+  size_t prev_w_ = 0;
+};
+
+// The calling thread's list of non-zero word indices for HarvestRuns, kept
+// between calls so a harvest allocates nothing once warmed up.
+std::vector<uint32_t>& HarvestIndexBuffer();
+
+}  // namespace core_internal
+
 // Calls `callback(first_page, page_count)` for every maximal run of set bits
 // in `words` (KVM layout), in increasing page order; runs that cross word
 // boundaries are emitted once, merged. Bits at or past `num_pages` are
-// ignored.
-//
-// How: words are scanned in chunks; the indices of non-zero words are first
-// compacted without branches (so sparse bitmaps cost no mispredictions), then
-// each non-zero word yields its runs from two masks, run starts
-// (bits & ~(bits << 1)) and run ends (bits & ~(bits >> 1)), popped pairwise
-// with count-trailing-zeros.
+// ignored. Words are scanned in chunks whose non-zero indices are compacted
+// without branches first, so sparse bitmaps cost no mispredictions.
 template <typename Callback>
 void ForEachDirtyRun(std::span<const uint64_t> words, size_t num_pages,
                      Callback&& callback) {
-  const size_t bitmap_words = (num_pages + 63) / 64;
-  const size_t num_words = std::min(words.size(), bitmap_words);
-  const uint64_t last_mask = (num_pages % 64) == 0
-                                 ? ~uint64_t{0}
-                                 : (uint64_t{1} << (num_pages % 64)) - 1;
+  core_internal::RunEmitter emitter(num_pages);
+  const size_t num_words = std::min(words.size(), emitter.bitmap_words());
   constexpr size_t kChunk = 1024;
   uint32_t nonzero[kChunk];
-  bool open = false;      // A run reaches the end of word `prev_w`.
-  size_t open_start = 0;  // Its first page.
-  size_t prev_w = 0;
   for (size_t base = 0; base < num_words; base += kChunk) {
     const size_t chunk = std::min(kChunk, num_words - base);
     size_t n = 0;
@@ -188,64 +265,24 @@ void ForEachDirtyRun(std::span<const uint64_t> words, size_t num_pages,
       n += words[base + i] != 0;
     }
     for (size_t k = 0; k < n; ++k) {
-      const size_t w = base + nonzero[k];
-      uint64_t bits = words[w];
-      if (w + 1 == bitmap_words) {
-        bits &= last_mask;
-        if (bits == 0) continue;
-      }
-      const size_t page0 = w * 64;
-      if (!open && (bits & (bits - 1)) == 0 && (bits >> 63) == 0) {
-        // One isolated dirty page: the common case in sparse rounds.
-        callback(page0 + static_cast<size_t>(std::countr_zero(bits)), 1);
-        prev_w = w;
-        continue;
-      }
-      uint64_t starts = bits & ~(bits << 1);
-      uint64_t ends = bits & ~(bits >> 1);
-      if (open) {
-        open = false;
-        if (w == prev_w + 1 && (bits & 1) != 0) {
-          // The open run continues into this word: its end is our first end.
-          starts &= ~uint64_t{1};
-          const size_t e = static_cast<size_t>(std::countr_zero(ends));
-          ends &= ends - 1;
-          if (e == 63) {  // The whole word is dirty: still open.
-            open = true;
-            prev_w = w;
-            continue;
-          }
-          callback(open_start, page0 + e + 1 - open_start);
-        } else {
-          callback(open_start, (prev_w + 1) * 64 - open_start);
-        }
-      }
-      while (starts != 0) {
-        const size_t s = static_cast<size_t>(std::countr_zero(starts));
-        starts &= starts - 1;
-        const size_t e = static_cast<size_t>(std::countr_zero(ends));
-        ends &= ends - 1;
-        if (e == 63) {  // Reaches the word's end: may continue in the next.
-          open = true;
-          open_start = page0 + s;
-          break;
-        }
-        callback(page0 + s, e - s + 1);
-      }
-      prev_w = w;
+      emitter.Word(base + nonzero[k], words[base + nonzero[k]], callback);
     }
   }
-  if (open) callback(open_start, (prev_w + 1) * 64 - open_start);
+  emitter.Finish(callback);
 }
 
 template <typename Callback>
 absl::Status AtomicBitmap::HarvestRuns(std::span<uint64_t> scratch,
                                        Callback&& callback,
                                        size_t* dirty_pages) const {
-  absl::Status status = GetAndReset(scratch, dirty_pages);
+  // The harvest lists the words it took, so emitting runs visits only those
+  // instead of scanning the whole scratch buffer again.
+  std::vector<uint32_t>& taken = core_internal::HarvestIndexBuffer();
+  absl::Status status = Harvest(scratch, &taken, dirty_pages);
   if (!status.ok()) return status;
-  ForEachDirtyRun(std::span<const uint64_t>(scratch.data(), num_words_),
-                  num_pages_, callback);
+  core_internal::RunEmitter emitter(num_pages_);
+  for (uint32_t w : taken) emitter.Word(w, scratch[w], callback);
+  emitter.Finish(callback);
   return absl::OkStatus();
 }
 

@@ -209,6 +209,29 @@ TEST(AtomicBitmap, HarvestRunsEmitsMergedRunsAndClears) {
   EXPECT_EQ(bitmap.CountDirty(), 0u);
 }
 
+TEST(AtomicBitmap, HarvestRunsMatchesThePageByPageAnswerOnRandomBitmaps) {
+  std::mt19937_64 rng(99);
+  for (int trial = 0; trial < 100; ++trial) {
+    const size_t num_pages = 1 + rng() % (trial % 10 == 0 ? 200000 : 3000);
+    AtomicBitmap bitmap(num_pages * kPage, kPage);
+    std::vector<uint64_t> expected((num_pages + 63) / 64, 0);
+    const int density = static_cast<int>(rng() % 101);
+    for (size_t p = 0; p < num_pages; ++p) {
+      if (static_cast<int>(rng() % 100) < density) {
+        bitmap.MarkDirty(p * kPage, 1);
+        expected[p / 64] |= uint64_t{1} << (p % 64);
+      }
+    }
+    std::vector<uint64_t> scratch(bitmap.num_words(), 0xdead);
+    std::vector<std::pair<size_t, size_t>> runs;
+    ASSERT_THAT(bitmap.HarvestRuns(scratch, [&](size_t f, size_t c) { runs.emplace_back(f, c); }),
+                IsOk());
+    ASSERT_EQ(runs, NaiveRuns(expected, num_pages)) << "trial " << trial;
+    ASSERT_EQ(scratch, expected) << "trial " << trial;
+    ASSERT_EQ(bitmap.CountDirty(), 0u);
+  }
+}
+
 TEST(ForEachDirtyRun, HandlesWordEdgesAndFullWords) {
   const std::vector<uint64_t> words = {
       uint64_t{1} << 63, ~uint64_t{0}, 1, 0, ~uint64_t{0}, uint64_t{1} << 63};
