@@ -57,8 +57,8 @@ class Plot:
         self.hlines.append((float(y), label, color))
 
     def _ranges(self):
-        xs = [x for s in self.series for x, _ in s.pts]
-        ys = [y for s in self.series for _, y in s.pts] + [y for y, _, _ in self.hlines]
+        xs = [x for s in self.series for x, _ in s["pts"]]
+        ys = [y for s in self.series for _, y in s["pts"]] + [y for y, _, _ in self.hlines]
         if not xs:
             xs = [0, 1]
         if not ys:
@@ -79,8 +79,18 @@ class Plot:
         return x0, x1, y0, y1
 
     def render(self):
+        # The legend sits right of the plot area, so it never hides data.
+        lw = (max([len(s["name"]) for s in self.series] + [4]) * 6.2 + 34) if self.series else 0
+        self.w_plot = self.w
+        self.w = self.w + int(lw) + 10
+        try:
+            return self._render(lw)
+        finally:
+            self.w = self.w_plot
+
+    def _render(self, lw):
         x0, x1, y0, y1 = self._ranges()
-        pw, ph = self.w - self.ml - self.mr, self.h - self.mt - self.mb
+        pw, ph = self.w_plot - self.ml - self.mr, self.h - self.mt - self.mb
 
         def sx(x):
             return self.ml + (x - x0) / (x1 - x0) * pw
@@ -95,7 +105,7 @@ class Plot:
         o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.w}" height="{self.h}" '
              f'viewBox="0 0 {self.w} {self.h}" font-family="sans-serif" font-size="11">',
              f'<rect width="{self.w}" height="{self.h}" fill="white"/>',
-             f'<text x="{self.w / 2}" y="18" text-anchor="middle" font-size="13" '
+             f'<text x="{self.ml + (self.w_plot - self.ml - self.mr) / 2}" y="18" text-anchor="middle" font-size="13" '
              f'font-weight="bold">{escape(self.title)}</text>']
         # Grid and ticks.
         for t in _nice_ticks(x0, x1, 8):
@@ -144,9 +154,8 @@ class Plot:
                          f'stroke-width="1.6"{dash}/>')
             for X, Y in pts:
                 o.append(self._marker(s["marker"], X, Y, s["color"], s["hollow"]))
-        # Legend (top right, inside the plot).
-        lx, ly = self.ml + pw - 8, self.mt + 8
-        lw = max([len(s["name"]) for s in self.series] + [4]) * 6.2 + 34
+        # Legend, right of the plot.
+        lx, ly = self.ml + pw + 10 + lw, self.mt
         if self.series:
             o.append(f'<rect x="{lx - lw:.1f}" y="{ly - 2}" width="{lw:.1f}" '
                      f'height="{16 * len(self.series) + 4}" fill="white" fill-opacity="0.85" '
