@@ -1,7 +1,11 @@
 // File: migration/region_digest.h
 //
 // The per-region digest the Completion frame carries (proto RegionDigest,
-// FEATURE_XXH3_DIGEST): XXH3-64 with seed 0 over a region's whole contents.
+// FEATURE_XXH3_DIGEST). Up to kDigestChunk bytes it is XXH3-64 (seed 0) of
+// the contents; above that it is a two-level digest, so that it can be
+// computed by several threads while the VM is paused: XXH3-64 over the
+// little-endian array of the XXH3-64 digests of each kDigestChunk-byte chunk
+// (the last chunk may be shorter).
 // The source digests each region after the final round (VM paused); the
 // destination digests what it received and compares.
 //
@@ -26,10 +30,14 @@
 
 namespace livemig {
 
-// XXH3_64bits (seed 0) of the `len` bytes at `data`. `data` may be null when
-// `len` is 0 (the digest of the empty input). REQUIRES: [data, data + len) is
-// readable and not written while this runs.
-[[nodiscard]] uint64_t DigestBytes(const uint8_t* data, size_t len);
+inline constexpr size_t kDigestChunk = size_t{64} << 20;  // 64 MiB
+
+// The digest (see above) of the `len` bytes at `data`, using up to `threads`
+// threads (0: one per CPU, at most 8) for inputs over kDigestChunk. `data`
+// may be null when `len` is 0. REQUIRES: [data, data + len) is readable and
+// not written while this runs.
+[[nodiscard]] uint64_t DigestBytes(const uint8_t* data, size_t len,
+                                   unsigned threads = 0);
 
 // The digest of a whole region. REQUIRES: as for DigestBytes.
 template <DirtyTracker B>

@@ -48,5 +48,21 @@ TEST(RegionDigest, DigestRegionCoversTheWholeRegion) {
   EXPECT_NE(DigestRegion(region), XXH3_64bits(bytes.data(), bytes.size()));
 }
 
+TEST(RegionDigest, LargeInputsAreDigestedAsAChunkTree) {
+  const size_t len = 2 * kDigestChunk + 12345;  // Two full chunks and a tail.
+  std::vector<uint8_t> bytes(len);
+  for (size_t i = 0; i < len; i += 4096) bytes[i] = static_cast<uint8_t>(i >> 12);
+  const uint64_t chunk_digests[3] = {
+      XXH3_64bits(bytes.data(), kDigestChunk),
+      XXH3_64bits(bytes.data() + kDigestChunk, kDigestChunk),
+      XXH3_64bits(bytes.data() + 2 * kDigestChunk, 12345)};
+  const uint64_t expected = XXH3_64bits(chunk_digests, sizeof(chunk_digests));
+  EXPECT_EQ(DigestBytes(bytes.data(), len, 1), expected);
+  EXPECT_EQ(DigestBytes(bytes.data(), len, 3), expected);  // Threads agree.
+  EXPECT_EQ(DigestBytes(bytes.data(), len), expected);
+  bytes[kDigestChunk + 7] ^= 1;
+  EXPECT_NE(DigestBytes(bytes.data(), len), expected);
+}
+
 }  // namespace
 }  // namespace livemig
