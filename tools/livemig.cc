@@ -32,6 +32,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/atomic_bitmap.h"
 #include "core/guest_memory.h"
 #include "core/status_macros.h"
@@ -347,6 +349,25 @@ void PrintProgress(const MigrationStats& s, bool tty) {
   std::fflush(stderr);
 }
 
+// The engine's stats JSON plus what the workload did (pages it dirtied and
+// for how long), so dirty-rate estimates can be checked against the truth.
+std::string SendJson(const MigrationStats& stats, const cli::Workload& workload,
+                     const cli::WorkloadSpec& spec, double workload_seconds) {
+  std::string json = stats.ToJson();
+  json.pop_back();  // The closing brace.
+  const double pages = static_cast<double>(workload.pages_written());
+  absl::StrAppend(&json, ",\"workload\":{\"spec\":\"",
+                  JsonEscape(cli::WorkloadToString(spec)),
+                  "\",\"pages-written\":", workload.pages_written(),
+                  ",\"seconds\":", absl::StrFormat("%.3f", workload_seconds),
+                  ",\"achieved-bytes-per-s\":",
+                  absl::StrFormat("%.0f", workload_seconds > 0
+                                              ? pages * kPage / workload_seconds
+                                              : 0.0),
+                  "}}");
+  return json;
+}
+
 int Send(const std::vector<std::string>& region_flags) {
   absl::StatusOr<Endpoint> to = EndpointFromFlags("connect", absl::GetFlag(FLAGS_connect));
   if (!to.ok()) return Fail(to.status());
@@ -399,18 +420,25 @@ int Send(const std::vector<std::string>& region_flags) {
   Sender sender(options);
   SetCancel([&sender] { sender.Cancel(); });
   workload.Start();
+  const absl::Time workload_start = absl::Now();
   std::fprintf(stderr, "livemig: migrating %s to %s over %d channel(s), workload %s\n",
                cli::FormatBytes(static_cast<double>(memory->total_size())).c_str(),
                to->ToString().c_str(), channels,
                cli::WorkloadToString(*spec).c_str());
   absl::StatusOr<MigrationStats> stats = sender.Migrate(*memory, workload);
+  // On success the workload stopped at Pause(), just before the final round.
+  const double workload_seconds = absl::ToDoubleSeconds(absl::Now() - workload_start) -
+                                  (stats.ok() ? stats->downtime_ms / 1000 : 0);
   SetCancel(nullptr);
   if (tty) std::fprintf(stderr, "\n");
   if (!stats.ok()) {
     workload.Stop();
     std::fprintf(stderr, "livemig: migration failed, the source kept running (workload resumed): %s\n",
                  stats.status().ToString().c_str());
-    if (absl::GetFlag(FLAGS_json)) std::printf("%s\n", sender.last_stats().ToJson().c_str());
+    if (absl::GetFlag(FLAGS_json)) {
+      std::printf("%s\n",
+                  SendJson(sender.last_stats(), workload, *spec, workload_seconds).c_str());
+    }
     return 1;
   }
   std::fprintf(stderr,
@@ -421,7 +449,9 @@ int Send(const std::vector<std::string>& region_flags) {
                cli::FormatBytes(static_cast<double>(stats->total)).c_str(),
                stats->total ? static_cast<double>(stats->transferred) / stats->total : 0.0,
                stats->converged ? "converged" : "forced switchover");
-  if (absl::GetFlag(FLAGS_json)) std::printf("%s\n", stats->ToJson().c_str());
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", SendJson(*stats, workload, *spec, workload_seconds).c_str());
+  }
   return 0;
 }
 
