@@ -210,6 +210,33 @@ TEST(Migration, CancelFromTheSenderResumesTheVmAndKeepsPagesDirty) {
   EXPECT_EQ(sender.last_stats().status, "cancelled");
 }
 
+// A VmControl whose device state is announced as huge: the switchover rule
+// counts it as pending, so an idle guest can still not converge.
+class HeavyDeviceVm : public VmControl {
+ public:
+  explicit HeavyDeviceVm(FakeVm& vm) : vm_(vm) {}
+  absl::Status Pause() override { return vm_.Pause(); }
+  absl::Status Resume() override { return vm_.Resume(); }
+  uint64_t DeviceStateSizeHint() override { return uint64_t{1} << 40; }
+
+ private:
+  FakeVm& vm_;
+};
+
+TEST(Migration, DeviceStateSizeCountsAsPendingForSwitchover) {
+  const std::string dst = TempDir("heavy_device");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 12));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  SenderOptions options = Options(receiver->receiver->endpoint(), 1);
+  options.max_rounds = 2;
+  HeavyDeviceVm heavy(*vm);
+  Sender sender(options);
+  EXPECT_THAT(sender.Migrate(vm->memory(), heavy), StatusIs(absl::StatusCode::kAborted));
+  EXPECT_FALSE(receiver->Join().ok());
+  EXPECT_EQ(sender.last_stats().rounds, 2u);
+  EXPECT_GT(sender.last_stats().expected_downtime_ms, 300);
+}
+
 TEST(Migration, UnreachableReceiverIsUnavailable) {
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kMiB, "", 0}}, Fill::kZero, 1));
   SenderOptions options = Options(Endpoint::Tcp("127.0.0.1", 1), 1);

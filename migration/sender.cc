@@ -319,8 +319,10 @@ absl::Status Migration::Run() {
     // they do not inflate it.
     rs.bandwidth_bytes_per_s = rs.bytes / seconds;
     LIVEMIG_ASSIGN_OR_RETURN(rs.dirtied_during_round, PendingPages());
+    // QEMU's rule: pending = dirty pages + device state.
     const double pending_bytes =
-        static_cast<double>(rs.dirtied_during_round) * kMigrationPageSize;
+        static_cast<double>(rs.dirtied_during_round) * kMigrationPageSize +
+        static_cast<double>(vm_.DeviceStateSizeHint());
     rs.expected_downtime_ms =
         rs.bandwidth_bytes_per_s > 0 ? 1000.0 * pending_bytes / rs.bandwidth_bytes_per_s
                                      : 0;

@@ -11,8 +11,9 @@
 // rounds: round 0 sends every page (zero pages as ZERO runs, never their
 // bytes), each later round harvests the regions' AtomicBitmaps (after merging
 // VmControl::CollectDirty) and sends the dirty pages, spread over every
-// channel. After each round it estimates the downtime as pending dirty bytes /
-// measured bandwidth and switches over when that is <= downtime_limit
+// channel. After each round it estimates the downtime as pending bytes (dirty
+// pages + VmControl::DeviceStateSizeHint()) / measured bandwidth and switches
+// over when that is <= downtime_limit
 // (QEMU's rule). Round limit or timeout: OnLimit::kCancel fails with the VM
 // running, kForce switches over anyway. A dirty volume that does not shrink
 // for `stall_rounds` rounds escalates: a throttle step with auto_converge,

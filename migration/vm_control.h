@@ -18,6 +18,8 @@
 //                  harvest. Writes made through livemig's tracked API need
 //                  nothing here.
 //   DeviceState()  the opaque device state, taken while paused.
+//   DeviceStateSizeHint()  optional: its expected size in bytes, which the
+//                  switchover rule adds to the pending dirty bytes.
 #ifndef LIVEMIG_MIGRATION_VM_CONTROL_H_
 #define LIVEMIG_MIGRATION_VM_CONTROL_H_
 
@@ -45,6 +47,7 @@ class VmControl {
   [[nodiscard]] virtual absl::StatusOr<std::string> DeviceState() {
     return std::string();
   }
+  virtual uint64_t DeviceStateSizeHint() { return 0; }
 };
 
 }  // namespace livemig
