@@ -8,18 +8,26 @@
 
 namespace livemig {
 
-AtomicBitmap::AtomicBitmap(size_t byte_size, size_t page_size)
+AtomicBitmap::AtomicBitmap(size_t byte_size, size_t page_size, SetBits set_bits)
     : byte_size_(byte_size),
       page_shift_(static_cast<size_t>(std::countr_zero(page_size))),
       num_pages_(page_size == 0 ? 0
                             : (byte_size >> page_shift_) +
                                   ((byte_size & (page_size - 1)) != 0)),
       num_words_((num_pages_ + kBitsPerWord - 1) / kBitsPerWord),
-      skip_set_bits_(core_internal::AsymmetricFenceAvailable()),
-      words_(new std::atomic<uint64_t>[num_words_ == 0 ? 1 : num_words_]) {
+      words_(new std::atomic<uint64_t>[std::max<size_t>(num_words_, 1)]) {
   assert(std::has_single_bit(page_size) && "page_size must be a power of two");
   for (size_t w = 0; w < std::max<size_t>(num_words_, 1); ++w) {
     words_[w].store(0, std::memory_order_relaxed);
+  }
+  probe_ = words_.get();
+  if (set_bits == SetBits::kAlwaysRmw ||
+      !core_internal::AsymmetricFenceAvailable()) {
+    zeros_.reset(new std::atomic<uint64_t>[std::max<size_t>(num_words_, 1)]);
+    for (size_t w = 0; w < std::max<size_t>(num_words_, 1); ++w) {
+      zeros_[w].store(0, std::memory_order_relaxed);
+    }
+    probe_ = zeros_.get();
   }
 }
 
@@ -41,8 +49,16 @@ void ForEachWordMask(size_t first_page, size_t last_page, Fn&& fn) {
 
 }  // namespace
 
-void AtomicBitmap::SetPagesSlow(size_t first_page, size_t last_page) const {
-  ForEachWordMask(first_page, last_page,
+void AtomicBitmap::SetPageBit(size_t page) const {
+  // Release: see MarkWord.
+  words_[page / kBitsPerWord].fetch_or(uint64_t{1} << (page % kBitsPerWord),
+                                       std::memory_order_release);
+}
+
+void AtomicBitmap::SetAddrRangeSlow(size_t offset, size_t len) const {
+  if (len == 0 || offset >= byte_size_) return;
+  const size_t end = len > byte_size_ - offset ? byte_size_ : offset + len;
+  ForEachWordMask(offset >> page_shift_, (end - 1) >> page_shift_,
                   [this](size_t w, uint64_t mask) { MarkWord(w, mask); });
 }
 
@@ -119,7 +135,7 @@ absl::Status AtomicBitmap::Harvest(std::span<uint64_t> out,
   // Writers that skipped the RMW because their bits were already set may
   // still hold their data stores in a store buffer: drain them all before
   // the caller copies the harvested pages.
-  if (count != 0 && skip_set_bits_) core_internal::HeavyFence();
+  if (count != 0 && skips_set_bits()) core_internal::HeavyFence();
   if (dirty_pages != nullptr) *dirty_pages = count;
   return absl::OkStatus();
 }

@@ -75,10 +75,18 @@ class AtomicBitmap {
 
   static constexpr size_t kBitsPerWord = 64;
 
+  // Whether a mark whose bits are already set may skip its RMW.
+  enum class SetBits {
+    kSkipWhenSafe,  // Skip where membarrier works (the default).
+    kAlwaysRmw,     // Never skip: the path taken without membarrier, which
+                    // tests force with this to check it.
+  };
+
   // Tracks ceil(byte_size / page_size) pages. REQUIRES: page_size is a
   // non-zero power of two (asserted; regions always pass the system page
   // size).
-  AtomicBitmap(size_t byte_size, size_t page_size);
+  AtomicBitmap(size_t byte_size, size_t page_size,
+               SetBits set_bits = SetBits::kSkipWhenSafe);
 
   AtomicBitmap(const AtomicBitmap&) = delete;
   AtomicBitmap& operator=(const AtomicBitmap&) = delete;
@@ -87,6 +95,11 @@ class AtomicBitmap {
 
   // Marks the pages intersecting [offset, offset + len). Call after writing.
   void MarkDirty(size_t offset, size_t len) const { SetAddrRange(offset, len); }
+  // REQUIRES: offset < byte_size() (asserted in debug builds).
+  void MarkPageOf(size_t offset) const {
+    assert(offset < byte_size_);
+    MarkPage(offset >> page_shift_);
+  }
   bool DirtyAt(size_t offset) const { return IsPageDirty(offset >> page_shift_); }
   Slice SliceAt(size_t offset) const { return Slice(this, offset); }
 
@@ -96,6 +109,8 @@ class AtomicBitmap {
   size_t page_shift() const { return page_shift_; }
   size_t num_pages() const { return num_pages_; }
   size_t num_words() const { return num_words_; }
+  // True iff marks of already-set bits skip their RMW (see SetBits).
+  bool skips_set_bits() const { return probe_ == words_.get(); }
 
   // --- Marking and resetting by byte range. ---
 
@@ -144,21 +159,28 @@ class AtomicBitmap {
                        size_t* dirty_pages) const;
   // Marks `mask` in word `w` (the skip-or-fetch_or step of SetAddrRange).
   void MarkWord(size_t w, uint64_t mask) const;
-  // SetAddrRange for ranges spanning several words. REQUIRES: in range.
-  void SetPagesSlow(size_t first_page, size_t last_page) const;
+  // MarkWord for one page. REQUIRES: page < num_pages().
+  void MarkPage(size_t page) const;
+  // MarkPage's RMW (a release fetch_or of the page's bit).
+  void SetPageBit(size_t page) const;
+  // SetAddrRange for everything but an in-range write inside one page.
+  void SetAddrRangeSlow(size_t offset, size_t len) const;
 
   size_t byte_size_;
   size_t page_shift_;
   size_t num_pages_;
   size_t num_words_;
-  // Set once at construction: true iff marks may skip the RMW when their bits
-  // are already set (membarrier is registered; see the file comment).
-  bool skip_set_bits_;
   // Marked by any writer thread (fetch_or, release), harvested by the
   // migration thread (exchange, acq_rel). Release on marking pairs with the
   // harvester's acquire so the marked data is visible to the harvester; the
   // skip path's ordering comes from HeavyFence() instead.
   std::unique_ptr<std::atomic<uint64_t>[]> words_;
+  // What a mark reads to decide whether its bits are already set: words_
+  // itself when skipping is allowed, else `zeros_` (never written), so the
+  // read never skips. Set once at construction; it spares every tracked
+  // write a separate flag test.
+  std::unique_ptr<std::atomic<uint64_t>[]> zeros_;
+  const std::atomic<uint64_t>* probe_;
 };
 
 namespace core_internal {
@@ -298,44 +320,54 @@ inline bool AtomicBitmapSlice::DirtyAt(size_t offset) const {
   return bitmap_->DirtyAt(base_ + offset);
 }
 
-// The hot path of every tracked write, inline: a write of up to 256 KiB
-// that stays within one 64-page word is one mask and at most one RMW.
+// The hot path of every tracked write, inline and short: a write inside one
+// page (every object write, most 4 KiB writes) is two shifts, one compare
+// with the end of the range and at most one RMW. The instruction count
+// matters more than it seems: a random guest write usually misses the TLB,
+// and how many such writes overlap depends on how many fit in the CPU's
+// reorder window.
 inline void AtomicBitmap::SetAddrRange(size_t offset, size_t len) const {
-  if (len == 0 || offset >= byte_size_) return;
+  // `last` wraps for ranges that run past the address space and for len 0 at
+  // offset 0: both fail `last < byte_size_`. Other zero lengths fail
+  // `len != 0`. Everything that fails goes to the slow path, which ignores
+  // it or clips it.
+  const size_t last = offset + len - 1;
   const size_t first_page = offset >> page_shift_;
-  const size_t end = len > byte_size_ - offset ? byte_size_ : offset + len;
-  const size_t last_page = (end - 1) >> page_shift_;
-  if (first_page == last_page) [[likely]] {  // Most writes: one page.
-    MarkWord(first_page / kBitsPerWord, uint64_t{1} << (first_page % 64));
+  if (len != 0 && last < byte_size_ && first_page == last >> page_shift_)
+      [[likely]] {
+    MarkPage(first_page);
     return;
   }
-  const size_t w = first_page / kBitsPerWord;
-  if (w == last_page / kBitsPerWord) {
-    MarkWord(w, (~uint64_t{0} >> (63 - last_page % 64)) &
-                    (~uint64_t{0} << (first_page % 64)));
-    return;
+  SetAddrRangeSlow(offset, len);
+}
+
+inline void AtomicBitmap::MarkPage(size_t page) const {
+  const size_t w = page / kBitsPerWord;
+  // See MarkWord for why the compiler fence and the relaxed load suffice.
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (((probe_[w].load(std::memory_order_relaxed) >> (page % kBitsPerWord)) &
+       1) == 0) [[unlikely]] {
+    SetPageBit(page);  // Out of line: keeps the common path short.
   }
-  SetPagesSlow(first_page, last_page);
 }
 
 inline void AtomicBitmap::MarkWord(size_t w, uint64_t mask) const {
-  std::atomic<uint64_t>& word = words_[w];
   // Relaxed load: it only decides whether an RMW is needed. If the bits are
   // set, no harvest has taken them since they were set, and the next
   // harvest's HeavyFence() makes this thread's earlier data stores visible
-  // before the harvester copies the page.
-  if (skip_set_bits_) {
-    // The compiler must not hoist this load above the caller's data stores
-    // (they are relaxed or plain, so it otherwise could): a load that ran
-    // before the write could see a bit that a harvest then clears and copies
-    // without the write. The CPU-level store->load reordering is what
-    // HeavyFence() covers.
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    if ((word.load(std::memory_order_relaxed) & mask) == mask) return;
-  }
+  // before the harvester copies the page. (Without membarrier probe_ reads
+  // zeros and every mark takes the RMW.)
+  //
+  // The compiler must not hoist this load above the caller's data stores
+  // (they are relaxed or plain, so it otherwise could): a load that ran
+  // before the write could see a bit that a harvest then clears and copies
+  // without the write. The CPU-level store->load reordering is what
+  // HeavyFence() covers.
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if ((probe_[w].load(std::memory_order_relaxed) & mask) == mask) return;
   // Release: the data written before this mark happens-before the
   // harvester's acquire exchange that takes this bit.
-  word.fetch_or(mask, std::memory_order_release);
+  words_[w].fetch_or(mask, std::memory_order_release);
 }
 
 inline bool AtomicBitmap::IsPageDirty(size_t page) const {

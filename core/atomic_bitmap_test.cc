@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/internal/membarrier.h"
 #include "core/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -64,11 +65,42 @@ TEST(AtomicBitmap, MarkDirtyMarksEveryPageTheRangeTouches) {
 TEST(AtomicBitmap, ZeroLengthAndOutOfRangeMarksDoNothing) {
   AtomicBitmap bitmap(4 * kPage, kPage);
   bitmap.MarkDirty(kPage, 0);
+  bitmap.MarkDirty(kPage + 5, 0);  // Mid-page: must not look like 1 byte.
+  bitmap.MarkDirty(0, 0);
   bitmap.MarkDirty(4 * kPage, 100);
   bitmap.MarkDirty(SIZE_MAX - 3, 100);
+  bitmap.MarkDirty(SIZE_MAX, 1);
   EXPECT_EQ(bitmap.CountDirty(), 0u);
   EXPECT_FALSE(bitmap.DirtyAt(100 * kPage));
   EXPECT_FALSE(bitmap.IsPageDirty(4));
+}
+
+TEST(AtomicBitmap, BytesPastTheEndOfAPartialLastPageAreNotTracked) {
+  AtomicBitmap bitmap(2 * kPage + 100, kPage);  // Page 2 holds 100 bytes.
+  bitmap.MarkDirty(2 * kPage + 100, 8);  // Just past the end: ignored.
+  EXPECT_EQ(bitmap.CountDirty(), 0u);
+  bitmap.MarkDirty(2 * kPage + 96, 8);  // Overlaps the last 4 bytes.
+  EXPECT_TRUE(bitmap.IsPageDirty(2));
+  EXPECT_EQ(bitmap.CountDirty(), 1u);
+}
+
+TEST(AtomicBitmap, MarksSkipTheirRmwOnlyWhereMembarrierMakesItSafe) {
+  AtomicBitmap bitmap(4 * kPage, kPage);
+  EXPECT_EQ(bitmap.skips_set_bits(), core_internal::AsymmetricFenceAvailable());
+  AtomicBitmap always(4 * kPage, kPage, AtomicBitmap::SetBits::kAlwaysRmw);
+  EXPECT_FALSE(always.skips_set_bits());
+  // Both behave the same from the outside.
+  for (AtomicBitmap* b : {&bitmap, &always}) {
+    b->MarkDirty(kPage, 1);
+    b->MarkDirty(kPage + 8, 1);
+    b->MarkPageOf(3 * kPage);
+    std::vector<uint64_t> out(1);
+    size_t taken = 0;
+    ASSERT_OK(b->GetAndReset(out, &taken));
+    EXPECT_EQ(out[0], 0b1010u);
+    EXPECT_EQ(taken, 2u);
+    EXPECT_EQ(b->CountDirty(), 0u);
+  }
 }
 
 TEST(AtomicBitmap, RangePastTheEndIsClippedToTheLastPage) {

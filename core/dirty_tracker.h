@@ -16,6 +16,10 @@
 //   * SliceAt(offset) returns a tracker of type `Slice` for the bytes starting
 //     at `offset`: marking byte 0 of the slice marks byte `offset` of the
 //     parent. Slices of slices add their offsets.
+//   * (Region trackers only.) MarkPageOf(offset) marks the page holding byte
+//     `offset`, the same as MarkDirty(offset, 1) but without its range checks:
+//     the fast path for a write the caller has bounds-checked and knows stays
+//     inside one page. REQUIRES: offset is inside the tracked range.
 //
 // Writers call MarkDirty *after* the bytes are written (the order the
 // harvester relies on: see core/atomic_bitmap.h).
@@ -49,6 +53,7 @@ concept DirtyTracker =
       { b.MarkDirty(offset, len) } -> std::same_as<void>;
       { b.DirtyAt(offset) } -> std::same_as<bool>;
       { b.SliceAt(offset) } -> std::same_as<typename B::Slice>;
+      { b.MarkPageOf(offset) } -> std::same_as<void>;
     };
 
 // The tracker that tracks nothing (vm-memory's `impl Bitmap for ()`). Every
@@ -62,6 +67,7 @@ class NoBitmap {
   NoBitmap(size_t /*byte_size*/, size_t /*page_size*/) {}
 
   void MarkDirty(size_t /*offset*/, size_t /*len*/) const {}
+  void MarkPageOf(size_t /*offset*/) const {}
   bool DirtyAt(size_t /*offset*/) const { return false; }
   NoBitmap SliceAt(size_t /*offset*/) const { return NoBitmap(); }
 };

@@ -7,6 +7,7 @@
 #include "core/atomic_bitmap.h"
 #include "core/dirty_tracker.h"
 #include "core/mmap_region.h"
+#include "core/testing/always_rmw_bitmap.h"
 #include "core/testing/status_matchers.h"
 #include "gtest/gtest.h"
 
@@ -26,6 +27,10 @@ template <>
 struct Traits<AtomicBitmap> {
   static constexpr bool kTracks = true;
 };
+template <>
+struct Traits<testing::AlwaysRmwBitmap> {
+  static constexpr bool kTracks = true;
+};
 
 template <typename B>
 class DirtyTrackerContract : public ::testing::Test {
@@ -34,7 +39,8 @@ class DirtyTrackerContract : public ::testing::Test {
   B tracker_{kPages * kPage, kPage};
 };
 
-using Trackers = ::testing::Types<NoBitmap, AtomicBitmap>;
+using Trackers =
+    ::testing::Types<NoBitmap, AtomicBitmap, testing::AlwaysRmwBitmap>;
 TYPED_TEST_SUITE(DirtyTrackerContract, Trackers);
 
 TYPED_TEST(DirtyTrackerContract, MarkedPagesReadDirtyIffTheTrackerTracks) {
@@ -52,6 +58,24 @@ TYPED_TEST(DirtyTrackerContract, ARangeMarksEveryPageItIntersects) {
               this->kTracks && p >= 9 && p <= 11)
         << "page " << p;
   }
+}
+
+TYPED_TEST(DirtyTrackerContract, MarkPageOfMarksExactlyThePageHoldingTheByte) {
+  this->tracker_.MarkPageOf(64 * kPage - 1);  // Last byte of page 63.
+  this->tracker_.MarkPageOf(kPages * kPage - 1);  // Last byte tracked.
+  for (size_t p = 0; p < kPages; ++p) {
+    EXPECT_EQ(this->tracker_.DirtyAt(p * kPage),
+              this->kTracks && (p == 63 || p == kPages - 1))
+        << "page " << p;
+  }
+}
+
+TYPED_TEST(DirtyTrackerContract, MarkingTwiceKeepsThePageMarkedOnce) {
+  this->tracker_.MarkDirty(9 * kPage, 8);
+  this->tracker_.MarkDirty(9 * kPage + 8, 8);  // Bit already set.
+  this->tracker_.MarkPageOf(9 * kPage + 16);
+  EXPECT_EQ(this->tracker_.DirtyAt(9 * kPage), this->kTracks);
+  EXPECT_FALSE(this->tracker_.DirtyAt(10 * kPage));
 }
 
 TYPED_TEST(DirtyTrackerContract, ZeroLengthMarksNothing) {

@@ -142,6 +142,61 @@ TEST(GuestMemory, FindRegionLocatesTheOwningRegionOrNothing) {
   EXPECT_EQ(memory.FindRegion(GuestAddress(kMax)), nullptr);
 }
 
+TEST(GuestMemory, LookupAgreesWithALinearScanForEveryRegionCount) {
+  // 1 to 9 regions of 1-3 pages, some adjacent, some with gaps, so the
+  // binary search runs with every shape of its halving steps.
+  for (size_t count = 1; count <= 9; ++count) {
+    std::vector<std::pair<uint64_t, size_t>> layout;
+    uint64_t next = 0x10000;
+    for (size_t i = 0; i < count; ++i) {
+      const size_t pages = 1 + i % 3;
+      layout.push_back({next, pages});
+      next += pages * kPage + (i % 2 == 0 ? 0 : 5 * kPage);
+    }
+    ASSERT_OK_AND_ASSIGN(Memory memory, MakeMemory(layout));
+    for (uint64_t addr = 0xf000; addr < next + 2 * kPage; addr += kPage / 2) {
+      const Region* expected = nullptr;
+      for (const Region& r : memory.regions()) {
+        if (r.Contains(GuestAddress(addr))) expected = &r;
+      }
+      for (uint64_t a : {addr, addr + kPage / 2 - 1}) {
+        const Region* want = expected;
+        if (a != addr) {
+          want = nullptr;
+          for (const Region& r : memory.regions()) {
+            if (r.Contains(GuestAddress(a))) want = &r;
+          }
+        }
+        ASSERT_EQ(memory.FindRegion(GuestAddress(a)), want)
+            << count << " regions, address 0x" << std::hex << a;
+      }
+    }
+  }
+}
+
+TEST(GuestMemory, AlignedObjectMarksOnlyItsPageAndUnalignedOneMarksBoth) {
+  ASSERT_OK_AND_ASSIGN(Memory memory, MakeMemory({{0x10000, 4}}));
+  const Region& r = memory.region(0);
+  ASSERT_OK(memory.WriteObj<uint64_t>(GuestAddress(0x10000 + kPage - 8), 1));
+  EXPECT_TRUE(r.bitmap().DirtyAt(0));
+  EXPECT_FALSE(r.bitmap().DirtyAt(kPage));
+  // Unaligned, straddling pages 2 and 3: both are marked, bytes land.
+  ASSERT_OK(memory.WriteObj<uint64_t>(GuestAddress(0x10000 + 3 * kPage - 4),
+                                      0x1122334455667788));
+  EXPECT_TRUE(r.bitmap().DirtyAt(2 * kPage));
+  EXPECT_TRUE(r.bitmap().DirtyAt(3 * kPage));
+  EXPECT_FALSE(r.bitmap().DirtyAt(kPage));
+  ASSERT_OK_AND_ASSIGN(uint64_t back, memory.ReadObj<uint64_t>(
+                                          GuestAddress(0x10000 + 3 * kPage - 4)));
+  EXPECT_EQ(back, 0x1122334455667788u);
+  // A 16-byte object (not one untorn store) marks what it touches too.
+  struct Pair16 {
+    uint64_t a, b;
+  };
+  ASSERT_OK(memory.WriteObj(GuestAddress(0x10000 + 2 * kPage - 8), Pair16{1, 2}));
+  EXPECT_TRUE(r.bitmap().DirtyAt(kPage));
+}
+
 TEST(GuestMemory, WriteAcrossAdjacentRegionsLandsInBothAndMarksBoth) {
   ASSERT_OK_AND_ASSIGN(Memory memory, StandardMemory());
   std::array<uint8_t, 16> in;
