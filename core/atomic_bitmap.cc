@@ -88,6 +88,15 @@ absl::Status AtomicBitmap::GetAndReset(std::span<uint64_t> out,
   return Harvest(out, nullptr, dirty_pages);
 }
 
+// Built twice, with and without the POPCNT instruction (chosen once at load
+// time): Debian's x86-64 baseline predates POPCNT, and std::popcount would
+// otherwise be a libgcc call for each of the tens of thousands of words a
+// harvest takes. (Not under TSan: the load-time resolver would run before the
+// TSan runtime is up.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__POPCNT__) && \
+    !defined(__SANITIZE_THREAD__)
+__attribute__((target_clones("popcnt", "default")))
+#endif
 absl::Status AtomicBitmap::Harvest(std::span<uint64_t> out,
                                    std::vector<uint32_t>* taken,
                                    size_t* dirty_pages) const {
