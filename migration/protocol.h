@@ -27,16 +27,29 @@
 //   all: IterationMarker{r, END, final}
 //   ch0: DeviceState                           --->
 //   ch0: Completion{digests per region}        --->  checks digests, flushes
-//                                                    (msync/fsync), renames
-//                                                    staging files
+//                                                    staging files (msync,
+//                                                    fsync), not renamed yet
 //                                              <---  Ack{VERIFIED} | Abort
+//   ---- handover (two-phase: the source decides) --------------------------
+//   ch0: Ack{HANDOVER}                         --->  the commit point: renames
+//                                                    staging files onto their
+//                                                    final names
+//                                              <---  Ack{COMMITTED, status}
 //
-// Either side may send Abort{code, message} on channel 0 at any time and then
-// close every channel. A receiver never reports a migration complete before
-// it sent Ack{VERIFIED}; a sender never reports success before it read it.
+// Either side may send Abort{code, message} on channel 0 at any time before
+// the handover and then close every channel. Ownership of the guest moves
+// exactly once: a receiver that never reads a whole HANDOVER frame discards
+// everything (the source, which did not hand over, resumes); a receiver that
+// read it commits and owns the guest even if COMMITTED is lost. A source
+// that sent HANDOVER but never read COMMITTED cannot tell the two apart: it
+// reports the handover in doubt and leaves the guest paused, so the guest
+// never runs on both sides. A receiver never reports a migration complete
+// before it committed; a sender never reports success before it read
+// COMMITTED with status 0.
 //
 // Receiver states: kAwaitHello -> kAwaitChannels -> kAwaitRegionTable ->
-// kRounds -> kAwaitCompletion -> kCommitted, or kFailed from any state.
+// kRounds -> kAwaitCompletion -> kAwaitHandover -> kCommitted, or kFailed
+// from any state.
 //
 // Thread safety: the helpers below are pure functions.
 #ifndef LIVEMIG_MIGRATION_PROTOCOL_H_

@@ -374,7 +374,34 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
           absl::Hex(d.xxh3_64()), ", rebuilt 0x", absl::Hex(actual[d.region_index()])));
     }
   }
-  LIVEMIG_RETURN_IF_ERROR(store_->Commit());
+  // Durable but not published: ready for the source's decision.
+  LIVEMIG_RETURN_IF_ERROR(store_->Flush());
+  proto::Ack verified;
+  verified.set_kind(proto::ACK_VERIFIED);
+  verified.set_round(rounds_.load());
+  LIVEMIG_RETURN_IF_ERROR(
+      wire::WriteFrame(control, wire::FrameType::kAck, verified, options_.io_timeout));
+  // The commit point is the source's: without its handover (a cut, a
+  // timeout, an Abort) the staging files are discarded, and the source, which
+  // has not given the guest up, resumes it.
+  proto::Ack handover;
+  LIVEMIG_RETURN_IF_ERROR(
+      ReadExpected(control, wire::FrameType::kAck, &handover, options_.io_timeout));
+  if (handover.kind() != proto::ACK_HANDOVER) {
+    return absl::DataLossError(absl::StrCat(
+        "expected the source's handover, got an acknowledgement of kind ",
+        proto::AckKind_Name(handover.kind())));
+  }
+  const absl::Status committed = store_->Commit();
+  proto::Ack answer;
+  answer.set_kind(proto::ACK_COMMITTED);
+  answer.set_status_code(static_cast<int32_t>(committed.code()));
+  answer.set_message(std::string(committed.message()));
+  // Once committed the destination owns the guest even if this answer is
+  // lost: the source then reports the handover in doubt and stays paused.
+  // If publishing failed, the answer tells the source to resume.
+  (void)wire::WriteFrame(control, wire::FrameType::kAck, answer, options_.io_timeout);
+  LIVEMIG_RETURN_IF_ERROR(committed);
   std::vector<proto::RegionInfo> infos;
   std::vector<std::string> files;
   for (const StoredRegion& r : regions) {
@@ -386,13 +413,6 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   out.regions = std::move(infos);
   out.files = std::move(files);
   out.device_state = device.state();
-  proto::Ack ack;
-  ack.set_kind(proto::ACK_VERIFIED);
-  ack.set_round(rounds_.load());
-  // The files are final before the source hears success; if this write
-  // fails, the source rolls back and the destination's copy is just unused.
-  LIVEMIG_RETURN_IF_ERROR(
-      wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
   return out;
 }
 

@@ -214,6 +214,28 @@ class RawSourceTest : public ::testing::Test {
     ASSERT_OK(Send(wire::FrameType::kCompletion, completion));
   }
 
+  void ReadVerified() {
+    proto::Ack ack;
+    ASSERT_OK(Read(wire::FrameType::kAck, &ack));
+    ASSERT_EQ(ack.kind(), proto::ACK_VERIFIED);
+    ASSERT_EQ(ack.status_code(), 0);
+  }
+
+  static proto::Ack HandoverAck() {
+    proto::Ack ack;
+    ack.set_kind(proto::ACK_HANDOVER);
+    return ack;
+  }
+
+  // Handshake, one zero batch and a correct completion for FileTable: the
+  // receiver has verified everything and waits for the handover.
+  void UpToTheHandover() {
+    ASSERT_NO_FATAL_FAILURE(Handshake(FileTable("guest.mem")));
+    ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 1)));
+    ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, std::vector<uint8_t>(kRegionSize, 0))}));
+    ASSERT_NO_FATAL_FAILURE(ReadVerified());
+  }
+
   static proto::RegionDigest Digest(uint32_t region, const std::vector<uint8_t>& contents) {
     proto::RegionDigest d;
     d.set_region_index(region);
@@ -400,9 +422,14 @@ TEST_F(RawSourceTest, ProtocolCorrectInputIsReceivedExactly) {
   ASSERT_NO_FATAL_FAILURE(SendBatch(Batch(0, proto::ENCODING_RAW, 5, 3), pages, pages));
   ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 5)));
   ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, contents)}));
-  proto::Ack ack;
-  ASSERT_OK(Read(wire::FrameType::kAck, &ack));
-  EXPECT_EQ(ack.kind(), proto::ACK_VERIFIED);
+  ASSERT_NO_FATAL_FAILURE(ReadVerified());
+  // Verified and flushed, but not published before the handover.
+  EXPECT_FALSE(std::filesystem::exists(absl::StrCat(root_, "/guest.mem")));
+  ASSERT_OK(Send(wire::FrameType::kAck, HandoverAck()));
+  proto::Ack committed;
+  ASSERT_OK(Read(wire::FrameType::kAck, &committed));
+  EXPECT_EQ(committed.kind(), proto::ACK_COMMITTED);
+  EXPECT_EQ(committed.status_code(), 0);
   ASSERT_OK(Result(absl::Now()));
   ASSERT_EQ(result_->memory.num_regions(), 1u);
   EXPECT_EQ(std::memcmp(result_->memory.region(0).region().as_ptr(), contents.data(),
@@ -411,6 +438,35 @@ TEST_F(RawSourceTest, ProtocolCorrectInputIsReceivedExactly) {
   EXPECT_EQ(result_->device_state, "state");
   EXPECT_EQ(result_->files[0], absl::StrCat(root_, "/guest.mem"));
   EXPECT_THAT(DirEntries(root_), ::testing::ElementsAre(result_->files[0]));
+}
+
+// The source decides: a receiver that never hears the handover must not
+// publish anything, whatever ended the conversation.
+TEST_F(RawSourceTest, SourceVanishingBeforeTheHandoverCommitsNothing) {
+  ASSERT_NO_FATAL_FAILURE(UpToTheHandover());
+  const absl::Time sent = absl::Now();
+  conn_.reset();  // The source is gone without a handover.
+  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(DirEntries(root_), IsEmpty());
+}
+
+TEST_F(RawSourceTest, AbortInsteadOfTheHandoverEndsWithItsCodeAndCommitsNothing) {
+  ASSERT_NO_FATAL_FAILURE(UpToTheHandover());
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kAbort,
+                 AbortFromStatus(absl::CancelledError("operator"), proto::ROLE_SOURCE)));
+  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(DirEntries(root_), IsEmpty());
+}
+
+TEST_F(RawSourceTest, AnotherAckInsteadOfTheHandoverIsDataLossAndCommitsNothing) {
+  ASSERT_NO_FATAL_FAILURE(UpToTheHandover());
+  const absl::Time sent = absl::Now();
+  proto::Ack wrong;
+  wrong.set_kind(proto::ACK_ROUND);
+  ASSERT_OK(Send(wire::FrameType::kAck, wrong));
+  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(DirEntries(root_), IsEmpty());
 }
 
 TEST_F(RawSourceTest, CompletionWithAWrongDigestIsDataLossAndCommitsNothing) {

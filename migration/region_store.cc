@@ -512,16 +512,18 @@ void RegionStore::StartWriteback() const {
   }
 }
 
-absl::Status RegionStore::Commit() {
+absl::Status RegionStore::Flush() {
   switch (state_) {
     case State::kOpen:
       break;
+    case State::kFlushed:
+      return absl::FailedPreconditionError("region store already flushed");
     case State::kCommitted:
     case State::kTaken:
       return absl::FailedPreconditionError("region store already committed");
     case State::kFailed:
       return absl::FailedPreconditionError(
-          "an earlier Commit() of this region store failed");
+          "an earlier Flush() or Commit() of this region store failed");
     case State::kAbandoned:
       return absl::FailedPreconditionError("region store was abandoned");
   }
@@ -541,6 +543,15 @@ absl::Status RegionStore::Commit() {
                          errno);
     }
   }
+  state_ = State::kFlushed;
+  return absl::OkStatus();
+}
+
+absl::Status RegionStore::Commit() {
+  // Flush() refuses every state but open, with the reason.
+  if (state_ != State::kFlushed) LIVEMIG_RETURN_IF_ERROR(Flush());
+  // Any failure below leaves the store failed; Abandon() cleans up.
+  state_ = State::kFailed;
   for (const auto& file : files_) {
     const int parent = file->dirs.back()->get();
     if (::renameat(parent, file->staging_name.c_str(), parent,
@@ -573,7 +584,10 @@ absl::Status RegionStore::Commit() {
 }
 
 void RegionStore::Abandon() {
-  if (state_ != State::kOpen && state_ != State::kFailed) return;
+  if (state_ != State::kOpen && state_ != State::kFlushed &&
+      state_ != State::kFailed) {
+    return;
+  }
   for (const auto& file : files_) {
     if (!file->staged) continue;
     // Best effort: a failure leaves a ".livemig-partial" file, which is

@@ -8,7 +8,8 @@
 //   - anonymous regions are fresh shared anonymous mappings;
 //   - file-backed regions are mapped from a STAGING file
 //     (<root>/<file_path>.livemig-partial), never from the final file;
-//   - Commit() flushes and fsyncs the staging files, renames each onto its
+//   - Flush() makes the staging files durable; Commit() flushes (unless
+//     Flush() did) and fsyncs the staging files, renames each onto its
 //     final name and fsyncs the directories; only then is the memory durable
 //     and only then may the caller report the migration complete;
 //   - without a successful Commit(), Abandon() (or the destructor) unlinks the
@@ -133,15 +134,23 @@ class RegionStore {
   std::vector<StoredRegion>& regions() { return regions_; }
   const std::vector<StoredRegion>& regions() const { return regions_; }
 
-  // Makes the received memory durable under its final names: msync(MS_SYNC)
-  // of every file mapping, fsync of every staging file, rename(2) of each
-  // staging file onto its final path, then fsync of every directory on the
-  // paths. Only after this returns OK may the caller call the migration
-  // complete. A table with no file-backed region commits trivially.
-  // Internal on any failure; the store is then failed: the remaining staging
-  // files are left for Abandon(), though final files renamed before the
-  // failing step have already been replaced. FailedPrecondition if Commit
-  // already succeeded or failed, or Abandon() was called.
+  // Makes the received memory durable in the staging files, without
+  // publishing it: msync(MS_SYNC) of every file mapping, fsync of every
+  // staging file. The slow half of Commit(), done before the destination
+  // tells the source it is ready. Internal on failure (the store is then
+  // failed); FailedPrecondition unless the store is open.
+  // REQUIRES: no thread is still writing the regions.
+  [[nodiscard]] absl::Status Flush();
+
+  // Makes the received memory durable under its final names: Flush() (unless
+  // it already succeeded), rename(2) of each staging file onto its final
+  // path, then fsync of every directory on the paths. Only after this
+  // returns OK may the caller call the migration complete. A table with no
+  // file-backed region commits trivially. Internal on any failure; the store
+  // is then failed: the remaining staging files are left for Abandon(),
+  // though final files renamed before the failing step have already been
+  // replaced. FailedPrecondition if Commit already succeeded or failed, or
+  // Abandon() was called.
   // REQUIRES: no thread is still writing the regions.
   [[nodiscard]] absl::Status Commit();
 
@@ -165,7 +174,7 @@ class RegionStore {
  private:
   // One staging file, shared by every region that names the same file_path.
   struct StagingFile;
-  enum class State { kOpen, kCommitted, kFailed, kAbandoned, kTaken };
+  enum class State { kOpen, kFlushed, kCommitted, kFailed, kAbandoned, kTaken };
 
   RegionStore();
   [[nodiscard]] absl::Status CreateRegions(const proto::RegionTable& table,

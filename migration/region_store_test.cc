@@ -248,6 +248,35 @@ TEST_F(RegionStoreTest, StaleStagingFileIsReplacedByAFreshEmptyOne) {
   EXPECT_EQ(Contents(store.regions()[0]), std::string(kPage, '\0'));
 }
 
+TEST_F(RegionStoreTest, FlushKeepsTheStagingNameUntilCommitPublishesIt) {
+  WriteFile(Root("mem"), "original contents");
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({FileBacked(0, 0, kPage, "mem", 0)})));
+  Fill(store.regions()[0], 'f');
+  const std::string received = Contents(store.regions()[0]);
+  ASSERT_OK(store.Flush());
+  EXPECT_THAT(store.Flush(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(ReadFile(Root("mem")), "original contents");
+  EXPECT_TRUE(ReadFile(Root("mem.livemig-partial")) == received);
+  EXPECT_THAT(store.TakeGuestMemory(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK(store.Commit());
+  EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
+  EXPECT_TRUE(ReadFile(Root("mem")) == received);
+}
+
+TEST_F(RegionStoreTest, AbandonAfterFlushRemovesStagingAndKeepsTheOldFile) {
+  WriteFile(Root("mem"), "original contents");
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({FileBacked(0, 0, kPage, "mem", 0)})));
+  Fill(store.regions()[0], 'f');
+  ASSERT_OK(store.Flush());
+  store.Abandon();
+  EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
+  EXPECT_EQ(ReadFile(Root("mem")), "original contents");
+  EXPECT_THAT(store.Commit(), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
 TEST_F(RegionStoreTest, CommitTwiceIsFailedPrecondition) {
   ASSERT_OK_AND_ASSIGN(RegionStore store,
                        Create(Table({FileBacked(0, 0, kPage, "mem", 0)})));

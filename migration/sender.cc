@@ -49,6 +49,7 @@ class Migration {
   // channels still work), re-marks every harvested page, resumes the VM,
   // resets the throttle.
   void RollBack(const absl::Status& error);
+  bool handed_over() const { return handed_over_; }
 
  private:
   absl::Status Setup();
@@ -65,6 +66,9 @@ class Migration {
   absl::Status FinishRound(uint32_t round, bool final);
   absl::StatusOr<uint64_t> PendingPages();
   absl::Status Switchover(uint32_t round);
+  // After the destination verified everything: hands the guest over and
+  // waits for it to confirm. Sets handed_over_ once the handover is sent.
+  absl::Status HandOver(Connection& control);
   uint64_t BytesWritten() const;
 
   const SenderOptions& options_;
@@ -81,6 +85,9 @@ class Migration {
   std::vector<std::vector<uint64_t>> taken_;
   std::vector<uint64_t> scratch_;
   bool paused_ = false;
+  // The handover was sent and not refused: a failure now leaves the outcome
+  // in doubt (see HandOver).
+  bool handed_over_ = false;
   int throttle_ = 0;
   absl::Time start_;
   absl::Time pause_time_;
@@ -433,6 +440,7 @@ absl::Status Migration::Switchover(uint32_t round) {
   if (ack.kind() != proto::ACK_VERIFIED) {
     return absl::DataLossError("expected the verified acknowledgement");
   }
+  LIVEMIG_RETURN_IF_ERROR(HandOver(control));
   const absl::Time done = absl::Now();
   stats_.downtime_breakdown.completion_ms = Ms(done - device_done);
   stats_.downtime_ms = Ms(done - pause_time_);
@@ -450,8 +458,51 @@ absl::Status Migration::Switchover(uint32_t round) {
   return absl::OkStatus();
 }
 
+absl::Status Migration::HandOver(Connection& control) {
+  proto::Ack handover;
+  handover.set_kind(proto::ACK_HANDOVER);
+  // A failed write never delivered the whole frame, and the destination
+  // commits only on a whole, checksummed one: still safe to roll back.
+  LIVEMIG_RETURN_IF_ERROR(
+      wire::WriteFrame(control, wire::FrameType::kAck, handover, options_.io_timeout));
+  // The commit point: from here the destination may own the guest.
+  handed_over_ = true;
+  proto::Ack answer;
+  const absl::Status read =
+      ReadExpected(control, wire::FrameType::kAck, &answer, options_.io_timeout);
+  if (read.ok() && answer.kind() == proto::ACK_COMMITTED) {
+    if (answer.status_code() == 0) return absl::OkStatus();
+    // The destination could not publish and discarded its copy: it said so,
+    // so resuming here is safe.
+    handed_over_ = false;
+    const int code = answer.status_code();
+    return absl::Status(code > 0 && code <= 16 ? static_cast<absl::StatusCode>(code)
+                                               : absl::StatusCode::kInternal,
+                        absl::StrCat("destination could not commit: ", answer.message()));
+  }
+  return absl::UnknownError(absl::StrCat(
+      "handover in doubt: the destination was told to take the guest over but "
+      "did not confirm (",
+      read.ok() ? absl::StrCat("answered with an acknowledgement of kind ",
+                               proto::AckKind_Name(answer.kind()))
+                : read.ToString(),
+      "); the guest stays paused: check the destination before resuming it"));
+}
+
 void Migration::RollBack(const absl::Status& error) {
   for (auto& c : channels_) c->Stop();
+  if (handed_over_) {
+    // In doubt: the destination may be running the guest. Never resume it
+    // here and never send Abort (the destination may have committed); still
+    // give every harvested bit back, so that resuming the source after all,
+    // and migrating again, loses nothing.
+    failure_.Set(error);
+    for (size_t r = 0; r < taken_.size(); ++r) {
+      (void)memory_.region(r).bitmap().Merge(taken_[r].data(), taken_[r].size());
+    }
+    if (throttle_ != 0) vm_.SetThrottle(0);
+    return;
+  }
   if (!failure_.failed() && !channels_.empty()) {
     // The workers are joined, so the control channel is free: best effort.
     (void)wire::WriteFrame(channels_[0]->connection(), wire::FrameType::kAbort,
@@ -479,7 +530,9 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
   absl::Status status = migration.Run();
   if (status.ok()) return last_stats_;
   migration.RollBack(status);
-  last_stats_.status = status.code() == absl::StatusCode::kCancelled ? "cancelled" : "failed";
+  last_stats_.status = migration.handed_over()                          ? "in-doubt"
+                       : status.code() == absl::StatusCode::kCancelled ? "cancelled"
+                                                                       : "failed";
   return status;
 }
 

@@ -21,13 +21,23 @@
 // also throttles when the guest dirties more than half of what a round sends,
 // two rounds in a row. Switchover: Pause(), final harvest and send,
 // DeviceState(), Completion with an XXH3 digest per region, then wait for the
-// receiver's verified acknowledgement.
+// receiver's verified acknowledgement, hand the guest over and wait for the
+// receiver to confirm it committed (protocol.h).
 //
-// Failure (any error, Cancel(), peer abort, limit with kCancel): every page
-// harvested during the attempt is marked dirty again, the VM is resumed if it
-// was paused, the throttle is reset to 0, and the error is returned; the
-// source memory is never written. A later Migrate() starts from scratch and
-// is exact. On success the VM stays paused: the destination owns it now.
+// Failure (any error, Cancel(), peer abort, limit with kCancel) before the
+// handover is sent: every page harvested during the attempt is marked dirty
+// again, the VM is resumed if it was paused, the throttle is reset to 0, and
+// the error is returned; the source memory is never written. A later
+// Migrate() starts from scratch and is exact. On success the VM stays paused:
+// the destination owns it now.
+//
+// Failure after the handover was sent, without the receiver's confirmation:
+// Unknown ("handover in doubt"), stats status "in-doubt". The receiver may
+// have committed, so the VM stays paused (resuming it could run the guest
+// twice); every harvested page is still marked dirty again, so resuming it
+// once the destination is known not to run the guest, and migrating again,
+// loses nothing. A receiver that answers the handover with a failure
+// discarded its copy: that is an ordinary failure and the VM is resumed.
 //
 // Thread safety: Migrate() runs on the caller's thread (it starts one worker
 // thread per channel) and must not run twice at once on one Sender. Cancel()

@@ -27,13 +27,15 @@ struct RoundStats {
 struct DowntimeBreakdown {
   double final_round_ms = 0;   // Final harvest + sending it.
   double device_state_ms = 0;  // DeviceState() + sending it.
-  double completion_ms = 0;    // Digests, completion frame, verified ack.
+  double completion_ms = 0;    // Digests, completion frame, handover.
 };
 
 struct MigrationStats {
-  std::string status = "none";  // "completed", "failed", "cancelled".
+  // "completed", "failed", "cancelled", or "in-doubt" (the handover was sent
+  // but never confirmed: see Sender).
+  std::string status = "none";
   double total_time_ms = 0;      // total-time
-  double downtime_ms = 0;        // downtime (Pause() to verified ack)
+  double downtime_ms = 0;        // downtime (Pause() to the commit confirmation)
   double setup_time_ms = 0;      // setup-time (connect, hello, region table)
   double expected_downtime_ms = 0;  // expected-downtime (last estimate)
   uint64_t transferred = 0;      // transferred: bytes written, all frames

@@ -46,7 +46,7 @@ b = send["downtime-breakdown"]
 print(f"downtime:      {send['downtime']:.1f} ms (limit 300 ms for the estimate; last estimate "
       f"{send['expected-downtime']:.1f} ms)")
 print(f"  final round {b['final-round-ms']:.1f} ms, device state {b['device-state-ms']:.1f} ms, "
-      f"completion (digests, flush, verified ack) {b['completion-ms']:.1f} ms")
+      f"completion (digests, flush, handover) {b['completion-ms']:.1f} ms")
 print(f"bytes sent:    {ram['transferred'] / 2**20:.0f} MiB for {ram['total'] / 2**20:.0f} MiB of memory")
 print(f"zero pages:    {ram['duplicate']}")
 print(f"verified:      {'yes' if recv.get('verified') else 'no'}")

@@ -432,14 +432,24 @@ int Send(const std::vector<std::string>& region_flags) {
   SetCancel(nullptr);
   if (tty) std::fprintf(stderr, "\n");
   if (!stats.ok()) {
+    const bool in_doubt = sender.last_stats().status == "in-doubt";
     workload.Stop();
-    std::fprintf(stderr, "livemig: migration failed, the source kept running (workload resumed): %s\n",
-                 stats.status().ToString().c_str());
+    if (in_doubt) {
+      std::fprintf(stderr,
+                   "livemig: %s\nlivemig: the workload was NOT resumed; every page it "
+                   "dirtied is still marked\n",
+                   stats.status().ToString().c_str());
+    } else {
+      std::fprintf(stderr,
+                   "livemig: migration failed, the source kept running (workload "
+                   "resumed): %s\n",
+                   stats.status().ToString().c_str());
+    }
     if (absl::GetFlag(FLAGS_json)) {
       std::printf("%s\n",
                   SendJson(sender.last_stats(), workload, *spec, workload_seconds).c_str());
     }
-    return 1;
+    return in_doubt ? 3 : 1;
   }
   std::fprintf(stderr,
                "livemig: done: %u rounds, total %.0f ms, downtime %.1f ms, sent %s for %s of "
@@ -498,7 +508,9 @@ int main(int argc, char** argv) {
       "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=S] "
       "[--on-timeout=cancel|force]\n"
       "       [--auto-converge] [--max-bandwidth=RATE] [--json]\n"
-      "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.");
+      "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.\n"
+      "Exit status: 0 done; 1 failed (send: the workload was resumed); 2 bad usage;\n"
+      "3 send: handover in doubt (the receiver may own the guest; not resumed).");
   std::vector<std::string> regions, storage;
   std::vector<char*> args = livemig::PrepareArgs(argc, argv, &regions, &storage);
   std::vector<char*> positional =
