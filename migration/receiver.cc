@@ -24,6 +24,9 @@
 namespace livemig {
 namespace {
 
+// Received raw pages between two writeback kicks (16 MiB of 4 KiB pages).
+constexpr uint64_t kWritebackPages = 4096;
+
 // Every channel's reader waits here at the end of each round until all
 // channels finished it, so a page of round r+1 never lands before the same
 // page of round r arriving on another channel.
@@ -125,7 +128,8 @@ class ReceiveSession {
   std::mutex mu_;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RoundBarrier> barrier_;
-  // Relaxed: each reader adds its own counts; read after the readers joined.
+  // Relaxed: each reader adds its own counts; read after the readers joined
+  // (raw_pages_ also paces writeback, which orders nothing).
   std::atomic<uint64_t> raw_pages_{0};
   std::atomic<uint64_t> zero_pages_{0};
   std::atomic<uint32_t> rounds_{0};
@@ -275,7 +279,13 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     // verified after, and a bad frame fails the whole migration.
     LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
         conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
-    raw_pages_.fetch_add(total, std::memory_order_relaxed);
+    // Keep the disk busy while pages arrive, so the flush in the source's
+    // downtime finds little left: every kWritebackPages raw pages, the
+    // thread that crosses the mark starts writeback (asynchronous).
+    const uint64_t before = raw_pages_.fetch_add(total, std::memory_order_relaxed);
+    if (before / kWritebackPages != (before + total) / kWritebackPages) {
+      store_->StartWriteback();
+    }
     return absl::OkStatus();
   }
   if (batch.encoding() != proto::ENCODING_ZERO) {
@@ -341,11 +351,17 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   Connection& control = *channels_[0];
   // Every page has landed (all channels passed the final marker): digest now,
   // while the source computes its own digests, instead of after its
-  // Completion frame arrives.
+  // Completion frame arrives; and flush the staging files meanwhile (disk
+  // I/O beside the CPU-bound digests). Both only read the mappings.
+  absl::Status flushed;
   std::vector<uint64_t> actual;
-  for (const StoredRegion& r : store_->regions()) {
-    actual.push_back(DigestBytes(r.region.as_ptr(), r.region.size()));
+  {
+    std::jthread flusher([this, &flushed] { flushed = store_->Flush(); });
+    for (const StoredRegion& r : store_->regions()) {
+      actual.push_back(DigestBytes(r.region.as_ptr(), r.region.size()));
+    }
   }
+  LIVEMIG_RETURN_IF_ERROR(flushed);
   proto::DeviceState device;
   proto::Completion completion;
   LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kDeviceState, &device,
@@ -374,8 +390,8 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
           absl::Hex(d.xxh3_64()), ", rebuilt 0x", absl::Hex(actual[d.region_index()])));
     }
   }
-  // Durable but not published: ready for the source's decision.
-  LIVEMIG_RETURN_IF_ERROR(store_->Flush());
+  // Durable (flushed above) but not published: ready for the source's
+  // decision.
   proto::Ack verified;
   verified.set_kind(proto::ACK_VERIFIED);
   verified.set_round(rounds_.load());

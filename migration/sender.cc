@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <memory>
 #include <random>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -396,6 +397,14 @@ absl::Status Migration::Switchover(uint32_t round) {
   pause_time_ = absl::Now();
   LIVEMIG_RETURN_IF_ERROR(vm_.Pause());
   paused_ = true;
+  // Memory is final from here on: digest it while the final round is sent
+  // instead of after (joined before the Completion, or on any early return).
+  std::vector<uint64_t> digests(memory_.num_regions());
+  std::jthread digester([this, &digests] {
+    for (size_t r = 0; r < memory_.num_regions(); ++r) {
+      digests[r] = DigestRegion(memory_.region(r).region());
+    }
+  });
   const uint64_t bytes_before = BytesWritten();
   RoundStats rs;
   rs.round = round;
@@ -424,10 +433,11 @@ absl::Status Migration::Switchover(uint32_t round) {
   stats_.downtime_breakdown.device_state_ms = Ms(device_done - sent);
 
   proto::Completion completion;
+  digester.join();
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     proto::RegionDigest* d = completion.add_digests();
     d->set_region_index(static_cast<uint32_t>(r));
-    d->set_xxh3_64(DigestRegion(memory_.region(r).region()));
+    d->set_xxh3_64(digests[r]);
     d->set_page_count(memory_.region(r).len() / kMigrationPageSize);
   }
   completion.set_total_pages_sent(counters_.raw_pages.load() + counters_.zero_pages.load());
