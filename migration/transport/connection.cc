@@ -233,51 +233,20 @@ absl::Status Connection::ShutdownWrite() {
 
 absl::Status Connection::WriteAll(absl::Span<const iovec> pieces,
                                   absl::Duration timeout) {
-  if (is_shut_down()) return CancelledError("write to");
-  const Deadline deadline(timeout);
-  size_t total = 0;
-  std::vector<iovec> iov = CopyPieces(pieces, &total);
-  size_t index = 0;
-  size_t done = 0;
-  while (index < iov.size()) {
-    msghdr message{};
-    message.msg_iov = &iov[index];
-    message.msg_iovlen = std::min<size_t>(iov.size() - index, IOV_MAX);
-    const ssize_t n = ::sendmsg(fd_, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      Advance(iov, &index, static_cast<size_t>(n));
-      done += static_cast<size_t>(n);
-      bytes_written_.fetch_add(static_cast<uint64_t>(n),
-                               std::memory_order_relaxed);
-      continue;
-    }
-    const int error = errno;
-    if (is_shut_down()) return CancelledError("write to");
-    if (n < 0 && error == EINTR) continue;
-    if (n < 0 && (error == EAGAIN || error == EWOULDBLOCK)) {
-      LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
-                               WaitReady(fd_, POLLOUT, wake_fd_, deadline));
-      if (waited == WaitResult::kWoken) return CancelledError("write to");
-      if (waited == WaitResult::kTimedOut) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "write to ", peer_, ": timed out after ", FormatTimeout(timeout),
-            " with ", done, " of ", total, " bytes written"));
-      }
-      continue;
-    }
-    if (n < 0 && (error == EPIPE || error == ECONNRESET)) {
-      return absl::UnavailableError(absl::StrCat(
-          "write to ", peer_, ": peer closed the connection (",
-          std::strerror(error), ") after ", done, " of ", total, " bytes"));
-    }
-    return PosixError(absl::StrCat("write to ", peer_), n < 0 ? error : EIO);
-  }
-  return absl::OkStatus();
+  return Transfer(Direction::kWrite, pieces, timeout);
 }
 
 absl::Status Connection::ReadExact(absl::Span<const iovec> pieces,
                                    absl::Duration timeout) {
-  if (is_shut_down()) return CancelledError("read from");
+  return Transfer(Direction::kRead, pieces, timeout);
+}
+
+absl::Status Connection::Transfer(Direction direction,
+                                  absl::Span<const iovec> pieces,
+                                  absl::Duration timeout) {
+  const bool write = direction == Direction::kWrite;
+  const char* const operation = write ? "write to" : "read from";
+  if (is_shut_down()) return CancelledError(operation);
   const Deadline deadline(timeout);
   size_t total = 0;
   std::vector<iovec> iov = CopyPieces(pieces, &total);
@@ -287,27 +256,37 @@ absl::Status Connection::ReadExact(absl::Span<const iovec> pieces,
     msghdr message{};
     message.msg_iov = &iov[index];
     message.msg_iovlen = std::min<size_t>(iov.size() - index, IOV_MAX);
-    const ssize_t n = ::recvmsg(fd_, &message, MSG_DONTWAIT);
+    const ssize_t n = write ? ::sendmsg(fd_, &message, MSG_NOSIGNAL | MSG_DONTWAIT)
+                            : ::recvmsg(fd_, &message, MSG_DONTWAIT);
     if (n > 0) {
       Advance(iov, &index, static_cast<size_t>(n));
       done += static_cast<size_t>(n);
-      bytes_read_.fetch_add(static_cast<uint64_t>(n),
-                            std::memory_order_relaxed);
+      (write ? bytes_written_ : bytes_read_)
+          .fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       continue;
     }
     const int error = errno;
-    if (is_shut_down()) return CancelledError("read from");
+    if (is_shut_down()) return CancelledError(operation);
     if (n < 0 && error == EINTR) continue;
     if (n < 0 && (error == EAGAIN || error == EWOULDBLOCK)) {
-      LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
-                               WaitReady(fd_, POLLIN, wake_fd_, deadline));
-      if (waited == WaitResult::kWoken) return CancelledError("read from");
+      LIVEMIG_ASSIGN_OR_RETURN(
+          const WaitResult waited,
+          WaitReady(fd_, write ? POLLOUT : POLLIN, wake_fd_, deadline));
+      if (waited == WaitResult::kWoken) return CancelledError(operation);
       if (waited == WaitResult::kTimedOut) {
         return absl::DeadlineExceededError(absl::StrCat(
-            "read from ", peer_, ": timed out after ", FormatTimeout(timeout),
-            " with ", done, " of ", total, " bytes read"));
+            operation, " ", peer_, ": timed out after ", FormatTimeout(timeout),
+            " with ", done, " of ", total, write ? " bytes written" : " bytes read"));
       }
       continue;
+    }
+    if (write) {
+      if (n < 0 && (error == EPIPE || error == ECONNRESET)) {
+        return absl::UnavailableError(absl::StrCat(
+            "write to ", peer_, ": peer closed the connection (",
+            std::strerror(error), ") after ", done, " of ", total, " bytes"));
+      }
+      return PosixError(absl::StrCat("write to ", peer_), n < 0 ? error : EIO);
     }
     // EOF (n == 0) or a reset: the stream ended.
     if (n == 0 || error == ECONNRESET || error == EPIPE) {

@@ -132,6 +132,12 @@ class Connection {
 
   absl::Status CancelledError(const char* operation) const;
 
+  enum class Direction { kRead, kWrite };
+  // WriteAll and ReadExact: moves every byte of `pieces` in `direction`,
+  // polling for readiness until the deadline.
+  absl::Status Transfer(Direction direction, absl::Span<const iovec> pieces,
+                        absl::Duration timeout);
+
   const std::unique_ptr<transport_internal::AnySocket> socket_;
   const int fd_;       // socket_'s native handle, valid until destruction.
   const int wake_fd_;  // eventfd made readable by Shutdown().

@@ -20,11 +20,13 @@
 #include "gtest/gtest.h"
 #include "migration/transport/endpoint.h"
 #include "migration/transport/listener.h"
+#include "migration/transport/testing/socket_dir.h"
 
 namespace livemig {
 namespace {
 
 using ::livemig::testing::IsOk;
+using ::livemig::testing::SocketDir;
 using ::livemig::testing::StatusIs;
 using ::livemig::testing::StatusIsWithMessage;
 
@@ -49,38 +51,6 @@ absl::StatusOr<Pair> Connect(const Endpoint& at) {
   pair.client = std::move(*client);
   pair.server = std::move(*server);
   return pair;
-}
-
-// A directory for socket files: TEST_TMPDIR when its paths fit in sun_path,
-// else (Bazel's sandboxed TEST_TMPDIR is often too long) one fresh directory
-// under /tmp, removed at exit (the listeners remove their socket files).
-class SocketDirectory {
- public:
-  SocketDirectory() {
-    const char* test_tmpdir = std::getenv("TEST_TMPDIR");
-    if (test_tmpdir != nullptr &&
-        std::strlen(test_tmpdir) + 32 < Endpoint::kMaxUnixPathLength) {
-      path_ = test_tmpdir;
-      return;
-    }
-    char pattern[] = "/tmp/livemig_connection_test.XXXXXX";
-    const char* dir = ::mkdtemp(pattern);
-    path_ = dir == nullptr ? "/tmp" : dir;
-    created_ = dir != nullptr;
-  }
-  ~SocketDirectory() {
-    if (created_) ::rmdir(path_.c_str());
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  bool created_ = false;
-};
-
-std::string SocketDir() {
-  static SocketDirectory directory;
-  return directory.path();
 }
 
 iovec Piece(const void* data, size_t size) {

@@ -18,45 +18,13 @@
 #include "gtest/gtest.h"
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
+#include "migration/transport/testing/socket_dir.h"
 
 namespace livemig {
 namespace {
 
+using ::livemig::testing::SocketDir;
 using ::livemig::testing::StatusIs;
-
-// A directory for socket files: TEST_TMPDIR when its paths fit in sun_path,
-// else a fresh directory under /tmp (Bazel's TEST_TMPDIR can be too long).
-// A directory for socket files: TEST_TMPDIR when its paths fit in sun_path,
-// else (Bazel's sandboxed TEST_TMPDIR is often too long) one fresh directory
-// under /tmp, removed at exit (the listeners remove their socket files).
-class SocketDirectory {
- public:
-  SocketDirectory() {
-    const char* test_tmpdir = std::getenv("TEST_TMPDIR");
-    if (test_tmpdir != nullptr &&
-        std::strlen(test_tmpdir) + 32 < Endpoint::kMaxUnixPathLength) {
-      path_ = test_tmpdir;
-      return;
-    }
-    char pattern[] = "/tmp/livemig_listener_test.XXXXXX";
-    const char* dir = ::mkdtemp(pattern);
-    path_ = dir == nullptr ? "/tmp" : dir;
-    created_ = dir != nullptr;
-  }
-  ~SocketDirectory() {
-    if (created_) ::rmdir(path_.c_str());
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  bool created_ = false;
-};
-
-std::string SocketDir() {
-  static SocketDirectory directory;
-  return directory.path();
-}
 
 bool Exists(const std::string& path) {
   struct stat info;
