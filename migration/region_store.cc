@@ -20,6 +20,7 @@
 #include "core/file_offset.h"
 #include "core/posix_error.h"
 #include "core/status_macros.h"
+#include "migration/internal/region_paths.h"
 
 namespace livemig {
 
@@ -39,158 +40,12 @@ struct RegionStore::StagingFile {
 
 namespace {
 
-constexpr size_t kStagingSuffixLen = sizeof(kStagingSuffix) - 1;
+using migration_internal::CheckExistingPath;
+using migration_internal::InvalidRegionField;
+using migration_internal::OpenDir;
+using migration_internal::SplitFilePath;
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
-
-absl::Status RegionError(absl::StatusCode code, int index,
-                         absl::string_view field, absl::string_view what) {
-  return absl::Status(code, absl::StrCat("region ", index, ": ", field, " ",
-                                         what));
-}
-
-absl::Status Invalid(int index, absl::string_view field, absl::string_view what) {
-  return RegionError(absl::StatusCode::kInvalidArgument, index, field, what);
-}
-
-// Splits a file_path into its components, refusing anything that is not a
-// canonical relative path (so one file has exactly one spelling).
-absl::StatusOr<std::vector<std::string>> SplitFilePath(int index,
-                                                       const std::string& path) {
-  const std::string quoted = absl::StrCat("\"", path, "\"");
-  if (path.empty()) return Invalid(index, "file_path", "is empty");
-  if (path.find('\0') != std::string::npos) {
-    return Invalid(index, "file_path", "contains a NUL byte");
-  }
-  if (path.front() == '/') {
-    return Invalid(index, "file_path", absl::StrCat(quoted, " is absolute"));
-  }
-  std::vector<std::string> parts = absl::StrSplit(path, '/');
-  for (const std::string& part : parts) {
-    if (part == "..") {
-      return Invalid(index, "file_path",
-                     absl::StrCat(quoted, " contains \"..\""));
-    }
-    if (part.empty() || part == ".") {
-      return Invalid(index, "file_path",
-                     absl::StrCat(quoted, " is not canonical (empty or \".\" "
-                                          "component, or a trailing '/')"));
-    }
-    if (part.size() > NAME_MAX) {
-      return Invalid(index, "file_path",
-                     absl::StrCat(quoted, " has a component longer than ",
-                                  NAME_MAX, " bytes"));
-    }
-  }
-  const std::string& last = parts.back();
-  if (last.size() >= kStagingSuffixLen &&
-      last.compare(last.size() - kStagingSuffixLen, kStagingSuffixLen,
-                   kStagingSuffix) == 0) {
-    return Invalid(index, "file_path",
-                   absl::StrCat(quoted, " ends with the staging suffix \"",
-                                kStagingSuffix, "\""));
-  }
-  if (last.size() + kStagingSuffixLen > NAME_MAX) {
-    return Invalid(index, "file_path",
-                   absl::StrCat(quoted, ": the staging name would be longer "
-                                        "than ",
-                                NAME_MAX, " bytes"));
-  }
-  return parts;
-}
-
-// Refuses a symlink or non-directory at `name` under `dir_fd`; NotFound if it
-// does not exist; other errors as PosixError.
-absl::Status ClassifyDirEntry(int dir_fd, const std::string& name, int index,
-                              const std::string& file_path) {
-  struct stat st;
-  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    return PosixError(absl::StrCat("region ", index, ": stat of \"", name,
-                                   "\" in file_path \"", file_path, "\""),
-                      errno);
-  }
-  if (S_ISLNK(st.st_mode)) {
-    return RegionError(absl::StatusCode::kPermissionDenied, index, "file_path",
-                       absl::StrCat("\"", file_path, "\": component \"", name,
-                                    "\" is a symlink; refusing to follow it "
-                                    "(it could leave the root directory)"));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return Invalid(index, "file_path",
-                   absl::StrCat("\"", file_path, "\": component \"", name,
-                                "\" exists and is not a directory"));
-  }
-  return absl::OkStatus();
-}
-
-// Opens directory `name` under `dir_fd` without following a symlink, creating
-// it first (0755) when `create`. NotFound if it is missing and !create.
-absl::StatusOr<ScopedFd> OpenDir(int dir_fd, const std::string& name,
-                                 bool create, int index,
-                                 const std::string& file_path) {
-  if (create && ::mkdirat(dir_fd, name.c_str(), 0755) != 0 &&
-      errno != EEXIST) {
-    return PosixError(absl::StrCat("region ", index, ": mkdir \"", name,
-                                   "\" for file_path \"", file_path, "\""),
-                      errno);
-  }
-  const int fd = ::openat(dir_fd, name.c_str(),
-                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd >= 0) return ScopedFd(fd);
-  const int error = errno;
-  if (error == ELOOP || error == ENOTDIR) {
-    absl::Status why = ClassifyDirEntry(dir_fd, name, index, file_path);
-    if (!why.ok()) return why;
-  }
-  return PosixError(absl::StrCat("region ", index, ": open directory \"", name,
-                                 "\" of file_path \"", file_path, "\""),
-                    error);
-}
-
-// Checks what already exists of root/file_path without creating anything:
-// every existing directory component is a real directory (no symlink), the
-// final name is absent or a regular file, the staging name is not a
-// directory.
-absl::Status CheckExistingPath(int root_fd, const std::vector<std::string>& parts,
-                               int index, const std::string& file_path) {
-  ScopedFd current;
-  int dir_fd = root_fd;
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    absl::StatusOr<ScopedFd> next =
-        OpenDir(dir_fd, parts[i], /*create=*/false, index, file_path);
-    if (absl::IsNotFound(next.status())) return absl::OkStatus();
-    if (!next.ok()) return next.status();
-    current = std::move(*next);
-    dir_fd = current.get();
-  }
-  struct stat st;
-  const std::string& name = parts.back();
-  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    if (S_ISLNK(st.st_mode)) {
-      return RegionError(
-          absl::StatusCode::kPermissionDenied, index, "file_path",
-          absl::StrCat("\"", file_path, "\" is a symlink; refusing to "
-                       "replace what it points to"));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      return Invalid(index, "file_path",
-                     absl::StrCat("\"", file_path,
-                                  "\" exists and is not a regular file"));
-    }
-  } else if (errno != ENOENT) {
-    return PosixError(absl::StrCat("region ", index, ": stat of \"", file_path,
-                                   "\""),
-                      errno);
-  }
-  const std::string staging = name + kStagingSuffix;
-  if (::fstatat(dir_fd, staging.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-      S_ISDIR(st.st_mode)) {
-    return Invalid(index, "file_path",
-                   absl::StrCat("staging path \"", file_path, kStagingSuffix,
-                                "\" is a directory"));
-  }
-  return absl::OkStatus();
-}
 
 absl::Status CommitError(const std::string& what, int error_number) {
   return absl::InternalError(
@@ -228,56 +83,66 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
   for (int i = 0; i < table.regions_size(); ++i) {
     const proto::RegionInfo& r = table.regions(i);
     if (r.index() != static_cast<uint32_t>(i)) {
-      return Invalid(i, "index", absl::StrCat("is ", r.index(), ", expected ",
-                                              i, " (its position)"));
+      return InvalidRegionField(
+          i, "index",
+          absl::StrCat("is ", r.index(), ", expected ", i, " (its position)"));
     }
     const bool file_backed = r.backing() == proto::BACKING_FILE;
     if (r.backing() != proto::BACKING_ANONYMOUS && !file_backed) {
-      return Invalid(i, "backing",
-                     absl::StrCat("is ", proto::Backing_Name(r.backing()),
-                                  " (", static_cast<int>(r.backing()),
-                                  "); expected BACKING_ANONYMOUS or "
-                                  "BACKING_FILE"));
+      return InvalidRegionField(
+          i, "backing",
+          absl::StrCat("is ", proto::Backing_Name(r.backing()), " (",
+                       static_cast<int>(r.backing()),
+                       "); expected BACKING_ANONYMOUS or "
+                       "BACKING_FILE"));
     }
     if (r.page_size() != 0 && !IsPowerOfTwo(r.page_size())) {
-      return Invalid(i, "page_size",
-                     absl::StrCat(r.page_size(), " is not a power of two"));
+      return InvalidRegionField(
+          i, "page_size",
+          absl::StrCat(r.page_size(), " is not a power of two"));
     }
     uint64_t align = std::max<uint64_t>(page_size, r.page_size());
     if (file_backed) align = std::max(align, system_page);
     if (r.size() == 0 || r.size() % align != 0) {
-      return Invalid(i, "size", absl::StrCat(r.size(), " is not a non-zero "
+      return InvalidRegionField(i, "size",
+                                absl::StrCat(r.size(),
+                                             " is not a non-zero "
                                              "multiple of the page size ",
                                              align));
     }
     if (r.size() > std::numeric_limits<size_t>::max()) {
-      return Invalid(i, "size", absl::StrCat(r.size(), " does not fit size_t"));
+      return InvalidRegionField(i, "size",
+                                absl::StrCat(r.size(), " does not fit size_t"));
     }
     if (r.size() - 1 > std::numeric_limits<uint64_t>::max() - r.guest_addr()) {
-      return Invalid(i, "guest_addr",
-                     absl::StrCat("0x", absl::Hex(r.guest_addr()), " + size ",
-                                  r.size(), " overflows the guest address "
-                                            "space"));
+      return InvalidRegionField(
+          i, "guest_addr",
+          absl::StrCat("0x", absl::Hex(r.guest_addr()), " + size ", r.size(),
+                       " overflows the guest address "
+                       "space"));
     }
     if (!file_backed) {
       if (!r.file_path().empty() || r.file_offset() != 0) {
-        return Invalid(i, "file_path",
-                       "and file_offset must be unset for BACKING_ANONYMOUS");
+        return InvalidRegionField(
+            i, "file_path",
+            "and file_offset must be unset for BACKING_ANONYMOUS");
       }
     } else {
       LIVEMIG_ASSIGN_OR_RETURN(std::vector<std::string> parts,
-                               SplitFilePath(i, r.file_path()));
+                               SplitFilePath(i, r.file_path(), kStagingSuffix));
       if (r.file_offset() % align != 0) {
-        return Invalid(i, "file_offset",
-                       absl::StrCat(r.file_offset(), " is not a multiple of "
-                                                     "the page size ",
-                                    align));
+        return InvalidRegionField(i, "file_offset",
+                                  absl::StrCat(r.file_offset(),
+                                               " is not a multiple of "
+                                               "the page size ",
+                                               align));
       }
       constexpr uint64_t kMaxOff = std::numeric_limits<off_t>::max();
       if (r.size() > kMaxOff || r.file_offset() > kMaxOff - r.size()) {
-        return Invalid(i, "file_offset",
-                       absl::StrCat(r.file_offset(), " + size ", r.size(),
-                                    " overflows the file size limit"));
+        return InvalidRegionField(
+            i, "file_offset",
+            absl::StrCat(r.file_offset(), " + size ", r.size(),
+                         " overflows the file size limit"));
       }
       auto [it, inserted] = plans.try_emplace(r.file_path());
       FilePlan& plan = it->second;
@@ -307,12 +172,12 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
     const proto::RegionInfo& prev = table.regions(by_addr[k - 1]);
     const proto::RegionInfo& cur = table.regions(by_addr[k]);
     if (cur.guest_addr() <= prev.guest_addr() + (prev.size() - 1)) {
-      return Invalid(by_addr[k], "guest_addr",
-                     absl::StrCat("range [0x", absl::Hex(cur.guest_addr()),
-                                  ", +", cur.size(), ") overlaps region ",
-                                  by_addr[k - 1], "'s [0x",
-                                  absl::Hex(prev.guest_addr()), ", +",
-                                  prev.size(), ")"));
+      return InvalidRegionField(
+          by_addr[k], "guest_addr",
+          absl::StrCat("range [0x", absl::Hex(cur.guest_addr()), ", +",
+                       cur.size(), ") overlaps region ", by_addr[k - 1],
+                       "'s [0x", absl::Hex(prev.guest_addr()), ", +",
+                       prev.size(), ")"));
     }
   }
 
@@ -324,12 +189,12 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
               });
     for (size_t k = 1; k < plan.ranges.size(); ++k) {
       if (plan.ranges[k].start < plan.ranges[k - 1].end) {
-        return Invalid(plan.ranges[k].index, "file_offset",
-                       absl::StrCat(plan.ranges[k].start, " overlaps region ",
-                                    plan.ranges[k - 1].index, "'s bytes [",
-                                    plan.ranges[k - 1].start, ", ",
-                                    plan.ranges[k - 1].end, ") in \"", path,
-                                    "\""));
+        return InvalidRegionField(
+            plan.ranges[k].index, "file_offset",
+            absl::StrCat(plan.ranges[k].start, " overlaps region ",
+                         plan.ranges[k - 1].index, "'s bytes [",
+                         plan.ranges[k - 1].start, ", ", plan.ranges[k - 1].end,
+                         ") in \"", path, "\""));
       }
     }
   }
@@ -340,11 +205,11 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
          slash = path.find('/', slash + 1)) {
       auto other = plans.find(path.substr(0, slash));
       if (other != plans.end()) {
-        return Invalid(plan.first_index, "file_path",
-                       absl::StrCat("\"", path, "\" needs \"", other->first,
-                                    "\" as a directory, but region ",
-                                    other->second.first_index,
-                                    " backs a file there"));
+        return InvalidRegionField(
+            plan.first_index, "file_path",
+            absl::StrCat("\"", path, "\" needs \"", other->first,
+                         "\" as a directory, but region ",
+                         other->second.first_index, " backs a file there"));
       }
     }
   }
@@ -397,8 +262,8 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
     // The rest of validation: what already exists under root_dir.
     for (const std::string& path : order) {
       const FilePlan& plan = plans.at(path);
-      LIVEMIG_RETURN_IF_ERROR(
-          CheckExistingPath(root->get(), plan.parts, plan.first_index, path));
+      LIVEMIG_RETURN_IF_ERROR(CheckExistingPath(
+          root->get(), plan.parts, plan.first_index, path, kStagingSuffix));
     }
   }
 

@@ -1,0 +1,58 @@
+// File: migration/internal/region_paths.h
+//
+// Region file paths under the receiver's root directory (RegionStore's
+// helpers): a table's file_path is parsed into canonical components, and its
+// directories are opened (or created) one component at a time with
+// openat(O_NOFOLLOW), so no symlink, "..", or absolute path can lead a
+// region's file outside the root.
+//
+// Errors name the region: "region <index>: file_path ...". Symlinks are
+// PermissionDenied, malformed paths InvalidArgument, a missing directory
+// NotFound, other failures the errno's code (core/posix_error.h).
+//
+// Thread safety: pure functions of their arguments and the filesystem.
+#ifndef LIVEMIG_MIGRATION_INTERNAL_REGION_PATHS_H_
+#define LIVEMIG_MIGRATION_INTERNAL_REGION_PATHS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/file_offset.h"
+
+namespace livemig::migration_internal {
+
+// "region <index>: <field> <what>" with `code`.
+absl::Status RegionError(absl::StatusCode code, int index,
+                         absl::string_view field, absl::string_view what);
+// RegionError with InvalidArgument.
+absl::Status InvalidRegionField(int index, absl::string_view field,
+                                absl::string_view what);
+
+// Splits a file_path into its components, refusing anything that is not a
+// canonical relative path (so one file has exactly one spelling), a last
+// component ending with `staging_suffix`, and names too long for the staging
+// name (last component + suffix) to fit NAME_MAX.
+absl::StatusOr<std::vector<std::string>> SplitFilePath(
+    int index, const std::string& path, absl::string_view staging_suffix);
+
+// Opens directory `name` under `dir_fd` without following a symlink, creating
+// it first (0755) when `create`. NotFound if it is missing and !create.
+absl::StatusOr<ScopedFd> OpenDir(int dir_fd, const std::string& name,
+                                 bool create, int index,
+                                 const std::string& file_path);
+
+// Checks what already exists of root/file_path without creating anything:
+// every existing directory component is a real directory (no symlink), the
+// final name is absent or a regular file, the staging name (final name +
+// `staging_suffix`) is not a directory.
+absl::Status CheckExistingPath(int root_fd,
+                               const std::vector<std::string>& parts, int index,
+                               const std::string& file_path,
+                               absl::string_view staging_suffix);
+
+}  // namespace livemig::migration_internal
+
+#endif  // LIVEMIG_MIGRATION_INTERNAL_REGION_PATHS_H_
