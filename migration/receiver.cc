@@ -27,6 +27,53 @@ namespace {
 // Received raw pages between two writeback kicks (16 MiB of 4 KiB pages).
 constexpr uint64_t kWritebackPages = 4096;
 
+// Calls StartWriteback() on its own thread whenever kicked, so channel
+// readers never block in sync_file_range (which waits when the device queue
+// is full) while pages keep arriving. Kicks while one is running coalesce.
+class WritebackThread {
+ public:
+  explicit WritebackThread(const RegionStore& store)
+      : store_(store), thread_([this] { Loop(); }) {}
+  WritebackThread(const WritebackThread&) = delete;
+  WritebackThread& operator=(const WritebackThread&) = delete;
+  ~WritebackThread() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+  void Kick() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_ = true;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [this] { return pending_ || stop_; });
+      if (stop_) return;
+      pending_ = false;
+      lock.unlock();
+      store_.StartWriteback();
+      lock.lock();
+    }
+  }
+
+  const RegionStore& store_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool pending_ = false;  // Guarded by mu_.
+  bool stop_ = false;     // Guarded by mu_.
+  std::thread thread_;    // Last: starts once the fields above exist.
+};
+
 // Every channel's reader waits here at the end of each round until all
 // channels finished it, so a page of round r+1 never lands before the same
 // page of round r arriving on another channel.
@@ -128,6 +175,8 @@ class ReceiveSession {
   std::mutex mu_;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RoundBarrier> barrier_;
+  // Set while the channel readers run (they kick it); not owned.
+  WritebackThread* writeback_ = nullptr;
   // Relaxed: each reader adds its own counts; read after the readers joined
   // (raw_pages_ also paces writeback, which orders nothing).
   std::atomic<uint64_t> raw_pages_{0};
@@ -284,7 +333,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     // thread that crosses the mark starts writeback (asynchronous).
     const uint64_t before = raw_pages_.fetch_add(total, std::memory_order_relaxed);
     if (before / kWritebackPages != (before + total) / kWritebackPages) {
-      store_->StartWriteback();
+      writeback_->Kick();
     }
     return absl::OkStatus();
   }
@@ -330,7 +379,7 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
         if (marker.final()) return absl::OkStatus();
         // Round `round` has fully landed: push it towards the disk now, so
         // the flush during the source's downtime is short.
-        if (index == 0) store_->StartWriteback();
+        if (index == 0) writeback_->Kick();
         ++round;
         break;
       }
@@ -459,6 +508,9 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
         wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
 
     barrier_ = std::make_unique<RoundBarrier>(channels_.size(), &receiver_.cancelled_);
+    // Lives while the readers run: stopped before Finish() touches the store.
+    WritebackThread writeback(*store_);
+    writeback_ = &writeback;
     std::vector<std::thread> readers;
     for (size_t i = 0; i < channels_.size(); ++i) {
       readers.emplace_back([this, i] {
@@ -474,6 +526,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
       });
     }
     for (auto& t : readers) t.join();
+    writeback_ = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!failure_.ok()) return failure_;
