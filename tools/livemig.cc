@@ -29,6 +29,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -61,6 +62,10 @@ ABSL_FLAG(int32_t, max_rounds, 30, "send: round limit");
 ABSL_FLAG(double, timeout_s, 0, "send: overall limit in seconds (0 = none)");
 ABSL_FLAG(std::string, on_timeout, "cancel", "send: at the round/time limit: cancel or force");
 ABSL_FLAG(bool, auto_converge, false, "send: throttle the workload when it dirties too fast");
+ABSL_FLAG(int32_t, stall_rounds, 5, "send: rounds without the dirty volume shrinking before "
+          "escalating (a throttle step with --auto-converge, else --on-timeout); 0 = never");
+ABSL_FLAG(std::string, throttle_steps, "20,10,99", "send: auto-converge throttle "
+          "INITIAL,INCREMENT,MAX in percent");
 ABSL_FLAG(std::string, max_bandwidth, "", "send: bandwidth cap, e.g. 200MB/s (default none)");
 ABSL_FLAG(double, io_timeout_s, 30, "deadline for every network read and write, seconds");
 
@@ -402,6 +407,28 @@ int Send(const std::vector<std::string>& region_flags) {
         absl::StrCat("--on-timeout=", on_timeout, ": expected cancel or force")));
   }
   options.auto_converge = absl::GetFlag(FLAGS_auto_converge);
+  if (absl::GetFlag(FLAGS_stall_rounds) < 0) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--stall-rounds=", absl::GetFlag(FLAGS_stall_rounds), ": expected 0 or more")));
+  }
+  options.stall_rounds = static_cast<uint32_t>(absl::GetFlag(FLAGS_stall_rounds));
+  {
+    const std::string steps = absl::GetFlag(FLAGS_throttle_steps);
+    const std::vector<std::string> parts = absl::StrSplit(steps, ',');
+    int values[3] = {0, 0, 0};
+    bool ok = parts.size() == 3;
+    for (size_t i = 0; ok && i < 3; ++i) {
+      ok = absl::SimpleAtoi(parts[i], &values[i]) && values[i] >= 1 && values[i] <= 99;
+    }
+    if (!ok || values[0] > values[2]) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--throttle-steps=", steps,
+          ": expected INITIAL,INCREMENT,MAX, each 1 to 99, INITIAL <= MAX")));
+    }
+    options.throttle_initial = values[0];
+    options.throttle_increment = values[1];
+    options.throttle_max = values[2];
+  }
   if (!absl::GetFlag(FLAGS_max_bandwidth).empty()) {
     absl::StatusOr<double> rate = cli::ParseRate(absl::GetFlag(FLAGS_max_bandwidth));
     if (!rate.ok()) {
@@ -507,7 +534,8 @@ int main(int argc, char** argv) {
       "       [--fill=random|zero|text|keep] [--workload=SPEC] [--channels=N]\n"
       "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=S] "
       "[--on-timeout=cancel|force]\n"
-      "       [--auto-converge] [--max-bandwidth=RATE] [--json]\n"
+      "       [--auto-converge] [--throttle-steps=20,10,99] [--stall-rounds=5]\n"
+      "       [--max-bandwidth=RATE] [--json]\n"
       "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.\n"
       "Exit status: 0 done; 1 failed (send: the workload was resumed); 2 bad usage;\n"
       "3 send: handover in doubt (the receiver may own the guest; not resumed).");

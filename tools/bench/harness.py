@@ -155,8 +155,16 @@ def geometric_model(M, B, R, D, max_rounds):
                 closed_form=(M * (1 - rho ** len(sent)) / (1 - rho)) if rho != 1 else None)
 
 
-def saturation_model(M, H, B, R, D, max_rounds, auto_converge, stall_rounds=5,
-                     throttle_initial=20, throttle_increment=10, throttle_max=99):
+# The escalation policy every scenario runs with, passed to `livemig send`
+# (--stall-rounds, --throttle-steps) and to the model, so the two never drift.
+STALL_ROUNDS = 5
+THROTTLE_STEPS = (20, 10, 99)  # initial, increment, max (percent)
+
+
+def saturation_model(M, H, B, R, D, max_rounds, auto_converge,
+                     stall_rounds=STALL_ROUNDS, throttle_initial=THROTTLE_STEPS[0],
+                     throttle_increment=THROTTLE_STEPS[1],
+                     throttle_max=THROTTLE_STEPS[2]):
     """The engine's policy (sender.cc) applied to distinct-page dirtying.
 
     A round that sends V bytes lasts t = V/B; during it a writer at rate R
@@ -262,7 +270,9 @@ def run_scenario(binary, sc, M, transport, recv_root, log_dir, idx):
         cmd = [binary, "send", *send_ep, f"--memory={size_text(M)}", "--fill=random",
                f"--workload={workload_spec(sc)}", f"--channels={sc['channels']}",
                f"--downtime-ms={sc['downtime_ms']}", f"--max-rounds={sc['max_rounds']}",
-               "--on-timeout=force", "--json"]
+               "--on-timeout=force", f"--stall-rounds={STALL_ROUNDS}",
+               "--throttle-steps=" + ",".join(str(t) for t in THROTTLE_STEPS),
+               "--json"]
         if sc["link"]:
             cmd.append(f"--max-bandwidth={rate_text(sc['link'])}")
         if sc["auto_converge"]:

@@ -191,7 +191,8 @@ absl::StatusOr<WorkloadSpec> ParseWorkload(std::string_view spec) {
                                       "sequential or zipf)"));
   }
 
-  bool has_rate = false, has_size = false, has_s = false, has_threads = false;
+  bool has_rate = false, has_size = false, has_s = false, has_threads = false,
+       has_seed = false;
   if (colon != std::string_view::npos) {
     for (absl::string_view piece :
          absl::StrSplit(Sv(spec.substr(colon + 1)), ',')) {
@@ -212,13 +213,15 @@ absl::StatusOr<WorkloadSpec> ParseWorkload(std::string_view spec) {
         seen = &has_s;
       } else if (key == "threads") {
         seen = &has_threads;
+      } else if (key == "seed") {
+        seen = &has_seed;
       } else {
         return BadSpec(spec, absl::StrCat("unknown key \"", Sv(key),
-                                          "\" (expected rate, size, s or "
-                                          "threads)"));
+                                          "\" (expected rate, size, s, "
+                                          "threads or seed)"));
       }
       const bool applies = out.kind != Kind::kIdle &&
-                           (key == "rate" || key == "threads" ||
+                           (key == "rate" || key == "threads" || key == "seed" ||
                             (key == "size" && out.kind == Kind::kHotset) ||
                             (key == "s" && out.kind == Kind::kZipf));
       if (!applies) {
@@ -259,6 +262,14 @@ absl::StatusOr<WorkloadSpec> ParseWorkload(std::string_view spec) {
                                             Sv(value), "\""));
         }
         out.zipf_s = s;
+      } else if (key == "seed") {
+        uint64_t seed = 0;
+        if (!absl::SimpleAtoi(Sv(value), &seed)) {
+          return BadSpec(spec, absl::StrCat("key \"seed\": expected an "
+                                            "unsigned integer, got \"",
+                                            Sv(value), "\""));
+        }
+        out.seed = seed;
       } else {  // threads
         int threads = 0;
         if (!absl::SimpleAtoi(Sv(value), &threads) || threads < 1 ||
@@ -293,6 +304,7 @@ std::string WorkloadToString(const WorkloadSpec& spec) {
   if (spec.kind == Kind::kZipf) absl::StrAppend(&out, "s=", spec.zipf_s, ",");
   absl::StrAppend(&out, "rate=", RateToSpec(spec.rate));
   if (spec.threads != 1) absl::StrAppend(&out, ",threads=", spec.threads);
+  if (spec.seed != 0) absl::StrAppend(&out, ",seed=", spec.seed);
   return out;
 }
 
@@ -326,7 +338,8 @@ void Workload::Start() {
   }
   ++generation_;
   for (int i = 0; i < spec_.threads; ++i) {
-    const uint64_t seed = generation_ * 0x9E3779B97F4A7C15ull + i;
+    const uint64_t seed =
+        (spec_.seed ^ (generation_ * 0x9E3779B97F4A7C15ull)) + i;
     writers_.emplace_back([this, seed] { RunWriter(seed); });
   }
 }

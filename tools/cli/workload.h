@@ -24,7 +24,9 @@
 // Every non-idle kind needs rate=RATE (units.h ParseRate, > 0): the bytes per
 // second of pages dirtied, i.e. rate / 4096 page writes per second in total.
 // Any kind but idle also takes threads=N (1..256, default 1), the number of
-// writer threads sharing that rate.
+// writer threads sharing that rate, and seed=N (an unsigned integer, default
+// 0): the same spec and seed write the same page sequence per thread, a
+// different seed another one.
 //
 // A page write stores one random 8-byte value at a random 8-byte-aligned
 // offset inside the page, through GuestRegion::region().WriteObj (tracked:
@@ -64,6 +66,7 @@ struct WorkloadSpec {
                            // of guest memory.
   double zipf_s = 1.1;     // kZipf: the exponent.
   int threads = 1;         // Writer threads sharing `rate`.
+  uint64_t seed = 0;       // Mixed into every writer's page sequence.
 
   bool operator==(const WorkloadSpec&) const = default;
 };

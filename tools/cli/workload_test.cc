@@ -1,7 +1,9 @@
 #include "tools/cli/workload.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <utility>
@@ -112,6 +114,10 @@ TEST(ParseWorkload, KeysMayComeInAnyOrderAndZipfDefaultsItsExponent) {
   EXPECT_EQ(hotset.threads, 4);
   ASSERT_OK_AND_ASSIGN(WorkloadSpec zipf, ParseWorkload("zipf:rate=1MB/s"));
   EXPECT_DOUBLE_EQ(zipf.zipf_s, 1.1);
+  EXPECT_EQ(zipf.seed, 0u);
+  ASSERT_OK_AND_ASSIGN(WorkloadSpec seeded,
+                       ParseWorkload("uniform:seed=18446744073709551615,rate=1MB/s"));
+  EXPECT_EQ(seeded.seed, 18446744073709551615u);
 }
 
 TEST(ParseWorkload, RefusesBadSpecsNamingTheKeyAndTheSpec) {
@@ -138,6 +144,11 @@ TEST(ParseWorkload, RefusesBadSpecsNamingTheKeyAndTheSpec) {
       {"uniform:rate=1MB/s,threads=0", "key \"threads\""},
       {"uniform:rate=1MB/s,threads=two", "key \"threads\""},
       {"uniform:rate=1MB/s,threads=1000", "key \"threads\""},
+      {"uniform:rate=1MB/s,seed=-1", "key \"seed\""},
+      {"uniform:rate=1MB/s,seed=x", "key \"seed\""},
+      {"uniform:rate=1MB/s,seed=18446744073709551616", "key \"seed\""},
+      {"uniform:rate=1MB/s,seed=1,seed=2", "key \"seed\" given twice"},
+      {"idle:seed=1", "key \"seed\" does not apply to idle"},
   };
   for (const auto& [spec, why] : cases) {
     const absl::StatusOr<WorkloadSpec> parsed = ParseWorkload(spec);
@@ -166,7 +177,8 @@ TEST(WorkloadToString, ParseWorkloadReadsItBack) {
   for (const char* text :
        {"idle", "uniform:rate=200MB/s", "hotset:size=12345,rate=1GB/s",
         "hotset:size=3KiB,rate=1.5KB/s", "sequential:rate=1234.5,threads=3",
-        "zipf:s=0.8,rate=3e-5", "uniform:rate=10KiB/s"}) {
+        "zipf:s=0.8,rate=3e-5", "uniform:rate=10KiB/s",
+        "uniform:rate=1MB/s,seed=7"}) {
     ASSERT_OK_AND_ASSIGN(WorkloadSpec spec, ParseWorkload(text));
     ASSERT_OK_AND_ASSIGN(WorkloadSpec again,
                          ParseWorkload(WorkloadToString(spec)));
@@ -192,6 +204,40 @@ TEST(Workload, UniformDirtiesPagesAtTheTargetRate) {
   const std::vector<uint64_t> dirty = HarvestPages(memory.region(0));
   EXPECT_LE(dirty.size(), written);
   EXPECT_GE(dirty.size(), written * 7 / 10);
+}
+
+// One writer thread: its pages for ~0.3 s, as a set.
+std::vector<uint64_t> PagesWrittenWithSeed(uint64_t seed) {
+  absl::StatusOr<Memory> memory = MakeMemory({{0, 64 * kMiB}});
+  EXPECT_OK(memory.status());
+  if (!memory.ok()) return {};
+  WorkloadSpec spec = Spec(Kind::kUniform, 8e6);  // ~1950 pages/s.
+  spec.seed = seed;
+  Workload workload(*memory, spec);
+  workload.Start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  workload.Stop();
+  return HarvestPages(memory->region(0));
+}
+
+TEST(Workload, TheSameSeedWritesTheSamePagesAndAnotherSeedOthers) {
+  const std::vector<uint64_t> a = PagesWrittenWithSeed(5);
+  const std::vector<uint64_t> b = PagesWrittenWithSeed(5);
+  const std::vector<uint64_t> c = PagesWrittenWithSeed(6);
+  ASSERT_GT(a.size(), 100u);
+  ASSERT_GT(b.size(), 100u);
+  ASSERT_GT(c.size(), 100u);
+  // Runs differ in length (timing), not in order: the shorter run's pages
+  // are all in the longer one's.
+  const auto& shorter = a.size() <= b.size() ? a : b;
+  const auto& longer = a.size() <= b.size() ? b : a;
+  EXPECT_TRUE(std::includes(longer.begin(), longer.end(), shorter.begin(),
+                            shorter.end()));
+  // Another seed: ~100 of 16384 pages in common by chance at most.
+  std::vector<uint64_t> common;
+  std::set_intersection(a.begin(), a.end(), c.begin(), c.end(),
+                        std::back_inserter(common));
+  EXPECT_LT(common.size(), a.size() / 4);
 }
 
 TEST(Workload, ThreadsShareTheRate) {
