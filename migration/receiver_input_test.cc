@@ -26,6 +26,7 @@
 #include "migration/receiver.h"
 #include "migration/region_digest.h"
 #include "migration/region_store.h"
+#include "migration/testing/migration_harness.h"
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
 #include "migration/wire/frame_codec.h"
@@ -37,6 +38,7 @@ namespace livemig {
 namespace {
 
 using ::livemig::testing::StatusIs;
+using ::livemig::testing::TempDir;
 using ::testing::IsEmpty;
 
 constexpr absl::Duration kIo = absl::Seconds(3);
@@ -45,14 +47,6 @@ constexpr absl::Duration kIo = absl::Seconds(3);
 constexpr absl::Duration kPrompt = absl::Seconds(2);
 constexpr uint64_t kRegionPages = 16;
 constexpr uint64_t kRegionSize = kRegionPages * kMigrationPageSize;
-
-std::string TempDir(const std::string& name) {
-  const char* root = std::getenv("TEST_TMPDIR");
-  std::string dir = absl::StrCat(root ? root : "/tmp", "/", name);
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 std::vector<std::string> DirEntries(const std::string& dir) {
   std::vector<std::string> names;
