@@ -27,9 +27,11 @@ using migration_internal::SendChannel;
 
 double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
 
+// 24 hex digits, always: frames that carry the id have one size.
 std::string RandomId() {
   std::random_device rd;
-  return absl::StrCat(absl::Hex(rd()), absl::Hex(rd()), absl::Hex(rd()));
+  return absl::StrCat(absl::Hex(rd(), absl::kZeroPad8), absl::Hex(rd(), absl::kZeroPad8),
+                      absl::Hex(rd(), absl::kZeroPad8));
 }
 
 // One migration attempt; the Sender owns the policy knobs, this owns state.

@@ -16,6 +16,12 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "migration/protocol.h"
+#include "migration/testing/fault_proxy.h"
+#include "migration/transport/endpoint.h"
+#include "migration/wire/frame_codec.h"
+#include "migration/wire/frame_format.h"
+#include "proto/migration.pb.h"
 
 namespace livemig {
 namespace {
@@ -198,6 +204,52 @@ TEST_F(LivemigCli, KillingTheReceiverMidMigrationFailsTheSenderAndResumesTheWork
   EXPECT_THAT(sender.Err(), HasSubstr("the source kept running (workload resumed)"));
   EXPECT_THAT(sender.Out(), HasSubstr("\"status\":\"failed\""));
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/manifest.json"));
+}
+
+uint64_t FrameSize(wire::FrameType type, const google::protobuf::MessageLite& message) {
+  absl::StatusOr<std::string> frame = wire::SerializeFrame(type, message);
+  EXPECT_TRUE(frame.ok()) << frame.status();
+  return frame.ok() ? frame->size() : 0;
+}
+
+// The receiver commits, but its COMMITTED answer never reaches the sender,
+// which cannot tell whether the destination took the guest over: it exits 3
+// without resuming its workload, and the receiver has the memory.
+TEST_F(LivemigCli, LostCommitConfirmationLeavesTheSenderInDoubtWithExitStatus3) {
+  Process receiver = Process::Start(
+      {kBinary, "receive", "--unix=" + Socket(), "--dir=" + dir_ + "/dst", "--once"}, dir_,
+      "receiver");
+  AwaitSocket();
+  // What the receiver sends on the only channel: its Hello (the sender's
+  // 24-digit id echoed), the region table's Ack, the VERIFIED Ack (a one-byte
+  // round number), then COMMITTED, which the proxy cuts 10 bytes in.
+  proto::Ack table_ack;
+  table_ack.set_kind(proto::ACK_REGION_TABLE);
+  proto::Ack verified;
+  verified.set_kind(proto::ACK_VERIFIED);
+  verified.set_round(2);
+  FaultProxy::Fault fault;
+  fault.kind = FaultProxy::Fault::Kind::kCutAfter;
+  fault.client_to_server = false;
+  fault.connection_index = 0;
+  fault.offset =
+      FrameSize(wire::FrameType::kHello,
+                MakeHello(proto::ROLE_DESTINATION, 0, 1, std::string(24, '0'))) +
+      FrameSize(wire::FrameType::kAck, table_ack) +
+      FrameSize(wire::FrameType::kAck, verified) + 10;
+  absl::StatusOr<std::unique_ptr<FaultProxy>> proxy =
+      FaultProxy::Start(Endpoint::Unix(Socket()), fault);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  Process sender = Process::Start(
+      {kBinary, "send", "--connect=" + (*proxy)->endpoint().ToString(), "--memory=1MiB",
+       "--channels=1", "--io-timeout-s=5", "--json"},
+      dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 3) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("handover in doubt"));
+  EXPECT_THAT(sender.Err(), HasSubstr("the workload was NOT resumed"));
+  EXPECT_THAT(sender.Out(), HasSubstr("\"status\":\"in-doubt\""));
+  EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_EQ(std::filesystem::file_size(dir_ + "/dst/region-0.mem"), 1u << 20);
 }
 
 TEST_F(LivemigCli, SigtermOnTheSenderCancelsAndTheReceiverDropsItsPartialFiles) {
