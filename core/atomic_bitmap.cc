@@ -15,28 +15,33 @@ AtomicBitmap::AtomicBitmap(size_t byte_size, size_t page_size, SetBits set_bits)
                             : (byte_size >> page_shift_) +
                                   ((byte_size & (page_size - 1)) != 0)),
       num_words_((num_pages_ + kBitsPerWord - 1) / kBitsPerWord),
-      words_(new std::atomic<uint64_t>[std::max<size_t>(num_words_, 1)]) {
+      // make_unique<T[]> value-initializes: every word starts at 0.
+      words_(std::make_unique<std::atomic<uint64_t>[]>(
+          std::max<size_t>(num_words_, 1))),
+      probe_(words_.get()) {
   assert(std::has_single_bit(page_size) && "page_size must be a power of two");
-  for (size_t w = 0; w < std::max<size_t>(num_words_, 1); ++w) {
-    words_[w].store(0, std::memory_order_relaxed);
-  }
-  probe_ = words_.get();
   if (set_bits == SetBits::kAlwaysRmw ||
       !core_internal::AsymmetricFenceAvailable()) {
-    zeros_.reset(new std::atomic<uint64_t>[std::max<size_t>(num_words_, 1)]);
-    for (size_t w = 0; w < std::max<size_t>(num_words_, 1); ++w) {
-      zeros_[w].store(0, std::memory_order_relaxed);
-    }
+    zeros_ = std::make_unique<std::atomic<uint64_t>[]>(
+        std::max<size_t>(num_words_, 1));
     probe_ = zeros_.get();
   }
 }
 
 namespace {
 
-// Calls fn(word_index, mask) for each 64-page word covering pages
-// [first_page, last_page], with the mask of those pages within the word.
+// Calls fn(word_index, mask) for each 64-page word covering the pages of
+// `bitmap` that intersect [offset, offset + len), clipped to its byte size,
+// with the mask of those pages within the word. Nothing for len 0 or an
+// offset past the end.
 template <typename Fn>
-void ForEachWordMask(size_t first_page, size_t last_page, Fn&& fn) {
+void ForEachWordMask(const AtomicBitmap& bitmap, size_t offset, size_t len,
+                     Fn&& fn) {
+  if (len == 0 || offset >= bitmap.byte_size()) return;
+  const size_t end =
+      len > bitmap.byte_size() - offset ? bitmap.byte_size() : offset + len;
+  const size_t first_page = offset >> bitmap.page_shift();
+  const size_t last_page = (end - 1) >> bitmap.page_shift();
   const size_t first_w = first_page / AtomicBitmap::kBitsPerWord;
   const size_t last_w = last_page / AtomicBitmap::kBitsPerWord;
   for (size_t w = first_w; w <= last_w; ++w) {
@@ -56,22 +61,17 @@ void AtomicBitmap::SetPageBit(size_t page) const {
 }
 
 void AtomicBitmap::SetAddrRangeSlow(size_t offset, size_t len) const {
-  if (len == 0 || offset >= byte_size_) return;
-  const size_t end = len > byte_size_ - offset ? byte_size_ : offset + len;
-  ForEachWordMask(offset >> page_shift_, (end - 1) >> page_shift_,
+  ForEachWordMask(*this, offset, len,
                   [this](size_t w, uint64_t mask) { MarkWord(w, mask); });
 }
 
 void AtomicBitmap::ResetAddrRange(size_t offset, size_t len) const {
-  if (len == 0 || offset >= byte_size_) return;
-  const size_t end = len > byte_size_ - offset ? byte_size_ : offset + len;
-  ForEachWordMask(offset >> page_shift_, (end - 1) >> page_shift_,
-                  [this](size_t w, uint64_t mask) {
-                    // Relaxed: resetting publishes no data; a concurrent mark
-                    // either lands before (and is cleared, as the caller
-                    // asked) or after (and stays).
-                    words_[w].fetch_and(~mask, std::memory_order_relaxed);
-                  });
+  ForEachWordMask(*this, offset, len, [this](size_t w, uint64_t mask) {
+    // Relaxed: resetting publishes no data; a concurrent mark
+    // either lands before (and is cleared, as the caller
+    // asked) or after (and stays).
+    words_[w].fetch_and(~mask, std::memory_order_relaxed);
+  });
 }
 
 namespace core_internal {
@@ -85,7 +85,7 @@ std::vector<uint32_t>& HarvestIndexBuffer() {
 
 absl::Status AtomicBitmap::GetAndReset(std::span<uint64_t> out,
                                        size_t* dirty_pages) const {
-  return Harvest(out, nullptr, dirty_pages);
+  return Harvest(out, nullptr, nullptr, dirty_pages);
 }
 
 // Built twice, with and without the POPCNT instruction (chosen once at load
@@ -99,9 +99,11 @@ __attribute__((target_clones("popcnt", "default")))
 #endif
 absl::Status AtomicBitmap::Harvest(std::span<uint64_t> out,
                                    std::vector<uint32_t>* taken,
+                                   size_t* listed_words,
                                    size_t* dirty_pages) const {
-  if (taken != nullptr) {
-    // Capacity for every word, so the compaction below never reallocates.
+  if (taken != nullptr && taken->size() < num_words_) {
+    // Room for every word, so the compaction below never reallocates. Only
+    // grown, never shrunk: a harvest reuses it without clearing it.
     taken->resize(num_words_);
   }
   size_t listed = 0;
@@ -140,7 +142,7 @@ absl::Status AtomicBitmap::Harvest(std::span<uint64_t> out,
       }
     }
   }
-  if (taken != nullptr) taken->resize(listed);
+  if (listed_words != nullptr) *listed_words = listed;
   // Writers that skipped the RMW because their bits were already set may
   // still hold their data stores in a store buffer: drain them all before
   // the caller copies the harvested pages.
@@ -157,9 +159,7 @@ absl::Status AtomicBitmap::Merge(const uint64_t* words, size_t n) const {
   }
   for (size_t w = 0; w < n; ++w) {
     uint64_t bits = words[w];
-    if (w + 1 == num_words_ && (num_pages_ % 64) != 0) {
-      bits &= (uint64_t{1} << (num_pages_ % 64)) - 1;
-    }
+    if (w + 1 == num_words_) bits &= core_internal::LastWordMask(num_pages_);
     // Release, like any mark: the merged log stands for writes made before.
     if (bits != 0) words_[w].fetch_or(bits, std::memory_order_release);
   }

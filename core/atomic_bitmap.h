@@ -153,10 +153,11 @@ class AtomicBitmap {
                                          size_t* dirty_pages = nullptr) const;
 
  private:
-  // GetAndReset that also lists, in `taken` (when not null), the indices of
+  // GetAndReset that also lists, in the first *listed_words entries of
+  // `taken` (when not null; grown to num_words() if shorter), the indices of
   // the words it took non-zero bits from, in increasing order.
   absl::Status Harvest(std::span<uint64_t> out, std::vector<uint32_t>* taken,
-                       size_t* dirty_pages) const;
+                       size_t* listed_words, size_t* dirty_pages) const;
   // Marks `mask` in word `w` (the skip-or-fetch_or step of SetAddrRange).
   void MarkWord(size_t w, uint64_t mask) const;
   // MarkWord for one page. REQUIRES: page < num_pages().
@@ -185,6 +186,13 @@ class AtomicBitmap {
 
 namespace core_internal {
 
+// The bits of a bitmap's last word that stand for pages (all of them when
+// num_pages is a multiple of 64).
+constexpr uint64_t LastWordMask(size_t num_pages) {
+  return (num_pages % 64) == 0 ? ~uint64_t{0}
+                               : (uint64_t{1} << (num_pages % 64)) - 1;
+}
+
 // Turns non-zero bitmap words, visited in increasing order, into maximal runs
 // of dirty pages: each word yields its runs from two masks, run starts
 // (bits & ~(bits << 1)) and run ends (bits & ~(bits >> 1)), popped pairwise
@@ -194,8 +202,7 @@ class RunEmitter {
  public:
   explicit RunEmitter(size_t num_pages)
       : bitmap_words_((num_pages + 63) / 64),
-        last_mask_((num_pages % 64) == 0 ? ~uint64_t{0}
-                                         : (uint64_t{1} << (num_pages % 64)) - 1) {}
+        last_mask_(LastWordMask(num_pages)) {}
 
   size_t bitmap_words() const { return bitmap_words_; }
 
@@ -300,10 +307,13 @@ absl::Status AtomicBitmap::HarvestRuns(std::span<uint64_t> scratch,
   // The harvest lists the words it took, so emitting runs visits only those
   // instead of scanning the whole scratch buffer again.
   std::vector<uint32_t>& taken = core_internal::HarvestIndexBuffer();
-  absl::Status status = Harvest(scratch, &taken, dirty_pages);
+  size_t listed = 0;
+  absl::Status status = Harvest(scratch, &taken, &listed, dirty_pages);
   if (!status.ok()) return status;
   core_internal::RunEmitter emitter(num_pages_);
-  for (uint32_t w : taken) emitter.Word(w, scratch[w], callback);
+  for (size_t i = 0; i < listed; ++i) {
+    emitter.Word(taken[i], scratch[taken[i]], callback);
+  }
   emitter.Finish(callback);
   return absl::OkStatus();
 }

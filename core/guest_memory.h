@@ -36,7 +36,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "core/internal/guest_copy.h"
 #include "core/mmap_region.h"
 
 namespace livemig {
@@ -149,6 +148,11 @@ class GuestMemory {
   // Reads buf.size() bytes starting at `addr`, crossing region boundaries.
   [[nodiscard]] absl::Status Read(GuestAddress addr,
                                   std::span<uint8_t> buf) const {
+    if (!buf.empty()) {  // Inside one region: no piecewise walk.
+      if (const GuestRegion<B>* r = RegionHolding(addr, buf.size())) {
+        return r->region().Read(buf, r->OffsetOf(addr));
+      }
+    }
     absl::Status covered = CheckCovered(addr, buf.size());
     if (!covered.ok()) return covered;
     return ForEachPiece(addr, buf.size(), [&](const GuestRegion<B>& r,
@@ -163,6 +167,11 @@ class GuestMemory {
   // range is mapped.
   [[nodiscard]] absl::Status Write(GuestAddress addr,
                                    std::span<const uint8_t> buf) const {
+    if (!buf.empty()) {  // Inside one region: no piecewise walk.
+      if (const GuestRegion<B>* r = RegionHolding(addr, buf.size())) {
+        return r->region().Write(buf, r->OffsetOf(addr));
+      }
+    }
     absl::Status covered = CheckCovered(addr, buf.size());
     if (!covered.ok()) return covered;
     return ForEachPiece(addr, buf.size(), [&](const GuestRegion<B>& r,
@@ -184,23 +193,10 @@ class GuestMemory {
     return value;
   }
 
-  // Writes `value` at `addr`. The common case, an aligned object of 1, 2, 4
-  // or 8 bytes inside one region, is one untorn store and a one-page mark:
-  // such an object never straddles a page (regions start page-aligned and
-  // pages are at least 4 KiB), so the tracker's range checks are skipped.
   template <ByteValued T>
   [[nodiscard]] absl::Status WriteObj(GuestAddress addr, const T& value) const {
     if (const GuestRegion<B>* r = RegionHolding(addr, sizeof(T))) {
-      const size_t offset = r->OffsetOf(addr);
-      if constexpr (core_internal::kIsAtomicSized<T>) {
-        uint8_t* host = r->region().as_ptr() + offset;
-        if (reinterpret_cast<uintptr_t>(host) % sizeof(T) == 0) [[likely]] {
-          core_internal::StoreToGuest(host, value);
-          r->bitmap().MarkPageOf(offset);
-          return absl::OkStatus();
-        }
-      }
-      return r->region().WriteObj(value, offset);
+      return r->region().WriteObj(value, r->OffsetOf(addr));
     }
     return Write(addr, std::span<const uint8_t>(
                            reinterpret_cast<const uint8_t*>(&value), sizeof(T)));

@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "core/dirty_tracker.h"
 #include "core/file_offset.h"
+#include "core/internal/guest_copy.h"
 #include "core/internal/mapping.h"
 #include "core/volatile_memory.h"
 
@@ -96,6 +97,25 @@ class MmapRegion : public VolatileMemory<MmapRegion<B>, typename B::Slice> {
   int flags() const { return flags_; }
   bool owned() const { return mapping_.owned(); }
   const B& bitmap() const { return *bitmap_; }
+
+  // VolatileMemory::WriteObj with its common case made short: an aligned
+  // object of 1, 2, 4 or 8 bytes is one untorn store and a one-page mark
+  // (MarkPageOf, without range checks). Such an object cannot straddle a
+  // page: the mapping starts page-aligned and pages are at least 4 KiB.
+  template <ByteValued T>
+  [[nodiscard]] absl::Status WriteObj(const T& value, size_t offset) const {
+    if constexpr (core_internal::kIsAtomicSized<T>) {
+      if (offset <= size() && sizeof(T) <= size() - offset) {
+        uint8_t* host = as_ptr() + offset;
+        if (reinterpret_cast<uintptr_t>(host) % sizeof(T) == 0) [[likely]] {
+          core_internal::StoreToGuest(host, value);
+          bitmap_->MarkPageOf(offset);
+          return absl::OkStatus();
+        }
+      }
+    }
+    return VolatileMemory<MmapRegion, Slice>::WriteObj(value, offset);
+  }
 
   // True iff both regions map the same file (same st_dev and st_ino, whatever
   // the fd numbers) and their byte ranges in it intersect.
