@@ -478,6 +478,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   out.regions = std::move(infos);
   out.files = std::move(files);
   out.device_state = device.state();
+  out.digests = std::move(actual);
   return out;
 }
 

@@ -60,6 +60,9 @@ struct ReceivedMigration {
   std::string device_state;           // Opaque, from the source VMM.
   std::vector<proto::RegionInfo> regions;
   std::vector<std::string> files;     // Final path per region ("" anonymous).
+  // Per region, in table order: the digest (migration/region_digest.h) the
+  // receiver computed and matched against the source's.
+  std::vector<uint64_t> digests;
   uint64_t raw_pages = 0;             // Pages received with their bytes.
   uint64_t zero_pages = 0;
   uint64_t bytes_received = 0;

@@ -39,7 +39,7 @@
 #include "core/guest_memory.h"
 #include "core/status_macros.h"
 #include "migration/receiver.h"
-#include "migration/region_digest.h"
+#include "migration/protocol.h"
 #include "migration/sender.h"
 #include "migration/transport/endpoint.h"
 #include "tools/cli/units.h"
@@ -72,7 +72,7 @@ ABSL_FLAG(double, io_timeout_s, 30, "deadline for every network read and write, 
 namespace livemig {
 namespace {
 
-constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPage = kMigrationPageSize;
 
 // --- Signals: SIGINT/SIGTERM cancel whatever runs. ---
 std::mutex g_cancel_mu;
@@ -146,13 +146,12 @@ std::string ManifestJson(const ReceivedMigration& got) {
   std::string regions;
   for (size_t i = 0; i < got.regions.size(); ++i) {
     const proto::RegionInfo& info = got.regions[i];
-    const auto& region = got.memory.region(i);
     if (!regions.empty()) regions += ",";
     absl::StrAppend(
         &regions, "{\"index\":", info.index(), ",\"guest_addr\":", info.guest_addr(),
         ",\"size\":", info.size(), ",\"file\":\"", JsonEscape(got.files[i]),
         "\",\"file_offset\":", info.file_offset(), ",\"xxh3\":\"",
-        absl::Hex(DigestRegion(region.region()), absl::kZeroPad16), "\"}");
+        absl::Hex(got.digests[i], absl::kZeroPad16), "\"}");
   }
   return absl::StrCat("{\"status\":\"completed\",\"verified\":true,\"regions\":[", regions,
                       "],\"stats\":{\"raw_pages\":", got.raw_pages,
@@ -210,8 +209,7 @@ int Receive() {
     const std::string manifest = ManifestJson(*got);
     absl::Status written = WriteFileAtomically(dir + "/manifest.json", manifest);
     if (!written.ok()) return Fail(written);
-    uint64_t total = 0;
-    for (const auto& info : got->regions) total += info.size();
+    const uint64_t total = got->memory.total_size();
     std::fprintf(stderr,
                  "livemig: received %s in %u regions over %u channels, %u rounds; "
                  "digests verified, files flushed\n",

@@ -151,8 +151,7 @@ def geometric_model(M, B, R, D, max_rounds):
             break
     total = sum(sent)
     return dict(rounds=len(sent), bytes=total, sent=sent, converged=converged,
-                downtime_mem_ms=1000 * sent[-1] / B, total_ms=1000 * total / B,
-                closed_form=(M * (1 - rho ** len(sent)) / (1 - rho)) if rho != 1 else None)
+                downtime_mem_ms=1000 * sent[-1] / B, total_ms=1000 * total / B)
 
 
 # The escalation policy every scenario runs with, passed to `livemig send`
@@ -351,10 +350,10 @@ def analyse(sc, res, M, D):
     row["geo_err"] = (page_bytes / geo["bytes"] - 1) if geo else None
     row["sat_err"] = page_bytes / sat["bytes"] - 1
     # Dirty-rate estimates.
-    est = [r["dirtied-during-round"] * PAGE / (r["duration-ms"] / 1000)
-           for r in live if r["duration-ms"] > 0]
+    first = next((r for r in live if r["duration-ms"] > 0), None)
     row["dirty_rate_engine"] = ram["dirty-pages-rate"] * PAGE
-    row["dirty_rate_round0"] = est[0] if est else None
+    row["dirty_rate_round0"] = (first["dirtied-during-round"] * PAGE /
+                                (first["duration-ms"] / 1000)) if first else None
     # Invert the saturation on round 0 (no throttle there): the writer's rate.
     if R > 0 and live:
         r0 = live[0]
@@ -383,7 +382,7 @@ def analyse(sc, res, M, D):
         reasons.append(f"forced at --max-rounds={sc['max_rounds']}")
     if geo and row["rounds"] != geo["rounds"]:
         reasons.append(f"{row['rounds']} rounds vs {geo['rounds']} in the model")
-    if R > 0 and row["dirty_rate_corrected"] and R and \
+    if R > 0 and row["dirty_rate_corrected"] and \
             row["dirty_rate_corrected"] < 0.85 * R and not sc["auto_converge"]:
         reasons.append(f"writer reached only {human_rate(row['dirty_rate_corrected'])}")
     row["flag"] = ("> 10%" if flagged else "")

@@ -408,7 +408,7 @@ void Workload::RunWriter(uint64_t seed) {
   using Clock = std::chrono::steady_clock;
   using Kind = WorkloadSpec::Kind;
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<uint64_t> any_page(0, total_pages_ - 1);
+  // Uniform is a hot set of all pages (the constructor sets hot_pages_).
   std::uniform_int_distribution<uint64_t> hot_page(0, hot_pages_ - 1);
   const ZipfSampler zipf(total_pages_, spec_.zipf_s);
   const RankScatter scatter(total_pages_);
@@ -448,8 +448,6 @@ void Workload::RunWriter(uint64_t seed) {
     uint64_t page = 0;
     switch (spec_.kind) {
       case Kind::kUniform:
-        page = any_page(rng);
-        break;
       case Kind::kHotset:
         page = hot_page(rng);
         break;
