@@ -61,12 +61,24 @@ proto::Abort AbortFromStatus(const absl::Status& status, proto::Role role) {
   return abort;
 }
 
+std::string DefaultRegionFileName(uint32_t region_index) {
+  return absl::StrCat("region-", region_index, ".mem");
+}
+
+void SendAbortBestEffort(Connection& conn, const absl::Status& status,
+                         proto::Role role) {
+  (void)wire::WriteFrame(conn, wire::FrameType::kAbort,
+                         AbortFromStatus(status, role), absl::Seconds(1));
+}
+
+absl::StatusCode StatusCodeFromWire(int32_t code, absl::StatusCode fallback) {
+  return code > 0 && code <= 16 ? static_cast<absl::StatusCode>(code) : fallback;
+}
+
 absl::Status StatusFromAbort(const proto::Abort& abort) {
-  auto code = static_cast<absl::StatusCode>(abort.code());
-  if (code == absl::StatusCode::kOk || abort.code() < 0 || abort.code() > 16) {
-    code = absl::StatusCode::kAborted;
-  }
-  return absl::Status(code, absl::StrCat("peer aborted: ", abort.message()));
+  return absl::Status(
+      StatusCodeFromWire(abort.code(), absl::StatusCode::kAborted),
+      absl::StrCat("peer aborted: ", abort.message()));
 }
 
 absl::Status ReadExpected(Connection& conn, wire::FrameType type,

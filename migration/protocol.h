@@ -69,6 +69,10 @@ namespace livemig {
 // The page size every PageRun counts in (Hello.page_size).
 inline constexpr uint32_t kMigrationPageSize = 4096;
 
+// The file a region is rebuilt into when nothing names one:
+// "region-<index>.mem" under the receiver's root directory.
+std::string DefaultRegionFileName(uint32_t region_index);
+
 // Features this build speaks (proto::Feature bits).
 inline constexpr uint64_t kSupportedFeatures =
     proto::FEATURE_ZERO_PAGES | proto::FEATURE_XXH3_DIGEST |
@@ -86,6 +90,13 @@ proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
 
 // An Abort frame's message for `status` (its code and message).
 proto::Abort AbortFromStatus(const absl::Status& status, proto::Role role);
+// Writes that Abort frame to `conn` within a second, ignoring failure: the
+// peer may be gone already.
+void SendAbortBestEffort(Connection& conn, const absl::Status& status,
+                         proto::Role role);
+// An absl::StatusCode carried on the wire (Abort.code, Ack.status_code):
+// `fallback` when it is not a valid non-OK code.
+absl::StatusCode StatusCodeFromWire(int32_t code, absl::StatusCode fallback);
 // The status a received Abort stands for: its own code (Aborted when the
 // code is missing or OK), with "peer aborted: " in front of the message.
 absl::Status StatusFromAbort(const proto::Abort& abort);

@@ -199,9 +199,7 @@ void ReceiveSession::SendAbort(const absl::Status& status) {
   if (channels_.empty() || abort_sent_.exchange(true)) return;
   // Best effort: the peer may be gone already. Only the main thread writes
   // the control channel otherwise, and never while readers run.
-  (void)wire::WriteFrame(*channels_[0], wire::FrameType::kAbort,
-                         AbortFromStatus(status, proto::ROLE_DESTINATION),
-                         absl::Seconds(1));
+  SendAbortBestEffort(*channels_[0], status, proto::ROLE_DESTINATION);
   for (auto& c : channels_) c->Shutdown();
 }
 
@@ -275,9 +273,7 @@ absl::Status ReceiveSession::AcceptChannels() {
     if (!status.ok()) {
       // Tell this peer why before closing (the control channel may be
       // another connection; the Abort goes where the bad hello came from).
-      (void)wire::WriteFrame(c, wire::FrameType::kAbort,
-                             AbortFromStatus(status, proto::ROLE_DESTINATION),
-                             absl::Seconds(1));
+      SendAbortBestEffort(c, status, proto::ROLE_DESTINATION);
       c.Shutdown();
       return status;
     }
@@ -344,7 +340,9 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   if (frame.header.payload_len != 0) {
     return absl::DataLossError("ZERO PAGE_BATCH carries a payload");
   }
-  LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &batch));
+  // `batch` is parsed already: only the checksum is left to check.
+  LIVEMIG_RETURN_IF_ERROR(
+      wire::ReadPayloadAndVerify(conn, frame, {}, options_.io_timeout));
   // Round 0 visits every page once and the mappings start zeroed, so only
   // later rounds need to clear anything.
   if (channel_round > 0) {
@@ -407,7 +405,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   {
     std::jthread flusher([this, &flushed] { flushed = store_->Flush(); });
     for (const StoredRegion& r : store_->regions()) {
-      actual.push_back(DigestBytes(r.region.as_ptr(), r.region.size()));
+      actual.push_back(DigestRegion(r.region));
     }
   }
   LIVEMIG_RETURN_IF_ERROR(flushed);
@@ -493,7 +491,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
       for (proto::RegionInfo& info : *table.mutable_regions()) {
         if (info.backing() != proto::BACKING_ANONYMOUS) continue;
         info.set_backing(proto::BACKING_FILE);
-        info.set_file_path(absl::StrCat("region-", info.index(), ".mem"));
+        info.set_file_path(DefaultRegionFileName(info.index()));
         info.set_file_offset(0);
       }
     }

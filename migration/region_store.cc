@@ -25,7 +25,6 @@
 namespace livemig {
 
 struct RegionStore::StagingFile {
-  std::string file_path;     // As in the table (relative, canonical).
   std::string name;          // Last component: the final file's name.
   std::string staging_name;  // name + kStagingSuffix.
   std::string final_path;    // root_dir/file_path.
@@ -273,7 +272,6 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
   for (const std::string& path : order) {
     const FilePlan& plan = plans.at(path);
     auto file = std::make_unique<StagingFile>();
-    file->file_path = path;
     file->name = plan.parts.back();
     file->staging_name = file->name + kStagingSuffix;
     file->final_path = absl::StrCat(options.root_dir, "/", path);

@@ -5,7 +5,7 @@
 // touches anything, maps every region writable, and never presents a partial
 // result as complete:
 //
-//   - anonymous regions are fresh shared anonymous mappings;
+//   - anonymous regions are fresh private anonymous mappings (THP-advised);
 //   - file-backed regions are mapped from a STAGING file
 //     (<root>/<file_path>.livemig-partial), never from the final file;
 //   - Flush() makes the staging files durable; Commit() flushes (unless
@@ -33,8 +33,8 @@
 //
 // A final file is replaced as a whole by Commit: bytes of it that no region
 // covers read as zero afterwards (the staging file starts empty). The mappings
-// are always PROT_READ | PROT_WRITE and MAP_SHARED whatever the source's prot,
-// flags and hugetlbfs say: the receiver must write them, and the VMM applies
+// are always PROT_READ | PROT_WRITE (MAP_SHARED for files, MAP_PRIVATE for
+// anonymous memory) whatever the source's prot, flags and hugetlbfs say: the receiver must write them, and the VMM applies
 // its own protections later.
 //
 // Ownership: the store owns its mappings, its staging files and the directory

@@ -62,8 +62,11 @@ class Migration {
   void QueueAllPages();
   void Queue(PageWork work);
   void QueueRuns(uint32_t region, uint32_t round,
-                 std::vector<std::pair<uint64_t, uint64_t>>& runs, uint64_t pages,
-                 bool flush);
+                 std::vector<std::pair<uint64_t, uint64_t>>& runs, uint64_t pages);
+  // ORs the hypervisor's dirty log for region `r` into its bitmap.
+  absl::Status MergeHypervisorLog(size_t r);
+  // Records the bits just harvested from region `r` (in scratch_) in taken_.
+  void RememberTaken(size_t r);
   // Queues the round-end marker on every channel and waits for all writes.
   absl::Status FinishRound(uint32_t round, bool final);
   absl::StatusOr<uint64_t> PendingPages();
@@ -142,7 +145,7 @@ absl::Status Migration::Setup() {
       info->set_file_offset(region.region().file_offset()->start());
       const bool named = r < options_.file_names.size() && !options_.file_names[r].empty();
       info->set_file_path(named ? options_.file_names[r]
-                                : absl::StrCat("region-", r, ".mem"));
+                                : DefaultRegionFileName(static_cast<uint32_t>(r)));
     } else {
       info->set_backing(proto::BACKING_ANONYMOUS);
     }
@@ -184,8 +187,8 @@ void Migration::Queue(PageWork work) {
 
 void Migration::QueueRuns(uint32_t region, uint32_t round,
                           std::vector<std::pair<uint64_t, uint64_t>>& runs,
-                          uint64_t pages, bool flush) {
-  if (runs.empty() || (!flush && pages < options_.batch_pages)) return;
+                          uint64_t pages) {
+  if (runs.empty()) return;
   PageWork work;
   work.region = region;
   work.round = round;
@@ -209,14 +212,23 @@ void Migration::QueueAllPages() {
   }
 }
 
+absl::Status Migration::MergeHypervisorLog(size_t r) {
+  const AtomicBitmap& bitmap = memory_.region(r).bitmap();
+  scratch_.assign(bitmap.num_words(), 0);
+  LIVEMIG_RETURN_IF_ERROR(vm_.CollectDirty(r, std::span<uint64_t>(scratch_)));
+  return bitmap.Merge(scratch_.data(), scratch_.size());
+}
+
+void Migration::RememberTaken(size_t r) {
+  for (size_t w = 0; w < scratch_.size(); ++w) taken_[r][w] |= scratch_[w];
+}
+
 absl::StatusOr<uint64_t> Migration::HarvestAndQueue(uint32_t round) {
   uint64_t total = 0;
   ++stats_.dirty_sync_count;
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     const AtomicBitmap& bitmap = memory_.region(r).bitmap();
-    scratch_.assign(bitmap.num_words(), 0);
-    LIVEMIG_RETURN_IF_ERROR(vm_.CollectDirty(r, std::span<uint64_t>(scratch_)));
-    LIVEMIG_RETURN_IF_ERROR(bitmap.Merge(scratch_.data(), scratch_.size()));
+    LIVEMIG_RETURN_IF_ERROR(MergeHypervisorLog(r));
     std::vector<std::pair<uint64_t, uint64_t>> runs;
     uint64_t pending = 0;
     size_t dirty = 0;
@@ -232,14 +244,14 @@ absl::StatusOr<uint64_t> Migration::HarvestAndQueue(uint32_t round) {
             first += take;
             count -= take;
             if (pending == options_.batch_pages) {
-              QueueRuns(region, round, runs, pending, /*flush=*/true);
+              QueueRuns(region, round, runs, pending);
               pending = 0;
             }
           }
         },
         &dirty));
-    QueueRuns(region, round, runs, pending, /*flush=*/true);
-    for (size_t w = 0; w < scratch_.size(); ++w) taken_[r][w] |= scratch_[w];
+    QueueRuns(region, round, runs, pending);
+    RememberTaken(r);
     total += dirty;
   }
   return total;
@@ -268,11 +280,8 @@ absl::Status Migration::FinishRound(uint32_t round, bool final) {
 absl::StatusOr<uint64_t> Migration::PendingPages() {
   uint64_t pending = 0;
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
-    const AtomicBitmap& bitmap = memory_.region(r).bitmap();
-    scratch_.assign(bitmap.num_words(), 0);
-    LIVEMIG_RETURN_IF_ERROR(vm_.CollectDirty(r, std::span<uint64_t>(scratch_)));
-    LIVEMIG_RETURN_IF_ERROR(bitmap.Merge(scratch_.data(), scratch_.size()));
-    pending += bitmap.CountDirty();
+    LIVEMIG_RETURN_IF_ERROR(MergeHypervisorLog(r));
+    pending += memory_.region(r).bitmap().CountDirty();
   }
   return pending;
 }
@@ -308,7 +317,7 @@ absl::Status Migration::Run() {
         const AtomicBitmap& bitmap = memory_.region(r).bitmap();
         scratch_.assign(bitmap.num_words(), 0);
         LIVEMIG_RETURN_IF_ERROR(bitmap.GetAndReset(scratch_));
-        for (size_t w = 0; w < scratch_.size(); ++w) taken_[r][w] |= scratch_[w];
+        RememberTaken(r);
       }
       ++stats_.dirty_sync_count;
       QueueAllPages();
@@ -480,10 +489,9 @@ absl::Status Migration::HandOver(Connection& control) {
     // The destination could not publish and discarded its copy: it said so,
     // so resuming here is safe.
     handed_over_ = false;
-    const int code = answer.status_code();
-    return absl::Status(code > 0 && code <= 16 ? static_cast<absl::StatusCode>(code)
-                                               : absl::StatusCode::kInternal,
-                        absl::StrCat("destination could not commit: ", answer.message()));
+    return absl::Status(
+        StatusCodeFromWire(answer.status_code(), absl::StatusCode::kInternal),
+        absl::StrCat("destination could not commit: ", answer.message()));
   }
   return absl::UnknownError(absl::StrCat(
       "handover in doubt: the destination was told to take the guest over but "
@@ -496,30 +504,20 @@ absl::Status Migration::HandOver(Connection& control) {
 
 void Migration::RollBack(const absl::Status& error) {
   for (auto& c : channels_) c->Stop();
-  if (handed_over_) {
-    // In doubt: the destination may be running the guest. Never resume it
-    // here and never send Abort (the destination may have committed); still
-    // give every harvested bit back, so that resuming the source after all,
-    // and migrating again, loses nothing.
-    failure_.Set(error);
-    for (size_t r = 0; r < taken_.size(); ++r) {
-      (void)memory_.region(r).bitmap().Merge(taken_[r].data(), taken_[r].size());
-    }
-    if (throttle_ != 0) vm_.SetThrottle(0);
-    return;
-  }
-  if (!failure_.failed() && !channels_.empty()) {
+  // In doubt (handed_over_): the destination may be running the guest, so
+  // no Abort (it may have committed) and no Resume(). Every harvested bit is
+  // given back either way, so resuming the source later, and migrating
+  // again, loses nothing.
+  if (!handed_over_ && !failure_.failed() && !channels_.empty()) {
     // The workers are joined, so the control channel is free: best effort.
-    (void)wire::WriteFrame(channels_[0]->connection(), wire::FrameType::kAbort,
-                           AbortFromStatus(error, proto::ROLE_SOURCE),
-                           absl::Seconds(1));
+    SendAbortBestEffort(channels_[0]->connection(), error, proto::ROLE_SOURCE);
   }
   failure_.Set(error);  // Shuts every connection down.
   for (size_t r = 0; r < taken_.size(); ++r) {
     // Merge only fails for a word count mismatch, impossible here.
     (void)memory_.region(r).bitmap().Merge(taken_[r].data(), taken_[r].size());
   }
-  if (paused_) (void)vm_.Resume();
+  if (paused_ && !handed_over_) (void)vm_.Resume();
   if (throttle_ != 0) vm_.SetThrottle(0);
 }
 

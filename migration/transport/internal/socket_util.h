@@ -58,7 +58,6 @@ class Deadline {
  public:
   explicit Deadline(absl::Duration timeout);
 
-  bool infinite() const { return infinite_; }
   bool Expired() const;
   // Milliseconds to pass to poll(2): -1 when infinite, 0 when expired,
   // otherwise the remaining time rounded up.
