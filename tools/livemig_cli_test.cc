@@ -92,6 +92,16 @@ class LivemigCli : public ::testing::Test {
 
   std::string Socket() const { return dir_ + "/s.sock"; }
 
+  // `livemig receive --once` into dst/ on Socket(), once it listens.
+  Process StartReceiver(bool json = false) {
+    std::vector<std::string> args = {kBinary, "receive", "--unix=" + Socket(),
+                                     "--dir=" + dir_ + "/dst", "--once"};
+    if (json) args.push_back("--json");
+    Process receiver = Process::Start(args, dir_, "receiver");
+    AwaitSocket();
+    return receiver;
+  }
+
   // Waits until the receiver listens (its socket file exists).
   void AwaitSocket() {
     for (int i = 0; i < 500 && !std::filesystem::exists(Socket()); ++i) {
@@ -122,10 +132,7 @@ class LivemigCli : public ::testing::Test {
 TEST_F(LivemigCli, ConvergingMigrationRebuildsFileAndAnonymousRegions) {
   const std::string disk = dir_ + "/src/disk.img";
   WriteRandomFile(disk, (8 << 20) + (128 << 10));
-  Process receiver = Process::Start(
-      {kBinary, "receive", "--unix=" + Socket(), "--dir=" + dir_ + "/dst", "--once", "--json"},
-      dir_, "receiver");
-  AwaitSocket();
+  Process receiver = StartReceiver(/*json=*/true);
   Process sender = Process::Start(
       {kBinary, "send", "--unix=" + Socket(), "--memory=16MiB",
        "--region=gpa=0x40000000,size=8MiB,file=" + disk + ",offset=64KiB", "--fill=keep",
@@ -189,10 +196,7 @@ TEST_F(LivemigCli, BadFlagsExitNonZeroWithAClearMessage) {
 }
 
 TEST_F(LivemigCli, KillingTheReceiverMidMigrationFailsTheSenderAndResumesTheWorkload) {
-  Process receiver = Process::Start(
-      {kBinary, "receive", "--unix=" + Socket(), "--dir=" + dir_ + "/dst", "--once"}, dir_,
-      "receiver");
-  AwaitSocket();
+  Process receiver = StartReceiver();
   Process sender = Process::Start(
       {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--max-bandwidth=16MB/s",
        "--workload=uniform:rate=8MB/s", "--io-timeout-s=5", "--json"},
@@ -216,10 +220,7 @@ uint64_t FrameSize(wire::FrameType type, const google::protobuf::MessageLite& me
 // which cannot tell whether the destination took the guest over: it exits 3
 // without resuming its workload, and the receiver has the memory.
 TEST_F(LivemigCli, LostCommitConfirmationLeavesTheSenderInDoubtWithExitStatus3) {
-  Process receiver = Process::Start(
-      {kBinary, "receive", "--unix=" + Socket(), "--dir=" + dir_ + "/dst", "--once"}, dir_,
-      "receiver");
-  AwaitSocket();
+  Process receiver = StartReceiver();
   // What the receiver sends on the only channel: its Hello (the sender's
   // 24-digit id echoed), the region table's Ack, the VERIFIED Ack (a one-byte
   // round number), then COMMITTED, which the proxy cuts 10 bytes in.
@@ -253,10 +254,7 @@ TEST_F(LivemigCli, LostCommitConfirmationLeavesTheSenderInDoubtWithExitStatus3) 
 }
 
 TEST_F(LivemigCli, SigtermOnTheSenderCancelsAndTheReceiverDropsItsPartialFiles) {
-  Process receiver = Process::Start(
-      {kBinary, "receive", "--unix=" + Socket(), "--dir=" + dir_ + "/dst", "--once"}, dir_,
-      "receiver");
-  AwaitSocket();
+  Process receiver = StartReceiver();
   Process sender = Process::Start(
       {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--max-bandwidth=16MB/s"},
       dir_, "sender");
