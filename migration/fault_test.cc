@@ -103,7 +103,8 @@ struct Measurement {
   uint64_t source_hello = 0;  // Client to server, first frame of a channel.
   uint64_t dest_hello = 0;    // Server to client, first frame of a channel.
   uint64_t table_ack = 0;     // Server to client on channel 0, second frame.
-  uint64_t verified_ack = 0;  // Server to client on channel 0, third frame.
+  uint64_t round_acks = 0;    // Server to client on channel 0, after the table's.
+  uint64_t verified_ack = 0;  // Server to client on channel 0, after the rounds'.
   std::vector<uint64_t> after_round;  // Both channels, client to server.
   uint64_t total = 0;                 // Both channels, whole run.
 };
@@ -117,8 +118,15 @@ absl::StatusOr<Measurement> MeasureCleanRun(uint32_t live_rounds) {
   proto::Ack ack;
   ack.set_kind(proto::ACK_REGION_TABLE);
   m.table_ack = FrameSize(wire::FrameType::kAck, ack);
+  for (uint32_t round = 0; round < live_rounds; ++round) {
+    proto::Ack round_ack;
+    round_ack.set_kind(proto::ACK_ROUND);
+    round_ack.set_round(round);
+    round_ack.set_expected_completion_us(0);  // Fixed size, whatever the value.
+    m.round_acks += FrameSize(wire::FrameType::kAck, round_ack);
+  }
   ack.set_kind(proto::ACK_VERIFIED);
-  ack.set_round(live_rounds);  // The final round's number.
+  ack.set_round(live_rounds + 1);  // The number of rounds, the final one included.
   m.verified_ack = FrameSize(wire::FrameType::kAck, ack);
 
   auto vm = FakeVm::Create({{0, kMemorySize, "", 0}}, Fill::kMixed, 77);
@@ -300,10 +308,12 @@ INSTANTIATE_TEST_SUITE_P(
                 false, false, kFinalCutLiveRounds},
         // Before the handover: an ordinary failure on both ends.
         CutCase{"VerifiedAck", false, 0,
-                [](const Measurement& m) { return m.dest_hello + m.table_ack + 10; }},
+                [](const Measurement& m) {
+                  return m.dest_hello + m.table_ack + m.round_acks + 10;
+                }},
         CutCase{"CommittedAck", false, 0,
                 [](const Measurement& m) {
-                  return m.dest_hello + m.table_ack + m.verified_ack + 10;
+                  return m.dest_hello + m.table_ack + m.round_acks + m.verified_ack + 10;
                 },
                 /*in_doubt=*/true}),
     [](const ::testing::TestParamInfo<CutCase>& info) { return info.param.name; });

@@ -84,6 +84,29 @@ absl::Status StatusFromAbort(const proto::Abort& abort) {
 absl::Status ReadExpected(Connection& conn, wire::FrameType type,
                           google::protobuf::MessageLite* out, absl::Duration timeout) {
   LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame, wire::ReadFrameStart(conn, timeout));
+  return ParseExpected(frame, type, out);
+}
+
+std::optional<proto::Abort> FindAbort(absl::string_view bytes) {
+  while (bytes.size() >= wire::kFrameHeaderSize) {
+    absl::StatusOr<wire::FrameHeader> header = wire::DecodeFrameHeader(
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    if (!header.ok()) return std::nullopt;
+    const uint64_t size =
+        wire::kFrameHeaderSize + uint64_t{header->message_len} + header->payload_len;
+    if (size > bytes.size()) return std::nullopt;
+    if (header->type == wire::FrameType::kAbort) {
+      proto::Abort abort;
+      if (wire::DecodeFrame(bytes.substr(0, size), &abort).ok()) return abort;
+      return std::nullopt;
+    }
+    bytes.remove_prefix(size);
+  }
+  return std::nullopt;
+}
+
+absl::Status ParseExpected(const wire::IncomingFrame& frame, wire::FrameType type,
+                           google::protobuf::MessageLite* out) {
   if (frame.header.type == wire::FrameType::kAbort) {
     proto::Abort abort;
     LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &abort));

@@ -4,8 +4,8 @@
 // order, and the receiver's states. Frames are described in
 // migration/wire/frame_format.h, messages in proto/migration.proto.
 //
-// A migration uses N channels (stream connections, TCP or Unix), N >= 1.
-// Channel 0 is also the control channel.
+// Protocol version 2. A migration uses N channels (stream connections, TCP
+// or Unix), N >= 1. Channel 0 is also the control channel.
 //
 //   Sender (source)                                  Receiver (destination)
 //   ---- setup -------------------------------------------------------------
@@ -16,25 +16,56 @@
 //   ch0: RegionTable                           --->  builds regions (staging)
 //                                              <---  Ack{REGION_TABLE} | Abort
 //   ---- rounds r = 0, 1, ... (r = 0 sends every page) ---------------------
-//   any: PageBatch{region, RAW|ZERO, runs, r} [+ raw page bytes] ...
+//   any: PageBatch{region, RAW|ZERO, runs, r,  --->  RAW: the frame checksum
+//          page_hashes (RAW)} [+ page bytes]         covers header + message
+//                                                    (kFramePagesHashed), so
+//                                                    the message is trusted
+//                                                    before any byte lands;
+//                                                    each page is hashed
+//                                                    where it landed and must
+//                                                    equal its page hash
+//                                                    (else Abort{DATA_LOSS}
+//                                                    naming region and page);
+//                                                    both sides record every
+//                                                    page's hash
 //   all: IterationMarker{r, END}               --->  each channel waits at a
 //                                                    barrier until every
 //                                                    channel reached END r, so
 //                                                    round r+1 never lands
-//                                                    before round r
+//                                                    before round r; the last
+//                                                    to arrive refreshes the
+//                                                    page-hash digests (and,
+//                                                    durable, flushes)
+//                                              <---  ch0: Ack{ROUND r,
+//                                                    expected_completion_us}
+//   The source waits for Ack{ROUND r} before deciding on round r+1: its
+//   switchover rule adds expected_completion_us to the pause it budgets.
 //   ---- switchover (source paused) ----------------------------------------
 //   any: PageBatch ... (final round)
 //   all: IterationMarker{r, END, final}
+//        (verify=full: the source re-hashes its memory; a page that differs
+//        from its last page hash fails here, before anything else is sent)
 //   ch0: DeviceState                           --->
-//   ch0: Completion{digests per region}        --->  checks digests, flushes
-//                                                    staging files (msync,
-//                                                    fsync), not renamed yet
+//   ch0: Completion{per region: root and       --->  compares with its own
+//          chunk digests of the page hashes;         page hashes (work ~ the
+//          none with verify=off}                     final round's pages)
+//   on a mismatch, once:                       <---  PageHashQuery{region,
+//                                                    first differing chunk}
+//   ch0: PageHashList{the source's hashes}     --->  names the differing
+//                                              <---  pages: Abort{DATA_LOSS}
+//                                                    durable: flushes (msync,
+//                                                    fsync) before answering
 //                                              <---  Ack{VERIFIED} | Abort
 //   ---- handover (two-phase: the source decides) --------------------------
 //   ch0: Ack{HANDOVER}                         --->  the commit point: renames
 //                                                    staging files onto their
 //                                                    final names
 //                                              <---  Ack{COMMITTED, status}
+//   ---- after the pause ---------------------------------------------------
+//   verify=sent: the source re-hashes its      not durable: the receiver
+//   (still paused) memory against its page     flushes now, and only then
+//   hashes and reports pages written without   reports the migration
+//   being marked dirty (the source audit)      complete
 //
 // Either side may send Abort{code, message} on channel 0 at any time before
 // the handover and then close every channel. Ownership of the guest moves
@@ -51,17 +82,24 @@
 // kRounds -> kAwaitCompletion -> kAwaitHandover -> kCommitted, or kFailed
 // from any state.
 //
+// Version 2 is not compatible with version 1 (whole-region digests, no
+// round acknowledgements): CheckHello refuses a version-1 peer.
+//
 // Thread safety: the helpers below are pure functions.
 #ifndef LIVEMIG_MIGRATION_PROTOCOL_H_
 #define LIVEMIG_MIGRATION_PROTOCOL_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "migration/page_hashes.h"
 #include "migration/transport/connection.h"
 #include "migration/wire/frame_format.h"
+#include "migration/wire/frame_io.h"
 #include "proto/migration.pb.h"
 
 namespace livemig {
@@ -75,8 +113,9 @@ std::string DefaultRegionFileName(uint32_t region_index);
 
 // Features this build speaks (proto::Feature bits).
 inline constexpr uint64_t kSupportedFeatures =
-    proto::FEATURE_ZERO_PAGES | proto::FEATURE_XXH3_DIGEST |
+    proto::FEATURE_ZERO_PAGES | proto::FEATURE_PAGE_HASHES |
     proto::FEATURE_MULTI_CHANNEL;
+static_assert(kMigrationPageSize == kHashedPageSize);
 
 proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
                        uint32_t channel_count, const std::string& migration_id);
@@ -107,6 +146,14 @@ absl::Status StatusFromAbort(const proto::Abort& abort);
 [[nodiscard]] absl::Status ReadExpected(Connection& conn, wire::FrameType type,
                                         google::protobuf::MessageLite* out,
                                         absl::Duration timeout);
+// The first whole Abort frame among the frames back to back in `bytes`
+// (which starts at a frame boundary), if any: what a failed peer said last.
+std::optional<proto::Abort> FindAbort(absl::string_view bytes);
+
+// ReadExpected for a frame whose start was read already.
+[[nodiscard]] absl::Status ParseExpected(const wire::IncomingFrame& frame,
+                                         wire::FrameType type,
+                                         google::protobuf::MessageLite* out);
 
 }  // namespace livemig
 

@@ -17,8 +17,9 @@
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "migration/protocol.h"
-#include "migration/region_digest.h"
+#include "migration/page_hashes.h"
 #include "migration/region_store.h"
+#include "migration/verification.h"
 #include "migration/wire/frame_io.h"
 
 namespace livemig {
@@ -79,9 +80,12 @@ class WritebackThread {
 // page of round r arriving on another channel.
 class RoundBarrier {
  public:
-  // `cancelled` must outlive the barrier.
-  RoundBarrier(size_t parties, const std::atomic<bool>* cancelled)
-      : parties_(parties), cancelled_(cancelled) {}
+  // `cancelled` must outlive the barrier. `on_round` runs on the last channel
+  // to arrive at each round's end, while every other channel waits: nothing
+  // lands meanwhile.
+  RoundBarrier(size_t parties, const std::atomic<bool>* cancelled,
+               std::function<void(uint32_t round, bool final)> on_round)
+      : parties_(parties), cancelled_(cancelled), on_round_(std::move(on_round)) {}
 
   // Waits until every channel ended round `round`. Fails if the channels
   // disagree on whether it was the final round (DataLoss), if the barrier was
@@ -89,8 +93,11 @@ class RoundBarrier {
   absl::Status Arrive(uint32_t round, bool final, absl::Duration timeout) {
     std::unique_lock<std::mutex> lock(mu_);
     Round& r = rounds_[round];
-    ++r.arrived;
     r.finals += final ? 1 : 0;
+    // The others cannot leave before this thread unlocks: on_round_ runs
+    // before any of them reads page hashes or lands round + 1.
+    if (r.arrived + 1 == parties_ && !broken_) on_round_(round, r.finals == parties_);
+    ++r.arrived;
     changed_.notify_all();
     const absl::Time deadline = absl::Now() + timeout;
     while (!broken_ && r.arrived < parties_) {
@@ -126,6 +133,7 @@ class RoundBarrier {
   };
   const size_t parties_;
   const std::atomic<bool>* cancelled_;
+  const std::function<void(uint32_t, bool)> on_round_;
   // std::mutex: see migration/internal/send_channel.h. Guards the rest.
   std::mutex mu_;
   std::condition_variable changed_;
@@ -152,8 +160,19 @@ class ReceiveSession {
   absl::Status ReadChannel(size_t index);
   absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
                           uint32_t channel_round);
+  // At each round's end, every channel waiting: refreshes the page-hash
+  // digests (so completion only digests the final round) and, when durable,
+  // flushes the round's data; measures both for the round acknowledgement.
+  void EndOfRound(uint32_t round, bool final);
+  absl::Status SendRoundAck(uint32_t round);
+  // Compares the source's digests with what landed; on a mismatch asks the
+  // source for the first differing chunk's page hashes and names the pages.
+  absl::Status Verify(const proto::Completion& completion);
   absl::StatusOr<ReceivedMigration> Finish();
   void Fail(const absl::Status& status);
+  void Step(const char* step) {
+    if (options_.test_on_step) options_.test_on_step(step);
+  }
   bool failed() {
     std::lock_guard<std::mutex> lock(mu_);
     return !failure_.ok();
@@ -170,13 +189,22 @@ class ReceiveSession {
   const ReceiverOptions& options_;
   std::vector<std::unique_ptr<Connection>> channels_;
   std::optional<RegionStore> store_;
+  // landed_[r]: the hash of every page of region r as it landed.
+  std::vector<PageHashes> landed_;
   std::string migration_id_;
+  // Serializes writes on channel 0 during the rounds: channel 0's reader
+  // acknowledges rounds, any thread may send an Abort.
+  std::mutex control_write_mu_;
+  // Written in EndOfRound (under the barrier's lock), read by channel 0's
+  // reader after the barrier: the barrier's mutex orders them; relaxed.
+  std::atomic<uint64_t> expected_completion_us_{0};
 
   std::mutex mu_;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RoundBarrier> barrier_;
-  // Set while the channel readers run (they kick it); not owned.
-  WritebackThread* writeback_ = nullptr;
+  // Starts writeback of the staging files; lives as long as store_ (its
+  // last kick may still run during completion, never waited for there).
+  std::optional<WritebackThread> writeback_;
   // Relaxed: each reader adds its own counts; read after the readers joined
   // (raw_pages_ also paces writeback, which orders nothing).
   std::atomic<uint64_t> raw_pages_{0};
@@ -197,9 +225,11 @@ void ReceiveSession::Fail(const absl::Status& status) {
 
 void ReceiveSession::SendAbort(const absl::Status& status) {
   if (channels_.empty() || abort_sent_.exchange(true)) return;
-  // Best effort: the peer may be gone already. Only the main thread writes
-  // the control channel otherwise, and never while readers run.
-  SendAbortBestEffort(*channels_[0], status, proto::ROLE_DESTINATION);
+  // Best effort: the peer may be gone already.
+  {
+    std::lock_guard<std::mutex> lock(control_write_mu_);
+    SendAbortBestEffort(*channels_[0], status, proto::ROLE_DESTINATION);
+  }
   for (auto& c : channels_) c->Shutdown();
 }
 
@@ -314,21 +344,54 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     destination.push_back(iovec{region.as_ptr() + run.first_page() * kMigrationPageSize,
                                 run.count() * kMigrationPageSize});
   }
+  PageHashes& landed = landed_[batch.region_index()];
   if (batch.encoding() == proto::ENCODING_RAW) {
     if (frame.header.payload_len != total * kMigrationPageSize) {
       return absl::DataLossError(absl::StrCat(
           "PAGE_BATCH of ", total, " pages carries ", frame.header.payload_len,
           " payload bytes"));
     }
-    // Straight from the socket into the mapping; the frame checksum is
-    // verified after, and a bad frame fails the whole migration.
+    if (wire::PayloadIsChecksummed(frame.header) ||
+        static_cast<uint64_t>(batch.page_hashes_size()) != total) {
+      return absl::DataLossError(absl::StrCat(
+          "RAW PAGE_BATCH of ", total, " pages carries ", batch.page_hashes_size(),
+          " page hashes", wire::PayloadIsChecksummed(frame.header)
+                              ? " and no PAGES_HASHED flag" : ""));
+    }
+    // Straight from the socket into the mapping (the message, checksummed,
+    // was verified before any byte landed); then every page is hashed where
+    // it landed and must match the hash the source sent, or the migration
+    // fails: the bytes are garbage.
     LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
         conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
-    // Keep the disk busy while pages arrive, so the flush in the source's
-    // downtime finds little left: every kWritebackPages raw pages, the
-    // thread that crosses the mark starts writeback (asynchronous).
+    int next = 0;
+    for (const proto::PageRun& run : batch.runs()) {
+      uint8_t* data = region.as_ptr() + run.first_page() * kMigrationPageSize;
+      if (options_.test_after_landing) {
+        options_.test_after_landing(batch.region_index(), run.first_page(), data,
+                                    run.count() * kMigrationPageSize);
+      }
+      for (uint64_t i = 0; i < run.count(); ++i, ++next) {
+        const uint64_t hash = HashPage(data + i * kMigrationPageSize);
+        if (hash != batch.page_hashes(next)) {
+          const uint64_t page = run.first_page() + i;
+          return absl::DataLossError(absl::StrCat(
+              "region ", batch.region_index(), " page ", page, " (guest 0x",
+              absl::Hex(regions[batch.region_index()].info.guest_addr() +
+                        page * kMigrationPageSize),
+              ") of round ", channel_round, " did not land as sent: hash 0x",
+              absl::Hex(hash), ", the source sent 0x", absl::Hex(batch.page_hashes(next))));
+        }
+        landed.Set(run.first_page() + i, hash);
+      }
+    }
+    // Durable: keep the disk busy while pages arrive, so the flush in the
+    // source's downtime finds little left: every kWritebackPages raw pages,
+    // the thread that crosses the mark starts writeback (asynchronous).
+    // Otherwise the disk is left alone until the round ends: writeback of
+    // pages still being received makes the readers wait for the disk.
     const uint64_t before = raw_pages_.fetch_add(total, std::memory_order_relaxed);
-    if (before / kWritebackPages != (before + total) / kWritebackPages) {
+    if (options_.durable && before / kWritebackPages != (before + total) / kWritebackPages) {
       writeback_->Kick();
     }
     return absl::OkStatus();
@@ -347,6 +410,11 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   // later rounds need to clear anything.
   if (channel_round > 0) {
     for (const iovec& v : destination) std::memset(v.iov_base, 0, v.iov_len);
+  }
+  for (const proto::PageRun& run : batch.runs()) {
+    for (uint64_t p = run.first_page(); p < run.first_page() + run.count(); ++p) {
+      landed.Set(p, ZeroPageHash());
+    }
   }
   zero_pages_.fetch_add(total, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -375,9 +443,7 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
             barrier_->Arrive(round, marker.final(), options_.io_timeout));
         if (index == 0) rounds_.store(round + 1, std::memory_order_relaxed);
         if (marker.final()) return absl::OkStatus();
-        // Round `round` has fully landed: push it towards the disk now, so
-        // the flush during the source's downtime is short.
-        if (index == 0) writeback_->Kick();
+        if (index == 0) LIVEMIG_RETURN_IF_ERROR(SendRoundAck(round));
         ++round;
         break;
       }
@@ -394,56 +460,75 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
   }
 }
 
+void ReceiveSession::EndOfRound(uint32_t round, bool final) {
+  const absl::Time start = absl::Now();
+  for (PageHashes& h : landed_) h.RefreshChunks();
+  if (options_.durable) {
+    // The round's data goes to disk before the round is acknowledged, so
+    // the flush in the pause only has the final round to write, and how
+    // long this took is the measured estimate of that flush.
+    (void)store_->SyncData();
+  } else if (!final) {
+    writeback_->Kick();  // Asynchronous: nothing waits for the disk.
+  }
+  // A round about this size is what completion will have to digest (and,
+  // durable, flush).
+  expected_completion_us_.store(
+      static_cast<uint64_t>(absl::ToInt64Microseconds(absl::Now() - start)),
+      std::memory_order_relaxed);
+}
+
+absl::Status ReceiveSession::SendRoundAck(uint32_t round) {
+  proto::Ack ack;
+  ack.set_kind(proto::ACK_ROUND);
+  ack.set_round(round);
+  ack.set_expected_completion_us(expected_completion_us_.load(std::memory_order_relaxed));
+  std::lock_guard<std::mutex> lock(control_write_mu_);
+  return wire::WriteFrame(*channels_[0], wire::FrameType::kAck, ack, options_.io_timeout);
+}
+
+absl::Status ReceiveSession::Verify(const proto::Completion& completion) {
+  LIVEMIG_ASSIGN_OR_RETURN(std::vector<ChunkMismatch> differ,
+                           CompareDigests(completion, landed_));
+  if (differ.empty()) return absl::OkStatus();
+  // Ask for the first differing chunk's page hashes so the error can name
+  // the pages.
+  Connection& control = *channels_[0];
+  const proto::PageHashQuery query = QueryFor(differ[0]);
+  LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kPageHashQuery, query,
+                                           options_.io_timeout));
+  proto::PageHashList list;
+  LIVEMIG_RETURN_IF_ERROR(
+      ReadExpected(control, wire::FrameType::kPageHashList, &list, options_.io_timeout));
+  LIVEMIG_RETURN_IF_ERROR(CheckPageHashList(query, list));
+  const std::vector<uint64_t> pages = DifferingPages(
+      landed_[differ[0].region], differ[0].first_page,
+      std::span<const uint64_t>(list.hashes().data(), list.hashes_size()), 8);
+  return MismatchError(differ[0], store_->regions()[differ[0].region].info, pages,
+                       differ.size());
+}
+
 absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   Connection& control = *channels_[0];
-  // Every page has landed (all channels passed the final marker): digest now,
-  // while the source computes its own digests, instead of after its
-  // Completion frame arrives; and flush the staging files meanwhile (disk
-  // I/O beside the CPU-bound digests). Both only read the mappings.
-  absl::Status flushed;
-  std::vector<uint64_t> actual;
-  {
-    std::jthread flusher([this, &flushed] { flushed = store_->Flush(); });
-    for (const StoredRegion& r : store_->regions()) {
-      actual.push_back(DigestRegion(r.region));
-    }
-  }
-  LIVEMIG_RETURN_IF_ERROR(flushed);
   proto::DeviceState device;
   proto::Completion completion;
   LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kDeviceState, &device,
                                        options_.io_timeout));
   LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kCompletion, &completion,
                                        options_.io_timeout));
-  std::vector<StoredRegion>& regions = store_->regions();
-  if (static_cast<size_t>(completion.digests_size()) != regions.size()) {
-    return absl::DataLossError(absl::StrCat("completion has ",
-                                            completion.digests_size(),
-                                            " digests for ", regions.size(),
-                                            " regions"));
+  const bool verified = completion.digests_size() > 0;
+  if (verified) LIVEMIG_RETURN_IF_ERROR(Verify(completion));
+  if (options_.durable) {
+    LIVEMIG_RETURN_IF_ERROR(store_->Flush());
+    Step("flushed");
   }
-  std::vector<bool> digested(regions.size(), false);
-  for (const proto::RegionDigest& d : completion.digests()) {
-    if (d.region_index() >= regions.size() || digested[d.region_index()]) {
-      return absl::DataLossError(absl::StrCat(
-          "completion digest for region ", d.region_index(),
-          d.region_index() >= regions.size() ? ", which does not exist"
-                                             : ", given twice"));
-    }
-    digested[d.region_index()] = true;
-    if (actual[d.region_index()] != d.xxh3_64()) {
-      return absl::DataLossError(absl::StrCat(
-          "region ", d.region_index(), " digest mismatch: source 0x",
-          absl::Hex(d.xxh3_64()), ", rebuilt 0x", absl::Hex(actual[d.region_index()])));
-    }
-  }
-  // Durable (flushed above) but not published: ready for the source's
-  // decision.
-  proto::Ack verified;
-  verified.set_kind(proto::ACK_VERIFIED);
-  verified.set_round(rounds_.load());
+  // Ready for the source's decision; durable too if asked.
+  proto::Ack ack;
+  ack.set_kind(proto::ACK_VERIFIED);
+  ack.set_round(rounds_.load());
   LIVEMIG_RETURN_IF_ERROR(
-      wire::WriteFrame(control, wire::FrameType::kAck, verified, options_.io_timeout));
+      wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
+  Step("verified");
   // The commit point is the source's: without its handover (a cut, a
   // timeout, an Abort) the staging files are discarded, and the source, which
   // has not given the guest up, resumes it.
@@ -465,18 +550,32 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   // If publishing failed, the answer tells the source to resume.
   (void)wire::WriteFrame(control, wire::FrameType::kAck, answer, options_.io_timeout);
   LIVEMIG_RETURN_IF_ERROR(committed);
+  Step("committed");
+  if (!store_->flushed()) {
+    // The source has let go; the disk is ours to wait for now.
+    absl::Status flushed = store_->Flush();
+    if (!flushed.ok()) {
+      return absl::Status(flushed.code(),
+                          absl::StrCat("committed, but the rebuilt files are not on disk: ",
+                                       flushed.message()));
+    }
+    Step("flushed");
+  }
   std::vector<proto::RegionInfo> infos;
   std::vector<std::string> files;
-  for (const StoredRegion& r : regions) {
+  for (const StoredRegion& r : store_->regions()) {
     infos.push_back(r.info);
     files.push_back(r.final_path);
   }
+  std::vector<uint64_t> roots;
+  for (const PageHashes& h : landed_) roots.push_back(h.Root());
   LIVEMIG_ASSIGN_OR_RETURN(GuestMemory<NoBitmap> memory, store_->TakeGuestMemory());
   ReceivedMigration out(std::move(memory));
   out.regions = std::move(infos);
   out.files = std::move(files);
   out.device_state = device.state();
-  out.digests = std::move(actual);
+  out.digests = std::move(roots);
+  out.verified = verified;
   return out;
 }
 
@@ -501,15 +600,17 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     LIVEMIG_ASSIGN_OR_RETURN(RegionStore store,
                              RegionStore::Create(table, kMigrationPageSize, store_options));
     store_.emplace(std::move(store));
+    for (const StoredRegion& r : store_->regions()) {
+      landed_.emplace_back(r.region.size() / kMigrationPageSize);
+    }
     proto::Ack ack;
     ack.set_kind(proto::ACK_REGION_TABLE);
     LIVEMIG_RETURN_IF_ERROR(
         wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
 
-    barrier_ = std::make_unique<RoundBarrier>(channels_.size(), &receiver_.cancelled_);
-    // Lives while the readers run: stopped before Finish() touches the store.
-    WritebackThread writeback(*store_);
-    writeback_ = &writeback;
+    barrier_ = std::make_unique<RoundBarrier>(channels_.size(), &receiver_.cancelled_,
+                                              [this](uint32_t round, bool final) { EndOfRound(round, final); });
+    writeback_.emplace(*store_);
     std::vector<std::thread> readers;
     for (size_t i = 0; i < channels_.size(); ++i) {
       readers.emplace_back([this, i] {
@@ -525,7 +626,6 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
       });
     }
     for (auto& t : readers) t.join();
-    writeback_ = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!failure_.ok()) return failure_;

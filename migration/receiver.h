@@ -7,14 +7,28 @@
 // the regions from the region table (RegionStore: file-backed regions under
 // `root_dir` at their file offsets, in staging files; anonymous regions in
 // fresh mappings), writes page bytes straight from the socket into the
-// mappings, and at completion checks every region's XXH3 digest, flushes
-// (msync + fsync), renames the staging files and only then acknowledges.
+// mappings, hashes every page as it lands and checks it against the hash its
+// batch carries, keeps those hashes (migration/page_hashes.h), acknowledges
+// every round (with its expected completion cost), and at completion
+// compares its page-hash digests with the source's (work proportional to the
+// final round, not to memory; verification.h).
+//
+// Durability. By default nothing touches the disk while the source is
+// paused: the receiver verifies, answers VERIFIED, and on the source's
+// HANDOVER renames the staging files onto their final names and answers
+// COMMITTED; then it flushes (msync, fsync of files and directories), and
+// ReceiveOne() returns OK only after that flush. With `durable` the flush
+// comes before VERIFIED (and every round's data is flushed before the round
+// is acknowledged, so the final flush is short and its cost is known): the
+// source never lets go of the guest before the bytes are on disk.
 //
 // A batch that names a region or page outside the table, a corrupt or
-// truncated frame, an oversized frame, a digest mismatch, or an Abort from the
-// source makes ReceiveOne() fail: the staging files are removed, nothing is
-// renamed, and the error names the frame, region or page. Nothing is ever
-// written outside a region's mapping.
+// truncated frame, an oversized frame, a page that does not land as the
+// source hashed it, a digest mismatch (named down to the pages, after asking
+// the source for its page hashes of the first differing chunk), or an Abort
+// from the source makes ReceiveOne() fail: the staging files are removed,
+// nothing is renamed, and the error names the frame, region or page. Nothing
+// is ever written outside a region's mapping.
 //
 // Thread safety: ReceiveOne() runs on the caller's thread (plus one reader
 // thread per channel) and must not run twice at once; Cancel() may be called
@@ -24,6 +38,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +65,16 @@ struct ReceiverOptions {
   // root_dir at offset 0 (what `livemig receive` does), instead of anonymous
   // mappings that live only in this process.
   bool anonymous_regions_as_files = false;
+  // Flush to disk before answering VERIFIED (see the file comment).
+  bool durable = false;
+  // Testing only: called after a RAW batch's pages landed in region
+  // `region`'s mapping at `data`, before they are hashed.
+  std::function<void(uint32_t region, uint64_t first_page, uint8_t* data,
+                     size_t bytes)>
+      test_after_landing;
+  // Testing only: called at each step of the completion: "verified" (VERIFIED
+  // sent), "committed" (COMMITTED sent), "flushed" (the data is on disk).
+  std::function<void(const char* step)> test_on_step;
 };
 
 struct ReceivedMigration {
@@ -60,9 +85,10 @@ struct ReceivedMigration {
   std::string device_state;           // Opaque, from the source VMM.
   std::vector<proto::RegionInfo> regions;
   std::vector<std::string> files;     // Final path per region ("" anonymous).
-  // Per region, in table order: the digest (migration/region_digest.h) the
-  // receiver computed and matched against the source's.
+  // Per region, in table order: the root of the page hashes that landed
+  // (proto RegionDigest.root), equal to the source's when it verified.
   std::vector<uint64_t> digests;
+  bool verified = false;              // false: the source sent no digests.
   uint64_t raw_pages = 0;             // Pages received with their bytes.
   uint64_t zero_pages = 0;
   uint64_t bytes_received = 0;

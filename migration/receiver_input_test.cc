@@ -24,8 +24,9 @@
 #include "gtest/gtest.h"
 #include "migration/protocol.h"
 #include "migration/receiver.h"
-#include "migration/region_digest.h"
+#include "migration/page_hashes.h"
 #include "migration/region_store.h"
+#include "migration/verification.h"
 #include "migration/testing/migration_harness.h"
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
@@ -38,6 +39,7 @@ namespace livemig {
 namespace {
 
 using ::livemig::testing::StatusIs;
+using ::livemig::testing::StatusIsWithMessage;
 using ::livemig::testing::TempDir;
 using ::testing::IsEmpty;
 
@@ -171,16 +173,22 @@ class RawSourceTest : public ::testing::Test {
     return batch;
   }
 
-  // Sends a PAGE_BATCH frame with `payload` whose header is right for
-  // `header_payload` (the same bytes unless a test corrupts them after
-  // encoding). The receiver may refuse the frame before reading its payload
-  // and close: the write's outcome is not the test's subject.
-  void SendBatch(const proto::PageBatch& batch, const std::vector<uint8_t>& header_payload,
-                 const std::vector<uint8_t>& payload) {
+  // Sends a RAW PAGE_BATCH frame with `payload` whose message carries the
+  // page hashes of `header_payload` (the same bytes unless a test corrupts
+  // them after encoding), as a source does. The receiver may refuse the
+  // frame before reading its payload and close: the write's outcome is not
+  // the test's subject.
+  void SendBatch(proto::PageBatch batch, const std::vector<uint8_t>& header_payload,
+                 const std::vector<uint8_t>& payload,
+                 uint16_t flags = wire::kFramePagesHashed) {
+    for (size_t off = 0; off + kMigrationPageSize <= header_payload.size();
+         off += kMigrationPageSize) {
+      batch.add_page_hashes(HashPage(header_payload.data() + off));
+    }
     const absl::Span<const uint8_t> piece(header_payload);
     ASSERT_OK_AND_ASSIGN(wire::EncodedFrame frame,
                          wire::EncodeFrame(wire::FrameType::kPageBatch, batch,
-                                           absl::MakeConstSpan(&piece, 1)));
+                                           absl::MakeConstSpan(&piece, 1), flags));
     const iovec pieces[] = {
         {frame.header.data(), frame.header.size()},
         {frame.message.data(), frame.message.size()},
@@ -221,20 +229,34 @@ class RawSourceTest : public ::testing::Test {
     return ack;
   }
 
-  // Handshake, one zero batch and a correct completion for FileTable: the
-  // receiver has verified everything and waits for the handover.
+  // Handshake, one zero batch for every page and a correct completion for
+  // FileTable: the receiver has verified everything and waits for the
+  // handover.
   void UpToTheHandover() {
     ASSERT_NO_FATAL_FAILURE(Handshake(FileTable("guest.mem")));
-    ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 1)));
+    ASSERT_OK(Send(wire::FrameType::kPageBatch,
+                   Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
     ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, std::vector<uint8_t>(kRegionSize, 0))}));
     ASSERT_NO_FATAL_FAILURE(ReadVerified());
   }
 
+  // The page hashes of a source that sent every page of `contents`.
+  static PageHashes SentHashes(const std::vector<uint8_t>& contents) {
+    PageHashes hashes(contents.size() / kMigrationPageSize);
+    for (uint64_t p = 0; p < hashes.pages(); ++p) {
+      hashes.Set(p, HashPage(contents.data() + p * kMigrationPageSize));
+    }
+    return hashes;
+  }
+
+  // The completion digest of such a source, for region `region`.
   static proto::RegionDigest Digest(uint32_t region, const std::vector<uint8_t>& contents) {
-    proto::RegionDigest d;
+    std::vector<PageHashes> sent;
+    sent.push_back(SentHashes(contents));
+    proto::Completion completion;
+    AddDigests(sent, &completion);
+    proto::RegionDigest d = completion.digests(0);
     d.set_region_index(region);
-    d.set_xxh3_64(DigestBytes(contents.data(), contents.size()));
-    d.set_page_count(contents.size() / kMigrationPageSize);
     return d;
   }
 
@@ -303,7 +325,27 @@ TEST_F(RawSourceTest, PageBatchWithAFlippedPayloadByteIsDataLoss) {
   corrupted[kMigrationPageSize + 17] ^= 0x01;
   const absl::Time sent = absl::Now();
   ASSERT_NO_FATAL_FAILURE(SendBatch(Batch(0, proto::ENCODING_RAW, 3, 2), pages, corrupted));
-  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(Result(sent),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss, ("region 0 page 4 (guest 0x4000) of round 0 did not "
+                                            "land as sent")));
+}
+
+// The message of a hashed batch is checked before any payload byte lands.
+TEST_F(RawSourceTest, PageBatchWithAFlippedMessageByteIsRefusedBeforeItsPayload) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  const std::vector<uint8_t> pages(kMigrationPageSize, 0xcd);
+  proto::PageBatch batch = Batch(0, proto::ENCODING_RAW, 0, 1);
+  batch.add_page_hashes(HashPage(pages.data()));
+  ASSERT_OK_AND_ASSIGN(
+      wire::EncodedFrame frame,
+      wire::EncodeFrame(wire::FrameType::kPageBatch, batch, {absl::MakeConstSpan(pages)},
+                        wire::kFramePagesHashed));
+  frame.message.back() ^= 0x01;  // Inside the last page hash.
+  const iovec pieces[] = {{frame.header.data(), frame.header.size()},
+                          {frame.message.data(), frame.message.size()}};
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(conn_->WriteAll(absl::MakeConstSpan(pieces), kIo));  // No payload follows.
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss, ("checksum mismatch")));
 }
 
 TEST_F(RawSourceTest, MessageLenAboveTheLimitIsResourceExhausted) {
@@ -415,9 +457,11 @@ TEST_F(RawSourceTest, ProtocolCorrectInputIsReceivedExactly) {
   std::memcpy(contents.data() + 5 * kMigrationPageSize, pages.data(), pages.size());
   ASSERT_NO_FATAL_FAILURE(SendBatch(Batch(0, proto::ENCODING_RAW, 5, 3), pages, pages));
   ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 5)));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch,
+                 Batch(0, proto::ENCODING_ZERO, 8, kRegionPages - 8)));
   ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, contents)}));
   ASSERT_NO_FATAL_FAILURE(ReadVerified());
-  // Verified and flushed, but not published before the handover.
+  // Verified, but not published before the handover.
   EXPECT_FALSE(std::filesystem::exists(absl::StrCat(root_, "/guest.mem")));
   ASSERT_OK(Send(wire::FrameType::kAck, HandoverAck()));
   proto::Ack committed;
@@ -463,15 +507,120 @@ TEST_F(RawSourceTest, AnotherAckInsteadOfTheHandoverIsDataLossAndCommitsNothing)
   EXPECT_THAT(DirEntries(root_), IsEmpty());
 }
 
-TEST_F(RawSourceTest, CompletionWithAWrongDigestIsDataLossAndCommitsNothing) {
+// A digest mismatch: the receiver asks for the source's page hashes of the
+// first differing chunk and fails naming the page.
+TEST_F(RawSourceTest, CompletionWithAWrongDigestIsDataLossNamingThePage) {
   ASSERT_NO_FATAL_FAILURE(Handshake(FileTable("guest.mem")));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch,
+                 Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
   std::vector<uint8_t> contents(kRegionSize, 0);
-  contents[100] = 1;  // The source claims a byte the receiver never got.
-  const absl::Time sent = absl::Now();
+  contents[9 * kMigrationPageSize + 100] = 1;  // A version the receiver never got.
   ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, contents)}));
-  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kDataLoss));
-  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kDataLoss));
+  proto::PageHashQuery query;
+  ASSERT_OK(Read(wire::FrameType::kPageHashQuery, &query));
+  EXPECT_EQ(query.region_index(), 0u);
+  EXPECT_EQ(query.first_page(), 0u);
+  EXPECT_EQ(query.count(), kRegionPages);
+  std::vector<PageHashes> sent;
+  sent.push_back(SentHashes(contents));
+  ASSERT_OK_AND_ASSIGN(proto::PageHashList list, AnswerPageHashQuery(query, sent));
+  const absl::Time answered = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kPageHashList, list));
+  proto::Abort abort;
+  ASSERT_OK(Read(wire::FrameType::kAbort, &abort));
+  EXPECT_EQ(abort.code(), static_cast<int>(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(abort.message(), ::testing::HasSubstr("region 0 (guest 0x0, 65536 bytes)"));
+  EXPECT_THAT(abort.message(), ::testing::HasSubstr("page 9 (guest 0x9000) differs"));
+  EXPECT_THAT(Result(answered), StatusIsWithMessage(absl::StatusCode::kDataLoss, ("page 9 (guest 0x9000) differs")));
   EXPECT_THAT(DirEntries(root_), IsEmpty());
+}
+
+TEST_F(RawSourceTest, AnswerToAnotherPageHashQueryIsDataLoss) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  std::vector<uint8_t> contents(kRegionSize, 0);
+  contents[0] = 1;
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, contents)}));
+  proto::PageHashQuery query;
+  ASSERT_OK(Read(wire::FrameType::kPageHashQuery, &query));
+  proto::PageHashList list;
+  list.set_region_index(0);
+  list.set_first_page(1);  // Not what was asked.
+  for (uint64_t i = 0; i < query.count(); ++i) list.add_hashes(1);
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kPageHashList, list));
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss, ("does not answer the query")));
+}
+
+// A page missing from the rounds is caught even when every page that did
+// arrive is right.
+TEST_F(RawSourceTest, PageNeverSentFailsVerification) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch,
+                 Batch(0, proto::ENCODING_ZERO, 0, kRegionPages - 1)));
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, std::vector<uint8_t>(kRegionSize, 0))}));
+  proto::PageHashQuery query;
+  ASSERT_OK(Read(wire::FrameType::kPageHashQuery, &query));
+  std::vector<PageHashes> sent;
+  sent.push_back(SentHashes(std::vector<uint8_t>(kRegionSize, 0)));
+  ASSERT_OK_AND_ASSIGN(proto::PageHashList list, AnswerPageHashQuery(query, sent));
+  const absl::Time answered = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kPageHashList, list));
+  EXPECT_THAT(Result(answered),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss, ("page 15 (guest 0xf000) differs")));
+}
+
+TEST_F(RawSourceTest, CompletionWithoutDigestsIsReceivedUnverified) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  ASSERT_NO_FATAL_FAILURE(Finish({}));
+  ASSERT_NO_FATAL_FAILURE(ReadVerified());
+  ASSERT_OK(Send(wire::FrameType::kAck, HandoverAck()));
+  proto::Ack committed;
+  ASSERT_OK(Read(wire::FrameType::kAck, &committed));
+  ASSERT_OK(Result(absl::Now()));
+  EXPECT_FALSE(result_->verified);
+}
+
+TEST_F(RawSourceTest, RawBatchWithoutThePagesHashedFlagIsDataLoss) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  const std::vector<uint8_t> page(kMigrationPageSize, 0x11);
+  const absl::Time sent = absl::Now();
+  ASSERT_NO_FATAL_FAILURE(SendBatch(Batch(0, proto::ENCODING_RAW, 0, 1), page, page, 0));
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss, ("no PAGES_HASHED flag")));
+}
+
+TEST_F(RawSourceTest, RawBatchWithTooFewPageHashesIsDataLoss) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  // Two pages in the runs and the payload, hashes for one.
+  const std::vector<uint8_t> pages(2 * kMigrationPageSize, 0x22);
+  proto::PageBatch batch = Batch(0, proto::ENCODING_RAW, 0, 2);
+  batch.add_page_hashes(HashPage(pages.data()));
+  ASSERT_OK_AND_ASSIGN(
+      wire::EncodedFrame frame,
+      wire::EncodeFrame(wire::FrameType::kPageBatch, batch,
+                        {absl::MakeConstSpan(pages)}, wire::kFramePagesHashed));
+  const iovec pieces[] = {{frame.header.data(), frame.header.size()},
+                          {frame.message.data(), frame.message.size()},
+                          {const_cast<uint8_t*>(pages.data()), pages.size()}};
+  const absl::Time sent = absl::Now();
+  (void)conn_->WriteAll(absl::MakeConstSpan(pieces), kIo);
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss, ("carries 1 page hashes")));
+}
+
+TEST_F(RawSourceTest, EveryPrecopyRoundIsAcknowledged) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  for (uint32_t round = 0; round < 3; ++round) {
+    ASSERT_OK(Send(wire::FrameType::kPageBatch,
+                   Batch(0, proto::ENCODING_ZERO, 0, kRegionPages, round)));
+    proto::IterationMarker marker;
+    marker.set_round(round);
+    marker.set_phase(proto::PHASE_END);
+    ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+    proto::Ack ack;
+    ASSERT_OK(Read(wire::FrameType::kAck, &ack));
+    EXPECT_EQ(ack.kind(), proto::ACK_ROUND);
+    EXPECT_EQ(ack.round(), round);
+    EXPECT_EQ(ack.status_code(), 0);
+  }
 }
 
 // Two regions, two digests, but both for region 0: region 1's contents are
@@ -487,7 +636,7 @@ TEST_F(RawSourceTest, CompletionDigestingOneRegionTwiceIsDataLoss) {
   const absl::Time sent = absl::Now();
   ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, zero), Digest(0, zero)}));
   const absl::Status status = Result(sent);
-  EXPECT_THAT(status, StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(status, StatusIsWithMessage(absl::StatusCode::kDataLoss, ("given twice")));
 }
 
 // protocol.h: either side may send Abort at any time. Between the hello and

@@ -348,7 +348,8 @@ RegionStore::RegionStore() = default;
 RegionStore::RegionStore(RegionStore&& other) noexcept
     : regions_(std::move(other.regions_)),
       files_(std::move(other.files_)),
-      state_(other.state_) {
+      state_(other.state_),
+      flushed_(other.flushed_) {
   other.regions_.clear();
   other.files_.clear();
   other.state_ = State::kAbandoned;  // Nothing left to clean up.
@@ -360,6 +361,7 @@ RegionStore& RegionStore::operator=(RegionStore&& other) noexcept {
     regions_ = std::move(other.regions_);
     files_ = std::move(other.files_);
     state_ = other.state_;
+    flushed_ = other.flushed_;
     other.regions_.clear();
     other.files_.clear();
     other.state_ = State::kAbandoned;
@@ -375,21 +377,30 @@ void RegionStore::StartWriteback() const {
   }
 }
 
+absl::Status RegionStore::SyncData() const {
+  for (const auto& file : files_) {
+    if (::fdatasync(file->fd->get()) != 0) {
+      return CommitError(absl::StrCat("fdatasync \"", file->staging_path, "\""), errno);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RegionStore::Flush() {
   switch (state_) {
     case State::kOpen:
-      break;
-    case State::kFlushed:
-      return absl::FailedPreconditionError("region store already flushed");
     case State::kCommitted:
+      break;
     case State::kTaken:
-      return absl::FailedPreconditionError("region store already committed");
+      return absl::FailedPreconditionError("guest memory was already taken");
     case State::kFailed:
       return absl::FailedPreconditionError(
           "an earlier Flush() or Commit() of this region store failed");
     case State::kAbandoned:
       return absl::FailedPreconditionError("region store was abandoned");
   }
+  if (flushed_) return absl::FailedPreconditionError("region store already flushed");
+  const State state = state_;
   // Any failure below leaves the store failed; Abandon() cleans up.
   state_ = State::kFailed;
   for (const StoredRegion& r : regions_) {
@@ -406,25 +417,13 @@ absl::Status RegionStore::Flush() {
                          errno);
     }
   }
-  state_ = State::kFlushed;
+  if (state == State::kCommitted) LIVEMIG_RETURN_IF_ERROR(SyncDirectories());
+  state_ = state;
+  flushed_ = true;
   return absl::OkStatus();
 }
 
-absl::Status RegionStore::Commit() {
-  // Flush() refuses every state but open, with the reason.
-  if (state_ != State::kFlushed) LIVEMIG_RETURN_IF_ERROR(Flush());
-  // Any failure below leaves the store failed; Abandon() cleans up.
-  state_ = State::kFailed;
-  for (const auto& file : files_) {
-    const int parent = file->dirs.back()->get();
-    if (::renameat(parent, file->staging_name.c_str(), parent,
-                   file->name.c_str()) != 0) {
-      return CommitError(absl::StrCat("rename \"", file->staging_path,
-                                      "\" to \"", file->final_path, "\""),
-                         errno);
-    }
-    file->staged = false;
-  }
+absl::Status RegionStore::SyncDirectories() {
   // Every directory on the paths, once each: the renames changed the parents,
   // and directories made by Create changed theirs.
   std::set<std::pair<dev_t, ino_t>> synced;
@@ -442,15 +441,41 @@ absl::Status RegionStore::Commit() {
       }
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status RegionStore::Commit() {
+  switch (state_) {
+    case State::kOpen:
+      break;
+    case State::kCommitted:
+    case State::kTaken:
+      return absl::FailedPreconditionError("region store already committed");
+    case State::kFailed:
+      return absl::FailedPreconditionError(
+          "an earlier Flush() or Commit() of this region store failed");
+    case State::kAbandoned:
+      return absl::FailedPreconditionError("region store was abandoned");
+  }
+  // Any failure below leaves the store failed; Abandon() cleans up.
+  state_ = State::kFailed;
+  for (const auto& file : files_) {
+    const int parent = file->dirs.back()->get();
+    if (::renameat(parent, file->staging_name.c_str(), parent,
+                   file->name.c_str()) != 0) {
+      return CommitError(absl::StrCat("rename \"", file->staging_path,
+                                      "\" to \"", file->final_path, "\""),
+                         errno);
+    }
+    file->staged = false;
+  }
+  if (flushed_) LIVEMIG_RETURN_IF_ERROR(SyncDirectories());
   state_ = State::kCommitted;
   return absl::OkStatus();
 }
 
 void RegionStore::Abandon() {
-  if (state_ != State::kOpen && state_ != State::kFlushed &&
-      state_ != State::kFailed) {
-    return;
-  }
+  if (state_ != State::kOpen && state_ != State::kFailed) return;
   for (const auto& file : files_) {
     if (!file->staged) continue;
     // Best effort: a failure leaves a ".livemig-partial" file, which is

@@ -8,10 +8,14 @@
 //   - anonymous regions are fresh private anonymous mappings (THP-advised);
 //   - file-backed regions are mapped from a STAGING file
 //     (<root>/<file_path>.livemig-partial), never from the final file;
-//   - Flush() makes the staging files durable; Commit() flushes (unless
-//     Flush() did) and fsyncs the staging files, renames each onto its
-//     final name and fsyncs the directories; only then is the memory durable
-//     and only then may the caller report the migration complete;
+//   - Commit() renames each staging file onto its final name: the memory is
+//     published; Flush() makes it durable (msync, fsync of the files, and
+//     once committed of every directory on the paths). Either order works:
+//     Flush() then Commit() is durable before it is published (Commit then
+//     fsyncs the directories itself); Commit() then Flush() publishes first
+//     and the caller must not call the migration complete before Flush()
+//     returned OK (a crash in between leaves final names over data that may
+//     not be on disk: livemig receive writes its manifest only after);
 //   - without a successful Commit(), Abandon() (or the destructor) unlinks the
 //     staging files, so a final file that existed before is never touched.
 //
@@ -134,18 +138,19 @@ class RegionStore {
   std::vector<StoredRegion>& regions() { return regions_; }
   const std::vector<StoredRegion>& regions() const { return regions_; }
 
-  // Makes the received memory durable in the staging files, without
-  // publishing it: msync(MS_SYNC) of every file mapping, fsync of every
-  // staging file. The slow half of Commit(), done before the destination
-  // tells the source it is ready. Internal on failure (the store is then
-  // failed); FailedPrecondition unless the store is open.
+  // Makes the received memory durable: msync(MS_SYNC) of every file mapping,
+  // fsync of every file, and after Commit() fsync of every directory on the
+  // paths. Before Commit() the data is durable under the staging names,
+  // unpublished. Internal on failure (the store is then failed);
+  // FailedPrecondition if it was flushed already, or the store is failed,
+  // abandoned or taken.
   // REQUIRES: no thread is still writing the regions.
   [[nodiscard]] absl::Status Flush();
 
-  // Makes the received memory durable under its final names: Flush() (unless
-  // it already succeeded), rename(2) of each staging file onto its final
-  // path, then fsync of every directory on the paths. Only after this
-  // returns OK may the caller call the migration complete. A table with no
+  // Publishes the received memory: rename(2) of each staging file onto its
+  // final path; if Flush() already succeeded, then fsync of every directory
+  // on the paths (durable under the final names when this returns OK),
+  // otherwise that is left to the Flush() that must follow. A table with no
   // file-backed region commits trivially. Internal on any failure; the store
   // is then failed: the remaining staging files are left for Abandon(),
   // though final files renamed before the failing step have already been
@@ -153,6 +158,14 @@ class RegionStore {
   // Abandon() was called.
   // REQUIRES: no thread is still writing the regions.
   [[nodiscard]] absl::Status Commit();
+
+  // fdatasync of every file: what was written so far reaches the disk,
+  // without changing the store's state (the receiver keeps the final
+  // Flush() short this way). Internal naming the file on failure.
+  [[nodiscard]] absl::Status SyncData() const;
+
+  // Whether Flush() succeeded (the data is on disk).
+  bool flushed() const { return flushed_; }
 
   // Starts writeback of the staging files' dirty pages without waiting
   // (sync_file_range SYNC_FILE_RANGE_WRITE), so that Commit()'s flush, which
@@ -168,13 +181,16 @@ class RegionStore {
 
   // Moves the mappings out as guest memory, each region at info.guest_addr,
   // for the VMM. FailedPrecondition unless Commit() succeeded, or if the
-  // memory was already taken.
+  // memory was already taken. Flush() first if it should be durable.
   [[nodiscard]] absl::StatusOr<GuestMemory<NoBitmap>> TakeGuestMemory();
 
  private:
   // One staging file, shared by every region that names the same file_path.
   struct StagingFile;
-  enum class State { kOpen, kFlushed, kCommitted, kFailed, kAbandoned, kTaken };
+  enum class State { kOpen, kCommitted, kFailed, kAbandoned, kTaken };
+
+  // fsync of every directory on the paths, once each.
+  [[nodiscard]] absl::Status SyncDirectories();
 
   RegionStore();
   [[nodiscard]] absl::Status CreateRegions(const proto::RegionTable& table,
@@ -184,6 +200,7 @@ class RegionStore {
   std::vector<StoredRegion> regions_;
   std::vector<std::unique_ptr<StagingFile>> files_;
   State state_ = State::kOpen;
+  bool flushed_ = false;
 };
 
 }  // namespace livemig

@@ -3,16 +3,20 @@
 #include <algorithm>
 #include <memory>
 #include <random>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
+#include "migration/convergence.h"
 #include "migration/internal/rate_limiter.h"
 #include "migration/internal/send_channel.h"
+#include "migration/page_hashes.h"
 #include "migration/protocol.h"
-#include "migration/region_digest.h"
+#include "migration/source_audit.h"
 #include "migration/transport/connection.h"
+#include "migration/verification.h"
 #include "migration/wire/frame_io.h"
 #include "proto/migration.pb.h"
 
@@ -34,23 +38,51 @@ std::string RandomId() {
                       absl::Hex(rd(), absl::kZeroPad8));
 }
 
+// The most page-hash queries a receiver may make after one Completion (one
+// per differing region is all it needs).
+constexpr int kMaxHashQueries = 64;
+
+ConvergencePolicy PolicyOf(const SenderOptions& o) {
+  ConvergencePolicy p;
+  p.downtime_limit = o.downtime_limit;
+  p.max_rounds = o.max_rounds;
+  p.timeout = o.timeout;
+  p.force_at_limit = o.on_limit == SenderOptions::OnLimit::kForce;
+  p.stall_rounds = o.stall_rounds;
+  p.auto_converge = o.auto_converge;
+  p.throttle_initial = o.throttle_initial;
+  p.throttle_increment = o.throttle_increment;
+  p.throttle_max = o.throttle_max;
+  return p;
+}
+
 // One migration attempt; the Sender owns the policy knobs, this owns state.
 class Migration {
  public:
+  // `publish` is called with this attempt's Failure once it can be cancelled
+  // and with nullptr at the point of no return (and at the end).
   Migration(const SenderOptions& options, const GuestMemory<AtomicBitmap>& memory,
-            VmControl& vm, const std::atomic<bool>& cancelled, MigrationStats& stats)
+            VmControl& vm, const std::atomic<bool>& cancelled, MigrationStats& stats,
+            std::function<void(Failure*)> publish)
       : options_(options),
         memory_(memory),
         vm_(vm),
         cancelled_(cancelled),
         stats_(stats),
-        limiter_(options.max_bandwidth) {}
+        publish_(std::move(publish)),
+        limiter_(options.max_bandwidth),
+        convergence_(PolicyOf(options)) {}
+  ~Migration() { publish_(nullptr); }
 
   absl::Status Run();
   // Restores the source after `error`: tells the receiver why (when the
   // channels still work), re-marks every harvested page, resumes the VM,
   // resets the throttle.
   void RollBack(const absl::Status& error);
+  // A receiver that fails sends Abort on channel 0 and closes: a write that
+  // then fails here (Unavailable) only echoes that. Returns the receiver's
+  // reason when channel 0 still holds its Abort, else `error`.
+  absl::Status PeerReason(absl::Status error);
   bool handed_over() const { return handed_over_; }
 
  private:
@@ -69,22 +101,39 @@ class Migration {
   void RememberTaken(size_t r);
   // Queues the round-end marker on every channel and waits for all writes.
   absl::Status FinishRound(uint32_t round, bool final);
+  // Reads the receiver's acknowledgement of round `round`; returns its
+  // expected completion cost.
+  absl::StatusOr<absl::Duration> ReadRoundAck(uint32_t round);
+  // Refreshes the sent-page chunk digests (channels idle); returns the time.
+  absl::Duration RefreshDigests();
+  // The completion step's expected cost, from what was measured so far.
+  double ExpectedCompletionMs(absl::Duration receiver) const;
   absl::StatusOr<uint64_t> PendingPages();
   absl::Status Switchover(uint32_t round);
+  // Re-hashes the paused memory against what was sent (stats_.audit).
+  SourceAudit Audit();
+  // Sends Completion and answers the receiver's page-hash queries until it
+  // acknowledges VERIFIED.
+  absl::Status Complete(Connection& control);
   // After the destination verified everything: hands the guest over and
   // waits for it to confirm. Sets handed_over_ once the handover is sent.
   absl::Status HandOver(Connection& control);
   uint64_t BytesWritten() const;
+  void RecordTotals();
 
   const SenderOptions& options_;
   const GuestMemory<AtomicBitmap>& memory_;
   VmControl& vm_;
   const std::atomic<bool>& cancelled_;
   MigrationStats& stats_;
+  std::function<void(Failure*)> publish_;
   RateLimiter limiter_;
+  Convergence convergence_;
   Failure failure_;
   ChannelCounters counters_;
   std::vector<std::unique_ptr<SendChannel>> channels_;
+  // sent_[r]: the hash of the last version of every page of region r sent.
+  std::vector<PageHashes> sent_;
   // taken_[r]: every bit harvested from region r during this attempt, so a
   // failure can mark them dirty again.
   std::vector<std::vector<uint64_t>> taken_;
@@ -93,7 +142,8 @@ class Migration {
   // The handover was sent and not refused: a failure now leaves the outcome
   // in doubt (see HandOver).
   bool handed_over_ = false;
-  int throttle_ = 0;
+  absl::Duration rtt_ = absl::InfiniteDuration();  // Fastest hello round trip.
+  absl::Duration refresh_ = absl::ZeroDuration();  // Last digest refresh.
   absl::Time start_;
   absl::Time pause_time_;
 };
@@ -118,17 +168,21 @@ absl::Status Migration::Setup() {
     LIVEMIG_ASSIGN_OR_RETURN(
         std::unique_ptr<Connection> conn,
         Connection::Connect(options_.destination, options_.io_timeout));
+    const absl::Time hello_start = absl::Now();
     LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(
         *conn, wire::FrameType::kHello,
         MakeHello(proto::ROLE_SOURCE, i, options_.channels, id), options_.io_timeout));
     proto::Hello reply;
     LIVEMIG_RETURN_IF_ERROR(
         ReadExpected(*conn, wire::FrameType::kHello, &reply, options_.io_timeout));
+    rtt_ = std::min(rtt_, absl::Now() - hello_start);
     LIVEMIG_RETURN_IF_ERROR(CheckHello(reply, proto::ROLE_DESTINATION));
     channels_.push_back(std::make_unique<SendChannel>(
-        std::move(conn), &memory_, &limiter_, &failure_, &counters_,
-        options_.io_timeout, options_.batch_pages));
+        std::move(conn), &memory_, &sent_, &limiter_, &failure_, &counters_,
+        options_.io_timeout, options_.batch_pages, &options_.test_drop_page));
   }
+  // From here Cancel() shuts the connections down.
+  publish_(&failure_);
   proto::RegionTable table;
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     const GuestRegion<AtomicBitmap>& region = memory_.region(r);
@@ -155,6 +209,7 @@ absl::Status Migration::Setup() {
           kMigrationPageSize));
     }
     taken_.emplace_back(region.bitmap().num_words(), 0);
+    sent_.emplace_back(region.len() / kMigrationPageSize);
     stats_.total += region.len();
   }
   Connection& control = channels_[0]->connection();
@@ -277,6 +332,42 @@ absl::Status Migration::FinishRound(uint32_t round, bool final) {
   return CheckContinue();
 }
 
+absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
+  proto::Ack ack;
+  absl::Status read = ReadExpected(channels_[0]->connection(), wire::FrameType::kAck,
+                                   &ack, options_.io_timeout);
+  LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // A Cancel() that cut the read.
+  LIVEMIG_RETURN_IF_ERROR(read);
+  if (ack.kind() != proto::ACK_ROUND || ack.round() != round) {
+    return absl::DataLossError(absl::StrCat(
+        "expected the acknowledgement of round ", round, ", got ",
+        proto::AckKind_Name(ack.kind()), " for round ", ack.round()));
+  }
+  return absl::Microseconds(ack.expected_completion_us());
+}
+
+absl::Duration Migration::RefreshDigests() {
+  const absl::Time start = absl::Now();
+  for (PageHashes& h : sent_) h.RefreshChunks();
+  return absl::Now() - start;
+}
+
+double Migration::ExpectedCompletionMs(absl::Duration receiver) const {
+  // Completion and VERIFIED, HANDOVER and COMMITTED: two round trips.
+  double ms = Ms(receiver + refresh_ + 2 * rtt_);
+  if (options_.verify == SenderOptions::Verify::kFull) {
+    // Re-hashing all memory costs about what the channels spent per page
+    // (zero test, copy, hash), spread over the audit's threads.
+    const uint64_t scanned = counters_.scanned_pages.load(std::memory_order_relaxed);
+    const double ns = static_cast<double>(counters_.scan_ns.load(std::memory_order_relaxed));
+    const unsigned threads = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+    if (scanned > 0) {
+      ms += ns / scanned * (stats_.total / kMigrationPageSize) / threads / 1e6;
+    }
+  }
+  return ms;
+}
+
 absl::StatusOr<uint64_t> Migration::PendingPages() {
   uint64_t pending = 0;
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
@@ -286,9 +377,18 @@ absl::StatusOr<uint64_t> Migration::PendingPages() {
   return pending;
 }
 
+void Migration::RecordTotals() {
+  stats_.transferred = BytesWritten();
+  stats_.normal = counters_.raw_pages.load(std::memory_order_relaxed);
+  stats_.normal_bytes = stats_.normal * kMigrationPageSize;
+  stats_.duplicate = counters_.zero_pages.load(std::memory_order_relaxed);
+  stats_.total_time_ms = Ms(absl::Now() - start_);
+}
+
 absl::Status Migration::Run() {
   start_ = absl::Now();
   stats_.channels = options_.channels;
+  stats_.verify = VerifyName(options_.verify);
   if (options_.channels == 0 || options_.batch_pages == 0 ||
       options_.batch_pages * uint64_t{kMigrationPageSize} > (64u << 20)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -300,9 +400,6 @@ absl::Status Migration::Run() {
 
   // Round 0: every page. Bits set before it are taken (and remembered for a
   // roll-back) so that round 1 sends only what changed during round 0.
-  uint64_t previous_pending = UINT64_MAX;
-  uint32_t stalled = 0;
-  uint32_t fast_dirtying = 0;
   for (uint32_t round = 0;; ++round) {
     LIVEMIG_RETURN_IF_ERROR(CheckContinue());
     const absl::Time round_start = absl::Now();
@@ -311,7 +408,7 @@ absl::Status Migration::Run() {
     const uint64_t zero_before = counters_.zero_pages.load(std::memory_order_relaxed);
     RoundStats rs;
     rs.round = round;
-    rs.throttle_percent = throttle_;
+    rs.throttle_percent = convergence_.throttle();
     if (round == 0) {
       for (size_t r = 0; r < memory_.num_regions(); ++r) {
         const AtomicBitmap& bitmap = memory_.region(r).bitmap();
@@ -326,6 +423,9 @@ absl::Status Migration::Run() {
       LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, HarvestAndQueue(round));
     }
     LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/false));
+    refresh_ = RefreshDigests();
+    LIVEMIG_ASSIGN_OR_RETURN(const absl::Duration receiver_completion,
+                             ReadRoundAck(round));
     const absl::Duration took = absl::Now() - round_start;
     rs.duration_ms = Ms(took);
     rs.bytes = BytesWritten() - bytes_before;
@@ -333,73 +433,56 @@ absl::Status Migration::Run() {
     const uint64_t raw_pages =
         counters_.raw_pages.load(std::memory_order_relaxed) - raw_before;
     const double seconds = std::max(absl::ToDoubleSeconds(took), 1e-6);
+    LIVEMIG_ASSIGN_OR_RETURN(rs.dirtied_during_round, PendingPages());
+
+    RoundSample sample;
     // Bandwidth is what the link carried; zero pages cost almost nothing, so
     // they do not inflate it.
-    rs.bandwidth_bytes_per_s = rs.bytes / seconds;
-    LIVEMIG_ASSIGN_OR_RETURN(rs.dirtied_during_round, PendingPages());
-    // QEMU's rule: pending = dirty pages + device state.
-    const double pending_bytes =
-        static_cast<double>(rs.dirtied_during_round) * kMigrationPageSize +
-        static_cast<double>(vm_.DeviceStateSizeHint());
-    rs.expected_downtime_ms =
-        rs.bandwidth_bytes_per_s > 0 ? 1000.0 * pending_bytes / rs.bandwidth_bytes_per_s
-                                     : 0;
+    sample.bytes_sent = rs.bytes;
+    sample.seconds = seconds;
+    sample.pending_bytes = rs.dirtied_during_round * kMigrationPageSize;
+    sample.device_state_bytes = vm_.DeviceStateSizeHint();
+    sample.completion_ms = ExpectedCompletionMs(receiver_completion);
+    sample.elapsed = absl::Now() - start_;
+    const int throttle_before = convergence_.throttle();
+    const Decision decision = convergence_.AfterRound(round, sample);
+    rs.bandwidth_bytes_per_s = decision.estimate.bandwidth_bytes_per_s;
+    rs.expected_downtime_ms = decision.estimate.total_ms();
     stats_.round_stats.push_back(rs);
     stats_.rounds = round + 1;
     stats_.expected_downtime_ms = rs.expected_downtime_ms;
-    stats_.remaining = static_cast<uint64_t>(pending_bytes);
+    stats_.downtime_breakdown.expected_ms = rs.expected_downtime_ms;
+    stats_.remaining = sample.pending_bytes + sample.device_state_bytes;
     stats_.dirty_pages_rate = rs.dirtied_during_round / seconds;
     stats_.pages_per_second = (raw_pages + rs.zero_pages) / seconds;
-    stats_.transferred = BytesWritten();
-    stats_.normal = counters_.raw_pages.load(std::memory_order_relaxed);
-    stats_.normal_bytes = stats_.normal * kMigrationPageSize;
-    stats_.duplicate = counters_.zero_pages.load(std::memory_order_relaxed);
-    stats_.cpu_throttle_percentage = throttle_;
-    stats_.total_time_ms = Ms(absl::Now() - start_);
+    stats_.cpu_throttle_percentage = convergence_.throttle();
+    RecordTotals();
     if (options_.on_round) options_.on_round(stats_);
 
-    if (rs.expected_downtime_ms <= Ms(options_.downtime_limit)) {
-      stats_.converged = true;
-      return Switchover(round + 1);
-    }
-    // Stall: the dirty volume did not shrink for stall_rounds rounds.
-    stalled = rs.dirtied_during_round >= previous_pending ? stalled + 1 : 0;
-    previous_pending = std::min(previous_pending, rs.dirtied_during_round);
-    // Auto-converge trigger (QEMU): the guest dirtied more than half of
-    // what the round sent, twice in a row.
-    fast_dirtying = pending_bytes > 0.5 * std::max<double>(rs.bytes, 1) ? fast_dirtying + 1 : 0;
-    const bool stall = options_.stall_rounds > 0 && stalled >= options_.stall_rounds;
-    if (options_.auto_converge && (fast_dirtying >= 2 || stall) &&
-        throttle_ < options_.throttle_max) {
-      throttle_ = throttle_ == 0 ? options_.throttle_initial
-                                 : std::min(options_.throttle_max,
-                                            throttle_ + options_.throttle_increment);
-      vm_.SetThrottle(throttle_);
-      fast_dirtying = 0;
-      stalled = 0;
-    } else if (stall && !options_.auto_converge) {
-      if (options_.on_limit == SenderOptions::OnLimit::kForce) return Switchover(round + 1);
-      return absl::AbortedError(absl::StrCat(
-          "dirty volume did not shrink for ", options_.stall_rounds,
-          " rounds (", rs.dirtied_during_round, " pages pending)"));
-    }
-    const bool out_of_rounds = round + 1 >= options_.max_rounds;
-    const bool out_of_time = absl::Now() - start_ >= options_.timeout;
-    if (out_of_rounds || out_of_time) {
-      if (options_.on_limit == SenderOptions::OnLimit::kForce) return Switchover(round + 1);
-      if (out_of_time) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "did not converge within ", absl::FormatDuration(options_.timeout),
-            " (", rs.dirtied_during_round, " pages pending, expected downtime ",
-            rs.expected_downtime_ms, " ms)"));
-      }
-      return absl::AbortedError(absl::StrCat(
-          "did not converge within ", options_.max_rounds, " rounds (",
-          rs.dirtied_during_round, " pages pending, expected downtime ",
-          rs.expected_downtime_ms, " ms > limit ",
-          Ms(options_.downtime_limit), " ms)"));
+    if (convergence_.throttle() != throttle_before) vm_.SetThrottle(convergence_.throttle());
+    switch (decision.action) {
+      case Decision::Action::kSwitchover:
+        stats_.converged = decision.converged;
+        return Switchover(round + 1);
+      case Decision::Action::kFail:
+        return decision.error;
+      case Decision::Action::kContinue:
+      case Decision::Action::kThrottle:
+        break;
     }
   }
+}
+
+SourceAudit Migration::Audit() {
+  const absl::Time start = absl::Now();
+  SourceAudit audit = AuditSource(memory_, sent_);
+  stats_.audit.ran = true;
+  stats_.audit.ms = Ms(absl::Now() - start);
+  stats_.audit.bytes = audit.bytes;
+  stats_.audit.untracked_pages = audit.changed;
+  stats_.audit.first_addrs.clear();
+  for (const ChangedPage& p : audit.first) stats_.audit.first_addrs.push_back(p.guest_addr);
+  return audit;
 }
 
 absl::Status Migration::Switchover(uint32_t round) {
@@ -410,7 +493,7 @@ absl::Status Migration::Switchover(uint32_t round) {
   const uint64_t bytes_before = BytesWritten();
   RoundStats rs;
   rs.round = round;
-  rs.throttle_percent = throttle_;
+  rs.throttle_percent = convergence_.throttle();
   LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, HarvestAndQueue(round));
   LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/true));
   const absl::Time sent = absl::Now();
@@ -424,6 +507,18 @@ absl::Status Migration::Switchover(uint32_t round) {
   // The workers are idle; the control channel is ours again.
   for (auto& c : channels_) c->Stop();
   Connection& control = channels_[0]->connection();
+  if (options_.verify == SenderOptions::Verify::kFull) {
+    // Memory is final now: a page that differs from what was sent was
+    // written behind the tracker, and the destination would miss it.
+    const SourceAudit audit = Audit();
+    stats_.downtime_breakdown.verify_ms = stats_.audit.ms;
+    if (audit.changed > 0) {
+      return absl::DataLossError(absl::StrCat(
+          "verify=full: ", DescribeChangedPages(audit),
+          "; the destination would hold older versions of them"));
+    }
+  }
+  const absl::Time verified = absl::Now();
   LIVEMIG_ASSIGN_OR_RETURN(std::string state, vm_.DeviceState());
   proto::DeviceState device;
   device.set_device_id("vmm");
@@ -432,49 +527,61 @@ absl::Status Migration::Switchover(uint32_t round) {
   LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kDeviceState,
                                            device, options_.io_timeout));
   const absl::Time device_done = absl::Now();
-  stats_.downtime_breakdown.device_state_ms = Ms(device_done - sent);
+  stats_.downtime_breakdown.device_state_ms = Ms(device_done - verified);
 
-  // Digested only now, not while the final round is sent: on 2 vCPUs that
-  // overlap slowed the final round past its estimate as much as it shortened
-  // this step (measured: same total downtime).
-  proto::Completion completion;
-  for (size_t r = 0; r < memory_.num_regions(); ++r) {
-    proto::RegionDigest* d = completion.add_digests();
-    d->set_region_index(static_cast<uint32_t>(r));
-    d->set_xxh3_64(DigestRegion(memory_.region(r).region()));
-    d->set_page_count(memory_.region(r).len() / kMigrationPageSize);
-  }
-  completion.set_total_pages_sent(counters_.raw_pages.load() + counters_.zero_pages.load());
-  completion.set_rounds(stats_.rounds);
-  LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kCompletion,
-                                           completion, options_.io_timeout));
-  proto::Ack ack;
-  LIVEMIG_RETURN_IF_ERROR(
-      ReadExpected(control, wire::FrameType::kAck, &ack, options_.io_timeout));
-  if (ack.kind() != proto::ACK_VERIFIED) {
-    return absl::DataLossError("expected the verified acknowledgement");
-  }
+  LIVEMIG_RETURN_IF_ERROR(Complete(control));
   LIVEMIG_RETURN_IF_ERROR(HandOver(control));
   const absl::Time done = absl::Now();
   stats_.downtime_breakdown.completion_ms = Ms(done - device_done);
   stats_.downtime_ms = Ms(done - pause_time_);
-  stats_.total_time_ms = Ms(done - start_);
-  stats_.transferred = BytesWritten();
-  stats_.normal = counters_.raw_pages.load();
-  stats_.normal_bytes = stats_.normal * kMigrationPageSize;
-  stats_.duplicate = counters_.zero_pages.load();
+  RecordTotals();
   stats_.remaining = 0;
   stats_.mbps = stats_.transferred * 8.0 / 1e6 /
                 std::max(absl::ToDoubleSeconds(done - start_), 1e-6);
   stats_.status = "completed";
-  if (throttle_ != 0) vm_.SetThrottle(0);
-  stats_.cpu_throttle_percentage = throttle_;
+  if (convergence_.throttle() != 0) vm_.SetThrottle(0);
+  stats_.cpu_throttle_percentage = convergence_.throttle();
+  // The destination owns the guest and the source stays paused: its memory
+  // is still final, so the audit costs no downtime.
+  if (options_.verify == SenderOptions::Verify::kSent) {
+    (void)Audit();
+    stats_.total_time_ms = Ms(absl::Now() - start_);
+  }
   return absl::OkStatus();
+}
+
+absl::Status Migration::Complete(Connection& control) {
+  proto::Completion completion;
+  if (options_.verify != SenderOptions::Verify::kOff) AddDigests(sent_, &completion);
+  completion.set_total_pages_sent(counters_.raw_pages.load() + counters_.zero_pages.load());
+  completion.set_rounds(stats_.rounds);
+  LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kCompletion,
+                                           completion, options_.io_timeout));
+  for (int queries = 0;; ++queries) {
+    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
+                             wire::ReadFrameStart(control, options_.io_timeout));
+    if (frame.header.type != wire::FrameType::kPageHashQuery || queries == kMaxHashQueries) {
+      proto::Ack ack;
+      LIVEMIG_RETURN_IF_ERROR(ParseExpected(frame, wire::FrameType::kAck, &ack));
+      if (ack.kind() != proto::ACK_VERIFIED) {
+        return absl::DataLossError(absl::StrCat(
+            "expected the verified acknowledgement, got ", proto::AckKind_Name(ack.kind())));
+      }
+      return absl::OkStatus();
+    }
+    proto::PageHashQuery query;
+    LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &query));
+    LIVEMIG_ASSIGN_OR_RETURN(proto::PageHashList list, AnswerPageHashQuery(query, sent_));
+    LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kPageHashList, list,
+                                             options_.io_timeout));
+  }
 }
 
 absl::Status Migration::HandOver(Connection& control) {
   proto::Ack handover;
   handover.set_kind(proto::ACK_HANDOVER);
+  // The point of no return: Cancel() stops reaching this attempt.
+  publish_(nullptr);
   // A failed write never delivered the whole frame, and the destination
   // commits only on a whole, checksummed one: still safe to roll back.
   LIVEMIG_RETURN_IF_ERROR(
@@ -502,7 +609,19 @@ absl::Status Migration::HandOver(Connection& control) {
       "); the guest stays paused: check the destination before resuming it"));
 }
 
+absl::Status Migration::PeerReason(absl::Status error) {
+  if (handed_over_ || channels_.empty() ||
+      !(absl::IsUnavailable(error) || absl::IsDataLoss(error))) {
+    return error;
+  }
+  for (auto& c : channels_) c->Stop();  // Nobody reads channel 0 now.
+  const std::optional<proto::Abort> abort = FindAbort(
+      channels_[0]->connection().ReadLeftover(wire::kMaxMessageSize, absl::Milliseconds(200)));
+  return abort.has_value() ? StatusFromAbort(*abort) : error;
+}
+
 void Migration::RollBack(const absl::Status& error) {
+  publish_(nullptr);
   for (auto& c : channels_) c->Stop();
   // In doubt (handed_over_): the destination may be running the guest, so
   // no Abort (it may have committed) and no Resume(). Every harvested bit is
@@ -518,20 +637,43 @@ void Migration::RollBack(const absl::Status& error) {
     (void)memory_.region(r).bitmap().Merge(taken_[r].data(), taken_[r].size());
   }
   if (paused_ && !handed_over_) (void)vm_.Resume();
-  if (throttle_ != 0) vm_.SetThrottle(0);
+  if (convergence_.throttle() != 0) vm_.SetThrottle(0);
 }
 
 }  // namespace
 
+const char* VerifyName(SenderOptions::Verify verify) {
+  switch (verify) {
+    case SenderOptions::Verify::kSent:
+      return "sent";
+    case SenderOptions::Verify::kFull:
+      return "full";
+    case SenderOptions::Verify::kOff:
+      return "off";
+  }
+  return "?";
+}
+
 Sender::Sender(SenderOptions options) : options_(std::move(options)) {}
+
+void Sender::Cancel() {
+  cancelled_.store(true, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (active_ != nullptr) active_->Set(absl::CancelledError("migration cancelled by the source"));
+}
 
 absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& memory,
                                                VmControl& vm) {
   cancelled_.store(false, std::memory_order_relaxed);
   last_stats_ = MigrationStats();
-  Migration migration(options_, memory, vm, cancelled_, last_stats_);
+  Migration migration(options_, memory, vm, cancelled_, last_stats_,
+                      [this](Failure* failure) {
+                        std::lock_guard<std::mutex> lock(mu_);
+                        active_ = failure;
+                      });
   absl::Status status = migration.Run();
   if (status.ok()) return last_stats_;
+  status = migration.PeerReason(std::move(status));
   migration.RollBack(status);
   last_stats_.status = migration.handed_over()                          ? "in-doubt"
                        : status.code() == absl::StatusCode::kCancelled ? "cancelled"

@@ -11,18 +11,38 @@
 // rounds: round 0 sends every page (zero pages as ZERO runs, never their
 // bytes), each later round harvests the regions' AtomicBitmaps (after merging
 // VmControl::CollectDirty) and sends the dirty pages, spread over every
-// channel. After each round it estimates the downtime as pending bytes (dirty
-// pages + VmControl::DeviceStateSizeHint()) / measured bandwidth and switches
-// over when that is <= downtime_limit
-// (QEMU's rule). Round limit or timeout: OnLimit::kCancel fails with the VM
-// running, kForce switches over anyway. A dirty volume that does not shrink
-// for `stall_rounds` rounds escalates: a throttle step with auto_converge,
-// the limit policy without. Auto-converge (QEMU's steps: 20%, +10%, max 99%)
-// also throttles when the guest dirties more than half of what a round sends,
-// two rounds in a row. Switchover: Pause(), final harvest and send,
-// DeviceState(), Completion with an XXH3 digest per region, then wait for the
-// receiver's verified acknowledgement, hand the guest over and wait for the
-// receiver to confirm it committed (protocol.h).
+// channel, and waits for the receiver's acknowledgement of the round. After
+// each round the switchover rule (migration/convergence.h) budgets the whole
+// pause: pending dirty bytes and VmControl::DeviceStateSizeHint() over the
+// measured bandwidth, plus the completion step's measured cost (the
+// receiver's, reported in its round acknowledgement, the sender's own digest
+// refresh, verify=full's re-hash, two round trips); it switches over when
+// that is <= downtime_limit. Round limit or timeout: OnLimit::kCancel fails
+// with the VM running, kForce switches over anyway. A dirty volume that does
+// not shrink for `stall_rounds` rounds escalates: a throttle step with
+// auto_converge, the limit policy without. Auto-converge (QEMU's steps: 20%,
+// +10%, max 99%) also throttles when the guest dirties more than half of
+// what a round sends, two rounds in a row. Switchover: Pause(), final
+// harvest and send, DeviceState(), Completion with the page-hash digests of
+// every region (migration/verification.h), then wait for the receiver's
+// verified acknowledgement, hand the guest over and wait for the receiver to
+// confirm it committed (protocol.h).
+//
+// Verification (`verify`):
+//   kSent (default)  the receiver compares the hash of every page version
+//                    sent with the hash of what landed (O(final dirty set)
+//                    in the pause); a mismatch fails the migration (DataLoss
+//                    naming the region and pages). After the commit the
+//                    paused source re-hashes its memory against what it sent
+//                    (the source audit, migration/source_audit.h): pages
+//                    written without being marked dirty are reported in
+//                    stats.audit — the migration has succeeded, the
+//                    destination holds their older version.
+//   kFull            as kSent, and that audit runs before the handover, in
+//                    the pause (O(memory), stats.downtime_breakdown.verify_ms):
+//                    such a page fails the migration with DataLoss, the VM
+//                    resumed.
+//   kOff             neither: frames are still checked page by page.
 //
 // Failure (any error, Cancel(), peer abort, limit with kCancel) before the
 // handover is sent: every page harvested during the attempt is marked dirty
@@ -39,6 +59,10 @@
 // loses nothing. A receiver that answers the handover with a failure
 // discarded its copy: that is an ordinary failure and the VM is resumed.
 //
+// Cancel() before the handover is sent makes Migrate() fail with Cancelled
+// promptly in any phase (every connection is shut down). From the handover
+// on — the point of no return — Cancel() has no effect.
+//
 // Thread safety: Migrate() runs on the caller's thread (it starts one worker
 // thread per channel) and must not run twice at once on one Sender. Cancel()
 // may be called from any thread. `memory` and `vm` must outlive Migrate().
@@ -48,6 +72,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -60,6 +85,10 @@
 #include "migration/vm_control.h"
 
 namespace livemig {
+
+namespace migration_internal {
+class Failure;
+}  // namespace migration_internal
 
 struct SenderOptions {
   Endpoint destination;
@@ -81,9 +110,17 @@ struct SenderOptions {
   // region index; missing or empty: "region-<index>.mem".
   std::vector<std::string> file_names;
   std::string migration_id;  // Empty: a random one.
+  enum class Verify { kSent, kFull, kOff };
+  Verify verify = Verify::kSent;  // See the file comment.
   // Called on the migration thread after every round.
   std::function<void(const MigrationStats&)> on_round;
+  // Testing only: called for every page about to be sent, after its hash was
+  // recorded; true leaves it out (a page the sender thinks it sent).
+  std::function<bool(uint32_t region, uint64_t page)> test_drop_page;
 };
+
+// "sent", "full", "off".
+const char* VerifyName(SenderOptions::Verify verify);
 
 class Sender {
  public:
@@ -98,8 +135,9 @@ class Sender {
   [[nodiscard]] absl::StatusOr<MigrationStats> Migrate(
       const GuestMemory<AtomicBitmap>& memory, VmControl& vm);
 
-  // Makes a running Migrate() fail with Cancelled as soon as possible.
-  void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  // Makes a running Migrate() fail with Cancelled as soon as possible, unless
+  // the handover was sent already (see the file comment).
+  void Cancel();
 
   // The stats of the last Migrate(), also after it failed.
   const MigrationStats& last_stats() const { return last_stats_; }
@@ -109,7 +147,12 @@ class Sender {
   // Set by Cancel() on any thread, polled by the migration thread; relaxed:
   // it carries no data, only "stop soon".
   std::atomic<bool> cancelled_{false};
+  // The running attempt's failure, which Cancel() sets (shutting its
+  // connections down); null outside Migrate() and from the handover on.
+  std::mutex mu_;
+  migration_internal::Failure* active_ = nullptr;  // Guarded by mu_.
   MigrationStats last_stats_;
+
 };
 
 }  // namespace livemig

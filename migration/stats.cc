@@ -23,6 +23,11 @@ std::string MigrationStats::ToJson() const {
                     ",\"expected-downtime-ms\":", Num(r.expected_downtime_ms),
                     ",\"throttle-percent\":", r.throttle_percent, "}");
   }
+  std::string addrs;
+  for (uint64_t a : audit.first_addrs) {
+    if (!addrs.empty()) addrs += ",";
+    absl::StrAppend(&addrs, "\"0x", absl::Hex(a), "\"");
+  }
   return absl::StrCat(
       "{\"status\":\"", status, "\",\"total-time\":", Num(total_time_ms),
       ",\"downtime\":", Num(downtime_ms), ",\"setup-time\":", Num(setup_time_ms),
@@ -36,10 +41,17 @@ std::string MigrationStats::ToJson() const {
       ",\"cpu-throttle-percentage\":", cpu_throttle_percentage,
       ",\"rounds\":", rounds, ",\"channels\":", channels,
       ",\"converged\":", converged ? "true" : "false",
+      ",\"verify\":\"", verify, "\"",
+      ",\"audit\":{\"ran\":", audit.ran ? "true" : "false",
+      ",\"ms\":", Num(audit.ms), ",\"bytes\":", audit.bytes,
+      ",\"untracked-pages\":", audit.untracked_pages,
+      ",\"first-addrs\":[", addrs, "]}",
       ",\"downtime-breakdown\":{\"final-round-ms\":",
       Num(downtime_breakdown.final_round_ms),
       ",\"device-state-ms\":", Num(downtime_breakdown.device_state_ms),
-      ",\"completion-ms\":", Num(downtime_breakdown.completion_ms), "}",
+      ",\"verify-ms\":", Num(downtime_breakdown.verify_ms),
+      ",\"completion-ms\":", Num(downtime_breakdown.completion_ms),
+      ",\"expected-ms\":", Num(downtime_breakdown.expected_ms), "}",
       ",\"round-stats\":[", rounds_json, "]}");
 }
 

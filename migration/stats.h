@@ -24,10 +24,27 @@ struct RoundStats {
   int throttle_percent = 0;
 };
 
+// Where the pause (Pause() to the destination's commit confirmation) went.
 struct DowntimeBreakdown {
   double final_round_ms = 0;   // Final harvest + sending it.
   double device_state_ms = 0;  // DeviceState() + sending it.
-  double completion_ms = 0;    // Digests, completion frame, handover.
+  double verify_ms = 0;        // verify=full: re-hashing the paused source memory.
+  // Digests, completion frame, the destination's check (and flush when it is
+  // durable), the handover.
+  double completion_ms = 0;
+  // What the switchover rule expected for the parts above, before Pause().
+  double expected_ms = 0;
+};
+
+// The source audit (verify=sent, after the commit; verify=full, before the
+// handover): pages whose memory differs from the last version sent, i.e.
+// written without being marked dirty.
+struct AuditStats {
+  bool ran = false;
+  double ms = 0;                       // Re-hashing all source memory.
+  uint64_t bytes = 0;                  // Memory re-hashed.
+  uint64_t untracked_pages = 0;
+  std::vector<uint64_t> first_addrs;   // Guest addresses of the first few.
 };
 
 struct MigrationStats {
@@ -52,6 +69,8 @@ struct MigrationStats {
   uint32_t rounds = 0;
   uint32_t channels = 0;
   bool converged = false;        // false: switched over by force
+  std::string verify = "sent";   // SenderOptions::verify: sent, full or off
+  AuditStats audit;
   std::vector<RoundStats> round_stats;
   DowntimeBreakdown downtime_breakdown;
 

@@ -68,6 +68,13 @@ ABSL_FLAG(std::string, throttle_steps, "20,10,99", "send: auto-converge throttle
           "INITIAL,INCREMENT,MAX in percent");
 ABSL_FLAG(std::string, max_bandwidth, "", "send: bandwidth cap, e.g. 200MB/s (default none)");
 ABSL_FLAG(double, io_timeout_s, 30, "deadline for every network read and write, seconds");
+ABSL_FLAG(std::string, verify, "sent", "send: end-to-end verification: sent (the destination "
+          "holds every page version sent; the source is audited after the commit), full "
+          "(also re-hash the paused source before the handover), off");
+ABSL_FLAG(bool, durable, false, "receive: flush the rebuilt files to disk before telling the "
+          "source they are verified (in the source's downtime); default: flush after the commit");
+ABSL_FLAG(bool, test_hang_after_commit, false, "receive, testing only: stop after the commit, "
+          "before the flush (to test a receiver killed there)");
 
 namespace livemig {
 namespace {
@@ -188,13 +195,29 @@ int Receive() {
   options.max_channels = max_channels > 0 ? static_cast<uint32_t>(max_channels) : 64;
   options.io_timeout = absl::Seconds(absl::GetFlag(FLAGS_io_timeout_s));
   options.anonymous_regions_as_files = true;
+  options.durable = absl::GetFlag(FLAGS_durable);
+  if (absl::GetFlag(FLAGS_test_hang_after_commit)) {
+    options.test_on_step = [](const char* step) {
+      if (std::string(step) != "committed") return;
+      std::fprintf(stderr, "livemig: committed; holding before the flush (testing)\n");
+      while (true) absl::SleepFor(absl::Seconds(1));
+    };
+  }
   absl::StatusOr<std::unique_ptr<Receiver>> receiver = Receiver::Listen(*at, options);
   if (!receiver.ok()) return Fail(receiver.status());
   Receiver* r = receiver->get();
   SetCancel([r] { r->Cancel(); });
   std::fprintf(stderr, "livemig: listening on %s, rebuilding into %s\n",
                (*receiver)->endpoint().ToString().c_str(), dir.c_str());
+  const std::string manifest_path = dir + "/manifest.json";
   while (true) {
+    // The manifest says "these files are complete and on disk": it goes
+    // before anything of the next migration is published, and comes back
+    // only after ReceiveOne() returned, i.e. after the flush.
+    if (::unlink(manifest_path.c_str()) != 0 && errno != ENOENT) {
+      return Fail(absl::InternalError(
+          absl::StrCat("cannot remove ", manifest_path, ": ", std::strerror(errno))));
+    }
     absl::StatusOr<ReceivedMigration> got = r->ReceiveOne();
     if (!got.ok()) {
       std::fprintf(stderr, "livemig: migration failed: %s (partial files removed)\n",
@@ -207,14 +230,15 @@ int Receive() {
       continue;
     }
     const std::string manifest = ManifestJson(*got);
-    absl::Status written = WriteFileAtomically(dir + "/manifest.json", manifest);
+    absl::Status written = WriteFileAtomically(manifest_path, manifest);
     if (!written.ok()) return Fail(written);
     const uint64_t total = got->memory.total_size();
     std::fprintf(stderr,
                  "livemig: received %s in %u regions over %u channels, %u rounds; "
-                 "digests verified, files flushed\n",
+                 "%s, files flushed\n",
                  cli::FormatBytes(static_cast<double>(total)).c_str(),
-                 static_cast<unsigned>(got->regions.size()), got->channels, got->rounds);
+                 static_cast<unsigned>(got->regions.size()), got->channels, got->rounds,
+                 got->verified ? "page hashes verified" : "NOT verified (the source sent no digests)");
     for (const std::string& f : got->files) std::fprintf(stderr, "  %s\n", f.c_str());
     if (absl::GetFlag(FLAGS_json)) std::printf("%s\n", manifest.c_str());
     std::fflush(stdout);
@@ -436,6 +460,19 @@ int Send(const std::vector<std::string>& region_flags) {
     options.max_bandwidth = static_cast<uint64_t>(*rate);
   }
   options.io_timeout = absl::Seconds(absl::GetFlag(FLAGS_io_timeout_s));
+  {
+    const std::string verify = absl::GetFlag(FLAGS_verify);
+    if (verify == "sent") {
+      options.verify = SenderOptions::Verify::kSent;
+    } else if (verify == "full") {
+      options.verify = SenderOptions::Verify::kFull;
+    } else if (verify == "off") {
+      options.verify = SenderOptions::Verify::kOff;
+    } else {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--verify=", verify, ": expected sent, full or off")));
+    }
+  }
   absl::StatusOr<GuestMemory<AtomicBitmap>> memory = BuildMemory(region_flags, &options.file_names);
   if (!memory.ok()) return Fail(memory.status());
 
@@ -478,14 +515,34 @@ int Send(const std::vector<std::string>& region_flags) {
   }
   std::fprintf(stderr,
                "livemig: done: %u rounds, total %.0f ms, downtime %.1f ms, sent %s for %s of "
-               "memory (%.2fx), %s, verified: yes\n",
+               "memory (%.2fx), %s, verified: %s\n",
                stats->rounds, stats->total_time_ms, stats->downtime_ms,
                cli::FormatBytes(static_cast<double>(stats->transferred)).c_str(),
                cli::FormatBytes(static_cast<double>(stats->total)).c_str(),
                stats->total ? static_cast<double>(stats->transferred) / stats->total : 0.0,
-               stats->converged ? "converged" : "forced switchover");
+               stats->converged ? "converged" : "forced switchover",
+               options.verify == SenderOptions::Verify::kOff ? "no (--verify=off)"
+               : options.verify == SenderOptions::Verify::kFull
+                   ? "yes (every page sent, and the paused source re-hashed)"
+                   : "yes (every page sent)");
+  const AuditStats& audit = stats->audit;
+  if (audit.ran && options.verify == SenderOptions::Verify::kSent) {
+    std::fprintf(stderr, "livemig: source audit: %s re-hashed in %.0f ms, %llu untracked pages\n",
+                 cli::FormatBytes(static_cast<double>(audit.bytes)).c_str(), audit.ms,
+                 static_cast<unsigned long long>(audit.untracked_pages));
+  }
   if (absl::GetFlag(FLAGS_json)) {
     std::printf("%s\n", SendJson(*stats, workload, *spec, workload_seconds).c_str());
+  }
+  if (audit.untracked_pages > 0) {
+    std::string addrs;
+    for (uint64_t a : audit.first_addrs) absl::StrAppend(&addrs, addrs.empty() ? "" : ", ", "0x", absl::Hex(a));
+    std::fprintf(stderr,
+                 "livemig: WARNING: %llu pages were written without being marked dirty "
+                 "(guest addresses %s%s): the destination holds older versions of them\n",
+                 static_cast<unsigned long long>(audit.untracked_pages), addrs.c_str(),
+                 audit.untracked_pages > audit.first_addrs.size() ? ", ..." : "");
+    return 4;
   }
   return 0;
 }
@@ -533,10 +590,13 @@ int main(int argc, char** argv) {
       "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=S] "
       "[--on-timeout=cancel|force]\n"
       "       [--auto-converge] [--throttle-steps=20,10,99] [--stall-rounds=5]\n"
-      "       [--max-bandwidth=RATE] [--json]\n"
+      "       [--max-bandwidth=RATE] [--verify=sent|full|off] [--json]\n"
+      "  livemig receive ... [--durable]\n"
       "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.\n"
       "Exit status: 0 done; 1 failed (send: the workload was resumed); 2 bad usage;\n"
-      "3 send: handover in doubt (the receiver may own the guest; not resumed).");
+      "3 send: handover in doubt (the receiver may own the guest; not resumed);\n"
+      "4 send: migrated, but the source audit found pages written without being marked\n"
+      "  dirty (named on stderr): the destination holds older versions of them.");
   std::vector<std::string> regions, storage;
   std::vector<char*> args = livemig::PrepareArgs(argc, argv, &regions, &storage);
   std::vector<char*> positional =

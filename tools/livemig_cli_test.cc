@@ -222,10 +222,14 @@ uint64_t FrameSize(wire::FrameType type, const google::protobuf::MessageLite& me
 TEST_F(LivemigCli, LostCommitConfirmationLeavesTheSenderInDoubtWithExitStatus3) {
   Process receiver = StartReceiver();
   // What the receiver sends on the only channel: its Hello (the sender's
-  // 24-digit id echoed), the region table's Ack, the VERIFIED Ack (a one-byte
-  // round number), then COMMITTED, which the proxy cuts 10 bytes in.
+  // 24-digit id echoed), the region table's Ack, round 0's Ack (an idle
+  // guest switches over after it), the VERIFIED Ack (a one-byte round
+  // number), then COMMITTED, which the proxy cuts 10 bytes in.
   proto::Ack table_ack;
   table_ack.set_kind(proto::ACK_REGION_TABLE);
+  proto::Ack round_ack;
+  round_ack.set_kind(proto::ACK_ROUND);
+  round_ack.set_expected_completion_us(0);  // Fixed size, whatever the value.
   proto::Ack verified;
   verified.set_kind(proto::ACK_VERIFIED);
   verified.set_round(2);
@@ -237,6 +241,7 @@ TEST_F(LivemigCli, LostCommitConfirmationLeavesTheSenderInDoubtWithExitStatus3) 
       FrameSize(wire::FrameType::kHello,
                 MakeHello(proto::ROLE_DESTINATION, 0, 1, std::string(24, '0'))) +
       FrameSize(wire::FrameType::kAck, table_ack) +
+      FrameSize(wire::FrameType::kAck, round_ack) +
       FrameSize(wire::FrameType::kAck, verified) + 10;
   absl::StatusOr<std::unique_ptr<FaultProxy>> proxy =
       FaultProxy::Start(Endpoint::Unix(Socket()), fault);

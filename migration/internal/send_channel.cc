@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "migration/protocol.h"
 #include "migration/wire/frame_io.h"
 #include "proto/migration.pb.h"
@@ -50,15 +51,18 @@ __attribute__((no_sanitize_thread)) bool IsZeroPage(const uint8_t* page,
 
 SendChannel::SendChannel(std::unique_ptr<Connection> connection,
                          const GuestMemory<AtomicBitmap>* memory,
-                         RateLimiter* limiter, Failure* failure,
-                         ChannelCounters* counters, absl::Duration io_timeout,
-                         uint32_t batch_pages)
+                         std::vector<PageHashes>* sent, RateLimiter* limiter,
+                         Failure* failure, ChannelCounters* counters,
+                         absl::Duration io_timeout, uint32_t batch_pages,
+                         const DropPageHook* drop)
     : connection_(std::move(connection)),
       memory_(memory),
+      sent_(sent),
       limiter_(limiter),
       failure_(failure),
       counters_(counters),
       io_timeout_(io_timeout),
+      drop_(drop != nullptr && *drop ? drop : nullptr),
       buffer_(size_t{batch_pages} * kMigrationPageSize) {
   failure_->Watch(connection_.get());
 }
@@ -154,12 +158,16 @@ absl::Status SendChannel::Send(const PageWork& work) {
     run->set_first_page(page);
     run->set_count(1);
   };
+  PageHashes& sent = (*sent_)[work.region];
   size_t raw_pages = 0;
   uint64_t zero_pages = 0;
+  const absl::Time scan_start = absl::Now();
   for (const auto& [first, count] : work.runs) {
     for (uint64_t page = first; page < first + count; ++page) {
       const uint64_t offset = page * kMigrationPageSize;
       if (IsZeroPage(base + offset, kMigrationPageSize)) {
+        sent.Set(page, ZeroPageHash());
+        if (drop_ != nullptr && (*drop_)(work.region, page)) continue;
         append(zero, page);
         ++zero_pages;
         continue;
@@ -167,24 +175,31 @@ absl::Status SendChannel::Send(const PageWork& work) {
       if ((raw_pages + 1) * kMigrationPageSize > buffer_.size()) {
         return absl::InternalError("page batch larger than the channel buffer");
       }
-      // Copy through the bounds-checked accessor: the frame checksum must
-      // cover exactly the bytes that go on the wire.
-      absl::Status read = region.region().Read(
-          std::span<uint8_t>(buffer_.data() + raw_pages * kMigrationPageSize,
-                             kMigrationPageSize),
-          offset);
+      // Copy through the bounds-checked accessor, then hash the copy: the
+      // hash must cover exactly the bytes that go on the wire.
+      uint8_t* copy = buffer_.data() + raw_pages * kMigrationPageSize;
+      absl::Status read =
+          region.region().Read(std::span<uint8_t>(copy, kMigrationPageSize), offset);
       if (!read.ok()) return read;
+      const uint64_t hash = HashPage(copy);
+      sent.Set(page, hash);
+      if (drop_ != nullptr && (*drop_)(work.region, page)) continue;
       append(raw, page);
+      raw.add_page_hashes(hash);
       ++raw_pages;
     }
   }
+  counters_->scanned_pages.fetch_add(work.pages, std::memory_order_relaxed);
+  counters_->scan_ns.fetch_add(
+      static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - scan_start)),
+      std::memory_order_relaxed);
   if (raw_pages > 0) {
     const size_t bytes = raw_pages * kMigrationPageSize;
     limiter_->Acquire(bytes, failure_->flag());
     const iovec payload{buffer_.data(), bytes};
     absl::Status status = wire::WriteFrame(*connection_, wire::FrameType::kPageBatch,
                                            raw, absl::MakeConstSpan(&payload, 1),
-                                           io_timeout_);
+                                           io_timeout_, wire::kFramePagesHashed);
     if (!status.ok()) return status;
     counters_->raw_pages.fetch_add(raw_pages, std::memory_order_relaxed);
   }

@@ -4,8 +4,11 @@
 // writes to it. The migration thread queues work (page runs of one region,
 // or a round-end marker); the worker encodes each page run as ZERO runs
 // (no bytes) and RAW runs (bytes copied from guest memory into the channel's
-// buffer, so the frame checksum and the bytes sent agree even while the guest
-// keeps writing), and writes each batch with one gathered write.
+// buffer, so the page hashes and the bytes sent agree even while the guest
+// keeps writing), hashes every page once from that buffer — the hash goes
+// into the batch (which vouches for the payload, frame_format.h) and into
+// the migration's sent-page hashes — and writes each batch with one gathered
+// write.
 //
 // Thread safety: Enqueue/WaitIdle/Stop are called by the migration thread;
 // the worker is the only writer of the connection while it runs. Errors are
@@ -18,6 +21,7 @@
 #include <cstdint>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <memory>
 #include <thread>
@@ -30,6 +34,7 @@
 #include "core/atomic_bitmap.h"
 #include "core/guest_memory.h"
 #include "migration/internal/rate_limiter.h"
+#include "migration/page_hashes.h"
 #include "migration/transport/connection.h"
 
 namespace livemig::migration_internal {
@@ -70,15 +75,28 @@ struct PageWork {
 struct ChannelCounters {
   std::atomic<uint64_t> raw_pages{0};
   std::atomic<uint64_t> zero_pages{0};
+  // Pages scanned (zero test, copy, hash) and the time it took: what
+  // re-hashing memory costs per page, for the verify=full estimate.
+  std::atomic<uint64_t> scanned_pages{0};
+  std::atomic<uint64_t> scan_ns{0};
 };
+
+// Testing only: called for every page a channel is about to send, after its
+// hash was recorded; true leaves it out of the batch (a page the sender
+// believes it sent but that never went out).
+using DropPageHook = std::function<bool(uint32_t region, uint64_t page)>;
 
 class SendChannel {
  public:
-  // `memory`, `limiter`, `failure` and `counters` must outlive the channel.
+  // `memory`, `sent`, `limiter`, `failure`, `counters` and `drop` must
+  // outlive the channel. sent[r] records the hash of every page of region r
+  // the channel sends (channels never send the same page in one round, and
+  // rounds are ordered by WaitIdle).
   SendChannel(std::unique_ptr<Connection> connection,
-              const GuestMemory<AtomicBitmap>* memory, RateLimiter* limiter,
-              Failure* failure, ChannelCounters* counters,
-              absl::Duration io_timeout, uint32_t batch_pages);
+              const GuestMemory<AtomicBitmap>* memory, std::vector<PageHashes>* sent,
+              RateLimiter* limiter, Failure* failure, ChannelCounters* counters,
+              absl::Duration io_timeout, uint32_t batch_pages,
+              const DropPageHook* drop = nullptr);
   ~SendChannel();  // Stops the worker.
 
   void Start();
@@ -98,10 +116,12 @@ class SendChannel {
 
   std::unique_ptr<Connection> connection_;
   const GuestMemory<AtomicBitmap>* memory_;
+  std::vector<PageHashes>* sent_;
   RateLimiter* limiter_;
   Failure* failure_;
   ChannelCounters* counters_;
   const absl::Duration io_timeout_;
+  const DropPageHook* drop_;
   std::vector<uint8_t> buffer_;  // Worker only.
 
   // std::mutex, not absl::Mutex: Debian's Abseil is not built for TSan, and

@@ -21,12 +21,17 @@ std::unique_ptr<ReceiverThread> ReceiverThread::Start(const Endpoint& at,
                                                       const std::string& root,
                                                       absl::Duration io_timeout,
                                                       absl::Duration accept_timeout) {
-  auto t = std::make_unique<ReceiverThread>();
   ReceiverOptions options;
   options.root_dir = root;
   options.io_timeout = io_timeout;
   options.accept_timeout = accept_timeout;
-  auto receiver = Receiver::Listen(at, options);
+  return Start(at, std::move(options));
+}
+
+std::unique_ptr<ReceiverThread> ReceiverThread::Start(const Endpoint& at,
+                                                      ReceiverOptions options) {
+  auto t = std::make_unique<ReceiverThread>();
+  auto receiver = Receiver::Listen(at, std::move(options));
   EXPECT_TRUE(receiver.ok()) << receiver.status();
   if (!receiver.ok()) return nullptr;
   t->receiver = std::move(*receiver);

@@ -35,6 +35,8 @@ struct ReceiverThread {
       const Endpoint& at, const std::string& root,
       absl::Duration io_timeout = absl::Seconds(20),
       absl::Duration accept_timeout = absl::Seconds(30));
+  // The same with every option the test chooses.
+  static std::unique_ptr<ReceiverThread> Start(const Endpoint& at, ReceiverOptions options);
   ~ReceiverThread();
   absl::StatusOr<ReceivedMigration>& Join();
 };

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "core/posix_error.h"
 #include "core/status_macros.h"
 #include "migration/transport/internal/socket_util.h"
@@ -333,6 +334,32 @@ absl::StatusOr<size_t> Connection::ReadSome(void* data, size_t size,
     }
     return PosixError(absl::StrCat("read from ", peer_), error);
   }
+}
+
+std::string Connection::ReadLeftover(size_t max, absl::Duration wait) {
+  std::string out;
+  const absl::Time deadline = absl::Now() + wait;
+  char buffer[64 * 1024];
+  while (out.size() < max) {
+    const ssize_t n = ::recv(fd_, buffer, std::min(sizeof(buffer), max - out.size()),
+                             MSG_DONTWAIT);
+    if (n > 0) {
+      out.append(buffer, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && out.empty()) {
+      // Nothing yet: the peer's last frame may still be on its way.
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) break;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1) <= 0) break;
+      continue;
+    }
+    break;  // EOF, an error, or everything buffered was read.
+  }
+  bytes_read_.fetch_add(out.size(), std::memory_order_relaxed);
+  return out;
 }
 
 }  // namespace livemig

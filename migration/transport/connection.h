@@ -92,6 +92,14 @@ class Connection {
   [[nodiscard]] absl::StatusOr<size_t> ReadSome(void* data, size_t size,
                                                 absl::Duration timeout);
 
+  // The bytes the peer sent that are still in the kernel's receive buffer,
+  // up to `max`, waiting up to `wait` for the first. Works after Shutdown()
+  // and after the peer closed (Linux keeps received bytes readable): a
+  // failed migration reads the peer's last words, its Abort, this way.
+  // Empty when there are none. Call from the reading thread, or once no
+  // thread reads.
+  std::string ReadLeftover(size_t max, absl::Duration wait);
+
   // Half-close: the peer reads EOF once it has read everything written so
   // far; this side can still read. Call from the writing thread.
   [[nodiscard]] absl::Status ShutdownWrite();

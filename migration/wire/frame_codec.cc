@@ -73,6 +73,10 @@ absl::string_view MessageTypeName(FrameType type) {
       return "livemig.proto.Ack";
     case FrameType::kAbort:
       return "livemig.proto.Abort";
+    case FrameType::kPageHashQuery:
+      return "livemig.proto.PageHashQuery";
+    case FrameType::kPageHashList:
+      return "livemig.proto.PageHashList";
     case FrameType::kReserved:
       break;
   }
@@ -131,6 +135,10 @@ std::string FrameTypeName(FrameType type) {
       return "ACK";
     case FrameType::kAbort:
       return "ABORT";
+    case FrameType::kPageHashQuery:
+      return "PAGE_HASH_QUERY";
+    case FrameType::kPageHashList:
+      return "PAGE_HASH_LIST";
   }
   return absl::StrCat("UNKNOWN(", static_cast<uint16_t>(type), ")");
 }
@@ -142,6 +150,10 @@ bool IsKnownFrameType(FrameType type) {
 
 bool FrameTypeAllowsPayload(FrameType type) {
   return type == FrameType::kPageBatch;
+}
+
+bool PayloadIsChecksummed(const FrameHeader& header) {
+  return (header.flags & kFramePagesHashed) == 0;
 }
 
 FrameHeaderBytes EncodeFrameHeader(const FrameHeader& header) {
@@ -191,7 +203,8 @@ absl::StatusOr<FrameHeader> DecodeFrameHeader(absl::Span<const uint8_t> bytes) {
         "unknown frame type ", static_cast<uint16_t>(header.type),
         " (highest known is ", static_cast<uint16_t>(kMaxFrameType), ")"));
   }
-  if (header.flags != 0) {
+  if ((header.flags & ~kKnownFrameFlags) != 0 ||
+      (header.flags != 0 && header.type != FrameType::kPageBatch)) {
     return absl::DataLossError(
         absl::StrCat("frame type ", FrameTypeName(header.type),
                      " has unsupported flags ", Hex(header.flags)));
@@ -237,8 +250,13 @@ uint64_t FrameChecksum::Finish() const {
 
 absl::StatusOr<EncodedFrame> EncodeFrame(
     FrameType type, const google::protobuf::MessageLite& message,
-    PayloadPieces payload) {
+    PayloadPieces payload, uint16_t flags) {
   LIVEMIG_RETURN_IF_ERROR(CheckMessageType(type, message));
+  if ((flags & ~kKnownFrameFlags) != 0 ||
+      (flags != 0 && type != FrameType::kPageBatch)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame type ", FrameTypeName(type), " given flags ", Hex(flags)));
+  }
 
   uint64_t payload_len = 0;
   for (absl::Span<const uint8_t> piece : payload) payload_len += piece.size();
@@ -262,9 +280,12 @@ absl::StatusOr<EncodedFrame> EncodeFrame(
   header.type = type;
   header.message_len = static_cast<uint32_t>(message_len);
   header.payload_len = payload_len;
+  header.flags = flags;
   FrameChecksum checksum(header);
   checksum.Update(frame.message);
-  for (absl::Span<const uint8_t> piece : payload) checksum.Update(piece);
+  if (PayloadIsChecksummed(header)) {
+    for (absl::Span<const uint8_t> piece : payload) checksum.Update(piece);
+  }
   header.checksum = checksum.Finish();
   frame.header = EncodeFrameHeader(header);
   return frame;
@@ -335,7 +356,7 @@ absl::StatusOr<FrameHeader> DecodeFrame(absl::string_view frame,
       frame.substr(kFrameHeaderSize + header.message_len);
   FrameChecksum checksum(header);
   checksum.Update(message);
-  checksum.Update(payload_bytes);
+  if (PayloadIsChecksummed(header)) checksum.Update(payload_bytes);
   LIVEMIG_RETURN_IF_ERROR(VerifyChecksum(header, checksum.Finish()));
   LIVEMIG_RETURN_IF_ERROR(ParseMessage(header, message, out));
   if (payload != nullptr) *payload = payload_bytes;

@@ -26,7 +26,8 @@
 // Error codes (the message always names the field, its value and the limit):
 //   DataLoss          the bytes are not a valid frame: truncated header, bad
 //                     magic, header or frame checksum mismatch, reserved or
-//                     unknown type, non-zero flags, payload on a type other
+//                     unknown type, unknown flags (or any flag on a type
+//                     other than kPageBatch), payload on a type other
 //                     than kPageBatch, or a message protobuf cannot parse.
 //   ResourceExhausted a well-formed header announces message_len above
 //                     kMaxMessageSize or payload_len above kMaxPayloadSize;
@@ -62,7 +63,7 @@ namespace livemig::wire {
 // kept.
 struct FrameHeader {
   FrameType type = FrameType::kReserved;
-  uint16_t flags = 0;        // Always 0 in protocol version 1.
+  uint16_t flags = 0;        // 0 or kFramePagesHashed (frame_format.h).
   uint32_t message_len = 0;  // Bytes of protobuf after the header.
   uint64_t payload_len = 0;  // Raw bytes after the message.
   uint64_t checksum = 0;     // frame_checksum: see FrameChecksum.
@@ -86,6 +87,10 @@ bool IsKnownFrameType(FrameType type);
 
 // True only for kPageBatch.
 bool FrameTypeAllowsPayload(FrameType type);
+
+// Whether frame_checksum covers the payload: false with kFramePagesHashed,
+// whose message vouches for each payload page instead (frame_format.h).
+bool PayloadIsChecksummed(const FrameHeader& header);
 
 // Writes `header` in the wire layout and fills in header_checksum. Writes
 // exactly what it is given, valid or not (tests build malformed frames with
@@ -146,14 +151,16 @@ struct EncodedFrame {
   std::string message;      // The serialized protobuf.
 };
 
-// Serializes `message` as a frame of type `type` with the given payload, and
-// computes both checksums (reading every payload byte once, copying none).
+// Serializes `message` as a frame of type `type` with the given payload and
+// header `flags`, and computes both checksums (reading every payload byte
+// once, copying none; with kFramePagesHashed the payload is not read at all).
 // InvalidArgument: `type` is not a known type, or `message` is not the
-// protobuf type `type` carries, or a payload is given for a type other than
-// kPageBatch. ResourceExhausted: the message or payload exceeds its limit.
+// protobuf type `type` carries, or a payload or a flag is given for a type
+// other than kPageBatch, or an unknown flag. ResourceExhausted: the message
+// or payload exceeds its limit.
 [[nodiscard]] absl::StatusOr<EncodedFrame> EncodeFrame(
     FrameType type, const google::protobuf::MessageLite& message,
-    PayloadPieces payload = {});
+    PayloadPieces payload = {}, uint16_t flags = 0);
 
 // EncodeFrame without payload, header and message in one string: the whole
 // frame, ready to write.

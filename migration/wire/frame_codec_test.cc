@@ -181,7 +181,7 @@ TEST(FrameCodec, CompletionRoundTrips) {
   for (uint32_t i = 0; i < 3; ++i) {
     proto::RegionDigest* digest = completion.add_digests();
     digest->set_region_index(i);
-    digest->set_xxh3_64(0xfedcba9876543210ull + i);
+    digest->set_root(0xfedcba9876543210ull + i);
     digest->set_page_count(262144);
   }
   completion.set_total_pages_sent(1000000);
@@ -414,7 +414,7 @@ TEST(FrameHeaderCodec, UnknownTypeIsDataLoss) {
       static_cast<FrameType>(static_cast<uint16_t>(kMaxFrameType) + 1);
   EXPECT_THAT(
       DecodeFrameHeader(EncodeFrameHeader(header)),
-      StatusIsWithMessage(absl::StatusCode::kDataLoss, "unknown frame type 9"));
+      StatusIsWithMessage(absl::StatusCode::kDataLoss, "unknown frame type 11"));
   header.type = static_cast<FrameType>(0xffff);
   EXPECT_THAT(DecodeFrameHeader(EncodeFrameHeader(header)),
               StatusIs(absl::StatusCode::kDataLoss));
@@ -430,12 +430,79 @@ TEST(FrameHeaderCodec, ZeroTypeIsDataLoss) {
   EXPECT_THAT(DecodeFrameHeader(zeros), StatusIs(absl::StatusCode::kDataLoss));
 }
 
-TEST(FrameHeaderCodec, NonZeroFlagsAreDataLoss) {
+TEST(FrameHeaderCodec, UnknownFlagsAreDataLoss) {
   FrameHeader header = ValidHeader();
   header.flags = 0x8000;
   EXPECT_THAT(DecodeFrameHeader(EncodeFrameHeader(header)),
               StatusIsWithMessage(absl::StatusCode::kDataLoss,
                                   "unsupported flags 0x8000"));
+  header.type = FrameType::kPageBatch;
+  header.flags = kFramePagesHashed | 0x2;
+  EXPECT_THAT(DecodeFrameHeader(EncodeFrameHeader(header)),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                  "unsupported flags 0x3"));
+}
+
+TEST(FrameHeaderCodec, PagesHashedFlagIsOnlyValidOnPageBatches) {
+  FrameHeader header = ValidHeader();
+  header.flags = kFramePagesHashed;
+  EXPECT_THAT(DecodeFrameHeader(EncodeFrameHeader(header)),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                  "frame type HELLO has unsupported flags 0x1"));
+  header.type = FrameType::kPageBatch;
+  EXPECT_OK(DecodeFrameHeader(EncodeFrameHeader(header)));
+  EXPECT_THAT(EncodeFrame(FrameType::kAck, proto::Ack(), {}, kFramePagesHashed),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "frame type ACK given flags 0x1"));
+}
+
+// With kFramePagesHashed the message vouches for the payload: the frame
+// checksum covers header and message only.
+TEST(FrameCodec, PagesHashedChecksumLeavesThePayloadOut) {
+  proto::PageBatch batch;
+  batch.set_region_index(0);
+  batch.set_encoding(proto::ENCODING_RAW);
+  batch.add_runs()->set_count(1);
+  batch.add_page_hashes(7);
+  const std::string page(4096, 'p');
+  const absl::Span<const uint8_t> piece(reinterpret_cast<const uint8_t*>(page.data()),
+                                        page.size());
+  ASSERT_OK_AND_ASSIGN(EncodedFrame hashed,
+                       EncodeFrame(FrameType::kPageBatch, batch,
+                                   absl::MakeConstSpan(&piece, 1), kFramePagesHashed));
+  std::string frame(hashed.header.begin(), hashed.header.end());
+  frame += hashed.message;
+  frame += std::string(4096, 'q');  // Other bytes: still a valid frame.
+  proto::PageBatch decoded;
+  absl::string_view payload;
+  ASSERT_OK_AND_ASSIGN(FrameHeader header, DecodeFrame(frame, &decoded, &payload));
+  EXPECT_EQ(header.flags, kFramePagesHashed);
+  EXPECT_FALSE(PayloadIsChecksummed(header));
+  EXPECT_EQ(payload, std::string(4096, 'q'));
+  // Without the flag the same substitution fails the checksum.
+  ASSERT_OK_AND_ASSIGN(EncodedFrame plain,
+                       EncodeFrame(FrameType::kPageBatch, batch, absl::MakeConstSpan(&piece, 1)));
+  std::string plain_frame(plain.header.begin(), plain.header.end());
+  plain_frame += plain.message;
+  plain_frame += std::string(4096, 'q');
+  EXPECT_THAT(DecodeFrame(plain_frame, &decoded),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss, "checksum mismatch"));
+}
+
+TEST(FrameCodec, PageHashQueryAndListRoundTrip) {
+  proto::PageHashQuery query;
+  query.set_region_index(2);
+  query.set_first_page(4096);
+  query.set_count(4096);
+  ExpectRoundTrip(FrameType::kPageHashQuery, query);
+  proto::PageHashList list;
+  list.set_region_index(2);
+  list.set_first_page(4096);
+  list.add_hashes(0x1234);
+  list.add_hashes(0x5678);
+  ExpectRoundTrip(FrameType::kPageHashList, list);
+  EXPECT_EQ(FrameTypeName(FrameType::kPageHashQuery), "PAGE_HASH_QUERY");
+  EXPECT_EQ(FrameTypeName(FrameType::kPageHashList), "PAGE_HASH_LIST");
 }
 
 TEST(FrameHeaderCodec, OversizedMessageLenIsRefused) {

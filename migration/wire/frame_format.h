@@ -15,7 +15,8 @@
 //   offset size  field            meaning
 //    0      4    magic            kFrameMagic, the bytes "LMIG"
 //    4      2    type             FrameType; 0 (kReserved) is never valid
-//    6      2    flags            reserved; 0 in protocol version 1
+//    6      2    flags            kFramePagesHashed or 0 (any other bit is
+//                                 refused)
 //    8      4    message_len      size of the serialized protobuf message
 //                                 named by `type` (proto/migration.proto);
 //                                 at most kMaxMessageSize
@@ -26,7 +27,8 @@
 //                                 kPageBatch
 //   24      8    frame_checksum   XXH3_64bits over: the 32 header bytes with
 //                                 header_checksum AND frame_checksum zeroed,
-//                                 then the message, then the payload
+//                                 then the message, then the payload (not
+//                                 the payload with kFramePagesHashed)
 //
 // Why two checksums. header_checksum lets the receiver trust the two lengths
 // before it reads anything else, so a flipped bit in payload_len cannot make it
@@ -40,6 +42,15 @@
 //
 // The payload of a kPageBatch frame with ENCODING_RAW is the pages' bytes, run
 // after run: payload_len == sum(run.count) * Hello.page_size.
+//
+// kFramePagesHashed (kPageBatch only, and every RAW batch since protocol
+// version 2): the message carries one hash per payload page
+// (PageBatch.page_hashes) and frame_checksum covers the header and the
+// message only. The receiver verifies that checksum before it trusts the
+// message (so before any payload byte lands), then hashes every page as it
+// lands in its mapping and compares it with the message's hash. Each side
+// hashes each page once: the same hash vouches for the frame and is kept for
+// the end-to-end verification (migration/page_hashes.h).
 //
 // A clean end of stream is only legal at a frame boundary; an end of stream
 // inside a frame is DataLoss.
@@ -63,10 +74,16 @@ enum class FrameType : uint16_t {
   kCompletion = 6,
   kAck = 7,
   kAbort = 8,
+  kPageHashQuery = 9,  // Since protocol version 2.
+  kPageHashList = 10,  // Since protocol version 2.
 };
 
-// Highest FrameType a receiver of protocol version 1 understands.
-inline constexpr FrameType kMaxFrameType = FrameType::kAbort;
+// Highest FrameType a receiver of this protocol version understands.
+inline constexpr FrameType kMaxFrameType = FrameType::kPageHashList;
+
+// Frame header flags (bits of `flags`).
+inline constexpr uint16_t kFramePagesHashed = 1;
+inline constexpr uint16_t kKnownFrameFlags = kFramePagesHashed;
 
 // "LMIG" as a little-endian uint32: the first four bytes of every frame.
 inline constexpr uint32_t kFrameMagic = 0x47494D4Cu;
@@ -75,7 +92,9 @@ inline constexpr uint32_t kFrameMagic = 0x47494D4Cu;
 inline constexpr uint64_t kHelloMagic = 0x2147494D4556494Cull;
 
 // The protocol version this code speaks (Hello.min_version..max_version).
-inline constexpr uint32_t kProtocolVersion = 1;
+// Version 2 (per-page hashes, kFramePagesHashed, the page-hash query frames,
+// round acknowledgements) is not compatible with version 1.
+inline constexpr uint32_t kProtocolVersion = 2;
 
 // Header field offsets and sizes (see the table above).
 inline constexpr size_t kFrameMagicOffset = 0;

@@ -34,7 +34,7 @@ absl::Status MidFrame(absl::Status status, const FrameHeader& header,
 absl::Status WriteFrame(Connection& conn, FrameType type,
                         const google::protobuf::MessageLite& message,
                         absl::Span<const iovec> payload,
-                        absl::Duration timeout) {
+                        absl::Duration timeout, uint16_t flags) {
   std::vector<absl::Span<const uint8_t>> spans;
   spans.reserve(payload.size());
   for (const iovec& piece : payload) {
@@ -42,7 +42,7 @@ absl::Status WriteFrame(Connection& conn, FrameType type,
                        piece.iov_len);
   }
   LIVEMIG_ASSIGN_OR_RETURN(EncodedFrame frame,
-                           EncodeFrame(type, message, spans));
+                           EncodeFrame(type, message, spans, flags));
   std::vector<iovec> pieces;
   pieces.reserve(payload.size() + 2);
   pieces.push_back(Piece(frame.header.data(), frame.header.size()));
@@ -79,6 +79,9 @@ absl::StatusOr<IncomingFrame> ReadFrameStart(Connection& conn,
     if (!read.ok()) return MidFrame(std::move(read), header, "message");
   }
   frame.checksum.Update(frame.message);
+  if (!PayloadIsChecksummed(header)) {
+    LIVEMIG_RETURN_IF_ERROR(VerifyChecksum(header, frame.checksum.Finish()));
+  }
   return frame;
 }
 
@@ -96,6 +99,7 @@ absl::Status ReadPayloadAndVerify(Connection& conn, IncomingFrame& frame,
   if (total > 0) {
     absl::Status read = conn.ReadExact(destination, timeout);
     if (!read.ok()) return MidFrame(std::move(read), frame.header, "payload");
+    if (!PayloadIsChecksummed(frame.header)) return absl::OkStatus();
     for (const iovec& piece : destination) {
       frame.checksum.Update(piece.iov_base, piece.iov_len);
     }

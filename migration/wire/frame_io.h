@@ -52,12 +52,15 @@ namespace livemig::wire {
 // [header, message, payload pieces...]: no payload byte is copied. The frame
 // checksum is computed over `payload` before anything is written, so the
 // payload must not change until WriteFrame returns (or the receiver reports
-// DataLoss). InvalidArgument/ResourceExhausted from EncodeFrame pass through
-// (nothing is written then).
+// DataLoss). With `flags` kFramePagesHashed the checksum leaves the payload
+// out (the message must carry its page hashes; frame_format.h).
+// InvalidArgument/ResourceExhausted from EncodeFrame pass through (nothing is
+// written then).
 [[nodiscard]] absl::Status WriteFrame(
     Connection& conn, FrameType type,
     const google::protobuf::MessageLite& message,
-    absl::Span<const iovec> payload, absl::Duration timeout);
+    absl::Span<const iovec> payload, absl::Duration timeout,
+    uint16_t flags = 0);
 
 // WriteFrame without payload.
 [[nodiscard]] absl::Status WriteFrame(
@@ -78,6 +81,9 @@ struct IncomingFrame {
 // ResourceExhausted for a bad one) and its message bytes. A clean EOF before
 // the header's first byte is Unavailable("peer closed the connection"); an
 // EOF after it is DataLoss. `timeout` covers the header and message together.
+// A kFramePagesHashed frame's checksum covers only the header and message, so
+// it is verified here (DataLoss on a mismatch): its message can be trusted
+// before the payload is read.
 [[nodiscard]] absl::StatusOr<IncomingFrame> ReadFrameStart(
     Connection& conn, absl::Duration timeout);
 
@@ -85,7 +91,9 @@ struct IncomingFrame {
 // must add up to header.payload_len, else InvalidArgument and nothing is
 // read), feeds it to the checksum and verifies the whole frame: DataLoss on a
 // mismatch (the bytes in `destination` are then garbage) or an EOF. With
-// payload_len 0 and no destination it only verifies.
+// payload_len 0 and no destination it only verifies. A kFramePagesHashed
+// frame was verified by ReadFrameStart: the payload is only read, and the
+// CALLER must check every page against the message's page hashes.
 [[nodiscard]] absl::Status ReadPayloadAndVerify(
     Connection& conn, IncomingFrame& frame, absl::Span<const iovec> destination,
     absl::Duration timeout);
