@@ -167,9 +167,11 @@ struct MigrationResult {
   double total_ms = 0;
   double setup_ms = 0;
   DowntimeBreakdown breakdown;
+  double audit_ms = 0;  // Source audit (sent: after the commit; full: in the pause).
 };
 
-MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root) {
+MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
+                        SenderOptions::Verify verify = SenderOptions::Verify::kSent) {
   ReceiverOptions ropts;
   ropts.root_dir = root;
   ropts.io_timeout = kIoTimeout;
@@ -183,6 +185,7 @@ MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root) 
   sopts.destination = receiver->endpoint();
   sopts.channels = channels;
   sopts.io_timeout = kIoTimeout;
+  sopts.verify = verify;
   Sender sender(sopts);
   absl::StatusOr<MigrationStats> stats = sender.Migrate(vm.memory(), vm);
   if (!stats.ok()) receiver->Cancel();
@@ -201,6 +204,7 @@ MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root) 
   r.downtime_ms = stats->downtime_ms;
   r.rounds = stats->rounds;
   r.breakdown = stats->downtime_breakdown;
+  r.audit_ms = stats->audit.ms;
   return r;
 }
 
@@ -210,7 +214,9 @@ void PrintMigration(const std::string& name, const MigrationResult& r, bool effe
   Print(name + "_round0", r.round0_based / 1e9, unit);
   Print(name + "_downtime_ms", r.downtime_ms, "ms");
   Print(name + "_downtime_final_round_ms", r.breakdown.final_round_ms, "ms");
+  Print(name + "_downtime_verify_ms", r.breakdown.verify_ms, "ms");
   Print(name + "_downtime_completion_ms", r.breakdown.completion_ms, "ms");
+  Print(name + "_audit_ms", r.audit_ms, "ms");
   Print(name + "_rounds", r.rounds, "rounds");
   Print(name + "_total_ms", r.total_ms, "ms");
   Print(name + "_setup_ms", r.setup_ms, "ms");
@@ -239,8 +245,8 @@ int Main(int argc, char** argv) {
     }
     std::fprintf(stderr, "usage: %s [--gib=N] [--only=CASE]...\n"
                  "  --gib: memory size, default 2; fractions allowed\n"
-                 "  --only: raw1, raw2, raw_fresh, random1, random2 or zero (for profiling;"
-                 " default: all)\n",
+                 "  --only: raw1, raw2, raw_fresh, random1, random2, zero or verify (for"
+                 " profiling; default: all)\n",
                  argv[0]);
     return 2;
   }
@@ -310,6 +316,28 @@ int Main(int argc, char** argv) {
       if (raw2 > 0) {
         Print("ratio_2conn", r2.total_based / raw2, "x");
         Print("ratio_2conn_round0", r2.round0_based / raw2, "x");
+      }
+    }
+  }
+  if (run("verify")) {
+    // The idle guest's downtime per verification mode: what verify=full's
+    // re-hash of all memory costs in the pause, against sent and off.
+    const std::vector<FakeRegionSpec> specs = {Region(bytes)};
+    auto vm = Check(FakeVm::Create(specs, Fill::kRandom, 43), "fake vm (verify)");
+    (void)Migrate(*vm, 2, root);  // Warm-up, as above.
+    for (const auto& [mode, name] :
+         {std::pair{SenderOptions::Verify::kSent, "sent"},
+          std::pair{SenderOptions::Verify::kFull, "full"},
+          std::pair{SenderOptions::Verify::kOff, "off"}}) {
+      const MigrationResult r = Migrate(*vm, 2, root, mode);
+      const std::string prefix = absl::StrCat("verify_", name, "_idle_2conn");
+      Print(prefix + "_downtime_ms", r.downtime_ms, "ms");
+      Print(prefix + "_downtime_verify_ms", r.breakdown.verify_ms, "ms");
+      Print(prefix + "_downtime_completion_ms", r.breakdown.completion_ms, "ms");
+      Print(prefix + "_audit_ms", r.audit_ms, "ms");
+      if (mode == SenderOptions::Verify::kFull) {
+        Print(prefix + "_verify_ms_per_gib", r.breakdown.verify_ms / (bytes / double(kGiB)),
+              "ms/GiB");
       }
     }
   }

@@ -46,10 +46,15 @@ b = send["downtime-breakdown"]
 print(f"downtime:      {send['downtime']:.1f} ms (limit 300 ms for the estimate; last estimate "
       f"{send['expected-downtime']:.1f} ms)")
 print(f"  final round {b['final-round-ms']:.1f} ms, device state {b['device-state-ms']:.1f} ms, "
-      f"completion (digests, flush, handover) {b['completion-ms']:.1f} ms")
+      f"verify {b['verify-ms']:.1f} ms, completion (digests, handover) {b['completion-ms']:.1f} ms; "
+      f"expected {b['expected-ms']:.1f} ms")
 print(f"bytes sent:    {ram['transferred'] / 2**20:.0f} MiB for {ram['total'] / 2**20:.0f} MiB of memory")
 print(f"zero pages:    {ram['duplicate']}")
-print(f"verified:      {'yes' if recv.get('verified') else 'no'}")
+print(f"verified:      {'yes' if recv.get('verified') else 'no'} (--verify={send['verify']}; "
+      f"source audit {send['audit']['ms']:.0f} ms after the commit, "
+      f"{send['audit']['untracked-pages']} untracked pages)")
+r0 = send["round-stats"][0]
+print(f"round 0:       {r0['bytes'] / r0['duration-ms'] / 1e6:.2f} GB/s")
 PY
 echo "== cmp of the file-backed region (256 MiB at offset 1 MiB)"
 cmp --ignore-initial=$((1 << 20)):$((1 << 20)) --bytes=$((256 << 20)) \

@@ -73,6 +73,8 @@ ABSL_FLAG(std::string, verify, "sent", "send: end-to-end verification: sent (the
           "(also re-hash the paused source before the handover), off");
 ABSL_FLAG(bool, durable, false, "receive: flush the rebuilt files to disk before telling the "
           "source they are verified (in the source's downtime); default: flush after the commit");
+ABSL_FLAG(std::string, test_untracked_write, "", "send, testing only: after round 0, change "
+          "the byte at this guest address through the raw pointer, without marking it dirty");
 ABSL_FLAG(bool, test_hang_after_commit, false, "receive, testing only: stop after the commit, "
           "before the flush (to test a receiver killed there)");
 
@@ -476,9 +478,30 @@ int Send(const std::vector<std::string>& region_flags) {
   absl::StatusOr<GuestMemory<AtomicBitmap>> memory = BuildMemory(region_flags, &options.file_names);
   if (!memory.ok()) return Fail(memory.status());
 
+  std::optional<uint64_t> untracked_write;
+  if (!absl::GetFlag(FLAGS_test_untracked_write).empty()) {
+    absl::StatusOr<uint64_t> addr = cli::ParseSize(absl::GetFlag(FLAGS_test_untracked_write));
+    if (!addr.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--test-untracked-write: ", addr.status().message())));
+    }
+    untracked_write = *addr;
+  }
   cli::Workload workload(*memory, *spec);
   const bool tty = ::isatty(STDERR_FILENO);
-  options.on_round = [tty](const MigrationStats& s) { PrintProgress(s, tty); };
+  options.on_round = [tty, &memory, untracked_write](const MigrationStats& s) {
+    PrintProgress(s, tty);
+    // Between rounds the channels are idle: a write behind the tracker, as
+    // a VMM writing through a raw pointer would make.
+    if (!untracked_write.has_value() || s.rounds != 1) return;
+    for (size_t r = 0; r < memory->num_regions(); ++r) {
+      const GuestRegion<AtomicBitmap>& region = memory->region(r);
+      const uint64_t start = region.start_addr().value;
+      if (*untracked_write >= start && *untracked_write - start < region.len()) {
+        region.region().as_ptr()[*untracked_write - start] ^= 0xff;
+      }
+    }
+  };
   Sender sender(options);
   SetCancel([&sender] { sender.Cancel(); });
   workload.Start();

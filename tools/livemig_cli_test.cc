@@ -184,6 +184,8 @@ TEST_F(LivemigCli, BadFlagsExitNonZeroWithAClearMessage) {
       {{"send", to, "--memory=1MiB"}, "UNAVAILABLE: connect to unix:"},  // Nobody listens.
       {{"receive", to}, "--dir=DIR is required"},
       {{"migrate"}, "expected one command, send or receive"},
+      {{"send", to, "--memory=1MiB", "--verify=maybe"},
+       "--verify=maybe: expected sent, full or off"},
   };
   for (const auto& c : cases) {
     std::vector<std::string> args = {kBinary};
@@ -256,6 +258,64 @@ TEST_F(LivemigCli, LostCommitConfirmationLeavesTheSenderInDoubtWithExitStatus3) 
   EXPECT_THAT(sender.Out(), HasSubstr("\"status\":\"in-doubt\""));
   EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
   EXPECT_EQ(std::filesystem::file_size(dir_ + "/dst/region-0.mem"), 1u << 20);
+}
+
+// A write behind the tracker's back: the migration completes (the receiver
+// has what was sent), the source audit names the page and the sender exits 4.
+TEST_F(LivemigCli, UntrackedWriteIsReportedByTheAuditWithExitStatus4) {
+  Process receiver = StartReceiver();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=4MiB", "--channels=1",
+       "--test-untracked-write=0x2345", "--json"},
+      dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 4) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("WARNING: 1 pages were written without being marked "
+                                      "dirty (guest addresses 0x2000)"));
+  EXPECT_THAT(sender.Out(), HasSubstr("\"untracked-pages\":1,\"first-addrs\":[\"0x2000\"]"));
+  EXPECT_THAT(sender.Out(), HasSubstr("\"status\":\"completed\""));
+  EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
+}
+
+// The same with --verify=full: the migration fails before the handover,
+// naming the page, and the receiver keeps nothing.
+TEST_F(LivemigCli, UntrackedWriteFailsAFullVerifyBeforeTheHandover) {
+  Process receiver = StartReceiver();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=4MiB", "--channels=1",
+       "--test-untracked-write=0x2345", "--verify=full"},
+      dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 1) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("the source kept running (workload resumed)"));
+  EXPECT_THAT(sender.Err(), HasSubstr("DATA_LOSS: verify=full: 1 page changed without being "
+                                      "marked dirty: region 0 page 2 (guest 0x2000)"));
+  EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/region-0.mem"));
+}
+
+// The manifest means "complete and on disk": a receiver killed after it
+// committed but before its flush leaves none, not even an older one.
+TEST_F(LivemigCli, ReceiverKilledBetweenCommitAndFlushLeavesNoManifest) {
+  std::ofstream(dir_ + "/dst/manifest.json") << "{\"status\":\"completed\"}";
+  Process receiver = Process::Start({kBinary, "receive", "--unix=" + Socket(),
+                                     "--dir=" + dir_ + "/dst", "--once",
+                                     "--test-hang-after-commit"},
+                                    dir_, "receiver");
+  AwaitSocket();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=4MiB", "--channels=1"}, dir_,
+      "sender");
+  // The source is done as soon as the receiver committed: it never waits
+  // for the receiver's disk.
+  EXPECT_EQ(sender.Wait(), 0) << sender.Err();
+  for (int i = 0; i < 500 && receiver.Err().find("holding before the flush") == std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_THAT(receiver.Err(), HasSubstr("holding before the flush"));
+  ::kill(receiver.pid, SIGKILL);
+  EXPECT_EQ(receiver.Wait(), -SIGKILL);
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/dst/region-0.mem"));  // Published...
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/manifest.json"));  // ...not complete.
 }
 
 TEST_F(LivemigCli, SigtermOnTheSenderCancelsAndTheReceiverDropsItsPartialFiles) {

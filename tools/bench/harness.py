@@ -80,9 +80,10 @@ def make_scenarios(M, quick, downtime_ms, max_rounds):
     """The standard table. Link bandwidth B in bytes/s (None: unlimited)."""
     S = []
 
-    def add(name, link, workload, rate=0.0, hot=None, channels=2, auto_converge=False):
+    def add(name, link, workload, rate=0.0, hot=None, channels=2, auto_converge=False,
+            verify="sent"):
         S.append(dict(name=name, link=link, workload=workload, rate=rate, hot=hot,
-                      channels=channels, auto_converge=auto_converge,
+                      channels=channels, auto_converge=auto_converge, verify=verify,
                       downtime_ms=downtime_ms, max_rounds=max_rounds))
 
     slow, fast = 250e6, 1e9
@@ -100,10 +101,13 @@ def make_scenarios(M, quick, downtime_ms, max_rounds):
         return S
     add("idle", None, "idle", channels=1)
     add("idle", None, "idle", channels=2)
+    add("idle", None, "idle", channels=2, verify="full")
+    add("idle", None, "idle", channels=2, verify="off")
     add("idle", fast, "idle")
     add("idle", slow, "idle")
     for rho in (0.1, 0.5, 0.9):
         add(f"uniform rho={rho}", fast, "uniform", rho * fast)
+    add("uniform rho=0.5", fast, "uniform", 0.5 * fast, verify="full")
     for rho in (0.1, 0.5, 0.9):
         for ch in (1, 2):
             add(f"uniform rho={rho}", slow, "uniform", rho * slow, channels=ch)
@@ -270,6 +274,7 @@ def run_scenario(binary, sc, M, transport, recv_root, log_dir, idx):
                f"--workload={workload_spec(sc)}", f"--channels={sc['channels']}",
                f"--downtime-ms={sc['downtime_ms']}", f"--max-rounds={sc['max_rounds']}",
                "--on-timeout=force", f"--stall-rounds={STALL_ROUNDS}",
+               f"--verify={sc['verify']}",
                "--throttle-steps=" + ",".join(str(t) for t in THROTTLE_STEPS),
                "--json"]
         if sc["link"]:
@@ -317,7 +322,7 @@ def analyse(sc, res, M, D):
              downtime_mem_ms=0.0, total_ms=1000 * M / B)
     sat = saturation_model(M, H, B, R, D, sc["max_rounds"], sc["auto_converge"])
     row = dict(name=sc["name"], workload=workload_spec(sc), link=rate_text(sc["link"]) if
-               sc["link"] else "unlimited", channels=sc["channels"],
+               sc["link"] else "unlimited", channels=sc["channels"], verify=sc["verify"],
                auto_converge=sc["auto_converge"], memory_bytes=M, rate_bytes_per_s=R,
                hot_bytes=H, model_bandwidth=B, rho=rho, downtime_limit_ms=D * 1000,
                max_rounds=sc["max_rounds"], status=s.get("status", "no-json"),
@@ -335,6 +340,8 @@ def analyse(sc, res, M, D):
         bytes_over_m=ram["transferred"] / M, total_time_ms=s["total-time"],
         setup_ms=s["setup-time"], downtime_ms=s["downtime"],
         downtime_mem_ms=bd_["final-round-ms"], downtime_completion_ms=bd_["completion-ms"],
+        downtime_verify_ms=bd_.get("verify-ms", 0.0),
+        untracked_pages=s.get("audit", {}).get("untracked-pages", 0),
         final_throttle=s["cpu-throttle-percentage"], bandwidth_round0=b0,
         bandwidth_live=b_live,
         geo_rounds=geo["rounds"] if geo else None,
@@ -395,10 +402,11 @@ def analyse(sc, res, M, D):
 # ----------------------------------------------------------------- output ---
 
 CSV_FIELDS = [
-    "name", "workload", "link", "channels", "auto_converge", "memory_bytes",
+    "name", "workload", "link", "channels", "verify", "auto_converge", "memory_bytes",
     "rate_bytes_per_s", "hot_bytes", "model_bandwidth", "rho", "downtime_limit_ms",
     "max_rounds", "status", "verified", "converged", "rounds", "bytes", "bytes_over_m",
     "total_time_ms", "setup_ms", "downtime_ms", "downtime_mem_ms", "downtime_completion_ms",
+    "downtime_verify_ms", "untracked_pages",
     "final_throttle", "bandwidth_round0", "bandwidth_live", "geo_rounds", "geo_bytes_over_m",
     "geo_total_ms", "geo_downtime_mem_ms", "geo_converged", "geo_err", "sat_rounds",
     "sat_bytes_over_m", "sat_total_ms", "sat_downtime_mem_ms", "sat_converged",
@@ -421,14 +429,15 @@ def yn(v):
 
 
 def markdown_table(rows):
-    out = ["| # | scenario | link | ch | R (ρ) | rounds meas / geo / sat | bytes/M meas / geo / sat "
+    out = ["| # | scenario | link | ch | verify | R (ρ) | rounds meas / geo / sat "
+           "| bytes/M meas / geo / sat "
            "| Δ geo | Δ sat | total s meas / geo | downtime ms: total (memory) / memory geo / sat "
            "| throttle | converged | flag | why |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         if "rounds" not in r:
-            out.append(f"| {i} | {r['name']} | {r['link']} | {r['channels']} | | FAILED "
-                       f"| | | | | | | | FAILED | {r.get('reason', '')} |")
+            out.append(f"| {i} | {r['name']} | {r['link']} | {r['channels']} | {r['verify']} "
+                       f"| | FAILED | | | | | | | | FAILED | {r.get('reason', '')} |")
             continue
         R = r["rate_bytes_per_s"]
         rate = "0" if R == 0 else f"{human_rate(R)} ({r['rho']:.2f})"
@@ -437,7 +446,7 @@ def markdown_table(rows):
             geo_r = f"{geo_r} (forced)"
         geo_b = f1(r["geo_bytes_over_m"]) if r["geo_bytes_over_m"] is not None else "∞"
         out.append(
-            f"| {i} | {r['name']} | {r['link']} | {r['channels']} | {rate} "
+            f"| {i} | {r['name']} | {r['link']} | {r['channels']} | {r['verify']} | {rate} "
             f"| {r['rounds']} / {geo_r} / {r['sat_rounds']} "
             f"| **{r['bytes_over_m']:.2f}** / {geo_b} / {r['sat_bytes_over_m']:.2f} "
             f"| {pct(r['geo_err'])} | {pct(r['sat_err'])} "
@@ -618,7 +627,7 @@ def main():
         series.append(ser)
         if "rounds" in row:
             print(f"[{i:2d}/{len(scenarios)}] {sc['name']:<26} link {row['link']:<9} ch "
-                  f"{sc['channels']}: {row['rounds']:2d} rounds, {row['bytes_over_m']:.2f} M "
+                  f"{sc['channels']} verify {sc['verify']}: {row['rounds']:2d} rounds, {row['bytes_over_m']:.2f} M "
                   f"(geo {f1(row['geo_bytes_over_m'], '{:.2f}', 'inf')}, sat "
                   f"{row['sat_bytes_over_m']:.2f}), {row['total_time_ms'] / 1000:.1f} s, "
                   f"downtime {row['downtime_ms']:.0f} ms (memory {row['downtime_mem_ms']:.0f}), "
