@@ -17,6 +17,8 @@
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "migration/protocol.h"
+#include "migration/internal/round_barrier.h"
+#include "migration/internal/writeback_thread.h"
 #include "migration/page_hashes.h"
 #include "migration/region_store.h"
 #include "migration/verification.h"
@@ -25,121 +27,11 @@
 namespace livemig {
 namespace {
 
+using migration_internal::RoundBarrier;
+using migration_internal::WritebackThread;
+
 // Received raw pages between two writeback kicks (16 MiB of 4 KiB pages).
 constexpr uint64_t kWritebackPages = 4096;
-
-// Calls StartWriteback() on its own thread whenever kicked, so channel
-// readers never block in sync_file_range (which waits when the device queue
-// is full) while pages keep arriving. Kicks while one is running coalesce.
-class WritebackThread {
- public:
-  explicit WritebackThread(const RegionStore& store)
-      : store_(store), thread_([this] { Loop(); }) {}
-  WritebackThread(const WritebackThread&) = delete;
-  WritebackThread& operator=(const WritebackThread&) = delete;
-  ~WritebackThread() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-
-  void Kick() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      pending_ = true;
-    }
-    cv_.notify_one();
-  }
-
- private:
-  void Loop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (true) {
-      cv_.wait(lock, [this] { return pending_ || stop_; });
-      if (stop_) return;
-      pending_ = false;
-      lock.unlock();
-      store_.StartWriteback();
-      lock.lock();
-    }
-  }
-
-  const RegionStore& store_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool pending_ = false;  // Guarded by mu_.
-  bool stop_ = false;     // Guarded by mu_.
-  std::thread thread_;    // Last: starts once the fields above exist.
-};
-
-// Every channel's reader waits here at the end of each round until all
-// channels finished it, so a page of round r+1 never lands before the same
-// page of round r arriving on another channel.
-class RoundBarrier {
- public:
-  // `cancelled` must outlive the barrier. `on_round` runs on the last channel
-  // to arrive at each round's end, while every other channel waits: nothing
-  // lands meanwhile.
-  RoundBarrier(size_t parties, const std::atomic<bool>* cancelled,
-               std::function<void(uint32_t round, bool final)> on_round)
-      : parties_(parties), cancelled_(cancelled), on_round_(std::move(on_round)) {}
-
-  // Waits until every channel ended round `round`. Fails if the channels
-  // disagree on whether it was the final round (DataLoss), if the barrier was
-  // broken by a failure or Cancel() (Aborted), or after `timeout`.
-  absl::Status Arrive(uint32_t round, bool final, absl::Duration timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    Round& r = rounds_[round];
-    r.finals += final ? 1 : 0;
-    // The others cannot leave before this thread unlocks: on_round_ runs
-    // before any of them reads page hashes or lands round + 1.
-    if (r.arrived + 1 == parties_ && !broken_) on_round_(round, r.finals == parties_);
-    ++r.arrived;
-    changed_.notify_all();
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!broken_ && r.arrived < parties_) {
-      if (cancelled_->load(std::memory_order_relaxed)) broken_ = true;
-      if (absl::Now() >= deadline) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "other channels did not finish round ", round, " within ",
-            absl::FormatDuration(timeout)));
-      }
-      changed_.wait_for(lock, std::chrono::milliseconds(50));
-    }
-    if (broken_) return absl::AbortedError("another channel failed");
-    if (r.finals != 0 && r.finals != parties_) {
-      return absl::DataLossError(absl::StrCat(
-          "channels disagree on whether round ", round, " is the final one (",
-          r.finals, " of ", parties_, " say so)"));
-    }
-    return absl::OkStatus();
-  }
-
-  void Break() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      broken_ = true;
-    }
-    changed_.notify_all();
-  }
-
- private:
-  struct Round {
-    size_t arrived = 0;
-    size_t finals = 0;
-  };
-  const size_t parties_;
-  const std::atomic<bool>* cancelled_;
-  const std::function<void(uint32_t, bool)> on_round_;
-  // std::mutex: see migration/internal/send_channel.h. Guards the rest.
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::map<uint32_t, Round> rounds_;
-  bool broken_ = false;
-};
 
 }  // namespace
 

@@ -10,10 +10,12 @@
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "migration/convergence.h"
+#include "migration/internal/dirty_harvest.h"
 #include "migration/internal/rate_limiter.h"
 #include "migration/internal/send_channel.h"
 #include "migration/page_hashes.h"
 #include "migration/protocol.h"
+#include "migration/region_table.h"
 #include "migration/source_audit.h"
 #include "migration/transport/connection.h"
 #include "migration/verification.h"
@@ -24,6 +26,7 @@ namespace livemig {
 namespace {
 
 using migration_internal::ChannelCounters;
+using migration_internal::DirtyHarvest;
 using migration_internal::Failure;
 using migration_internal::PageWork;
 using migration_internal::RateLimiter;
@@ -71,7 +74,8 @@ class Migration {
         stats_(stats),
         publish_(std::move(publish)),
         limiter_(options.max_bandwidth),
-        convergence_(PolicyOf(options)) {}
+        convergence_(PolicyOf(options)),
+        harvest_(memory, vm, options.batch_pages) {}
   ~Migration() { publish_(nullptr); }
 
   absl::Status Run();
@@ -88,17 +92,8 @@ class Migration {
  private:
   absl::Status Setup();
   absl::Status CheckContinue() const;
-  // Harvests every region (merging hypervisor logs first) and queues the
-  // dirty pages; returns how many were queued.
-  absl::StatusOr<uint64_t> HarvestAndQueue(uint32_t round);
-  void QueueAllPages();
+  // Gives `work` to the least loaded channel.
   void Queue(PageWork work);
-  void QueueRuns(uint32_t region, uint32_t round,
-                 std::vector<std::pair<uint64_t, uint64_t>>& runs, uint64_t pages);
-  // ORs the hypervisor's dirty log for region `r` into its bitmap.
-  absl::Status MergeHypervisorLog(size_t r);
-  // Records the bits just harvested from region `r` (in scratch_) in taken_.
-  void RememberTaken(size_t r);
   // Queues the round-end marker on every channel and waits for all writes.
   absl::Status FinishRound(uint32_t round, bool final);
   // Reads the receiver's acknowledgement of round `round`; returns its
@@ -108,7 +103,6 @@ class Migration {
   absl::Duration RefreshDigests();
   // The completion step's expected cost, from what was measured so far.
   double ExpectedCompletionMs(absl::Duration receiver) const;
-  absl::StatusOr<uint64_t> PendingPages();
   absl::Status Switchover(uint32_t round);
   // Re-hashes the paused memory against what was sent (stats_.audit).
   SourceAudit Audit();
@@ -134,10 +128,8 @@ class Migration {
   std::vector<std::unique_ptr<SendChannel>> channels_;
   // sent_[r]: the hash of the last version of every page of region r sent.
   std::vector<PageHashes> sent_;
-  // taken_[r]: every bit harvested from region r during this attempt, so a
-  // failure can mark them dirty again.
-  std::vector<std::vector<uint64_t>> taken_;
-  std::vector<uint64_t> scratch_;
+  DirtyHarvest harvest_;
+  const DirtyHarvest::Queue queue_ = [this](PageWork work) { Queue(std::move(work)); };
   bool paused_ = false;
   // The handover was sent and not refused: a failure now leaves the outcome
   // in doubt (see HandOver).
@@ -183,34 +175,11 @@ absl::Status Migration::Setup() {
   }
   // From here Cancel() shuts the connections down.
   publish_(&failure_);
-  proto::RegionTable table;
+  LIVEMIG_ASSIGN_OR_RETURN(const proto::RegionTable table,
+                           RegionTableFor(memory_, options_.file_names));
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
-    const GuestRegion<AtomicBitmap>& region = memory_.region(r);
-    proto::RegionInfo* info = table.add_regions();
-    info->set_index(static_cast<uint32_t>(r));
-    info->set_guest_addr(region.start_addr().value);
-    info->set_size(region.len());
-    info->set_page_size(kMigrationPageSize);
-    info->set_prot(static_cast<uint32_t>(region.region().prot()));
-    info->set_flags(static_cast<uint32_t>(region.region().flags()));
-    info->set_hugetlbfs(region.region().is_hugetlbfs().value_or(false));
-    if (region.region().file_offset().has_value()) {
-      info->set_backing(proto::BACKING_FILE);
-      info->set_file_offset(region.region().file_offset()->start());
-      const bool named = r < options_.file_names.size() && !options_.file_names[r].empty();
-      info->set_file_path(named ? options_.file_names[r]
-                                : DefaultRegionFileName(static_cast<uint32_t>(r)));
-    } else {
-      info->set_backing(proto::BACKING_ANONYMOUS);
-    }
-    if (region.len() % kMigrationPageSize != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "region ", r, " size ", region.len(), " is not a multiple of ",
-          kMigrationPageSize));
-    }
-    taken_.emplace_back(region.bitmap().num_words(), 0);
-    sent_.emplace_back(region.len() / kMigrationPageSize);
-    stats_.total += region.len();
+    sent_.emplace_back(memory_.region(r).len() / kMigrationPageSize);
+    stats_.total += memory_.region(r).len();
   }
   Connection& control = channels_[0]->connection();
   LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kRegionTable,
@@ -238,78 +207,6 @@ void Migration::Queue(PageWork work) {
     }
   }
   best->Enqueue(std::move(work));
-}
-
-void Migration::QueueRuns(uint32_t region, uint32_t round,
-                          std::vector<std::pair<uint64_t, uint64_t>>& runs,
-                          uint64_t pages) {
-  if (runs.empty()) return;
-  PageWork work;
-  work.region = region;
-  work.round = round;
-  work.runs = std::move(runs);
-  work.pages = pages;
-  runs.clear();
-  Queue(std::move(work));
-}
-
-void Migration::QueueAllPages() {
-  for (size_t r = 0; r < memory_.num_regions(); ++r) {
-    const uint64_t pages = memory_.region(r).len() / kMigrationPageSize;
-    for (uint64_t first = 0; first < pages; first += options_.batch_pages) {
-      PageWork work;
-      work.region = static_cast<uint32_t>(r);
-      work.round = 0;
-      work.pages = std::min<uint64_t>(options_.batch_pages, pages - first);
-      work.runs.emplace_back(first, work.pages);
-      Queue(std::move(work));
-    }
-  }
-}
-
-absl::Status Migration::MergeHypervisorLog(size_t r) {
-  const AtomicBitmap& bitmap = memory_.region(r).bitmap();
-  scratch_.assign(bitmap.num_words(), 0);
-  LIVEMIG_RETURN_IF_ERROR(vm_.CollectDirty(r, std::span<uint64_t>(scratch_)));
-  return bitmap.Merge(scratch_.data(), scratch_.size());
-}
-
-void Migration::RememberTaken(size_t r) {
-  for (size_t w = 0; w < scratch_.size(); ++w) taken_[r][w] |= scratch_[w];
-}
-
-absl::StatusOr<uint64_t> Migration::HarvestAndQueue(uint32_t round) {
-  uint64_t total = 0;
-  ++stats_.dirty_sync_count;
-  for (size_t r = 0; r < memory_.num_regions(); ++r) {
-    const AtomicBitmap& bitmap = memory_.region(r).bitmap();
-    LIVEMIG_RETURN_IF_ERROR(MergeHypervisorLog(r));
-    std::vector<std::pair<uint64_t, uint64_t>> runs;
-    uint64_t pending = 0;
-    size_t dirty = 0;
-    const uint32_t region = static_cast<uint32_t>(r);
-    LIVEMIG_RETURN_IF_ERROR(bitmap.HarvestRuns(
-        scratch_,
-        [&](size_t first, size_t count) {
-          while (count > 0) {
-            const uint64_t take =
-                std::min<uint64_t>(count, options_.batch_pages - pending);
-            runs.emplace_back(first, take);
-            pending += take;
-            first += take;
-            count -= take;
-            if (pending == options_.batch_pages) {
-              QueueRuns(region, round, runs, pending);
-              pending = 0;
-            }
-          }
-        },
-        &dirty));
-    QueueRuns(region, round, runs, pending);
-    RememberTaken(r);
-    total += dirty;
-  }
-  return total;
 }
 
 absl::Status Migration::FinishRound(uint32_t round, bool final) {
@@ -368,15 +265,6 @@ double Migration::ExpectedCompletionMs(absl::Duration receiver) const {
   return ms;
 }
 
-absl::StatusOr<uint64_t> Migration::PendingPages() {
-  uint64_t pending = 0;
-  for (size_t r = 0; r < memory_.num_regions(); ++r) {
-    LIVEMIG_RETURN_IF_ERROR(MergeHypervisorLog(r));
-    pending += memory_.region(r).bitmap().CountDirty();
-  }
-  return pending;
-}
-
 void Migration::RecordTotals() {
   stats_.transferred = BytesWritten();
   stats_.normal = counters_.raw_pages.load(std::memory_order_relaxed);
@@ -410,18 +298,12 @@ absl::Status Migration::Run() {
     rs.round = round;
     rs.throttle_percent = convergence_.throttle();
     if (round == 0) {
-      for (size_t r = 0; r < memory_.num_regions(); ++r) {
-        const AtomicBitmap& bitmap = memory_.region(r).bitmap();
-        scratch_.assign(bitmap.num_words(), 0);
-        LIVEMIG_RETURN_IF_ERROR(bitmap.GetAndReset(scratch_));
-        RememberTaken(r);
-      }
-      ++stats_.dirty_sync_count;
-      QueueAllPages();
+      LIVEMIG_RETURN_IF_ERROR(harvest_.TakeAll(queue_));
       rs.dirty_pages = stats_.total / kMigrationPageSize;
     } else {
-      LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, HarvestAndQueue(round));
+      LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, harvest_.Harvest(round, queue_));
     }
+    stats_.dirty_sync_count = harvest_.syncs();
     LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/false));
     refresh_ = RefreshDigests();
     LIVEMIG_ASSIGN_OR_RETURN(const absl::Duration receiver_completion,
@@ -433,7 +315,7 @@ absl::Status Migration::Run() {
     const uint64_t raw_pages =
         counters_.raw_pages.load(std::memory_order_relaxed) - raw_before;
     const double seconds = std::max(absl::ToDoubleSeconds(took), 1e-6);
-    LIVEMIG_ASSIGN_OR_RETURN(rs.dirtied_during_round, PendingPages());
+    LIVEMIG_ASSIGN_OR_RETURN(rs.dirtied_during_round, harvest_.Pending());
 
     RoundSample sample;
     // Bandwidth is what the link carried; zero pages cost almost nothing, so
@@ -494,7 +376,8 @@ absl::Status Migration::Switchover(uint32_t round) {
   RoundStats rs;
   rs.round = round;
   rs.throttle_percent = convergence_.throttle();
-  LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, HarvestAndQueue(round));
+  LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, harvest_.Harvest(round, queue_));
+  stats_.dirty_sync_count = harvest_.syncs();
   LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/true));
   const absl::Time sent = absl::Now();
   stats_.downtime_breakdown.final_round_ms = Ms(sent - pause_time_);
@@ -632,10 +515,7 @@ void Migration::RollBack(const absl::Status& error) {
     SendAbortBestEffort(channels_[0]->connection(), error, proto::ROLE_SOURCE);
   }
   failure_.Set(error);  // Shuts every connection down.
-  for (size_t r = 0; r < taken_.size(); ++r) {
-    // Merge only fails for a word count mismatch, impossible here.
-    (void)memory_.region(r).bitmap().Merge(taken_[r].data(), taken_[r].size());
-  }
+  harvest_.GiveBack();
   if (paused_ && !handed_over_) (void)vm_.Resume();
   if (convergence_.throttle() != 0) vm_.SetThrottle(0);
 }

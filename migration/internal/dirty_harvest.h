@@ -1,0 +1,71 @@
+// File: migration/internal/dirty_harvest.h
+//
+// DirtyHarvest: the sender's side of the dirty bitmaps during one migration
+// attempt. Each round it merges the hypervisor's log (VmControl::CollectDirty)
+// into every region's AtomicBitmap, harvests the bitmaps, cuts the dirty
+// pages into PageWork batches of at most `batch_pages` pages, and remembers
+// every bit it took, so that a failed attempt can give them all back
+// (GiveBack) and no dirty page is ever lost.
+//
+//   DirtyHarvest harvest(memory, vm, 256);
+//   LIVEMIG_RETURN_IF_ERROR(harvest.TakeAll(queue));            // round 0
+//   LIVEMIG_ASSIGN_OR_RETURN(uint64_t pages, harvest.Harvest(1, queue));
+//   ... on failure: harvest.GiveBack();
+//
+// Thread safety: one thread (the migration's) calls everything; the bitmaps
+// themselves may be written by the guest meanwhile (their own contract).
+#ifndef LIVEMIG_MIGRATION_INTERNAL_DIRTY_HARVEST_H_
+#define LIVEMIG_MIGRATION_INTERNAL_DIRTY_HARVEST_H_
+
+#include <cstdint>
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/atomic_bitmap.h"
+#include "core/guest_memory.h"
+#include "migration/internal/send_channel.h"
+#include "migration/vm_control.h"
+
+namespace livemig::migration_internal {
+
+class DirtyHarvest {
+ public:
+  using Queue = std::function<void(PageWork)>;
+
+  // `memory` and `vm` must outlive the harvest. REQUIRES: batch_pages > 0.
+  DirtyHarvest(const GuestMemory<AtomicBitmap>& memory, VmControl& vm, uint32_t batch_pages);
+
+  // Round 0: takes every bit set so far (so that round 1 sends only what
+  // changed during round 0) and queues every page of every region.
+  absl::Status TakeAll(const Queue& queue);
+  // Round `round` > 0: merges the hypervisor logs, harvests every region and
+  // queues the dirty pages; returns how many.
+  absl::StatusOr<uint64_t> Harvest(uint32_t round, const Queue& queue);
+  // Pages dirty now (hypervisor logs merged), without taking them.
+  absl::StatusOr<uint64_t> Pending();
+  // Marks every bit taken during the attempt dirty again.
+  void GiveBack();
+
+  uint64_t syncs() const { return syncs_; }  // Harvests so far.
+
+ private:
+  // ORs the hypervisor's dirty log for region `r` into its bitmap.
+  absl::Status MergeHypervisorLog(size_t r);
+  // Records the bits just harvested from region `r` (in scratch_).
+  void RememberTaken(size_t r);
+
+  const GuestMemory<AtomicBitmap>& memory_;
+  VmControl& vm_;
+  const uint32_t batch_pages_;
+  // taken_[r]: every bit harvested from region r during this attempt.
+  std::vector<std::vector<uint64_t>> taken_;
+  std::vector<uint64_t> scratch_;
+  uint64_t syncs_ = 0;
+};
+
+}  // namespace livemig::migration_internal
+
+#endif  // LIVEMIG_MIGRATION_INTERNAL_DIRTY_HARVEST_H_
