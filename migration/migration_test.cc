@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -207,6 +208,45 @@ TEST(Migration, CancelFromTheSenderResumesTheVmAndKeepsPagesDirty) {
   canceller.join();
   EXPECT_FALSE(receiver->Join().ok());
   EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), 16 * kMiB / 4096);
+  EXPECT_EQ(sender.last_stats().status, "cancelled");
+}
+
+// Cancel() while the paused source waits for the receiver's VERIFIED (a
+// durable receiver still flushing): the migration ends with Cancelled at
+// once, not after io_timeout, and the guest resumes.
+TEST(Migration, CancelWhileWaitingForVerifiedResumesTheVmPromptly) {
+  const std::string dst = TempDir("cancel_verified");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 13));
+  std::atomic<bool> in_flush{false}, sender_returned{false}, waited_out{false};
+  ReceiverOptions receiver_options;
+  receiver_options.root_dir = dst;
+  receiver_options.io_timeout = absl::Seconds(60);
+  receiver_options.durable = true;
+  receiver_options.test_on_step = [&](const char* step) {
+    if (std::string(step) != "flushed") return;
+    in_flush.store(true);
+    // Hold VERIFIED back until the sender gave up (30 s: far beyond
+    // "promptly", far below the 60 s io_timeout it must not wait for).
+    for (int i = 0; i < 3000 && !sender_returned.load(); ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    waited_out.store(!sender_returned.load());
+  };
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
+  SenderOptions options = Options(receiver->receiver->endpoint(), 2);
+  options.io_timeout = absl::Seconds(60);
+  Sender sender(options);
+  std::thread canceller([&] {
+    while (!in_flush.load()) absl::SleepFor(absl::Milliseconds(1));
+    sender.Cancel();
+  });
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm), StatusIs(absl::StatusCode::kCancelled));
+  sender_returned.store(true);
+  canceller.join();
+  EXPECT_FALSE(receiver->Join().ok());
+  EXPECT_FALSE(waited_out.load()) << "the sender waited for VERIFIED despite Cancel()";
+  EXPECT_FALSE(vm->paused());
+  EXPECT_EQ(vm->resumes(), 1);
   EXPECT_EQ(sender.last_stats().status, "cancelled");
 }
 

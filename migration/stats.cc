@@ -44,6 +44,8 @@ std::string MigrationStats::ToJson() const {
       ",\"verify\":\"", verify, "\"",
       ",\"audit\":{\"ran\":", audit.ran ? "true" : "false",
       ",\"ms\":", Num(audit.ms), ",\"bytes\":", audit.bytes,
+      ",\"ms-per-gib\":",
+      Num(audit.bytes > 0 ? audit.ms / (static_cast<double>(audit.bytes) / (1 << 30)) : 0),
       ",\"untracked-pages\":", audit.untracked_pages,
       ",\"first-addrs\":[", addrs, "]}",
       ",\"downtime-breakdown\":{\"final-round-ms\":",

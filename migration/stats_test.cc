@@ -25,6 +25,14 @@ TEST(MigrationStats, JsonUsesQemuQueryMigrateFieldNames) {
   round.dirty_pages = 11;
   stats.round_stats.push_back(round);
   stats.downtime_breakdown.completion_ms = 9;
+  stats.downtime_breakdown.verify_ms = 4;
+  stats.downtime_breakdown.expected_ms = 12;
+  stats.verify = "full";
+  stats.audit.ran = true;
+  stats.audit.ms = 25;
+  stats.audit.bytes = uint64_t{1} << 31;
+  stats.audit.untracked_pages = 2;
+  stats.audit.first_addrs = {0x1000, 0x40002000};
   const std::string json = stats.ToJson();
   for (const char* field :
        {"\"status\":\"completed\"", "\"total-time\":1500.000", "\"downtime\":42.500",
@@ -33,7 +41,10 @@ TEST(MigrationStats, JsonUsesQemuQueryMigrateFieldNames) {
         "\"normal-bytes\":12288", "\"dirty-pages-rate\":", "\"mbps\":",
         "\"dirty-sync-count\":4", "\"pages-per-second\":",
         "\"cpu-throttle-percentage\":30", "\"completion-ms\":9.000",
-        "{\"round\":2,\"dirty-pages\":11,"}) {
+        "{\"round\":2,\"dirty-pages\":11,", "\"verify-ms\":4.000", "\"expected-ms\":12.000",
+        "\"verify\":\"full\"",
+        "\"audit\":{\"ran\":true,\"ms\":25.000,\"bytes\":2147483648,\"ms-per-gib\":12.500,"
+        "\"untracked-pages\":2,\"first-addrs\":[\"0x1000\",\"0x40002000\"]}"}) {
     EXPECT_THAT(json, HasSubstr(field));
   }
   EXPECT_EQ(json.find('\n'), std::string::npos);  // One line.

@@ -91,6 +91,7 @@ def make_scenarios(M, quick, downtime_ms, max_rounds):
     if quick:
         hot_sizes = [h for h in hot_sizes if h <= M // 4] or [M // 4]
         add("idle", None, "idle")
+        add("idle", None, "idle", verify="full")
         add("idle", slow, "idle")
         for rho in (0.1, 0.5, 0.9):
             add(f"uniform rho={rho}", slow, "uniform", rho * slow)
@@ -484,7 +485,8 @@ def write_plots(rows, series, out_dir, M):
     # Pending dirty bytes per round, one chart per link, one colour per workload.
     by_link = {}
     for r, s in zip(rows, series):
-        if s is None or r["rate_bytes_per_s"] == 0 or r["channels"] != 2:
+        if s is None or r["rate_bytes_per_s"] == 0 or r["channels"] != 2 or \
+                r["verify"] != "sent":
             continue
         by_link.setdefault(r["link"], []).append((r, s))
     for link, items in by_link.items():
@@ -519,6 +521,7 @@ def write_plots(rows, series, out_dir, M):
     for link in sorted({r["link"] for r in rows if "rounds" in r}):
         pts = sorted((r["rate_bytes_per_s"] / 1e6, r) for r in rows
                      if "rounds" in r and r["link"] == link and r["channels"] == 2
+                     and r["verify"] == "sent"
                      and r["workload"].split(":")[0] in ("idle", "uniform")
                      and not r["auto_converge"])
         if len(pts) < 2:
