@@ -62,11 +62,11 @@ std::unique_ptr<ReceiverThread> StartReceiver(const std::string& root, bool dura
   return ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), std::move(options));
 }
 
-TEST(Durability, ByDefaultTheReceiverFlushesAfterTheSourceHasLetGo) {
+// Migrates 8 MiB of random memory to a receiver (durable or not) that logs
+// its steps into `log`, and checks the copy.
+void MigrateLogged(bool durable, Log& log, const std::string& root) {
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 8 * kMiB, "", 0}}, Fill::kRandom, 5));
-  const std::string root = TempDir("durability_default");
-  Log log;
-  auto receiver = StartReceiver(root, /*durable=*/false, log);
+  auto receiver = StartReceiver(root, durable, log);
   SenderOptions options;
   options.destination = receiver->receiver->endpoint();
   options.io_timeout = absl::Seconds(20);
@@ -75,27 +75,22 @@ TEST(Durability, ByDefaultTheReceiverFlushesAfterTheSourceHasLetGo) {
   log.sender_done.store(true);
   ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
   ExpectSameMemory(vm->memory(), got.memory);
+  EXPECT_TRUE(std::filesystem::exists(root + "/region-0.mem"));
+}
+
+TEST(Durability, ByDefaultTheReceiverFlushesAfterTheSourceHasLetGo) {
+  Log log;
+  ASSERT_NO_FATAL_FAILURE(MigrateLogged(/*durable=*/false, log, TempDir("durability_default")));
   EXPECT_THAT(log.steps, ElementsAre("verified", "committed", "flushed"));
   // The flush happened after the sender had returned: it never waited.
   // (Whether the sender has read COMMITTED when "committed" is logged is a
   // race, and not the point.)
   EXPECT_THAT(log.sender_done_at, ElementsAre(false, _, true));
-  EXPECT_TRUE(std::filesystem::exists(root + "/region-0.mem"));
 }
 
 TEST(Durability, DurableReceiverFlushesBeforeItAnswersVerified) {
-  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 8 * kMiB, "", 0}}, Fill::kRandom, 6));
-  const std::string root = TempDir("durability_durable");
   Log log;
-  auto receiver = StartReceiver(root, /*durable=*/true, log);
-  SenderOptions options;
-  options.destination = receiver->receiver->endpoint();
-  options.io_timeout = absl::Seconds(20);
-  Sender sender(options);
-  ASSERT_OK(sender.Migrate(vm->memory(), *vm));
-  log.sender_done.store(true);
-  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
-  ExpectSameMemory(vm->memory(), got.memory);
+  ASSERT_NO_FATAL_FAILURE(MigrateLogged(/*durable=*/true, log, TempDir("durability_durable")));
   EXPECT_THAT(log.steps, ElementsAre("flushed", "verified", "committed"));
   EXPECT_THAT(log.sender_done_at, ElementsAre(false, false, _));
 }

@@ -97,6 +97,21 @@ void ExpectSourceRestored(const FakeVm& vm, int resumes) {
   EXPECT_EQ(dirty, kTotalPages);
 }
 
+// The attempt fails on both ends with DataLoss naming `named`, the source is
+// restored (resumed once: the failure came in the paused final round), and
+// nothing is left under the receiver's `root`.
+void ExpectDataLossNaming(Sender& sender, FakeVm& vm, std::unique_ptr<ReceiverThread> receiver,
+                          const std::string& root, const std::string& named) {
+  EXPECT_THAT(sender.Migrate(vm.memory(), vm),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss, named));
+  EXPECT_THAT(receiver->Join(), StatusIsWithMessage(absl::StatusCode::kDataLoss, named));
+  ExpectSourceRestored(vm, /*resumes=*/1);
+  receiver.reset();
+  EXPECT_THAT(std::vector<std::filesystem::path>(std::filesystem::directory_iterator(root),
+                                                 std::filesystem::directory_iterator()),
+              IsEmpty());
+}
+
 TEST(EndToEndVerification, SentModeMigratesExactlyAndTheAuditFindsNothing) {
   auto vm = TwoRegionVm();
   ASSERT_NE(vm, nullptr);
@@ -137,16 +152,9 @@ TEST(EndToEndVerification, PageChangedInTheReceiversMappingFailsNamingTheRegionA
   SenderOptions options = Options(receiver->receiver->endpoint(), SenderOptions::Verify::kSent);
   options.on_round = WriteAfterRound0(*vm, kPageAddr, /*tracked=*/true);
   Sender sender(options);
-  const std::string named = "region 1 page 100 (guest 0x40064000) of round 1 did not land as sent";
-  EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
-              StatusIsWithMessage(absl::StatusCode::kDataLoss, named));
-  EXPECT_THAT(receiver->Join(), StatusIsWithMessage(absl::StatusCode::kDataLoss, named));
+  ExpectDataLossNaming(sender, *vm, std::move(receiver), root,
+                       "region 1 page 100 (guest 0x40064000) of round 1 did not land as sent");
   EXPECT_EQ(landings.load(), 2);
-  ExpectSourceRestored(*vm, /*resumes=*/1);
-  receiver.reset();
-  EXPECT_THAT(std::vector<std::filesystem::path>(std::filesystem::directory_iterator(root),
-                                                 std::filesystem::directory_iterator()),
-              IsEmpty());
 }
 
 // A page the sender recorded as sent but never put on the wire is caught at
@@ -166,17 +174,9 @@ TEST(EndToEndVerification, PageTheSenderSkippedFailsNamingTheRegionAndPage) {
     return region == 1 && page == kPageInRegion && sends.fetch_add(1) == 1;
   };
   Sender sender(options);
-  const std::string named =
-      "region 1 (guest 0x40000000, 4194304 bytes) does not hold what the source sent: "
-      "page 100 (guest 0x40064000) differs";
-  EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
-              StatusIsWithMessage(absl::StatusCode::kDataLoss, named));
-  EXPECT_THAT(receiver->Join(), StatusIsWithMessage(absl::StatusCode::kDataLoss, named));
-  ExpectSourceRestored(*vm, /*resumes=*/1);
-  receiver.reset();
-  EXPECT_THAT(std::vector<std::filesystem::path>(std::filesystem::directory_iterator(root),
-                                                 std::filesystem::directory_iterator()),
-              IsEmpty());
+  ExpectDataLossNaming(sender, *vm, std::move(receiver), root,
+                       "region 1 (guest 0x40000000, 4194304 bytes) does not hold what the "
+                       "source sent: page 100 (guest 0x40064000) differs");
 }
 
 // A write behind the tracker's back: verify=full re-hashes the paused source

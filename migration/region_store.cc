@@ -386,11 +386,11 @@ absl::Status RegionStore::SyncData() const {
   return absl::OkStatus();
 }
 
-absl::Status RegionStore::Flush() {
+absl::Status RegionStore::CheckUsable() const {
   switch (state_) {
     case State::kOpen:
     case State::kCommitted:
-      break;
+      return absl::OkStatus();
     case State::kTaken:
       return absl::FailedPreconditionError("guest memory was already taken");
     case State::kFailed:
@@ -399,6 +399,11 @@ absl::Status RegionStore::Flush() {
     case State::kAbandoned:
       return absl::FailedPreconditionError("region store was abandoned");
   }
+  return absl::InternalError("region store in an unknown state");
+}
+
+absl::Status RegionStore::Flush() {
+  LIVEMIG_RETURN_IF_ERROR(CheckUsable());
   if (flushed_) return absl::FailedPreconditionError("region store already flushed");
   const State state = state_;
   // Any failure below leaves the store failed; Abandon() cleans up.
@@ -445,18 +450,10 @@ absl::Status RegionStore::SyncDirectories() {
 }
 
 absl::Status RegionStore::Commit() {
-  switch (state_) {
-    case State::kOpen:
-      break;
-    case State::kCommitted:
-    case State::kTaken:
-      return absl::FailedPreconditionError("region store already committed");
-    case State::kFailed:
-      return absl::FailedPreconditionError(
-          "an earlier Flush() or Commit() of this region store failed");
-    case State::kAbandoned:
-      return absl::FailedPreconditionError("region store was abandoned");
+  if (state_ == State::kCommitted || state_ == State::kTaken) {
+    return absl::FailedPreconditionError("region store already committed");
   }
+  LIVEMIG_RETURN_IF_ERROR(CheckUsable());
   // Any failure below leaves the store failed; Abandon() cleans up.
   state_ = State::kFailed;
   for (const auto& file : files_) {

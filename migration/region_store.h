@@ -189,6 +189,8 @@ class RegionStore {
   struct StagingFile;
   enum class State { kOpen, kCommitted, kFailed, kAbandoned, kTaken };
 
+  // FailedPrecondition, saying why, unless the store is open or committed.
+  [[nodiscard]] absl::Status CheckUsable() const;
   // fsync of every directory on the paths, once each.
   [[nodiscard]] absl::Status SyncDirectories();
 
