@@ -28,6 +28,7 @@ using ::livemig::testing::FakeRegionSpec;
 using ::livemig::testing::FakeVm;
 using ::livemig::testing::Fill;
 using ::livemig::testing::StatusIs;
+using ::livemig::testing::StatusIsWithMessage;
 using ::livemig::testing::ExpectSameMemory;
 using ::livemig::testing::ReceiverThread;
 using ::livemig::testing::TempDir;
@@ -248,6 +249,22 @@ TEST(Migration, CancelWhileWaitingForVerifiedResumesTheVmPromptly) {
   EXPECT_FALSE(vm->paused());
   EXPECT_EQ(vm->resumes(), 1);
   EXPECT_EQ(sender.last_stats().status, "cancelled");
+}
+
+// A Cancel() that comes before Migrate() (e.g. a signal while the VMM was
+// still setting up) ends that attempt, and only that one.
+TEST(Migration, CancelBeforeMigrateEndsTheNextAttemptOnly) {
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 1 * kMiB, "", 0}}, Fill::kRandom, 14));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("cancel_early"));
+  Sender sender(Options(receiver->receiver->endpoint(), 1));
+  sender.Cancel();
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
+              StatusIsWithMessage(absl::StatusCode::kCancelled, "cancelled by the source"));
+  EXPECT_EQ(sender.last_stats().status, "cancelled");
+  EXPECT_FALSE(vm->paused());
+  ASSERT_OK(sender.Migrate(vm->memory(), *vm));  // The request was used up.
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
 }
 
 // A VmControl whose device state is announced as huge: the switchover rule

@@ -283,6 +283,7 @@ absl::Status Migration::Run() {
         "channels (", options_.channels, ") must be >= 1 and batch_pages (",
         options_.batch_pages, ") between 1 and 16384"));
   }
+  LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled before it began.
   LIVEMIG_RETURN_IF_ERROR(Setup());
   stats_.setup_time_ms = Ms(absl::Now() - start_);
 
@@ -544,8 +545,13 @@ void Sender::Cancel() {
 
 absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& memory,
                                                VmControl& vm) {
-  cancelled_.store(false, std::memory_order_relaxed);
   last_stats_ = MigrationStats();
+  // A Cancel() from before this call counts: it ends this attempt at once.
+  // The flag is cleared when the attempt ends, so the next one starts clean.
+  struct ClearCancel {
+    std::atomic<bool>& flag;
+    ~ClearCancel() { flag.store(false, std::memory_order_relaxed); }
+  } clear_cancel{cancelled_};
   Migration migration(options_, memory, vm, cancelled_, last_stats_,
                       [this](Failure* failure) {
                         std::lock_guard<std::mutex> lock(mu_);

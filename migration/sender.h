@@ -60,8 +60,10 @@
 // discarded its copy: that is an ordinary failure and the VM is resumed.
 //
 // Cancel() before the handover is sent makes Migrate() fail with Cancelled
-// promptly in any phase (every connection is shut down). From the handover
-// on — the point of no return — Cancel() has no effect.
+// promptly in any phase (every connection is shut down); a Cancel() while no
+// Migrate() runs makes the next one fail with Cancelled at once. From the
+// handover on — the point of no return — Cancel() has no effect. Each
+// Migrate() clears the request when it returns.
 //
 // Thread safety: Migrate() runs on the caller's thread (it starts one worker
 // thread per channel) and must not run twice at once on one Sender. Cancel()

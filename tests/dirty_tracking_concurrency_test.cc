@@ -35,8 +35,10 @@ constexpr size_t kRegionPages = 16384;  // 64 MiB per region: pages are rarely r
                                         // between harvests, so a lost mark shows.
 constexpr int kRegions = 2;
 constexpr int kWriters = 3;
+// The harvester runs at least kDuration and at least kMinHarvests harvests,
+// however long those take on a slow machine or under a sanitizer: the test
+// counts work done, not time spent.
 constexpr auto kDuration = std::chrono::milliseconds(1200);
-constexpr auto kMaxDuration = std::chrono::seconds(20);
 constexpr uint32_t kMinHarvests = 60;
 #if defined(__SANITIZE_THREAD__)
 // Under TSan every guest byte copy is an instrumented atomic: pace writers
@@ -172,9 +174,7 @@ TYPED_TEST(DirtyTrackingConcurrency, NoDirtyPageIsLostWhileWritersRunDuringHarve
   std::vector<uint64_t> scratch(kRegionPages / 64);
   uint32_t harvests = 0;
   const auto start = std::chrono::steady_clock::now();
-  while (std::chrono::steady_clock::now() - start < kDuration ||
-         (harvests < kMinHarvests &&
-          std::chrono::steady_clock::now() - start < kMaxDuration)) {
+  while (std::chrono::steady_clock::now() - start < kDuration || harvests < kMinHarvests) {
     HarvestAndCopy(h, ++harvests, scratch);
     completed.store(harvests, std::memory_order_seq_cst);
     std::this_thread::sleep_for(std::chrono::microseconds(200));
@@ -183,7 +183,6 @@ TYPED_TEST(DirtyTrackingConcurrency, NoDirtyPageIsLostWhileWritersRunDuringHarve
   for (auto& t : writers) t.join();
   HarvestAndCopy(h, ++harvests, scratch);  // The final, paused round.
 
-  ASSERT_GE(harvests, kMinHarvests) << "too few harvests to exercise the race";
   for (int w = 0; w < kWriters; ++w) EXPECT_GT(writes[w], 1000u) << "writer " << w;
 
   size_t written_pages = 0;

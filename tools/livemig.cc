@@ -504,6 +504,9 @@ int Send(const std::vector<std::string>& region_flags) {
   };
   Sender sender(options);
   SetCancel([&sender] { sender.Cancel(); });
+  // A signal that came while memory was being built (no Sender to cancel
+  // yet) still cancels.
+  if (g_interrupted.load()) sender.Cancel();
   workload.Start();
   const absl::Time workload_start = absl::Now();
   std::fprintf(stderr, "livemig: migrating %s to %s over %d channel(s), workload %s\n",
