@@ -37,6 +37,11 @@ absl::Status CheckHello(const proto::Hello& hello, proto::Role expected_role) {
         "peer speaks protocol versions ", hello.min_version(), "..",
         hello.max_version(), "; this build speaks ", wire::kProtocolVersion));
   }
+  if ((hello.features() & proto::FEATURE_PAGE_HASHES) == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "peer does not offer FEATURE_PAGE_HASHES (features 0x", absl::Hex(hello.features()),
+        "), which protocol version ", wire::kProtocolVersion, " requires"));
+  }
   if (hello.page_size() != kMigrationPageSize) {
     return absl::InvalidArgumentError(absl::StrCat(
         "peer page size ", hello.page_size(), ", expected ", kMigrationPageSize));

@@ -121,7 +121,8 @@ proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
                        uint32_t channel_count, const std::string& migration_id);
 
 // Checks a peer's Hello: magic (DataLoss: not a livemig peer), protocol
-// version ranges overlap (FailedPrecondition naming both ranges), page size
+// version ranges overlap (FailedPrecondition naming both ranges),
+// FEATURE_PAGE_HASHES offered (FailedPrecondition), page size
 // (InvalidArgument), role (InvalidArgument), channel index < count
 // (InvalidArgument).
 [[nodiscard]] absl::Status CheckHello(const proto::Hello& hello,

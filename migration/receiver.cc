@@ -93,6 +93,8 @@ class ReceiveSession {
 
   std::mutex mu_;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  // Durable: the first error of a round-end SyncData().
+  absl::Status sync_error_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RoundBarrier> barrier_;
   // Starts writeback of the staging files; lives as long as store_ (its
   // last kick may still run during completion, never waited for there).
@@ -117,9 +119,15 @@ void ReceiveSession::Fail(const absl::Status& status) {
 
 void ReceiveSession::SendAbort(const absl::Status& status) {
   if (channels_.empty() || abort_sent_.exchange(true)) return;
-  // Best effort: the peer may be gone already.
+  // Best effort: the peer may be gone already. A round acknowledgement stuck
+  // on a stalled source holds the lock: then the channels are shut first
+  // (the Abort is lost, but nothing waits for the source's io_timeout).
   {
-    std::lock_guard<std::mutex> lock(control_write_mu_);
+    std::unique_lock<std::mutex> lock(control_write_mu_, std::try_to_lock);
+    if (!lock.owns_lock()) {
+      for (auto& c : channels_) c->Shutdown();
+      lock.lock();
+    }
     SendAbortBestEffort(*channels_[0], status, proto::ROLE_DESTINATION);
   }
   for (auto& c : channels_) c->Shutdown();
@@ -186,11 +194,10 @@ absl::Status ReceiveSession::AcceptChannels() {
         return absl::InvalidArgumentError(absl::StrCat(
             "channel index ", hello.channel_index(), " used twice"));
       }
-      return wire::WriteFrame(
-          c, wire::FrameType::kHello,
-          MakeHello(proto::ROLE_DESTINATION, hello.channel_index(), count,
-                    migration_id_),
-          options_.io_timeout);
+      proto::Hello reply =
+          MakeHello(proto::ROLE_DESTINATION, hello.channel_index(), count, migration_id_);
+      reply.set_features(hello.features() & kSupportedFeatures);  // What both speak.
+      return wire::WriteFrame(c, wire::FrameType::kHello, reply, options_.io_timeout);
     }();
     if (!status.ok()) {
       // Tell this peer why before closing (the control channel may be
@@ -298,13 +305,17 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   // `batch` is parsed already: only the checksum is left to check.
   LIVEMIG_RETURN_IF_ERROR(
       wire::ReadPayloadAndVerify(conn, frame, {}, options_.io_timeout));
-  // Round 0 visits every page once and the mappings start zeroed, so only
-  // later rounds need to clear anything.
+  // The mappings start zeroed and round 0 visits every page once, so in
+  // round 0 only a page that already landed (a broken source sent it twice)
+  // needs clearing; later rounds clear every page.
   if (channel_round > 0) {
     for (const iovec& v : destination) std::memset(v.iov_base, 0, v.iov_len);
   }
   for (const proto::PageRun& run : batch.runs()) {
     for (uint64_t p = run.first_page(); p < run.first_page() + run.count(); ++p) {
+      if (channel_round == 0 && landed.Get(p) != kNoPageHash) {
+        std::memset(region.as_ptr() + p * kMigrationPageSize, 0, kMigrationPageSize);
+      }
       landed.Set(p, ZeroPageHash());
     }
   }
@@ -358,8 +369,12 @@ void ReceiveSession::EndOfRound(uint32_t round, bool final) {
   if (options_.durable) {
     // The round's data goes to disk before the round is acknowledged, so
     // the flush in the pause only has the final round to write, and how
-    // long this took is the measured estimate of that flush.
-    (void)store_->SyncData();
+    // long this took is the measured estimate of that flush. A writeback
+    // error is reported once per file: kept here, it fails the migration
+    // (the final Flush() would no longer see it).
+    absl::Status synced = store_->SyncData();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (sync_error_.ok() && !synced.ok()) sync_error_ = synced;
   } else if (!final) {
     writeback_->Kick();  // Asynchronous: nothing waits for the disk.
   }
@@ -371,6 +386,10 @@ void ReceiveSession::EndOfRound(uint32_t round, bool final) {
 }
 
 absl::Status ReceiveSession::SendRoundAck(uint32_t round) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    LIVEMIG_RETURN_IF_ERROR(sync_error_);
+  }
   proto::Ack ack;
   ack.set_kind(proto::ACK_ROUND);
   ack.set_round(round);
@@ -408,9 +427,19 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
                                        options_.io_timeout));
   LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kCompletion, &completion,
                                        options_.io_timeout));
+  // Cheap, and checked whatever the source verifies: a lost batch shows.
+  const uint64_t received = raw_pages_.load() + zero_pages_.load();
+  if (completion.total_pages_sent() != received) {
+    return absl::DataLossError(absl::StrCat("the source sent ", completion.total_pages_sent(),
+                                            " pages; ", received, " arrived"));
+  }
   const bool verified = completion.digests_size() > 0;
   if (verified) LIVEMIG_RETURN_IF_ERROR(Verify(completion));
   if (options_.durable) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      LIVEMIG_RETURN_IF_ERROR(sync_error_);
+    }
     LIVEMIG_RETURN_IF_ERROR(store_->Flush());
     Step("flushed");
   }

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -199,7 +200,8 @@ class RawSourceTest : public ::testing::Test {
 
   // The final round's end, the device state and a completion with
   // `digests`: what a source sends after its last page.
-  void Finish(const std::vector<proto::RegionDigest>& digests, uint32_t round = 0) {
+  void Finish(const std::vector<proto::RegionDigest>& digests, uint32_t round = 0,
+              uint64_t pages_sent = kRegionPages) {
     proto::IterationMarker marker;
     marker.set_round(round);
     marker.set_phase(proto::PHASE_END);
@@ -213,6 +215,7 @@ class RawSourceTest : public ::testing::Test {
     proto::Completion completion;
     for (const proto::RegionDigest& d : digests) *completion.add_digests() = d;
     completion.set_rounds(round + 1);
+    completion.set_total_pages_sent(pages_sent);
     ASSERT_OK(Send(wire::FrameType::kCompletion, completion));
   }
 
@@ -535,11 +538,52 @@ TEST_F(RawSourceTest, CompletionWithAWrongDigestIsDataLossNamingThePage) {
   EXPECT_THAT(DirEntries(root_), IsEmpty());
 }
 
+// A broken source sends a page twice in round 0, RAW then ZERO: the memory
+// must hold what the last one says (zeros), as the recorded hash does.
+TEST_F(RawSourceTest, ZeroRunOverAPageThatLandedInRound0ClearsIt) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  const std::vector<uint8_t> page(kMigrationPageSize, 0x77);
+  ASSERT_NO_FATAL_FAILURE(SendBatch(Batch(0, proto::ENCODING_RAW, 3, 1), page, page));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch,
+                 Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, std::vector<uint8_t>(kRegionSize, 0))}, 0,
+                                 kRegionPages + 1));
+  ASSERT_NO_FATAL_FAILURE(ReadVerified());
+  ASSERT_OK(Send(wire::FrameType::kAck, HandoverAck()));
+  proto::Ack committed;
+  ASSERT_OK(Read(wire::FrameType::kAck, &committed));
+  ASSERT_OK(Result(absl::Now()));
+  const uint8_t* data = result_->memory.region(0).region().as_ptr();
+  EXPECT_EQ(std::count(data, data + kRegionSize, 0), static_cast<long>(kRegionSize));
+}
+
+TEST_F(RawSourceTest, CompletionCountingOtherPagesThanArrivedIsDataLoss) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch,
+                 Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
+  const absl::Time sent = absl::Now();
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, std::vector<uint8_t>(kRegionSize, 0))}, 0,
+                                 kRegionPages + 3));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                                "the source sent 19 pages; 16 arrived"));
+}
+
+TEST_F(RawSourceTest, HelloWithoutPageHashesIsFailedPrecondition) {
+  proto::Hello hello = MakeHello(proto::ROLE_SOURCE, 0, 1, "id");
+  hello.set_features(proto::FEATURE_ZERO_PAGES | proto::FEATURE_MULTI_CHANNEL);
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kHello, hello));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kFailedPrecondition,
+                                                "does not offer FEATURE_PAGE_HASHES"));
+}
+
 TEST_F(RawSourceTest, AnswerToAnotherPageHashQueryIsDataLoss) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   std::vector<uint8_t> contents(kRegionSize, 0);
   contents[0] = 1;
-  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, contents)}));
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, contents)}, 0, /*pages_sent=*/0));
   proto::PageHashQuery query;
   ASSERT_OK(Read(wire::FrameType::kPageHashQuery, &query));
   proto::PageHashList list;
@@ -557,7 +601,7 @@ TEST_F(RawSourceTest, PageNeverSentFailsVerification) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   ASSERT_OK(Send(wire::FrameType::kPageBatch,
                  Batch(0, proto::ENCODING_ZERO, 0, kRegionPages - 1)));
-  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, std::vector<uint8_t>(kRegionSize, 0))}));
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, std::vector<uint8_t>(kRegionSize, 0))}, 0, kRegionPages - 1));
   proto::PageHashQuery query;
   ASSERT_OK(Read(wire::FrameType::kPageHashQuery, &query));
   std::vector<PageHashes> sent;
@@ -571,7 +615,7 @@ TEST_F(RawSourceTest, PageNeverSentFailsVerification) {
 
 TEST_F(RawSourceTest, CompletionWithoutDigestsIsReceivedUnverified) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
-  ASSERT_NO_FATAL_FAILURE(Finish({}));
+  ASSERT_NO_FATAL_FAILURE(Finish({}, 0, /*pages_sent=*/0));
   ASSERT_NO_FATAL_FAILURE(ReadVerified());
   ASSERT_OK(Send(wire::FrameType::kAck, HandoverAck()));
   proto::Ack committed;
@@ -634,7 +678,7 @@ TEST_F(RawSourceTest, CompletionDigestingOneRegionTwiceIsDataLoss) {
   ASSERT_NO_FATAL_FAILURE(Handshake(table));
   const std::vector<uint8_t> zero(kRegionSize, 0);
   const absl::Time sent = absl::Now();
-  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, zero), Digest(0, zero)}));
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, zero), Digest(0, zero)}, 0, /*pages_sent=*/0));
   const absl::Status status = Result(sent);
   EXPECT_THAT(status, StatusIsWithMessage(absl::StatusCode::kDataLoss, ("given twice")));
 }

@@ -156,30 +156,43 @@ uint64_t Migration::BytesWritten() const {
 absl::Status Migration::Setup() {
   const std::string id =
       options_.migration_id.empty() ? RandomId() : options_.migration_id;
+  // From here Cancel() shuts down every connection made so far (each
+  // SendChannel registers its own with failure_).
+  publish_(&failure_);
   for (uint32_t i = 0; i < options_.channels; ++i) {
     LIVEMIG_ASSIGN_OR_RETURN(
         std::unique_ptr<Connection> conn,
         Connection::Connect(options_.destination, options_.io_timeout));
-    const absl::Time hello_start = absl::Now();
-    LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(
-        *conn, wire::FrameType::kHello,
-        MakeHello(proto::ROLE_SOURCE, i, options_.channels, id), options_.io_timeout));
-    proto::Hello reply;
-    LIVEMIG_RETURN_IF_ERROR(
-        ReadExpected(*conn, wire::FrameType::kHello, &reply, options_.io_timeout));
-    rtt_ = std::min(rtt_, absl::Now() - hello_start);
-    LIVEMIG_RETURN_IF_ERROR(CheckHello(reply, proto::ROLE_DESTINATION));
     channels_.push_back(std::make_unique<SendChannel>(
         std::move(conn), &memory_, &sent_, &limiter_, &failure_, &counters_,
         options_.io_timeout, options_.batch_pages, &options_.test_drop_page));
+    LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled while connecting.
+    Connection& c = channels_.back()->connection();
+    const absl::Time hello_start = absl::Now();
+    LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(
+        c, wire::FrameType::kHello, MakeHello(proto::ROLE_SOURCE, i, options_.channels, id),
+        options_.io_timeout));
+    proto::Hello reply;
+    LIVEMIG_RETURN_IF_ERROR(
+        ReadExpected(c, wire::FrameType::kHello, &reply, options_.io_timeout));
+    rtt_ = std::min(rtt_, absl::Now() - hello_start);
+    LIVEMIG_RETURN_IF_ERROR(CheckHello(reply, proto::ROLE_DESTINATION));
   }
-  // From here Cancel() shuts the connections down.
-  publish_(&failure_);
   LIVEMIG_ASSIGN_OR_RETURN(const proto::RegionTable table,
                            RegionTableFor(memory_, options_.file_names));
+  uint64_t chunks = 0;
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     sent_.emplace_back(memory_.region(r).len() / kMigrationPageSize);
     stats_.total += memory_.region(r).len();
+    chunks += sent_.back().chunks();
+  }
+  // Completion carries 8 bytes per chunk (and ~32 per region): refuse now,
+  // not in the pause, a memory whose digests would not fit one message.
+  if (options_.verify != SenderOptions::Verify::kOff &&
+      chunks * 9 + memory_.num_regions() * 32 > wire::kMaxMessageSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        stats_.total, " bytes of guest memory need ", chunks,
+        " chunk digests, more than one COMPLETION frame carries; use verify=off"));
   }
   Connection& control = channels_[0]->connection();
   LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kRegionTable,
@@ -240,7 +253,10 @@ absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
         "expected the acknowledgement of round ", round, ", got ",
         proto::AckKind_Name(ack.kind()), " for round ", ack.round()));
   }
-  return absl::Microseconds(ack.expected_completion_us());
+  // At most an hour: a larger value (a broken receiver) would wrap negative
+  // and let the estimate fit any limit.
+  constexpr uint64_t kMaxUs = uint64_t{3600} * 1000 * 1000;
+  return absl::Microseconds(static_cast<int64_t>(std::min(ack.expected_completion_us(), kMaxUs)));
 }
 
 absl::Duration Migration::RefreshDigests() {
@@ -494,10 +510,9 @@ absl::Status Migration::HandOver(Connection& control) {
 }
 
 absl::Status Migration::PeerReason(absl::Status error) {
-  if (handed_over_ || channels_.empty() ||
-      !(absl::IsUnavailable(error) || absl::IsDataLoss(error))) {
-    return error;
-  }
+  // Unavailable is what a connection the peer closed reports; any other
+  // error is this side's own (and must not wait for the peer).
+  if (handed_over_ || channels_.empty() || !absl::IsUnavailable(error)) return error;
   for (auto& c : channels_) c->Stop();  // Nobody reads channel 0 now.
   const std::optional<proto::Abort> abort = FindAbort(
       channels_[0]->connection().ReadLeftover(wire::kMaxMessageSize, absl::Milliseconds(200)));
@@ -556,10 +571,18 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
                       [this](Failure* failure) {
                         std::lock_guard<std::mutex> lock(mu_);
                         active_ = failure;
+                        // A Cancel() that came before the attempt could be.
+                        if (failure != nullptr && cancelled_.load(std::memory_order_relaxed)) {
+                          failure->Set(absl::CancelledError("migration cancelled by the source"));
+                        }
                       });
   absl::Status status = migration.Run();
   if (status.ok()) return last_stats_;
   status = migration.PeerReason(std::move(status));
+  if (cancelled_.load(std::memory_order_relaxed) && !migration.handed_over()) {
+    // The shutdown Cancel() caused shows up as whatever I/O it cut.
+    status = absl::CancelledError("migration cancelled by the source");
+  }
   migration.RollBack(status);
   last_stats_.status = migration.handed_over()                          ? "in-doubt"
                        : status.code() == absl::StatusCode::kCancelled ? "cancelled"
