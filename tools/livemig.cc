@@ -159,10 +159,11 @@ std::string ManifestJson(const ReceivedMigration& got) {
     absl::StrAppend(
         &regions, "{\"index\":", info.index(), ",\"guest_addr\":", info.guest_addr(),
         ",\"size\":", info.size(), ",\"file\":\"", JsonEscape(got.files[i]),
-        "\",\"file_offset\":", info.file_offset(), ",\"xxh3\":\"",
+        "\",\"file_offset\":", info.file_offset(), ",\"page_hash_root\":\"",
         absl::Hex(got.digests[i], absl::kZeroPad16), "\"}");
   }
-  return absl::StrCat("{\"status\":\"completed\",\"verified\":true,\"regions\":[", regions,
+  return absl::StrCat("{\"status\":\"completed\",\"verified\":",
+                      got.verified ? "true" : "false", ",\"regions\":[", regions,
                       "],\"stats\":{\"raw_pages\":", got.raw_pages,
                       ",\"zero_pages\":", got.zero_pages,
                       ",\"bytes_received\":", got.bytes_received,

@@ -276,6 +276,19 @@ TEST_F(LivemigCli, UntrackedWriteIsReportedByTheAuditWithExitStatus4) {
   EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
 }
 
+// --verify=off: nothing is compared end to end, and the receiver says so
+// instead of claiming a verified copy.
+TEST_F(LivemigCli, VerifyOffIsReportedAsNotVerifiedOnBothSides) {
+  Process receiver = StartReceiver(/*json=*/true);
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=4MiB", "--verify=off"}, dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 0) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("verified: no (--verify=off)"));
+  EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_THAT(receiver.Out(), HasSubstr("\"status\":\"completed\",\"verified\":false"));
+  EXPECT_THAT(receiver.Err(), HasSubstr("NOT verified (the source sent no digests)"));
+}
+
 // The same with --verify=full: the migration fails before the handover,
 // naming the page, and the receiver keeps nothing.
 TEST_F(LivemigCli, UntrackedWriteFailsAFullVerifyBeforeTheHandover) {
