@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,6 +46,28 @@ using migration_internal::OpenDir;
 using migration_internal::SplitFilePath;
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// Allocates the file's blocks now, so that a full filesystem is a clear
+// error before any page is accepted, and a write into the mapping can never
+// need a block the filesystem no longer has (which would be SIGBUS).
+absl::Status ClaimSpace(int fd, uint64_t size, int region, const std::string& path) {
+  if (size == 0 || ::fallocate(fd, 0, 0, static_cast<off_t>(size)) == 0) {
+    return absl::OkStatus();
+  }
+  const int error = errno;
+  if (error == ENOSPC || error == EDQUOT) {
+    struct statvfs fs;
+    const uint64_t free_bytes =
+        ::fstatvfs(fd, &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "region ", region, ": \"", path, "\" needs ", size, " bytes; its filesystem has ",
+        free_bytes, " free (", std::strerror(error), ")"));
+  }
+  if (error == EOPNOTSUPP) return absl::OkStatus();  // Nothing to claim ahead with.
+  return PosixError(absl::StrCat("region ", region, ": fallocate \"", path, "\" to ", size,
+                                 " bytes"),
+                    error);
+}
 
 absl::Status CommitError(const std::string& what, int error_number) {
   return absl::InternalError(
@@ -314,6 +337,7 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
                                      "\" to ", raw->size, " bytes"),
                         errno);
     }
+    LIVEMIG_RETURN_IF_ERROR(ClaimSpace(fd, raw->size, plan.first_index, raw->staging_path));
   }
 
   regions_.reserve(table.regions_size());

@@ -117,7 +117,12 @@ class RegionStore {
   //   regular file.
   // PermissionDenied: a symlink anywhere on a file-backed region's path below
   //   root_dir (any symlink: following it could leave root_dir).
-  // ResourceExhausted: the sizes add up to more than max_total_bytes.
+  // ResourceExhausted: the sizes add up to more than max_total_bytes, or a
+//   staging file's space cannot be allocated (fallocate: ENOSPC or EDQUOT;
+//   the message names the file, the bytes it needs and the bytes free).
+//   Every staging file's blocks are allocated up front, so a full disk is
+//   refused before any page arrives and writes into the mappings never fault
+//   for lack of space (filesystems without fallocate are used as they are).
   // NotFound: root_dir does not exist (only checked with file-backed regions).
   // Creation failures (mkdir, open, ftruncate, mmap) come back as PosixError
   // codes; whatever was created so far is abandoned first.

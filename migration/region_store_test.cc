@@ -1,6 +1,7 @@
 #include "migration/region_store.h"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -118,6 +119,30 @@ class RegionStoreTest : public ::testing::Test {
   std::string outside_;
   RegionStoreOptions options_;
 };
+
+// A full filesystem is refused when the table arrives, naming the file and
+// the bytes missing, before any page could land (and fault) in a mapping.
+TEST_F(RegionStoreTest, TableLargerThanTheFreeSpaceIsResourceExhaustedUpFront) {
+  if (::mount("tmpfs", root_.c_str(), "tmpfs", 0, "size=1m") != 0) {
+    GTEST_SKIP() << "cannot mount a 1 MiB tmpfs on " << root_ << " (" << std::strerror(errno)
+                 << "): needs CAP_SYS_ADMIN";
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{root_};
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, 1024 * kPage, "big.mem", 0)})),
+              StatusIsWithMessage(absl::StatusCode::kResourceExhausted,
+                                  "region 0: \"" + Root("big.mem") + ".livemig-partial\" needs "
+                                  "4194304 bytes; its filesystem has "));
+  EXPECT_TRUE(RootIsEmpty());
+  // What fits is claimed whole: every page of the file is allocated.
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({FileBacked(0, 0, 128 * kPage, "small.mem", 0)})));
+  struct stat st;
+  ASSERT_EQ(::stat(Root("small.mem.livemig-partial").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_blocks) * 512, 128 * kPage);
+}
 
 TEST_F(RegionStoreTest, CreatesWritableAnonymousAndFileRegions) {
   ASSERT_OK_AND_ASSIGN(

@@ -1,12 +1,14 @@
 // The livemig CLI as a user runs it: two processes, real sockets, real files.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -303,6 +305,30 @@ TEST_F(LivemigCli, UntrackedWriteFailsAFullVerifyBeforeTheHandover) {
                                       "marked dirty: region 0 page 2 (guest 0x2000)"));
   EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/region-0.mem"));
+}
+
+// --dir on a filesystem too small for the guest: refused when the region
+// table arrives, with the file and the bytes named on both sides, and
+// nothing left behind (no crash, no partial file keeping the tmpfs full).
+TEST_F(LivemigCli, TooSmallFilesystemIsRefusedAtTheRegionTable) {
+  const std::string dst = dir_ + "/dst";
+  if (::mount("tmpfs", dst.c_str(), "tmpfs", 0, "size=16m") != 0) {
+    GTEST_SKIP() << "cannot mount a 16 MiB tmpfs on " << dst << " (" << std::strerror(errno)
+                 << "): needs CAP_SYS_ADMIN";
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dst};
+  Process receiver = StartReceiver();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--fill=zero"}, dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 1) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("RESOURCE_EXHAUSTED: peer aborted: region 0: \""));
+  EXPECT_THAT(sender.Err(), HasSubstr("region-0.mem.livemig-partial\" needs 67108864 bytes"));
+  EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
+  EXPECT_THAT(receiver.Err(), HasSubstr("RESOURCE_EXHAUSTED"));
+  EXPECT_TRUE(std::filesystem::is_empty(dst));
 }
 
 // The manifest means "complete and on disk": a receiver killed after it
