@@ -518,6 +518,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     RegionStoreOptions store_options;
     store_options.root_dir = options_.root_dir;
     store_options.max_total_bytes = options_.max_total_bytes;
+    store_options.reserved_paths = options_.reserved_paths;
     LIVEMIG_ASSIGN_OR_RETURN(RegionStore store,
                              RegionStore::Create(table, kMigrationPageSize, store_options));
     store_.emplace(std::move(store));

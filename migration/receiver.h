@@ -65,6 +65,9 @@ struct ReceiverOptions {
   // root_dir at offset 0 (what `livemig receive` does), instead of anonymous
   // mappings that live only in this process.
   bool anonymous_regions_as_files = false;
+  // Paths under root_dir the embedder writes itself; a region naming one is
+  // refused at the table (RegionStoreOptions::reserved_paths).
+  std::vector<std::string> reserved_paths;
   // Flush to disk before answering VERIFIED (see the file comment).
   bool durable = false;
   // Testing only: called after a RAW batch's pages landed in region

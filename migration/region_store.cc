@@ -152,6 +152,14 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
     } else {
       LIVEMIG_ASSIGN_OR_RETURN(std::vector<std::string> parts,
                                SplitFilePath(i, r.file_path(), kStagingSuffix));
+      if (std::find(options.reserved_paths.begin(), options.reserved_paths.end(),
+                    r.file_path()) != options.reserved_paths.end()) {
+        return InvalidRegionField(
+            i, "file_path",
+            absl::StrCat("\"", r.file_path(),
+                         "\" is a file the receiver writes itself; name the region "
+                         "otherwise"));
+      }
       if (r.file_offset() % align != 0) {
         return InvalidRegionField(i, "file_offset",
                                   absl::StrCat(r.file_offset(),

@@ -80,6 +80,10 @@ struct RegionStoreOptions {
   // Tables whose regions add up to more bytes than this are refused
   // (ResourceExhausted).
   uint64_t max_total_bytes = 1ull << 40;
+  // Paths under root_dir that the caller writes itself (e.g. livemig
+  // receive's "manifest.json"): a region naming one is refused
+  // (InvalidArgument), so a region file is never overwritten by them.
+  std::vector<std::string> reserved_paths;
 };
 
 // One rebuilt region.
@@ -111,7 +115,8 @@ class RegionStore {
   //   absolute, non-canonical or contains "..", ends with kStagingSuffix, has
   //   a component longer than NAME_MAX (counting the suffix), or names a file
   //   that another region's path needs as a directory; file_offset not a
-  //   multiple of the alignment; file_offset + size overflowing; two
+  //   multiple of the alignment; a file_path in options.reserved_paths;
+  //   file_offset + size overflowing; two
   //   file-backed regions overlapping in the same file; a path component that
   //   exists but is not a directory, or a final name that exists and is not a
   //   regular file.

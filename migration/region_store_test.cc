@@ -144,6 +144,16 @@ TEST_F(RegionStoreTest, TableLargerThanTheFreeSpaceIsResourceExhaustedUpFront) {
   EXPECT_EQ(static_cast<uint64_t>(st.st_blocks) * 512, 128 * kPage);
 }
 
+TEST_F(RegionStoreTest, ReservedPathIsInvalidArgumentAndCreatesNothing) {
+  options_.reserved_paths = {"manifest.json"};
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "manifest.json", 0)})),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "region 0: file_path \"manifest.json\" is a file the receiver "
+                                  "writes itself"));
+  EXPECT_TRUE(RootIsEmpty());
+  EXPECT_OK(Create(Table({FileBacked(0, 0, kPage, "vm/manifest.json", 0)})));
+}
+
 TEST_F(RegionStoreTest, CreatesWritableAnonymousAndFileRegions) {
   ASSERT_OK_AND_ASSIGN(
       RegionStore store,

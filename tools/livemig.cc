@@ -198,6 +198,8 @@ int Receive() {
   options.max_channels = max_channels > 0 ? static_cast<uint32_t>(max_channels) : 64;
   options.io_timeout = absl::Seconds(absl::GetFlag(FLAGS_io_timeout_s));
   options.anonymous_regions_as_files = true;
+  // What this command writes beside the regions: never a region's name.
+  options.reserved_paths = {"manifest.json", "manifest.json.tmp"};
   options.durable = absl::GetFlag(FLAGS_durable);
   if (absl::GetFlag(FLAGS_test_hang_after_commit)) {
     options.test_on_step = [](const char* step) {
@@ -256,6 +258,8 @@ struct RegionFlag {
   uint64_t size = 0;
   std::string file;
   uint64_t offset = 0;
+  std::string name;  // Where the receiver rebuilds it, relative to its --dir.
+  std::string text;  // The flag as given, for messages.
 };
 
 absl::StatusOr<RegionFlag> ParseRegionFlag(const std::string& text) {
@@ -275,17 +279,50 @@ absl::StatusOr<RegionFlag> ParseRegionFlag(const std::string& text) {
       if (kv.first == "offset") region.offset = *v;
     } else if (kv.first == "file") {
       region.file = kv.second;
+    } else if (kv.first == "name") {
+      region.name = kv.second;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "--region=", text, ": unknown key \"", kv.first,
-          "\"; expected gpa=ADDR,size=SIZE[,file=PATH,offset=OFF]"));
+          "\"; expected gpa=ADDR,size=SIZE[,file=PATH,offset=OFF,name=REL]"));
     }
   }
   if (!have_gpa || !have_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("--region=", text, ": gpa= and size= are required"));
   }
+  if (!region.name.empty() && region.file.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--region=", text, ": name= needs file= (anonymous regions are named "
+                     "by the receiver)"));
+  }
+  if (!region.file.empty() && region.name.empty()) {
+    region.name = std::filesystem::path(region.file).filename().string();
+  }
+  region.text = text;
   return region;
+}
+
+// Two regions the receiver would rebuild into one file must come from one
+// source file (at different offsets); anything else would mix two files'
+// bytes (e.g. a/guest.mem and b/guest.mem both arrive as guest.mem).
+absl::Status CheckNamesAreDistinct(const std::vector<RegionFlag>& specs) {
+  for (size_t i = 0; i < specs.size(); ++i) {
+    for (size_t j = i + 1; j < specs.size(); ++j) {
+      if (specs[i].name.empty() || specs[i].name != specs[j].name) continue;
+      struct stat a, b;
+      const bool same = ::stat(specs[i].file.c_str(), &a) == 0 &&
+                        ::stat(specs[j].file.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+                        a.st_ino == b.st_ino;
+      if (!same) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--region=", specs[j].text, " and --region=", specs[i].text,
+            " would both be rebuilt as \"", specs[i].name,
+            "\" from different files: give one of them name=REL"));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status FillRegion(const MmapRegion<AtomicBitmap>& region, const std::string& fill,
@@ -327,7 +364,10 @@ absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
     if (!size.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("--memory: ", size.status().message()));
     }
-    specs.push_back({0, *size, "", 0});
+    RegionFlag anonymous;
+    anonymous.size = *size;
+    anonymous.text = "--memory=" + memory;
+    specs.push_back(anonymous);
   }
   if (specs.empty()) {
     return absl::InvalidArgumentError("give --memory=SIZE or at least one --region=...");
@@ -335,6 +375,7 @@ absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
   // Guest memory sorts its regions by address; names follow that order.
   std::sort(specs.begin(), specs.end(),
             [](const RegionFlag& a, const RegionFlag& b) { return a.gpa < b.gpa; });
+  LIVEMIG_RETURN_IF_ERROR(CheckNamesAreDistinct(specs));
   std::vector<GuestRegion<AtomicBitmap>> regions;
   const std::string fill = absl::GetFlag(FLAGS_fill);
   uint64_t seed = 1;
@@ -350,7 +391,7 @@ absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
     } else {
       LIVEMIG_ASSIGN_OR_RETURN(FileOffset file, FileOffset::Open(spec.file, spec.offset));
       LIVEMIG_ASSIGN_OR_RETURN(mmap, MmapRegion<AtomicBitmap>::FromFile(std::move(file), spec.size));
-      file_names->push_back(std::filesystem::path(spec.file).filename().string());
+      file_names->push_back(spec.name);
     }
     LIVEMIG_RETURN_IF_ERROR(FillRegion(*mmap, fill, seed++));
     LIVEMIG_ASSIGN_OR_RETURN(auto region, GuestRegion<AtomicBitmap>::Create(
@@ -612,7 +653,7 @@ int main(int argc, char** argv) {
       "live migration of VM memory.\n\n"
       "  livemig receive --listen=HOST:PORT|--unix=PATH --dir=DIR [--once] [--json]\n"
       "  livemig send --connect=HOST:PORT|--unix=PATH (--memory=SIZE | "
-      "--region=gpa=ADDR,size=SIZE[,file=PATH,offset=OFF]...)\n"
+      "--region=gpa=ADDR,size=SIZE[,file=PATH,offset=OFF,name=REL]...)\n"
       "       [--fill=random|zero|text|keep] [--workload=SPEC] [--channels=N]\n"
       "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=S] "
       "[--on-timeout=cancel|force]\n"

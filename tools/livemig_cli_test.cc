@@ -331,6 +331,54 @@ TEST_F(LivemigCli, TooSmallFilesystemIsRefusedAtTheRegionTable) {
   EXPECT_TRUE(std::filesystem::is_empty(dst));
 }
 
+// A region backed by a file called like the receiver's own output is
+// refused when the table arrives: it would be overwritten by the manifest.
+TEST_F(LivemigCli, RegionNamedLikeTheManifestIsRefused) {
+  const std::string file = dir_ + "/src/manifest.json";
+  WriteRandomFile(file, 1 << 20);
+  Process receiver = StartReceiver();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--region=gpa=0,size=1MiB,file=" + file,
+       "--fill=keep"},
+      dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 1) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("INVALID_ARGUMENT: peer aborted: region 0: file_path "
+                                      "\"manifest.json\" is a file the receiver writes itself"));
+  EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ + "/dst"));
+}
+
+// a/guest.mem and b/guest.mem: both would arrive as guest.mem. Refused
+// before anything is sent, and name= says where each goes.
+TEST_F(LivemigCli, RegionsFromDifferentFilesWithOneNameNeedNameEquals) {
+  std::filesystem::create_directories(dir_ + "/src/a");
+  std::filesystem::create_directories(dir_ + "/src/b");
+  WriteRandomFile(dir_ + "/src/a/guest.mem", 1 << 20);
+  WriteRandomFile(dir_ + "/src/b/guest.mem", 2 << 20);
+  std::ofstream(dir_ + "/src/b/guest.mem", std::ios::in | std::ios::out | std::ios::binary)
+      << "b is not a";
+  const std::string a = "gpa=0,size=1MiB,file=" + dir_ + "/src/a/guest.mem";
+  const std::string b = "gpa=0x100000,size=1MiB,file=" + dir_ + "/src/b/guest.mem";
+  // Nobody listens yet: the refusal must come before any connection.
+  Process refused = Process::Start({kBinary, "send", "--unix=" + Socket(), "--region=" + a,
+                                    "--region=" + b, "--fill=keep"},
+                                   dir_, "refused");
+  EXPECT_EQ(refused.Wait(), 1) << refused.Err();
+  EXPECT_THAT(refused.Err(), HasSubstr("would both be rebuilt as \"guest.mem\" from different "
+                                       "files: give one of them name=REL"));
+  Process receiver = StartReceiver();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--region=" + a + ",name=a/guest.mem",
+       "--region=" + b + ",name=b/guest.mem", "--fill=keep"},
+      dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 0) << sender.Err();
+  EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_TRUE(ReadRange(dir_ + "/src/a/guest.mem", 0, 1 << 20) ==
+              ReadRange(dir_ + "/dst/a/guest.mem", 0, 1 << 20));
+  EXPECT_TRUE(ReadRange(dir_ + "/src/b/guest.mem", 0, 1 << 20) ==
+              ReadRange(dir_ + "/dst/b/guest.mem", 0, 1 << 20));
+}
+
 // The manifest means "complete and on disk": a receiver killed after it
 // committed but before its flush leaves none, not even an older one.
 TEST_F(LivemigCli, ReceiverKilledBetweenCommitAndFlushLeavesNoManifest) {
