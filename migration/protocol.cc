@@ -1,5 +1,7 @@
 #include "migration/protocol.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "migration/wire/frame_codec.h"
@@ -80,10 +82,26 @@ absl::StatusCode StatusCodeFromWire(int32_t code, absl::StatusCode fallback) {
   return code > 0 && code <= 16 ? static_cast<absl::StatusCode>(code) : fallback;
 }
 
+std::string PeerText(absl::string_view text) {
+  std::string out;
+  const size_t kept = std::min(text.size(), kMaxPeerText);
+  out.reserve(kept);
+  for (size_t i = 0; i < kept; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
+    }
+  }
+  if (kept < text.size()) absl::StrAppend(&out, "... (", text.size() - kept, " more bytes)");
+  return out;
+}
+
 absl::Status StatusFromAbort(const proto::Abort& abort) {
   return absl::Status(
       StatusCodeFromWire(abort.code(), absl::StatusCode::kAborted),
-      absl::StrCat("peer aborted: ", abort.message()));
+      absl::StrCat("peer aborted: ", PeerText(abort.message())));
 }
 
 absl::Status ReadExpected(Connection& conn, wire::FrameType type,

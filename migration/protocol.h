@@ -128,6 +128,13 @@ proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
 [[nodiscard]] absl::Status CheckHello(const proto::Hello& hello,
                                       proto::Role expected_role);
 
+// What a peer said (an Abort's or a refused commit's message), safe to print
+// or log: every byte outside printable ASCII becomes \xNN, so no control
+// sequence or forged line reaches a terminal, and at most kMaxPeerText bytes
+// of it are kept ("... (N more bytes)").
+inline constexpr size_t kMaxPeerText = 512;
+std::string PeerText(absl::string_view text);
+
 // An Abort frame's message for `status` (its code and message).
 proto::Abort AbortFromStatus(const absl::Status& status, proto::Role role);
 // Writes that Abort frame to `conn` within a second, ignoring failure: the
@@ -138,7 +145,8 @@ void SendAbortBestEffort(Connection& conn, const absl::Status& status,
 // `fallback` when it is not a valid non-OK code.
 absl::StatusCode StatusCodeFromWire(int32_t code, absl::StatusCode fallback);
 // The status a received Abort stands for: its own code (Aborted when the
-// code is missing or OK), with "peer aborted: " in front of the message.
+// code is missing or OK), with "peer aborted: " in front of its message as
+// PeerText().
 absl::Status StatusFromAbort(const proto::Abort& abort);
 
 // Reads one payload-less frame from `conn` and parses it into `out`, which

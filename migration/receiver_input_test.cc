@@ -683,6 +683,24 @@ TEST_F(RawSourceTest, CompletionDigestingOneRegionTwiceIsDataLoss) {
   EXPECT_THAT(status, StatusIsWithMessage(absl::StatusCode::kDataLoss, ("given twice")));
 }
 
+// An Abort's text reaches logs and terminals: control bytes are escaped (no
+// cleared screen, no forged "received ... verified" line) and it is capped.
+TEST_F(RawSourceTest, AbortTextFromThePeerIsEscapedAndCapped) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  proto::Abort abort;
+  abort.set_code(static_cast<int>(absl::StatusCode::kInternal));
+  abort.set_message("\x1b[2J\nlivemig: received 1 GiB; verified\\" + std::string(100000, 'A'));
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kAbort, abort));
+  const absl::Status status = Result(sent);
+  EXPECT_THAT(status, StatusIsWithMessage(
+                          absl::StatusCode::kInternal,
+                          "peer aborted: \\x1b[2J\\x0alivemig: received 1 GiB; verified\\x5cAAA"));
+  EXPECT_THAT(std::string(status.message()), ::testing::EndsWith("... (99527 more bytes)"));
+  EXPECT_EQ(std::string(status.message()).find_first_of("\n\x1b"), std::string::npos);
+  EXPECT_LT(status.message().size(), kMaxPeerText + 64);
+}
+
 // protocol.h: either side may send Abort at any time. Between the hello and
 // the region table the receiver must end with the source's code too.
 TEST_F(RawSourceTest, AbortFromTheSourceInsteadOfTheTableEndsWithItsCode) {

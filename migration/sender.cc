@@ -498,7 +498,7 @@ absl::Status Migration::HandOver(Connection& control) {
     handed_over_ = false;
     return absl::Status(
         StatusCodeFromWire(answer.status_code(), absl::StatusCode::kInternal),
-        absl::StrCat("destination could not commit: ", answer.message()));
+        absl::StrCat("destination could not commit: ", PeerText(answer.message())));
   }
   return absl::UnknownError(absl::StrCat(
       "handover in doubt: the destination was told to take the guest over but "

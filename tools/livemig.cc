@@ -244,7 +244,8 @@ int Receive() {
                  cli::FormatBytes(static_cast<double>(total)).c_str(),
                  static_cast<unsigned>(got->regions.size()), got->channels, got->rounds,
                  got->verified ? "page hashes verified" : "NOT verified (the source sent no digests)");
-    for (const std::string& f : got->files) std::fprintf(stderr, "  %s\n", f.c_str());
+    // The names came from the peer: printed escaped.
+    for (const std::string& f : got->files) std::fprintf(stderr, "  %s\n", PeerText(f).c_str());
     if (absl::GetFlag(FLAGS_json)) std::printf("%s\n", manifest.c_str());
     std::fflush(stdout);
     if (absl::GetFlag(FLAGS_once)) return 0;
