@@ -4,12 +4,17 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+
 #include <unistd.h>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/socket_base.hpp>
 #include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <utility>
 
@@ -27,8 +32,31 @@ using transport_internal::Deadline;
 using transport_internal::WaitReady;
 using transport_internal::WaitResult;
 
+// Whether a process listens on the Unix socket bound at `path`, as the
+// kernel's table of Unix sockets says (/proc/net/unix: a listening socket
+// has __SO_ACCEPTCON, 0x10000, in its flags). Read, not probed by
+// connecting: a probe would be a stray connection to the live listener.
+bool SomeoneListensOn(const std::string& path) {
+  std::error_code ec;
+  const std::string absolute = std::filesystem::absolute(path, ec).lexically_normal().string();
+  std::ifstream table("/proc/net/unix");
+  std::string line;
+  std::getline(table, line);  // Header.
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string num, refs, protocol, flags, type, state, inode, bound;
+    if (!(fields >> num >> refs >> protocol >> flags >> type >> state >> inode >> bound)) {
+      continue;
+    }
+    if (bound != path && bound != absolute) continue;
+    if ((std::strtoul(flags.c_str(), nullptr, 16) & 0x10000) != 0) return true;
+  }
+  return false;
+}
+
 // Removes a socket file left by a listener that died without cleaning up.
-// Anything that is not a socket is left alone (bind will then fail).
+// Anything that is not a socket is left alone (bind will then fail); a
+// socket someone still listens on is AlreadyExists.
 absl::Status RemoveStaleSocket(const std::string& path) {
   struct stat info;
   if (::lstat(path.c_str(), &info) != 0) {
@@ -36,6 +64,10 @@ absl::Status RemoveStaleSocket(const std::string& path) {
     return PosixError(absl::StrCat("stat ", path), errno);
   }
   if (!S_ISSOCK(info.st_mode)) return absl::OkStatus();
+  if (SomeoneListensOn(path)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "unix:", path, " is a live socket: another process listens on it"));
+  }
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     return PosixError(absl::StrCat("remove stale socket ", path), errno);
   }

@@ -25,6 +25,7 @@ namespace {
 
 using ::livemig::testing::SocketDir;
 using ::livemig::testing::StatusIs;
+using ::livemig::testing::StatusIsWithMessage;
 
 bool Exists(const std::string& path) {
   struct stat info;
@@ -112,6 +113,21 @@ TEST(Listener, UnixListenerReplacesStaleSocketAndRemovesItsFile) {
     EXPECT_EQ(server->peer(), "unix:" + path);
   }
   EXPECT_FALSE(Exists(path));
+}
+
+// A second listener on a live socket must not steal it: the first keeps its
+// socket file and keeps accepting, and no connection reaches it in between.
+TEST(Listener, UnixListenerRefusesASocketSomeoneListensOn) {
+  const std::string path = SocketDir() + "/live.sock";
+  ASSERT_OK_AND_ASSIGN(auto first, Listener::Listen(Endpoint::Unix(path)));
+  EXPECT_THAT(Listener::Listen(Endpoint::Unix(path)),
+              StatusIsWithMessage(absl::StatusCode::kAlreadyExists,
+                                  "unix:" + path + " is a live socket"));
+  EXPECT_TRUE(Exists(path));
+  EXPECT_THAT(first->Accept(absl::Milliseconds(50)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));  // Nothing probed it.
+  ASSERT_OK_AND_ASSIGN(auto client, Connection::Connect(Endpoint::Unix(path), absl::Seconds(2)));
+  EXPECT_OK(first->Accept(absl::Seconds(2)));
 }
 
 TEST(Listener, UnixListenerLeavesNonSocketFilesAlone) {
