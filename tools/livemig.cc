@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -117,6 +118,60 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// Bad usage exits 2, as --help says (1 is "the migration failed").
+int Usage(const absl::Status& status) {
+  std::fprintf(stderr, "livemig: %s\n", status.ToString().c_str());
+  return 2;
+}
+
+// Whether the flag holds something other than its default (this Abseil
+// keeps "specified on the command line" private; giving the default value
+// explicitly is harmless).
+template <typename T>
+bool Given(const absl::Flag<T>& flag) {
+  const absl::CommandLineFlag& f = absl::GetFlagReflectionHandle(flag);
+  return f.CurrentValue() != f.DefaultValue();
+}
+
+// --io-timeout-s: a finite number of seconds above 0.
+absl::StatusOr<absl::Duration> IoTimeoutFromFlag() {
+  const double s = absl::GetFlag(FLAGS_io_timeout_s);
+  if (!(s > 0) || !std::isfinite(s)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--io-timeout-s=", s, ": expected a finite number of seconds above 0"));
+  }
+  return absl::Seconds(s);
+}
+
+// The flags of the other command, if any was given: "--memory is a send
+// flag", so nothing given silently means nothing.
+absl::Status CheckOnlyFlagsOf(const std::string& command) {
+  const std::vector<std::pair<const char*, bool>> send_only = {
+      {"connect", Given(FLAGS_connect)},         {"memory", Given(FLAGS_memory)},
+      {"fill", Given(FLAGS_fill)},               {"workload", Given(FLAGS_workload)},
+      {"downtime-ms", Given(FLAGS_downtime_ms)}, {"max-rounds", Given(FLAGS_max_rounds)},
+      {"timeout-s", Given(FLAGS_timeout_s)},     {"on-timeout", Given(FLAGS_on_timeout)},
+      {"auto-converge", Given(FLAGS_auto_converge)},
+      {"stall-rounds", Given(FLAGS_stall_rounds)},
+      {"throttle-steps", Given(FLAGS_throttle_steps)},
+      {"max-bandwidth", Given(FLAGS_max_bandwidth)}, {"verify", Given(FLAGS_verify)},
+      {"test-untracked-write", Given(FLAGS_test_untracked_write)}};
+  const std::vector<std::pair<const char*, bool>> receive_only = {
+      {"listen", Given(FLAGS_listen)},
+      {"dir", Given(FLAGS_dir)},
+      {"once", Given(FLAGS_once)},
+      {"durable", Given(FLAGS_durable)},
+      {"test-hang-after-commit", Given(FLAGS_test_hang_after_commit)}};
+  const bool receive = command == "receive";
+  for (const auto& [name, given] : receive ? send_only : receive_only) {
+    if (given) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", name, " is a ", receive ? "send" : "receive", " flag, not a ", command, " one"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Endpoint> EndpointFromFlags(const char* tcp_flag, const std::string& tcp) {
   const std::string unix_path = absl::GetFlag(FLAGS_unix);
   if (!unix_path.empty() && !tcp.empty()) {
@@ -186,17 +241,27 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tex
 
 int Receive() {
   absl::StatusOr<Endpoint> at = EndpointFromFlags("listen", absl::GetFlag(FLAGS_listen));
-  if (!at.ok()) return Fail(at.status());
+  if (!at.ok()) return Usage(at.status());
   const std::string dir = absl::GetFlag(FLAGS_dir);
-  if (dir.empty()) return Fail(absl::InvalidArgumentError("--dir=DIR is required"));
+  if (dir.empty()) return Usage(absl::InvalidArgumentError("--dir=DIR is required"));
+  const int max_channels = absl::GetFlag(FLAGS_channels);
+  if (max_channels < 0 || max_channels > 64) {
+    return Usage(absl::InvalidArgumentError(
+        absl::StrCat("--channels=", max_channels, ": expected 1 to 64 (0: 64)")));
+  }
+  absl::StatusOr<absl::Duration> io_timeout = IoTimeoutFromFlag();
+  if (!io_timeout.ok()) return Usage(io_timeout.status());
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return Fail(absl::InvalidArgumentError(absl::StrCat("--dir: ", ec.message())));
+  if (ec) return Usage(absl::InvalidArgumentError(absl::StrCat("--dir: ", ec.message())));
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    return Usage(absl::InvalidArgumentError(
+        absl::StrCat("--dir=", dir, ": not writable (", std::strerror(errno), ")")));
+  }
   ReceiverOptions options;
   options.root_dir = dir;
-  const int max_channels = absl::GetFlag(FLAGS_channels);
   options.max_channels = max_channels > 0 ? static_cast<uint32_t>(max_channels) : 64;
-  options.io_timeout = absl::Seconds(absl::GetFlag(FLAGS_io_timeout_s));
+  options.io_timeout = *io_timeout;
   options.anonymous_regions_as_files = true;
   // What this command writes beside the regions: never a region's name.
   options.reserved_paths = {"manifest.json", "manifest.json.tmp"};
@@ -442,40 +507,45 @@ std::string SendJson(const MigrationStats& stats, const cli::Workload& workload,
 
 int Send(const std::vector<std::string>& region_flags) {
   absl::StatusOr<Endpoint> to = EndpointFromFlags("connect", absl::GetFlag(FLAGS_connect));
-  if (!to.ok()) return Fail(to.status());
+  if (!to.ok()) return Usage(to.status());
   absl::StatusOr<cli::WorkloadSpec> spec = cli::ParseWorkload(absl::GetFlag(FLAGS_workload));
   if (!spec.ok()) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat("--workload: ", spec.status().message())));
+    return Usage(absl::InvalidArgumentError(absl::StrCat("--workload: ", spec.status().message())));
   }
   SenderOptions options;
   options.destination = *to;
   const int channels = absl::GetFlag(FLAGS_channels) == 0 ? 2 : absl::GetFlag(FLAGS_channels);
   if (channels < 1 || channels > 64) {
-    return Fail(absl::InvalidArgumentError(
+    return Usage(absl::InvalidArgumentError(
         absl::StrCat("--channels=", channels, ": expected 1 to 64")));
   }
   options.channels = static_cast<uint32_t>(channels);
   if (absl::GetFlag(FLAGS_downtime_ms) <= 0) {
-    return Fail(absl::InvalidArgumentError("--downtime-ms must be positive"));
+    return Usage(absl::InvalidArgumentError("--downtime-ms must be positive"));
   }
   options.downtime_limit = absl::Milliseconds(absl::GetFlag(FLAGS_downtime_ms));
   if (absl::GetFlag(FLAGS_max_rounds) < 1) {
-    return Fail(absl::InvalidArgumentError("--max-rounds must be at least 1"));
+    return Usage(absl::InvalidArgumentError("--max-rounds must be at least 1"));
   }
   options.max_rounds = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_rounds));
-  if (absl::GetFlag(FLAGS_timeout_s) > 0) {
-    options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  {
+    const double timeout = absl::GetFlag(FLAGS_timeout_s);
+    if (!(timeout >= 0) || !std::isfinite(timeout)) {
+      return Usage(absl::InvalidArgumentError(absl::StrCat(
+          "--timeout-s=", timeout, ": expected 0 (none) or a finite number of seconds")));
+    }
+    if (timeout > 0) options.timeout = absl::Seconds(timeout);
   }
   const std::string on_timeout = absl::GetFlag(FLAGS_on_timeout);
   if (on_timeout == "force") {
     options.on_limit = SenderOptions::OnLimit::kForce;
   } else if (on_timeout != "cancel") {
-    return Fail(absl::InvalidArgumentError(
+    return Usage(absl::InvalidArgumentError(
         absl::StrCat("--on-timeout=", on_timeout, ": expected cancel or force")));
   }
   options.auto_converge = absl::GetFlag(FLAGS_auto_converge);
   if (absl::GetFlag(FLAGS_stall_rounds) < 0) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
+    return Usage(absl::InvalidArgumentError(absl::StrCat(
         "--stall-rounds=", absl::GetFlag(FLAGS_stall_rounds), ": expected 0 or more")));
   }
   options.stall_rounds = static_cast<uint32_t>(absl::GetFlag(FLAGS_stall_rounds));
@@ -488,7 +558,7 @@ int Send(const std::vector<std::string>& region_flags) {
       ok = absl::SimpleAtoi(parts[i], &values[i]) && values[i] >= 1 && values[i] <= 99;
     }
     if (!ok || values[0] > values[2]) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
+      return Usage(absl::InvalidArgumentError(absl::StrCat(
           "--throttle-steps=", steps,
           ": expected INITIAL,INCREMENT,MAX, each 1 to 99, INITIAL <= MAX")));
     }
@@ -499,12 +569,16 @@ int Send(const std::vector<std::string>& region_flags) {
   if (!absl::GetFlag(FLAGS_max_bandwidth).empty()) {
     absl::StatusOr<double> rate = cli::ParseRate(absl::GetFlag(FLAGS_max_bandwidth));
     if (!rate.ok()) {
-      return Fail(absl::InvalidArgumentError(
+      return Usage(absl::InvalidArgumentError(
           absl::StrCat("--max-bandwidth: ", rate.status().message())));
     }
     options.max_bandwidth = static_cast<uint64_t>(*rate);
   }
-  options.io_timeout = absl::Seconds(absl::GetFlag(FLAGS_io_timeout_s));
+  {
+    absl::StatusOr<absl::Duration> io_timeout = IoTimeoutFromFlag();
+    if (!io_timeout.ok()) return Usage(io_timeout.status());
+    options.io_timeout = *io_timeout;
+  }
   {
     const std::string verify = absl::GetFlag(FLAGS_verify);
     if (verify == "sent") {
@@ -514,12 +588,18 @@ int Send(const std::vector<std::string>& region_flags) {
     } else if (verify == "off") {
       options.verify = SenderOptions::Verify::kOff;
     } else {
-      return Fail(absl::InvalidArgumentError(
+      return Usage(absl::InvalidArgumentError(
           absl::StrCat("--verify=", verify, ": expected sent, full or off")));
     }
   }
   absl::StatusOr<GuestMemory<AtomicBitmap>> memory = BuildMemory(region_flags, &options.file_names);
-  if (!memory.ok()) return Fail(memory.status());
+  if (!memory.ok()) {
+    // A --memory/--region value that cannot be used is bad usage; anything
+    // else (mapping failed) is not.
+    return absl::IsInvalidArgument(memory.status()) || absl::IsNotFound(memory.status())
+               ? Usage(memory.status())
+               : Fail(memory.status());
+  }
 
   std::optional<uint64_t> untracked_write;
   if (!absl::GetFlag(FLAGS_test_untracked_write).empty()) {
@@ -675,8 +755,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "livemig: expected one command, send or receive (see --help)\n");
     return 2;
   }
-  livemig::StartSignalThread();
   const std::string command = positional[1];
+  if (absl::Status only = livemig::CheckOnlyFlagsOf(command); !only.ok()) {
+    std::fprintf(stderr, "livemig: %s\n", only.ToString().c_str());
+    return 2;
+  }
+  livemig::StartSignalThread();
   if (command == "receive") {
     if (!regions.empty()) {
       std::fprintf(stderr, "livemig: --region is a send flag\n");

@@ -156,11 +156,15 @@ TEST_F(LivemigCli, ConvergingMigrationRebuildsFileAndAnonymousRegions) {
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/disk.img.livemig-partial"));
 }
 
-TEST_F(LivemigCli, BadFlagsExitNonZeroWithAClearMessage) {
+// Bad usage exits 2 with a message naming the flag, before anything is
+// listened on, connected to or filled; 1 is only for a failed migration.
+TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
   const std::string to = "--unix=" + Socket();
+  const std::string dir = "--dir=" + dir_ + "/dst";
   const struct {
     std::vector<std::string> args;
     std::string message;
+    int code = 2;
   } cases[] = {
       {{"send", to, "--memory=12XB"}, "invalid size \"12XB\": expected a number"},
       {{"send", "--memory=1MiB"}, "--connect=HOST:PORT or --unix=PATH is required"},
@@ -182,21 +186,36 @@ TEST_F(LivemigCli, BadFlagsExitNonZeroWithAClearMessage) {
       {{"send", to, "--region=gpa=0,size=1MiB,colour=red"}, "unknown key \"colour\""},
       {{"send", to, "--region=size=1MiB"}, "gpa= and size= are required"},
       {{"send", to, "--region=gpa=0,size=1MiB,file=/nonexistent/x"}, "/nonexistent/x"},
+      {{"send", to, "--region=gpa=0,size=1MiB,name=x"}, "name= needs file="},
       {{"send", to}, "give --memory=SIZE or at least one --region"},
-      {{"send", to, "--memory=1MiB"}, "UNAVAILABLE: connect to unix:"},  // Nobody listens.
+      {{"send", to, "--memory=1MiB", "--timeout-s=-5"}, "--timeout-s=-5: expected 0"},
+      {{"send", to, "--memory=1MiB", "--io-timeout-s=0"}, "--io-timeout-s=0: expected"},
+      {{"send", to, "--memory=1MiB", "--io-timeout-s=nan"}, "--io-timeout-s=nan: expected"},
+      {{"send", to, "--memory=1MiB", "--io-timeout-s=inf"}, "--io-timeout-s=inf: expected"},
+      {{"send", to, "--memory=1MiB", dir}, "--dir is a receive flag, not a send one"},
+      {{"send", to, "--memory=1MiB", "--durable"}, "--durable is a receive flag"},
       {{"receive", to}, "--dir=DIR is required"},
+      {{"receive", to, dir, "--channels=-1"}, "--channels=-1: expected 1 to 64"},
+      {{"receive", to, dir, "--channels=100000"}, "--channels=100000: expected 1 to 64"},
+      {{"receive", to, dir, "--io-timeout-s=-1"}, "--io-timeout-s=-1: expected"},
+      {{"receive", to, dir, "--memory=1GiB"}, "--memory is a send flag, not a receive one"},
+      {{"receive", to, dir, "--verify=full"}, "--verify is a send flag"},
       {{"migrate"}, "expected one command, send or receive"},
       {{"send", to, "--memory=1MiB", "--verify=maybe"},
        "--verify=maybe: expected sent, full or off"},
+      // Not usage: a migration that failed (nobody listens).
+      {{"send", to, "--memory=1MiB"}, "UNAVAILABLE: connect to unix:", 1},
   };
   for (const auto& c : cases) {
     std::vector<std::string> args = {kBinary};
     args.insert(args.end(), c.args.begin(), c.args.end());
     Process p = Process::Start(args, dir_, "bad");
     const int code = p.Wait(std::chrono::seconds(20));
-    EXPECT_GT(code, 0) << c.args[0] << " " << (c.args.size() > 1 ? c.args.back() : "");
+    EXPECT_EQ(code, c.code) << c.args[0] << " " << (c.args.size() > 1 ? c.args.back() : "")
+                            << ": " << p.Err();
     EXPECT_THAT(p.Err(), HasSubstr(c.message)) << "args ending " << c.args.back();
   }
+  EXPECT_FALSE(std::filesystem::exists(Socket()));  // Nothing ever listened.
 }
 
 TEST_F(LivemigCli, KillingTheReceiverMidMigrationFailsTheSenderAndResumesTheWorkload) {
@@ -363,7 +382,7 @@ TEST_F(LivemigCli, RegionsFromDifferentFilesWithOneNameNeedNameEquals) {
   Process refused = Process::Start({kBinary, "send", "--unix=" + Socket(), "--region=" + a,
                                     "--region=" + b, "--fill=keep"},
                                    dir_, "refused");
-  EXPECT_EQ(refused.Wait(), 1) << refused.Err();
+  EXPECT_EQ(refused.Wait(), 2) << refused.Err();  // Bad usage.
   EXPECT_THAT(refused.Err(), HasSubstr("would both be rebuilt as \"guest.mem\" from different "
                                        "files: give one of them name=REL"));
   Process receiver = StartReceiver();
