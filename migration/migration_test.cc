@@ -16,6 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "core/testing/status_matchers.h"
 #include "gtest/gtest.h"
+#include "migration/protocol.h"
+#include "migration/wire/frame_io.h"
+#include "migration/transport/connection.h"
 #include "migration/receiver.h"
 #include "migration/sender.h"
 #include "migration/testing/fake_vm.h"
@@ -264,6 +267,36 @@ TEST(Migration, CancelBeforeMigrateEndsTheNextAttemptOnly) {
   EXPECT_FALSE(vm->paused());
   ASSERT_OK(sender.Migrate(vm->memory(), *vm));  // The request was used up.
   ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
+}
+
+// Strangers at the door while a real 8-channel migration connects: a Hello
+// of another migration (claiming channel 3), and a crowd of silent
+// connections. The real one is matched by its id and completes exactly.
+TEST(Migration, StrayAndIdleConnectionsDoNotDisturbARealMigration) {
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 8 * kMiB, "", 0}}, Fill::kRandom, 15));
+  ReceiverOptions receiver_options;
+  receiver_options.root_dir = TempDir("strays");
+  receiver_options.io_timeout = absl::Seconds(20);
+  receiver_options.accept_timeout = absl::Seconds(60);
+  receiver_options.handshake_timeout = absl::Milliseconds(500);
+  receiver_options.max_pending_handshakes = 16;
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
+  const Endpoint at = receiver->receiver->endpoint();
+  std::vector<std::unique_ptr<Connection>> idle;
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_OK_AND_ASSIGN(auto c, Connection::Connect(at, absl::Seconds(5)));
+    idle.push_back(std::move(c));
+  }
+  ASSERT_OK_AND_ASSIGN(auto stray, Connection::Connect(at, absl::Seconds(5)));
+  ASSERT_OK(wire::WriteFrame(*stray, wire::FrameType::kHello,
+                             MakeHello(proto::ROLE_SOURCE, 3, 8, std::string(24, 'f')),
+                             absl::Seconds(5)));
+  SenderOptions options = Options(at, 8);
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  EXPECT_EQ(got.channels, 8u);
   ExpectSameMemory(vm->memory(), got.memory);
 }
 

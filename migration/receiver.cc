@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "migration/protocol.h"
+#include "migration/internal/channel_acceptor.h"
 #include "migration/internal/round_barrier.h"
 #include "migration/internal/writeback_thread.h"
 #include "migration/page_hashes.h"
@@ -47,7 +48,7 @@ class ReceiveSession {
   absl::StatusOr<ReceivedMigration> Run();
 
  private:
-  absl::StatusOr<std::unique_ptr<Connection>> AcceptOne(absl::Duration timeout);
+  // Waits for one migration's channels (migration/internal/channel_acceptor.h).
   absl::Status AcceptChannels();
   absl::Status ReadChannel(size_t index);
   absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
@@ -133,81 +134,24 @@ void ReceiveSession::SendAbort(const absl::Status& status) {
   for (auto& c : channels_) c->Shutdown();
 }
 
-absl::StatusOr<std::unique_ptr<Connection>> ReceiveSession::AcceptOne(
-    absl::Duration timeout) {
-  // Short accepts, so Cancel() is noticed while waiting for a source.
-  const absl::Time deadline = absl::Now() + timeout;
-  while (true) {
-    LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
-    const absl::Duration left = deadline - absl::Now();
-    absl::StatusOr<std::unique_ptr<Connection>> conn =
-        receiver_.listener_->Accept(std::min(left, absl::Milliseconds(100)));
-    if (conn.ok() || conn.status().code() != absl::StatusCode::kDeadlineExceeded) {
-      return conn;
-    }
-    if (left <= absl::Milliseconds(100)) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "no source connected within ", absl::FormatDuration(timeout)));
-    }
-  }
-}
-
 absl::Status ReceiveSession::AcceptChannels() {
-  uint32_t count = 0;
-  std::set<uint32_t> seen;
-  for (uint32_t i = 0; i == 0 || i < count; ++i) {
-    LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
-    LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn,
-                             AcceptOne(i == 0 ? options_.accept_timeout
-                                              : options_.io_timeout));
-    {
-      std::lock_guard<std::mutex> lock(receiver_.mu_);
-      receiver_.live_.push_back(conn.get());
-    }
-    channels_.push_back(std::move(conn));
-    Connection& c = *channels_.back();
-    absl::Status status = [&]() -> absl::Status {
-      LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
-                               wire::ReadFrameStart(c, options_.io_timeout));
-      if (frame.header.type != wire::FrameType::kHello) {
-        return absl::DataLossError(absl::StrCat(
-            "channel ", i, ": expected a HELLO frame, got ",
-            wire::FrameTypeName(frame.header.type)));
-      }
-      proto::Hello hello;
-      LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &hello));
-      LIVEMIG_RETURN_IF_ERROR(CheckHello(hello, proto::ROLE_SOURCE));
-      if (i == 0) {
-        count = hello.channel_count();
-        migration_id_ = hello.migration_id();
-        if (count > options_.max_channels) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "source asks for ", count, " channels; at most ",
-              options_.max_channels));
-        }
-      } else if (hello.migration_id() != migration_id_ ||
-                 hello.channel_count() != count) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "channel ", i, " belongs to another migration"));
-      }
-      if (!seen.insert(hello.channel_index()).second) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "channel index ", hello.channel_index(), " used twice"));
-      }
-      proto::Hello reply =
-          MakeHello(proto::ROLE_DESTINATION, hello.channel_index(), count, migration_id_);
-      reply.set_features(hello.features() & kSupportedFeatures);  // What both speak.
-      return wire::WriteFrame(c, wire::FrameType::kHello, reply, options_.io_timeout);
-    }();
-    if (!status.ok()) {
-      // Tell this peer why before closing (the control channel may be
-      // another connection; the Abort goes where the bad hello came from).
-      SendAbortBestEffort(c, status, proto::ROLE_DESTINATION);
-      c.Shutdown();
-      return status;
-    }
+  migration_internal::AcceptOptions accept;
+  accept.accept_timeout = options_.accept_timeout;
+  accept.handshake_timeout = options_.handshake_timeout;
+  accept.group_timeout = options_.io_timeout;
+  accept.io_timeout = options_.io_timeout;
+  accept.max_channels = options_.max_channels;
+  accept.max_pending = options_.max_pending_handshakes;
+  LIVEMIG_ASSIGN_OR_RETURN(
+      migration_internal::AcceptedMigration accepted,
+      migration_internal::AcceptMigration(*receiver_.listener_, accept, receiver_.cancelled_));
+  migration_id_ = std::move(accepted.migration_id);
+  channels_ = std::move(accepted.channels);
+  {
+    std::lock_guard<std::mutex> lock(receiver_.mu_);
+    for (auto& c : channels_) receiver_.live_.push_back(c.get());
   }
-  return absl::OkStatus();
+  return CheckCancelled();  // A Cancel() from before the channels were registered.
 }
 
 absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& frame,

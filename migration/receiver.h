@@ -1,9 +1,12 @@
 // File: migration/receiver.h
 //
 // Receiver: the destination side of a migration, embedded in a VMM (or run by
-// `livemig receive`). It listens on an endpoint, and ReceiveOne() accepts one
-// migration's channels, checks the hello (a wrong magic or version gets an
-// Abort frame naming the problem, then the connection is closed), rebuilds
+// `livemig receive`). It listens on an endpoint, and ReceiveOne() accepts
+// connections concurrently until one migration has all its channels
+// (migration/internal/channel_acceptor.h): a connection with a bad Hello (a
+// wrong magic or version, junk, silence past handshake_timeout) gets an
+// Abort frame naming the problem and is closed without ending ReceiveOne(),
+// and channels are matched to their migration by its id. It then rebuilds
 // the regions from the region table (RegionStore: file-backed regions under
 // `root_dir` at their file offsets, in staging files; anonymous regions in
 // fresh mappings), writes page bytes straight from the socket into the
@@ -58,7 +61,12 @@ namespace livemig {
 struct ReceiverOptions {
   std::string root_dir;  // Where file-backed regions are rebuilt.
   absl::Duration io_timeout = absl::Seconds(30);  // Every read and write.
-  absl::Duration accept_timeout = absl::InfiniteDuration();  // First channel.
+  // Until one migration has connected all its channels.
+  absl::Duration accept_timeout = absl::InfiniteDuration();
+  // Each connection must send its Hello within this, or is closed.
+  absl::Duration handshake_timeout = absl::Seconds(5);
+  // Handshakes in progress at once; more connections wait in the backlog.
+  uint32_t max_pending_handshakes = 64;
   uint32_t max_channels = 64;
   uint64_t max_total_bytes = uint64_t{1} << 40;
   // Rebuild anonymous regions as files too, "region-<index>.mem" under

@@ -1,0 +1,219 @@
+#include "migration/internal/channel_acceptor.h"
+
+#include <condition_variable>
+#include <list>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/status_macros.h"
+#include "migration/protocol.h"
+#include "migration/wire/frame_io.h"
+
+namespace livemig::migration_internal {
+namespace {
+
+constexpr absl::Duration kPoll = absl::Milliseconds(50);
+
+// The channels of one migration seen so far.
+struct Group {
+  uint32_t count = 0;
+  std::vector<std::unique_ptr<Connection>> slots;  // By channel index.
+  std::vector<bool> reserved;                      // Index taken (answer in flight).
+  uint32_t present = 0;
+  absl::Time first;
+};
+
+class Acceptor {
+ public:
+  Acceptor(Listener& listener, const AcceptOptions& options,
+           const std::atomic<bool>& cancelled)
+      : listener_(listener), options_(options), cancelled_(cancelled) {}
+  ~Acceptor() { Drain(); }
+
+  absl::StatusOr<AcceptedMigration> Run();
+
+ private:
+  // One accepted connection's handshake, on its own thread.
+  void Handshake(std::unique_ptr<Connection> conn);
+  absl::Status ReadHello(Connection& conn, proto::Hello* hello);
+  // Shuts every connection not handed out down and joins every thread.
+  void Drain();
+
+  Listener& listener_;
+  const AcceptOptions& options_;
+  const std::atomic<bool>& cancelled_;
+
+  // std::mutex: see migration/internal/send_channel.h. Guards the rest.
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::set<Connection*> handshaking_;  // Owned by their threads.
+  std::map<std::string, Group> groups_;
+  std::string complete_;  // Id of the first complete migration.
+  bool done_ = false;     // Run() has returned or is returning.
+  uint32_t pending_ = 0;
+  std::list<std::thread> threads_;
+  std::vector<std::thread::id> finished_;  // Threads done, to be joined.
+};
+
+absl::Status Acceptor::ReadHello(Connection& conn, proto::Hello* hello) {
+  LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
+                           wire::ReadFrameStart(conn, options_.handshake_timeout));
+  if (frame.header.type != wire::FrameType::kHello) {
+    return absl::DataLossError(absl::StrCat("expected a HELLO frame, got ",
+                                            wire::FrameTypeName(frame.header.type)));
+  }
+  LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, hello));
+  LIVEMIG_RETURN_IF_ERROR(CheckHello(*hello, proto::ROLE_SOURCE));
+  if (hello->channel_count() > options_.max_channels) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "source asks for ", hello->channel_count(), " channels; at most ",
+        options_.max_channels));
+  }
+  return absl::OkStatus();
+}
+
+void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
+  Connection* raw = conn.get();
+  proto::Hello hello;
+  absl::Status status = ReadHello(*conn, &hello);
+  const std::string& id = hello.migration_id();
+  const uint32_t index = hello.channel_index();
+  bool reserved = false;  // This connection holds `index` in its group.
+  if (status.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Group& g = groups_[id];
+    if (g.count == 0) {
+      g.count = hello.channel_count();
+      g.slots.resize(g.count);
+      g.reserved.assign(g.count, false);
+      g.first = absl::Now();
+    }
+    if (done_ || !complete_.empty()) {
+      status = absl::UnavailableError("the destination is busy with another migration");
+    } else if (hello.channel_count() != g.count) {
+      status = absl::InvalidArgumentError(absl::StrCat(
+          "channel ", index, " says the migration has ", hello.channel_count(),
+          " channels; its channel 0 said ", g.count));
+    } else if (g.reserved[index]) {
+      status = absl::InvalidArgumentError(absl::StrCat("channel index ", index, " used twice"));
+    } else {
+      g.reserved[index] = true;
+      reserved = true;
+    }
+  }
+  if (status.ok()) {
+    proto::Hello reply =
+        MakeHello(proto::ROLE_DESTINATION, index, hello.channel_count(), id);
+    reply.set_features(hello.features() & kSupportedFeatures);  // What both speak.
+    status = wire::WriteFrame(*conn, wire::FrameType::kHello, reply, options_.io_timeout);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  handshaking_.erase(raw);
+  --pending_;
+  auto group = groups_.find(id);
+  if (status.ok() && !done_ && group != groups_.end()) {
+    Group& g = group->second;
+    g.slots[index] = std::move(conn);
+    if (++g.present == g.count && complete_.empty()) complete_ = id;
+  } else if (!status.ok()) {
+    if (reserved && group != groups_.end()) group->second.reserved[index] = false;
+    // The stranger learns why; nothing else is touched.
+    SendAbortBestEffort(*conn, status, proto::ROLE_DESTINATION);
+    conn->Shutdown();
+  }
+  finished_.push_back(std::this_thread::get_id());
+  changed_.notify_all();
+  // `conn` (if still ours) closes here.
+}
+
+void Acceptor::Drain() {
+  std::list<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    for (Connection* c : handshaking_) c->Shutdown();
+    threads.swap(threads_);
+  }
+  for (auto& t : threads) t.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  groups_.clear();  // Closes every connection not handed out.
+}
+
+absl::StatusOr<AcceptedMigration> Acceptor::Run() {
+  const absl::Time deadline = absl::Now() + options_.accept_timeout;
+  while (true) {
+    if (cancelled_.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("migration cancelled by the destination");
+    }
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!complete_.empty()) {
+        AcceptedMigration out;
+        out.migration_id = complete_;
+        out.channels = std::move(groups_[complete_].slots);
+        groups_.erase(complete_);
+        return out;
+      }
+      // Incomplete migrations whose first channel came too long ago: a
+      // sender that died during its setup, or a stranger.
+      for (auto it = groups_.begin(); it != groups_.end();) {
+        if (absl::Now() - it->second.first < options_.group_timeout) {
+          ++it;
+          continue;
+        }
+        for (auto& c : it->second.slots) {
+          if (c != nullptr) c->Shutdown();
+        }
+        it = groups_.erase(it);  // Reserved slots answer into nothing: see Handshake.
+      }
+      if (pending_ >= options_.max_pending) {
+        changed_.wait_for(lock, absl::ToChronoMilliseconds(kPoll));
+        continue;
+      }
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no source connected all its channels within ",
+          absl::FormatDuration(options_.accept_timeout)));
+    }
+    // Join finished handshakes, so a flood of strangers does not pile up
+    // threads.
+    std::list<std::thread> finished;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const std::thread::id id : finished_) {
+        for (auto it = threads_.begin(); it != threads_.end(); ++it) {
+          if (it->get_id() == id) {
+            finished.splice(finished.end(), threads_, it);
+            break;
+          }
+        }
+      }
+      finished_.clear();
+    }
+    for (auto& t : finished) t.join();
+    absl::StatusOr<std::unique_ptr<Connection>> conn = listener_.Accept(kPoll);
+    if (absl::IsDeadlineExceeded(conn.status())) continue;
+    if (!conn.ok()) return conn.status();
+    std::lock_guard<std::mutex> lock(mu_);
+    handshaking_.insert(conn->get());
+    ++pending_;
+    threads_.emplace_back([this, c = std::move(*conn)]() mutable { Handshake(std::move(c)); });
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<AcceptedMigration> AcceptMigration(Listener& listener,
+                                                  const AcceptOptions& options,
+                                                  const std::atomic<bool>& cancelled) {
+  Acceptor acceptor(listener, options, cancelled);
+  return acceptor.Run();
+}
+
+}  // namespace livemig::migration_internal

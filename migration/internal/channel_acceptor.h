@@ -1,0 +1,57 @@
+// File: migration/internal/channel_acceptor.h
+//
+// AcceptMigration: the receiver's front door. It accepts connections
+// concurrently, gives each a short deadline to send its Hello, answers every
+// valid Hello at once (the sender connects its channels one after another),
+// groups the channels by migration id, and returns as soon as one migration
+// has all of its channels, ordered by channel index (so channel 0 is the
+// control channel whatever the accept order).
+//
+// Strangers never touch a real migration: a connection that sends nothing
+// (handshake_timeout), junk or a Hello that fails CheckHello is answered
+// with an Abort naming the problem and closed; a valid Hello of another
+// migration forms its own group, dropped when it is not complete within
+// group_timeout of its first channel; a channel index given twice in one
+// group is refused. At most max_pending handshakes run at once (the rest
+// wait in the listen backlog), each on its own thread.
+//
+// Thread safety: call from one thread; `cancelled` is polled (every 50 ms)
+// and ends the wait with Cancelled, shutting every connection down.
+#ifndef LIVEMIG_MIGRATION_INTERNAL_CHANNEL_ACCEPTOR_H_
+#define LIVEMIG_MIGRATION_INTERNAL_CHANNEL_ACCEPTOR_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "migration/transport/connection.h"
+#include "migration/transport/listener.h"
+
+namespace livemig::migration_internal {
+
+struct AcceptOptions {
+  absl::Duration accept_timeout = absl::InfiniteDuration();  // Until a complete migration.
+  absl::Duration handshake_timeout = absl::Seconds(5);       // Per connection, for its Hello.
+  absl::Duration group_timeout = absl::Seconds(30);  // First channel of a migration to its last.
+  absl::Duration io_timeout = absl::Seconds(30);     // Writing the Hello answer.
+  uint32_t max_channels = 64;
+  uint32_t max_pending = 64;
+};
+
+struct AcceptedMigration {
+  std::vector<std::unique_ptr<Connection>> channels;  // channels[i]: channel index i.
+  std::string migration_id;
+};
+
+// DeadlineExceeded when no migration completed within accept_timeout;
+// Cancelled when `cancelled` was set; an Accept() error of the listener.
+[[nodiscard]] absl::StatusOr<AcceptedMigration> AcceptMigration(
+    Listener& listener, const AcceptOptions& options, const std::atomic<bool>& cancelled);
+
+}  // namespace livemig::migration_internal
+
+#endif  // LIVEMIG_MIGRATION_INTERNAL_CHANNEL_ACCEPTOR_H_
