@@ -300,6 +300,27 @@ TEST(Migration, StrayAndIdleConnectionsDoNotDisturbARealMigration) {
   ExpectSameMemory(vm->memory(), got.memory);
 }
 
+// A source that keeps the receiver busy past its session timeout (here a
+// slow link) is cut off: both ends fail with the reason, the guest runs on.
+TEST(Migration, SessionTimeoutEndsAMigrationThatTakesTooLong) {
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 16));
+  ReceiverOptions receiver_options;
+  receiver_options.root_dir = TempDir("session_timeout");
+  receiver_options.io_timeout = absl::Seconds(20);
+  receiver_options.session_timeout = absl::Milliseconds(300);
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
+  SenderOptions options = Options(receiver->receiver->endpoint(), 1);
+  options.max_bandwidth = 1000 * 1000;  // 4 MiB take > 4 s.
+  options.batch_pages = 16;
+  Sender sender(options);
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
+                                  "did not finish within the session timeout of 300ms"));
+  EXPECT_THAT(receiver->Join(),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded, "session timeout"));
+  EXPECT_FALSE(vm->paused());
+}
+
 // A VmControl whose device state is announced as huge: the switchover rule
 // counts it as pending, so an idle guest can still not converge.
 class HeavyDeviceVm : public VmControl {

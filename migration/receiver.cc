@@ -1,6 +1,7 @@
 #include "migration/receiver.h"
 
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <algorithm>
@@ -71,6 +72,14 @@ class ReceiveSession {
     return !failure_.ok();
   }
   void SendAbort(const absl::Status& status);
+  absl::Status CheckSessionDeadline() const {
+    if (absl::Now() > session_deadline_) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the migration did not finish within the session timeout of ",
+          absl::FormatDuration(options_.session_timeout)));
+    }
+    return absl::OkStatus();
+  }
   absl::Status CheckCancelled() const {
     if (receiver_.cancelled_.load(std::memory_order_relaxed)) {
       return absl::CancelledError("migration cancelled by the destination");
@@ -85,6 +94,8 @@ class ReceiveSession {
   // landed_[r]: the hash of every page of region r as it landed.
   std::vector<PageHashes> landed_;
   std::string migration_id_;
+  // Set once the channels are accepted; CheckSessionDeadline() compares.
+  absl::Time session_deadline_ = absl::InfiniteFuture();
   // Serializes writes on channel 0 during the rounds: channel 0's reader
   // acknowledges rounds, any thread may send an Abort.
   std::mutex control_write_mu_;
@@ -147,6 +158,7 @@ absl::Status ReceiveSession::AcceptChannels() {
       migration_internal::AcceptMigration(*receiver_.listener_, accept, receiver_.cancelled_));
   migration_id_ = std::move(accepted.migration_id);
   channels_ = std::move(accepted.channels);
+  session_deadline_ = absl::Now() + options_.session_timeout;
   {
     std::lock_guard<std::mutex> lock(receiver_.mu_);
     for (auto& c : channels_) receiver_.live_.push_back(c.get());
@@ -272,6 +284,7 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
   uint32_t round = 0;
   while (true) {
     LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
+    LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
     LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
                              wire::ReadFrameStart(conn, options_.io_timeout));
     switch (frame.header.type) {
@@ -461,7 +474,15 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     }
     RegionStoreOptions store_options;
     store_options.root_dir = options_.root_dir;
-    store_options.max_total_bytes = options_.max_total_bytes;
+    if (options_.max_total_bytes != 0) {
+      store_options.max_total_bytes = options_.max_total_bytes;
+    } else {
+      store_options.max_total_bytes = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) *
+                                      static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+      store_options.max_total_bytes_why = " (this machine's memory)";
+    }
+    store_options.max_regions = options_.max_regions;
+    store_options.max_path_components = options_.max_path_components;
     store_options.reserved_paths = options_.reserved_paths;
     LIVEMIG_ASSIGN_OR_RETURN(RegionStore store,
                              RegionStore::Create(table, kMigrationPageSize, store_options));

@@ -68,7 +68,17 @@ struct ReceiverOptions {
   // Handshakes in progress at once; more connections wait in the backlog.
   uint32_t max_pending_handshakes = 64;
   uint32_t max_channels = 64;
-  uint64_t max_total_bytes = uint64_t{1} << 40;
+  // Limits on what a region table may ask of this machine, refused with
+  // ResourceExhausted when the table arrives. max_total_bytes 0: this
+  // machine's physical memory (a destination must hold the guest; the
+  // receiver also keeps 8 bytes of page hash per 4 KiB page).
+  uint64_t max_total_bytes = 0;
+  uint64_t max_regions = 1024;
+  uint64_t max_path_components = 32;
+  // The whole migration, from its channels' handshake to the end: past it,
+  // ReceiveOne() fails with DeadlineExceeded (a peer dripping frames just
+  // within io_timeout cannot hold the receiver for ever).
+  absl::Duration session_timeout = absl::InfiniteDuration();
   // Rebuild anonymous regions as files too, "region-<index>.mem" under
   // root_dir at offset 0 (what `livemig receive` does), instead of anonymous
   // mappings that live only in this process.

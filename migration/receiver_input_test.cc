@@ -411,6 +411,48 @@ TEST_F(RawSourceTest, FilePathEscapingTheRootIsInvalidArgumentAndCreatesNothing)
   EXPECT_THAT(DirEntries(base_), ::testing::ElementsAre(root_));
 }
 
+// A 20-byte table may not ask for what the machine does not have: refused
+// at the table, before any mapping or page-hash array exists.
+TEST_F(RawSourceTest, TableLargerThanThisMachinesMemoryIsResourceExhausted) {
+  ASSERT_NO_FATAL_FAILURE(SendHello());
+  proto::RegionTable table = AnonymousTable();
+  table.mutable_regions(0)->set_size(uint64_t{1} << 40);  // 1 TiB.
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kRegionTable, table));
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectAbortThenEof(absl::StatusCode::kResourceExhausted, "(this machine's memory)"));
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kResourceExhausted,
+                                                "region table needs 1099511627776 bytes"));
+}
+
+TEST_F(RawSourceTest, TooManyRegionsAndTooDeepPathsAreResourceExhausted) {
+  ASSERT_NO_FATAL_FAILURE(SendHello());
+  proto::RegionTable table;
+  for (uint32_t i = 0; i < 1025; ++i) {
+    proto::RegionInfo* r = table.add_regions();
+    *r = AnonymousTable().regions(0);
+    r->set_index(i);
+    r->set_guest_addr(uint64_t{i} * kRegionSize);
+  }
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kRegionTable, table));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kResourceExhausted,
+                                             "region table has 1025 regions; the limit is 1024"));
+  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+TEST_F(RawSourceTest, FilePathDeeperThanTheLimitIsResourceExhausted) {
+  ASSERT_NO_FATAL_FAILURE(SendHello());
+  std::string deep;
+  for (int i = 0; i < 40; ++i) absl::StrAppend(&deep, i == 0 ? "" : "/", "d");
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kRegionTable, FileTable(deep)));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(
+      absl::StatusCode::kResourceExhausted, "file_path has 40 components; the limit is 32"));
+  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(DirEntries(root_), IsEmpty());
+}
+
 TEST_F(RawSourceTest, BatchNamingARegionPastTheTableIsOutOfRange) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   const absl::Time sent = absl::Now();

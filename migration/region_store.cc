@@ -100,6 +100,11 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
   if (table.regions_size() == 0) {
     return absl::InvalidArgumentError("region table has no regions");
   }
+  if (static_cast<uint64_t>(table.regions_size()) > options.max_regions) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "region table has ", table.regions_size(), " regions; the limit is ",
+        options.max_regions));
+  }
   const uint64_t system_page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   uint64_t total = 0;
   for (int i = 0; i < table.regions_size(); ++i) {
@@ -152,6 +157,11 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
     } else {
       LIVEMIG_ASSIGN_OR_RETURN(std::vector<std::string> parts,
                                SplitFilePath(i, r.file_path(), kStagingSuffix));
+      if (parts.size() > options.max_path_components) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "region ", i, ": file_path has ", parts.size(), " components; the limit is ",
+            options.max_path_components));
+      }
       if (std::find(options.reserved_paths.begin(), options.reserved_paths.end(),
                     r.file_path()) != options.reserved_paths.end()) {
         return InvalidRegionField(
@@ -247,7 +257,7 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
   if (total > options.max_total_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "region table needs ", total, " bytes; the limit is ",
-        options.max_total_bytes));
+        options.max_total_bytes, options.max_total_bytes_why));
   }
   return absl::OkStatus();
 }

@@ -78,8 +78,12 @@ struct RegionStoreOptions {
   // otherwise.
   std::string root_dir;
   // Tables whose regions add up to more bytes than this are refused
-  // (ResourceExhausted).
+  // (ResourceExhausted; the message ends with max_total_bytes_why).
   uint64_t max_total_bytes = 1ull << 40;
+  std::string max_total_bytes_why;
+  // More regions, or a file_path of more components, is ResourceExhausted.
+  uint64_t max_regions = 1024;
+  uint64_t max_path_components = 32;
   // Paths under root_dir that the caller writes itself (e.g. livemig
   // receive's "manifest.json"): a region naming one is refused
   // (InvalidArgument), so a region file is never overwritten by them.
@@ -122,7 +126,9 @@ class RegionStore {
   //   regular file.
   // PermissionDenied: a symlink anywhere on a file-backed region's path below
   //   root_dir (any symlink: following it could leave root_dir).
-  // ResourceExhausted: the sizes add up to more than max_total_bytes, or a
+  // ResourceExhausted: more than max_regions regions, a file_path of more
+//   than max_path_components components, the sizes add up to more than
+//   max_total_bytes, or a
 //   staging file's space cannot be allocated (fallocate: ENOSPC or EDQUOT;
 //   the message names the file, the bytes it needs and the bytes free).
 //   Every staging file's blocks are allocated up front, so a full disk is
