@@ -94,6 +94,7 @@ class ReceiveSession {
   // landed_[r]: the hash of every page of region r as it landed.
   std::vector<PageHashes> landed_;
   std::string migration_id_;
+  uint64_t features_ = 0;  // In effect for this migration (proto::Feature bits).
   // Set once the channels are accepted; CheckSessionDeadline() compares.
   absl::Time session_deadline_ = absl::InfiniteFuture();
   // Serializes writes on channel 0 during the rounds: channel 0's reader
@@ -157,6 +158,7 @@ absl::Status ReceiveSession::AcceptChannels() {
       migration_internal::AcceptedMigration accepted,
       migration_internal::AcceptMigration(*receiver_.listener_, accept, receiver_.cancelled_));
   migration_id_ = std::move(accepted.migration_id);
+  features_ = accepted.features;
   channels_ = std::move(accepted.channels);
   session_deadline_ = absl::Now() + options_.session_timeout;
   {
@@ -185,6 +187,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   MmapRegion<NoBitmap>& region = regions[batch.region_index()].region;
   const uint64_t region_pages = region.size() / kMigrationPageSize;
   uint64_t total = 0;
+  uint64_t next_free = 0;  // Runs go up and do not overlap (proto PageBatch).
   std::vector<iovec> destination;
   destination.reserve(batch.runs_size());
   for (const proto::PageRun& run : batch.runs()) {
@@ -195,6 +198,12 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
           ") is outside region ", batch.region_index(), " (", region_pages,
           " pages)"));
     }
+    if (run.first_page() < next_free) {
+      return absl::DataLossError(absl::StrCat(
+          "PAGE_BATCH run [", run.first_page(), ", +", run.count(),
+          ") overlaps or precedes the run before it (which ends at page ", next_free, ")"));
+    }
+    next_free = run.first_page() + run.count();
     total += run.count();
     destination.push_back(iovec{region.as_ptr() + run.first_page() * kMigrationPageSize,
                                 run.count() * kMigrationPageSize});
@@ -255,6 +264,9 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     return absl::DataLossError(absl::StrCat("PAGE_BATCH encoding ",
                                             static_cast<int>(batch.encoding())));
   }
+  if ((features_ & proto::FEATURE_ZERO_PAGES) == 0) {
+    return absl::DataLossError("ZERO PAGE_BATCH, but the source did not offer FEATURE_ZERO_PAGES");
+  }
   if (frame.header.payload_len != 0) {
     return absl::DataLossError("ZERO PAGE_BATCH carries a payload");
   }
@@ -294,6 +306,11 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
       case wire::FrameType::kIterationMarker: {
         proto::IterationMarker marker;
         LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &marker));
+        if (marker.phase() != proto::PHASE_END) {
+          return absl::DataLossError(absl::StrCat(
+              "channel ", index, ": ITERATION_MARKER with phase ",
+              proto::Phase_Name(marker.phase()), "; only PHASE_END markers are sent"));
+        }
         if (marker.round() != round) {
           return absl::DataLossError(absl::StrCat(
               "channel ", index, ": end of round ", marker.round(),

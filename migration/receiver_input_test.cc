@@ -453,6 +453,59 @@ TEST_F(RawSourceTest, FilePathDeeperThanTheLimitIsResourceExhausted) {
   EXPECT_THAT(DirEntries(root_), IsEmpty());
 }
 
+TEST_F(RawSourceTest, OverlappingRunsAreDataLoss) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  proto::PageBatch batch = Batch(0, proto::ENCODING_ZERO, 4, 4);
+  proto::PageRun* second = batch.add_runs();
+  second->set_first_page(6);  // Inside [4, 8).
+  second->set_count(1);
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kPageBatch, batch));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(
+      absl::StatusCode::kDataLoss,
+      "run [6, +1) overlaps or precedes the run before it (which ends at page 8)"));
+  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST_F(RawSourceTest, PhaseStartMarkerIsDataLoss) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  proto::IterationMarker marker;
+  marker.set_round(0);
+  marker.set_phase(proto::PHASE_START);
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(
+      absl::StatusCode::kDataLoss, "phase PHASE_START; only PHASE_END markers are sent"));
+  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST_F(RawSourceTest, ZeroBatchWithoutNegotiatingZeroPagesIsDataLoss) {
+  proto::Hello hello = MakeHello(proto::ROLE_SOURCE, 0, 1, "id");
+  hello.set_features(proto::FEATURE_PAGE_HASHES);
+  ASSERT_OK(Send(wire::FrameType::kHello, hello));
+  proto::Hello reply;
+  ASSERT_OK(Read(wire::FrameType::kHello, &reply));
+  EXPECT_EQ(reply.features(), static_cast<uint64_t>(proto::FEATURE_PAGE_HASHES));
+  ASSERT_OK(Send(wire::FrameType::kRegionTable, AnonymousTable()));
+  proto::Ack ack;
+  ASSERT_OK(Read(wire::FrameType::kAck, &ack));
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 1)));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(
+      absl::StatusCode::kDataLoss, "the source did not offer FEATURE_ZERO_PAGES"));
+  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST_F(RawSourceTest, SeveralChannelsWithoutMultiChannelAreRefused) {
+  proto::Hello hello = MakeHello(proto::ROLE_SOURCE, 0, 2, "id");
+  hello.set_features(proto::FEATURE_PAGE_HASHES | proto::FEATURE_ZERO_PAGES);
+  ASSERT_OK(Send(wire::FrameType::kHello, hello));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(
+      absl::StatusCode::kFailedPrecondition,
+      "source asks for 2 channels without offering FEATURE_MULTI_CHANNEL"));
+  ExpectTheNextSourceIsReceived();
+}
+
 TEST_F(RawSourceTest, BatchNamingARegionPastTheTableIsOutOfRange) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   const absl::Time sent = absl::Now();

@@ -26,6 +26,7 @@ struct Group {
   std::vector<bool> reserved;                      // Index taken (answer in flight).
   uint32_t present = 0;
   absl::Time first;
+  uint64_t features = 0;  // Of channel 0's Hello, once it came.
 };
 
 class Acceptor {
@@ -69,6 +70,12 @@ absl::Status Acceptor::ReadHello(Connection& conn, proto::Hello* hello) {
   }
   LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, hello));
   LIVEMIG_RETURN_IF_ERROR(CheckHello(*hello, proto::ROLE_SOURCE));
+  if (hello->channel_count() > 1 &&
+      (hello->features() & proto::FEATURE_MULTI_CHANNEL) == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "source asks for ", hello->channel_count(),
+        " channels without offering FEATURE_MULTI_CHANNEL"));
+  }
   if (hello->channel_count() > options_.max_channels) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "source asks for ", hello->channel_count(), " channels; at most ",
@@ -119,6 +126,7 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   if (status.ok() && !done_ && group != groups_.end()) {
     Group& g = group->second;
     g.slots[index] = std::move(conn);
+    if (index == 0) g.features = hello.features() & kSupportedFeatures;
     if (++g.present == g.count && complete_.empty()) complete_ = id;
   } else if (!status.ok()) {
     if (reserved && group != groups_.end()) group->second.reserved[index] = false;
@@ -155,6 +163,7 @@ absl::StatusOr<AcceptedMigration> Acceptor::Run() {
       if (!complete_.empty()) {
         AcceptedMigration out;
         out.migration_id = complete_;
+        out.features = groups_[complete_].features;
         out.channels = std::move(groups_[complete_].slots);
         groups_.erase(complete_);
         return out;

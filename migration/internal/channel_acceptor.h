@@ -12,7 +12,8 @@
 // with an Abort naming the problem and closed; a valid Hello of another
 // migration forms its own group, dropped when it is not complete within
 // group_timeout of its first channel; a channel index given twice in one
-// group is refused. At most max_pending handshakes run at once (the rest
+// group is refused, and so is a migration of several channels whose Hello
+// does not offer FEATURE_MULTI_CHANNEL. At most max_pending handshakes run at once (the rest
 // wait in the listen backlog), each on its own thread.
 //
 // Thread safety: call from one thread; `cancelled` is polled (every 50 ms)
@@ -45,6 +46,7 @@ struct AcceptOptions {
 struct AcceptedMigration {
   std::vector<std::unique_ptr<Connection>> channels;  // channels[i]: channel index i.
   std::string migration_id;
+  uint64_t features = 0;  // In effect: channel 0's offer & kSupportedFeatures.
 };
 
 // DeadlineExceeded when no migration completed within accept_timeout;
