@@ -33,6 +33,9 @@
 // nothing is renamed, and the error names the frame, region or page. Nothing
 // is ever written outside a region's mapping.
 //
+// Cancel() before any source connected all its channels: Cancelled with the
+// message "cancelled while waiting for a source" (nothing was received).
+//
 // Thread safety: ReceiveOne() runs on the caller's thread (plus one reader
 // thread per channel) and must not run twice at once; Cancel() may be called
 // from any thread and makes a running ReceiveOne() return Cancelled.

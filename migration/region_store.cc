@@ -320,9 +320,11 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
     file->size = plan.max_end;
     file->dirs.push_back(root);
     for (size_t i = 0; i + 1 < plan.parts.size(); ++i) {
+      bool created = false;
       LIVEMIG_ASSIGN_OR_RETURN(
           ScopedFd dir, OpenDir(file->dirs.back()->get(), plan.parts[i],
-                                /*create=*/true, plan.first_index, path));
+                                /*create=*/true, plan.first_index, path, &created));
+      if (created) created_dirs_.push_back({file->dirs.back(), plan.parts[i]});
       file->dirs.push_back(std::make_shared<const ScopedFd>(std::move(dir)));
     }
     const int parent = file->dirs.back()->get();
@@ -390,6 +392,7 @@ RegionStore::RegionStore() = default;
 RegionStore::RegionStore(RegionStore&& other) noexcept
     : regions_(std::move(other.regions_)),
       files_(std::move(other.files_)),
+      created_dirs_(std::move(other.created_dirs_)),
       state_(other.state_),
       flushed_(other.flushed_) {
   other.regions_.clear();
@@ -402,6 +405,7 @@ RegionStore& RegionStore::operator=(RegionStore&& other) noexcept {
     Abandon();
     regions_ = std::move(other.regions_);
     files_ = std::move(other.files_);
+    created_dirs_ = std::move(other.created_dirs_);
     state_ = other.state_;
     flushed_ = other.flushed_;
     other.regions_.clear();
@@ -522,6 +526,12 @@ void RegionStore::Abandon() {
     (void)::unlinkat(file->dirs.back()->get(), file->staging_name.c_str(), 0);
     file->staged = false;
   }
+  // The directories Create made, deepest first; a directory something else
+  // put a file into meanwhile stays (rmdir fails on it).
+  for (auto it = created_dirs_.rbegin(); it != created_dirs_.rend(); ++it) {
+    (void)::unlinkat(it->parent->get(), it->name.c_str(), AT_REMOVEDIR);
+  }
+  created_dirs_.clear();
   state_ = State::kAbandoned;
 }
 

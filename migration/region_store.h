@@ -32,8 +32,8 @@
 // the staging file with O_NOFOLLOW, so a path never leaves root_dir through a
 // symlink (mount points below root_dir are trusted). Any symlink on the path,
 // including at the final name, is refused with PermissionDenied whether or not
-// its target is inside root_dir. Missing directories are created (0755) and
-// are left in place by Abandon.
+// its target is inside root_dir. Missing directories are created (0755);
+// Abandon removes the ones it created (if nothing else was put in them).
 //
 // A final file is replaced as a whole by Commit: bytes of it that no region
 // covers read as zero afterwards (the staging file starts empty). The mappings
@@ -61,6 +61,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/dirty_tracker.h"
+#include "core/file_offset.h"
 #include "core/guest_memory.h"
 #include "core/mmap_region.h"
 #include "proto/migration.pb.h"
@@ -217,6 +218,13 @@ class RegionStore {
 
   std::vector<StoredRegion> regions_;
   std::vector<std::unique_ptr<StagingFile>> files_;
+  // Directories Create made (parent, name), in creation order: Abandon
+  // removes them again.
+  struct CreatedDir {
+    std::shared_ptr<const ScopedFd> parent;
+    std::string name;
+  };
+  std::vector<CreatedDir> created_dirs_;
   State state_ = State::kOpen;
   bool flushed_ = false;
 };

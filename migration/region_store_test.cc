@@ -154,6 +154,28 @@ TEST_F(RegionStoreTest, ReservedPathIsInvalidArgumentAndCreatesNothing) {
   EXPECT_OK(Create(Table({FileBacked(0, 0, kPage, "vm/manifest.json", 0)})));
 }
 
+TEST_F(RegionStoreTest, AbandonRemovesTheDirectoriesCreateMadeAndNoOthers) {
+  fs::create_directories(Root("kept"));
+  {
+    ASSERT_OK_AND_ASSIGN(RegionStore store,
+                         Create(Table({FileBacked(0, 0, kPage, "kept/new/deeper/mem", 0),
+                                       FileBacked(1, kPage, kPage, "other/mem", 0)})));
+    EXPECT_TRUE(fs::is_directory(Root("kept/new/deeper")));
+    EXPECT_TRUE(fs::is_directory(Root("other")));
+    store.Abandon();
+  }
+  EXPECT_TRUE(fs::is_directory(Root("kept")));
+  EXPECT_FALSE(fs::exists(Root("kept/new")));
+  EXPECT_FALSE(fs::exists(Root("other")));
+  // A directory someone else filled meanwhile stays, with its file.
+  {
+    ASSERT_OK_AND_ASSIGN(RegionStore store,
+                         Create(Table({FileBacked(0, 0, kPage, "made/mem", 0)})));
+    WriteFile(Root("made/theirs"), "not ours");
+  }
+  EXPECT_EQ(ReadFile(Root("made/theirs")), "not ours");
+}
+
 TEST_F(RegionStoreTest, CreatesWritableAnonymousAndFileRegions) {
   ASSERT_OK_AND_ASSIGN(
       RegionStore store,

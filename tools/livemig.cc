@@ -289,6 +289,11 @@ int Receive() {
           absl::StrCat("cannot remove ", manifest_path, ": ", std::strerror(errno))));
     }
     absl::StatusOr<ReceivedMigration> got = r->ReceiveOne();
+    if (!got.ok() && absl::IsCancelled(got.status()) &&
+        got.status().message() == "cancelled while waiting for a source") {
+      std::fprintf(stderr, "livemig: stopped while waiting for a source\n");
+      return 1;
+    }
     if (!got.ok()) {
       std::fprintf(stderr, "livemig: migration failed: %s (partial files removed)\n",
                    got.status().ToString().c_str());

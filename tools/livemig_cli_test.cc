@@ -398,6 +398,16 @@ TEST_F(LivemigCli, RegionsFromDifferentFilesWithOneNameNeedNameEquals) {
               ReadRange(dir_ + "/dst/b/guest.mem", 0, 1 << 20));
 }
 
+// SIGTERM to a receiver nobody connected to yet: it says it stopped waiting,
+// not that a migration failed.
+TEST_F(LivemigCli, SigtermOnAnIdleReceiverSaysItStoppedWaiting) {
+  Process receiver = StartReceiver();
+  ::kill(receiver.pid, SIGTERM);
+  EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
+  EXPECT_THAT(receiver.Err(), HasSubstr("livemig: stopped while waiting for a source"));
+  EXPECT_THAT(receiver.Err(), ::testing::Not(HasSubstr("migration failed")));
+}
+
 // The manifest means "complete and on disk": a receiver killed after it
 // committed but before its flush leaves none, not even an older one.
 TEST_F(LivemigCli, ReceiverKilledBetweenCommitAndFlushLeavesNoManifest) {

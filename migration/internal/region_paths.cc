@@ -104,11 +104,16 @@ absl::StatusOr<std::vector<std::string>> SplitFilePath(
 
 absl::StatusOr<ScopedFd> OpenDir(int dir_fd, const std::string& name,
                                  bool create, int index,
-                                 const std::string& file_path) {
-  if (create && ::mkdirat(dir_fd, name.c_str(), 0755) != 0 && errno != EEXIST) {
-    return PosixError(absl::StrCat("region ", index, ": mkdir \"", name,
-                                   "\" for file_path \"", file_path, "\""),
-                      errno);
+                                 const std::string& file_path, bool* created) {
+  if (created != nullptr) *created = false;
+  if (create) {
+    if (::mkdirat(dir_fd, name.c_str(), 0755) == 0) {
+      if (created != nullptr) *created = true;
+    } else if (errno != EEXIST) {
+      return PosixError(absl::StrCat("region ", index, ": mkdir \"", name,
+                                     "\" for file_path \"", file_path, "\""),
+                        errno);
+    }
   }
   const int fd = ::openat(dir_fd, name.c_str(),
                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

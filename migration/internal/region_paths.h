@@ -39,10 +39,11 @@ absl::StatusOr<std::vector<std::string>> SplitFilePath(
     int index, const std::string& path, absl::string_view staging_suffix);
 
 // Opens directory `name` under `dir_fd` without following a symlink, creating
-// it first (0755) when `create`. NotFound if it is missing and !create.
+// it first (0755) when `create` (then *created says whether this call made
+// it). NotFound if it is missing and !create.
 absl::StatusOr<ScopedFd> OpenDir(int dir_fd, const std::string& name,
                                  bool create, int index,
-                                 const std::string& file_path);
+                                 const std::string& file_path, bool* created = nullptr);
 
 // Checks what already exists of root/file_path without creating anything:
 // every existing directory component is a real directory (no symlink), the
