@@ -42,6 +42,7 @@
 #include "migration/receiver.h"
 #include "migration/protocol.h"
 #include "migration/sender.h"
+#include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
 #include "tools/cli/units.h"
 #include "tools/cli/workload.h"
@@ -422,8 +423,11 @@ absl::Status FillRegion(const MmapRegion<AtomicBitmap>& region, const std::strin
       "--fill=", fill, ": expected random, zero, text or keep"));
 }
 
+// Maps the regions the flags describe, calls `before_fill` (which may fail),
+// then fills them: everything a flag can get wrong is found before it.
 absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
-    const std::vector<std::string>& region_flags, std::vector<std::string>* file_names) {
+    const std::vector<std::string>& region_flags, std::vector<std::string>* file_names,
+    const std::function<absl::Status()>& before_fill) {
   std::vector<RegionFlag> specs;
   for (const std::string& text : region_flags) {
     LIVEMIG_ASSIGN_OR_RETURN(RegionFlag r, ParseRegionFlag(text));
@@ -464,10 +468,23 @@ absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
       LIVEMIG_ASSIGN_OR_RETURN(mmap, MmapRegion<AtomicBitmap>::FromFile(std::move(file), spec.size));
       file_names->push_back(spec.name);
     }
-    LIVEMIG_RETURN_IF_ERROR(FillRegion(*mmap, fill, seed++));
     LIVEMIG_ASSIGN_OR_RETURN(auto region, GuestRegion<AtomicBitmap>::Create(
                                               std::move(*mmap), GuestAddress(spec.gpa)));
     regions.push_back(std::move(region));
+  }
+  if (fill != "random" && fill != "zero" && fill != "text" && fill != "keep") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fill=", fill, ": expected random, zero, text or keep"));
+  }
+  LIVEMIG_RETURN_IF_ERROR(before_fill());
+  if (fill != "keep") {
+    uint64_t total = 0;
+    for (const GuestRegion<AtomicBitmap>& region : regions) total += region.len();
+    std::fprintf(stderr, "livemig: filling %s of guest memory (--fill=%s)\n",
+                 cli::FormatBytes(static_cast<double>(total)).c_str(), fill.c_str());
+  }
+  for (const GuestRegion<AtomicBitmap>& region : regions) {
+    LIVEMIG_RETURN_IF_ERROR(FillRegion(region.region(), fill, seed++));
   }
   return GuestMemory<AtomicBitmap>::FromRegions(std::move(regions));
 }
@@ -597,11 +614,20 @@ int Send(const std::vector<std::string>& region_flags) {
           absl::StrCat("--verify=", verify, ": expected sent, full or off")));
     }
   }
-  absl::StatusOr<GuestMemory<AtomicBitmap>> memory = BuildMemory(region_flags, &options.file_names);
+  // Before filling (seconds for GiBs): is anybody there? The probe sends
+  // no Hello, so a receiver drops it like any silent stranger.
+  bool probed = false;
+  auto probe = [&]() -> absl::Status {
+    probed = true;
+    return Connection::Connect(*to, options.io_timeout).status();
+  };
+  absl::StatusOr<GuestMemory<AtomicBitmap>> memory =
+      BuildMemory(region_flags, &options.file_names, probe);
   if (!memory.ok()) {
-    // A --memory/--region value that cannot be used is bad usage; anything
-    // else (mapping failed) is not.
-    return absl::IsInvalidArgument(memory.status()) || absl::IsNotFound(memory.status())
+    // A --memory/--region value that cannot be used is bad usage; no
+    // receiver, or a mapping that failed, is not.
+    return !probed && (absl::IsInvalidArgument(memory.status()) ||
+                       absl::IsNotFound(memory.status()))
                ? Usage(memory.status())
                : Fail(memory.status());
   }

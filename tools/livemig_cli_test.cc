@@ -259,7 +259,7 @@ TEST_F(LivemigCli, LostCommitConfirmationLeavesTheSenderInDoubtWithExitStatus3) 
   FaultProxy::Fault fault;
   fault.kind = FaultProxy::Fault::Kind::kCutAfter;
   fault.client_to_server = false;
-  fault.connection_index = 0;
+  fault.connection_index = 1;  // Connection 0 is livemig send's probe (no Hello).
   fault.offset =
       FrameSize(wire::FrameType::kHello,
                 MakeHello(proto::ROLE_DESTINATION, 0, 1, std::string(24, '0'))) +
@@ -396,6 +396,24 @@ TEST_F(LivemigCli, RegionsFromDifferentFilesWithOneNameNeedNameEquals) {
               ReadRange(dir_ + "/dst/a/guest.mem", 0, 1 << 20));
   EXPECT_TRUE(ReadRange(dir_ + "/src/b/guest.mem", 0, 1 << 20) ==
               ReadRange(dir_ + "/dst/b/guest.mem", 0, 1 << 20));
+}
+
+// No receiver: said before GiBs are filled (which takes seconds), not after.
+TEST_F(LivemigCli, MissingReceiverIsReportedBeforeMemoryIsFilled) {
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=8GiB", "--fill=random"}, dir_,
+      "sender");
+  EXPECT_EQ(sender.Wait(), 1) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("UNAVAILABLE: connect to unix:"));
+  EXPECT_THAT(sender.Err(), ::testing::Not(HasSubstr("filling")));
+  // With a receiver the fill does happen, after the probe.
+  Process receiver = StartReceiver();
+  Process filled = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=1MiB", "--fill=random"}, dir_,
+      "filled");
+  EXPECT_EQ(filled.Wait(), 0) << filled.Err();
+  EXPECT_THAT(filled.Err(), HasSubstr("livemig: filling 1.0 MiB of guest memory (--fill=random)"));
+  EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
 }
 
 // SIGTERM to a receiver nobody connected to yet: it says it stopped waiting,
