@@ -558,7 +558,12 @@ absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Listen(const Endpoint& at,
 }
 
 absl::StatusOr<ReceivedMigration> Receiver::ReceiveOne() {
-  cancelled_.store(false, std::memory_order_relaxed);
+  // A Cancel() from before this call counts (a signal that came while the
+  // caller was still setting up); the request is used up when this returns.
+  struct ClearCancel {
+    std::atomic<bool>& flag;
+    ~ClearCancel() { flag.store(false, std::memory_order_relaxed); }
+  } clear_cancel{cancelled_};
   ReceiveSession session(*this);
   return session.Run();
 }

@@ -130,7 +130,9 @@ class Receiver {
   // Receives one migration; see the file comment.
   [[nodiscard]] absl::StatusOr<ReceivedMigration> ReceiveOne();
 
-  // Makes a running ReceiveOne() fail with Cancelled promptly.
+  // Makes a running ReceiveOne() fail with Cancelled promptly; called while
+  // none runs, it makes the next one return Cancelled at once. Each
+  // ReceiveOne() uses the request up when it returns.
   void Cancel();
 
  private:

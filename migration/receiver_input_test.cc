@@ -830,6 +830,20 @@ TEST_F(RawSourceTest, AbortFromTheSourceInsteadOfTheTableEndsWithItsCode) {
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kResourceExhausted));
 }
 
+// A Cancel() that comes before ReceiveOne() (a signal while the embedder
+// was still setting up) is not lost, and is used up by that call.
+TEST(ReceiverCancel, CancelBeforeReceiveOneEndsItAtOnceAndOnlyIt) {
+  ReceiverOptions options;
+  options.root_dir = TempDir("cancel_before");
+  options.accept_timeout = absl::Milliseconds(300);
+  ASSERT_OK_AND_ASSIGN(auto receiver, Receiver::Listen(Endpoint::Tcp("127.0.0.1", 0), options));
+  receiver->Cancel();
+  EXPECT_THAT(receiver->ReceiveOne(),
+              StatusIsWithMessage(absl::StatusCode::kCancelled, "while waiting for a source"));
+  // The next call waits again (and here times out: nobody connects).
+  EXPECT_THAT(receiver->ReceiveOne(), StatusIs(absl::StatusCode::kDeadlineExceeded));
+}
+
 // Two channels that disagree on the final round: channel 0 ends the
 // migration in round 0, channel 1 goes on to round 1. The receiver must
 // refuse this (DataLoss) promptly, or at least return once Cancel() is

@@ -278,6 +278,7 @@ int Receive() {
   if (!receiver.ok()) return Fail(receiver.status());
   Receiver* r = receiver->get();
   SetCancel([r] { r->Cancel(); });
+  if (g_interrupted.load()) r->Cancel();  // A signal from before SetCancel.
   std::fprintf(stderr, "livemig: listening on %s, rebuilding into %s\n",
                (*receiver)->endpoint().ToString().c_str(), dir.c_str());
   const std::string manifest_path = dir + "/manifest.json";
