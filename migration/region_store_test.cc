@@ -1,7 +1,6 @@
 #include "migration/region_store.h"
 
 #include <fcntl.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 
 #include "core/guest_memory.h"
 #include "core/testing/status_matchers.h"
+#include "migration/testing/scoped_tmpfs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/migration.pb.h"
@@ -123,14 +123,8 @@ class RegionStoreTest : public ::testing::Test {
 // A full filesystem is refused when the table arrives, naming the file and
 // the bytes missing, before any page could land (and fault) in a mapping.
 TEST_F(RegionStoreTest, TableLargerThanTheFreeSpaceIsResourceExhaustedUpFront) {
-  if (::mount("tmpfs", root_.c_str(), "tmpfs", 0, "size=1m") != 0) {
-    GTEST_SKIP() << "cannot mount a 1 MiB tmpfs on " << root_ << " (" << std::strerror(errno)
-                 << "): needs CAP_SYS_ADMIN";
-  }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{root_};
+  testing::ScopedTmpfs small(root_, "1m");
+  if (!small.mounted()) GTEST_SKIP() << small.why();
   EXPECT_THAT(Create(Table({FileBacked(0, 0, 1024 * kPage, "big.mem", 0)})),
               StatusIsWithMessage(absl::StatusCode::kResourceExhausted,
                                   "region 0: \"" + Root("big.mem") + ".livemig-partial\" needs "

@@ -1,7 +1,6 @@
 // The livemig CLI as a user runs it: two processes, real sockets, real files.
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "migration/protocol.h"
 #include "migration/testing/fault_proxy.h"
+#include "migration/testing/scoped_tmpfs.h"
 #include "migration/transport/endpoint.h"
 #include "migration/wire/frame_codec.h"
 #include "migration/wire/frame_format.h"
@@ -331,14 +331,8 @@ TEST_F(LivemigCli, UntrackedWriteFailsAFullVerifyBeforeTheHandover) {
 // nothing left behind (no crash, no partial file keeping the tmpfs full).
 TEST_F(LivemigCli, TooSmallFilesystemIsRefusedAtTheRegionTable) {
   const std::string dst = dir_ + "/dst";
-  if (::mount("tmpfs", dst.c_str(), "tmpfs", 0, "size=16m") != 0) {
-    GTEST_SKIP() << "cannot mount a 16 MiB tmpfs on " << dst << " (" << std::strerror(errno)
-                 << "): needs CAP_SYS_ADMIN";
-  }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{dst};
+  testing::ScopedTmpfs small(dst, "16m");
+  if (!small.mounted()) GTEST_SKIP() << small.why();
   Process receiver = StartReceiver();
   Process sender = Process::Start(
       {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--fill=zero"}, dir_, "sender");
