@@ -1,0 +1,183 @@
+#include "tools/cli/guest_memory_flags.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "core/file_offset.h"
+#include "core/mmap_region.h"
+#include "core/status_macros.h"
+#include "migration/protocol.h"
+#include "tools/cli/units.h"
+
+namespace livemig::cli {
+namespace {
+
+// Regions are whole migration pages.
+constexpr uint64_t kPage = kMigrationPageSize;
+
+absl::Status FillRegion(const MmapRegion<AtomicBitmap>& region, const std::string& fill,
+                        uint64_t seed) {
+  uint8_t* p = region.as_ptr();  // Untracked: the initial state is not dirtying.
+  if (fill == "keep") return absl::OkStatus();
+  if (fill == "zero") {
+    if (region.file_offset().has_value()) std::memset(p, 0, region.size());
+    return absl::OkStatus();
+  }
+  if (fill == "text") {
+    static constexpr char kText[] =
+        "livemig moves a running guest's memory while it keeps writing. ";
+    for (uint64_t i = 0; i < region.size(); ++i) p[i] = kText[i % (sizeof(kText) - 1)];
+    return absl::OkStatus();
+  }
+  if (fill == "random") {
+    std::mt19937_64 rng(seed);
+    for (uint64_t i = 0; i + 8 <= region.size(); i += 8) {
+      const uint64_t v = rng();
+      std::memcpy(p + i, &v, 8);
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--fill=", fill, ": expected random, zero, text or keep"));
+}
+
+}  // namespace
+
+absl::StatusOr<RegionFlag> ParseRegionFlag(const std::string& text) {
+  RegionFlag region;
+  bool have_gpa = false, have_size = false;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    auto bad = [&](const absl::Status& s) {
+      return absl::InvalidArgumentError(absl::StrCat("--region=", text, ": ", kv.first, ": ",
+                                                     s.message()));
+    };
+    if (kv.first == "gpa" || kv.first == "size" || kv.first == "offset") {
+      absl::StatusOr<uint64_t> v = ParseSize(kv.second);
+      if (!v.ok()) return bad(v.status());
+      if (kv.first == "gpa") region.gpa = *v, have_gpa = true;
+      if (kv.first == "size") region.size = *v, have_size = true;
+      if (kv.first == "offset") region.offset = *v;
+    } else if (kv.first == "file") {
+      region.file = kv.second;
+    } else if (kv.first == "name") {
+      region.name = kv.second;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--region=", text, ": unknown key \"", kv.first,
+          "\"; expected gpa=ADDR,size=SIZE[,file=PATH,offset=OFF,name=REL]"));
+    }
+  }
+  if (!have_gpa || !have_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--region=", text, ": gpa= and size= are required"));
+  }
+  if (!region.name.empty() && region.file.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--region=", text, ": name= needs file= (anonymous regions are named "
+                     "by the receiver)"));
+  }
+  if (!region.file.empty() && region.name.empty()) {
+    region.name = std::filesystem::path(region.file).filename().string();
+  }
+  region.text = text;
+  return region;
+}
+
+// Two regions the receiver would rebuild into one file must come from one
+// source file (at different offsets); anything else would mix two files'
+// bytes (e.g. a/guest.mem and b/guest.mem both arrive as guest.mem).
+absl::Status CheckNamesAreDistinct(const std::vector<RegionFlag>& specs) {
+  for (size_t i = 0; i < specs.size(); ++i) {
+    for (size_t j = i + 1; j < specs.size(); ++j) {
+      if (specs[i].name.empty() || specs[i].name != specs[j].name) continue;
+      struct stat a, b;
+      const bool same = ::stat(specs[i].file.c_str(), &a) == 0 &&
+                        ::stat(specs[j].file.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+                        a.st_ino == b.st_ino;
+      if (!same) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--region=", specs[j].text, " and --region=", specs[i].text,
+            " would both be rebuilt as \"", specs[i].name,
+            "\" from different files: give one of them name=REL"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
+    const GuestMemoryFlags& flags, std::vector<std::string>* file_names,
+    const std::function<absl::Status()>& before_fill) {
+  std::vector<RegionFlag> specs;
+  for (const std::string& text : flags.regions) {
+    LIVEMIG_ASSIGN_OR_RETURN(RegionFlag r, ParseRegionFlag(text));
+    specs.push_back(r);
+  }
+  const std::string& memory = flags.memory;
+  if (!memory.empty()) {
+    absl::StatusOr<uint64_t> size = ParseSize(memory);
+    if (!size.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--memory: ", size.status().message()));
+    }
+    RegionFlag anonymous;
+    anonymous.size = *size;
+    anonymous.text = "--memory=" + memory;
+    specs.push_back(anonymous);
+  }
+  if (specs.empty()) {
+    return absl::InvalidArgumentError("give --memory=SIZE or at least one --region=...");
+  }
+  // Guest memory sorts its regions by address; names follow that order.
+  std::sort(specs.begin(), specs.end(),
+            [](const RegionFlag& a, const RegionFlag& b) { return a.gpa < b.gpa; });
+  LIVEMIG_RETURN_IF_ERROR(CheckNamesAreDistinct(specs));
+  std::vector<GuestRegion<AtomicBitmap>> regions;
+  const std::string& fill = flags.fill;
+  uint64_t seed = 1;
+  for (const RegionFlag& spec : specs) {
+    if (spec.size == 0 || spec.size % kPage != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "region size ", spec.size, " must be a non-zero multiple of 4096"));
+    }
+    std::optional<MmapRegion<AtomicBitmap>> mmap;
+    if (spec.file.empty()) {
+      LIVEMIG_ASSIGN_OR_RETURN(mmap, MmapRegion<AtomicBitmap>::Create(spec.size));
+      file_names->push_back("");
+    } else {
+      LIVEMIG_ASSIGN_OR_RETURN(FileOffset file, FileOffset::Open(spec.file, spec.offset));
+      LIVEMIG_ASSIGN_OR_RETURN(mmap, MmapRegion<AtomicBitmap>::FromFile(std::move(file), spec.size));
+      file_names->push_back(spec.name);
+    }
+    LIVEMIG_ASSIGN_OR_RETURN(auto region, GuestRegion<AtomicBitmap>::Create(
+                                              std::move(*mmap), GuestAddress(spec.gpa)));
+    regions.push_back(std::move(region));
+  }
+  if (fill != "random" && fill != "zero" && fill != "text" && fill != "keep") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fill=", fill, ": expected random, zero, text or keep"));
+  }
+  LIVEMIG_RETURN_IF_ERROR(before_fill());
+  if (fill != "keep") {
+    uint64_t total = 0;
+    for (const GuestRegion<AtomicBitmap>& region : regions) total += region.len();
+    std::fprintf(stderr, "livemig: filling %s of guest memory (--fill=%s)\n",
+                 FormatBytes(static_cast<double>(total)).c_str(), fill.c_str());
+  }
+  for (const GuestRegion<AtomicBitmap>& region : regions) {
+    LIVEMIG_RETURN_IF_ERROR(FillRegion(region.region(), fill, seed++));
+  }
+  return GuestMemory<AtomicBitmap>::FromRegions(std::move(regions));
+}
+
+}  // namespace livemig::cli

@@ -1,0 +1,112 @@
+#include "tools/cli/receive_command.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <system_error>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "migration/protocol.h"
+#include "migration/receiver.h"
+#include "migration/transport/endpoint.h"
+#include "tools/cli/connection_flags.h"
+#include "tools/cli/exit_status.h"
+#include "tools/cli/interrupt.h"
+#include "tools/cli/json_escape.h"
+#include "tools/cli/manifest.h"
+#include "tools/cli/units.h"
+
+namespace livemig::cli {
+
+int RunReceive(const ReceiveFlags& flags) {
+  absl::StatusOr<Endpoint> at = EndpointFromFlags("listen", flags.listen, flags.unix_path);
+  if (!at.ok()) return Usage(at.status());
+  const std::string& dir = flags.dir;
+  if (dir.empty()) return Usage(absl::InvalidArgumentError("--dir=DIR is required"));
+  const int max_channels = flags.channels;
+  if (max_channels < 0 || max_channels > 64) {
+    return Usage(absl::InvalidArgumentError(
+        absl::StrCat("--channels=", max_channels, ": expected 1 to 64 (0: 64)")));
+  }
+  absl::StatusOr<absl::Duration> io_timeout = IoTimeoutFromFlag(flags.io_timeout_s);
+  if (!io_timeout.ok()) return Usage(io_timeout.status());
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Usage(absl::InvalidArgumentError(absl::StrCat("--dir: ", ec.message())));
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    return Usage(absl::InvalidArgumentError(
+        absl::StrCat("--dir=", dir, ": not writable (", std::strerror(errno), ")")));
+  }
+  ReceiverOptions options;
+  options.root_dir = dir;
+  options.max_channels = max_channels > 0 ? static_cast<uint32_t>(max_channels) : 64;
+  options.io_timeout = *io_timeout;
+  options.anonymous_regions_as_files = true;
+  // What this command writes beside the regions: never a region's name.
+  options.reserved_paths = {"manifest.json", "manifest.json.tmp"};
+  options.durable = flags.durable;
+  if (flags.test_hang_after_commit) {
+    options.test_on_step = [](const char* step) {
+      if (std::string(step) != "committed") return;
+      std::fprintf(stderr, "livemig: committed; holding before the flush (testing)\n");
+      while (true) absl::SleepFor(absl::Seconds(1));
+    };
+  }
+  absl::StatusOr<std::unique_ptr<Receiver>> receiver = Receiver::Listen(*at, options);
+  if (!receiver.ok()) return Fail(receiver.status());
+  Receiver* r = receiver->get();
+  SetCancel([r] { r->Cancel(); });
+  if (Interrupted()) r->Cancel();  // A signal from before SetCancel.
+  std::fprintf(stderr, "livemig: listening on %s, rebuilding into %s\n",
+               (*receiver)->endpoint().ToString().c_str(), dir.c_str());
+  const std::string manifest_path = dir + "/manifest.json";
+  while (true) {
+    // The manifest says "these files are complete and on disk": it goes
+    // before anything of the next migration is published, and comes back
+    // only after ReceiveOne() returned, i.e. after the flush.
+    if (::unlink(manifest_path.c_str()) != 0 && errno != ENOENT) {
+      return Fail(absl::InternalError(
+          absl::StrCat("cannot remove ", manifest_path, ": ", std::strerror(errno))));
+    }
+    absl::StatusOr<ReceivedMigration> got = r->ReceiveOne();
+    if (!got.ok() && absl::IsCancelled(got.status()) &&
+        got.status().message() == "cancelled while waiting for a source") {
+      std::fprintf(stderr, "livemig: stopped while waiting for a source\n");
+      return kExitFailed;
+    }
+    if (!got.ok()) {
+      std::fprintf(stderr, "livemig: migration failed: %s (partial files removed)\n",
+                   got.status().ToString().c_str());
+      if (flags.json) {
+        std::printf("{\"status\":\"failed\",\"verified\":false,\"error\":\"%s\"}\n",
+                    JsonEscape(got.status().ToString()).c_str());
+      }
+      if (flags.once || Interrupted()) return kExitFailed;
+      continue;
+    }
+    const std::string manifest = ManifestJson(*got);
+    absl::Status written = WriteFileAtomically(manifest_path, manifest);
+    if (!written.ok()) return Fail(written);
+    const uint64_t total = got->memory.total_size();
+    std::fprintf(stderr,
+                 "livemig: received %s in %u regions over %u channels, %u rounds; "
+                 "%s, files flushed\n",
+                 FormatBytes(static_cast<double>(total)).c_str(),
+                 static_cast<unsigned>(got->regions.size()), got->channels, got->rounds,
+                 got->verified ? "page hashes verified" : "NOT verified (the source sent no digests)");
+    // The names came from the peer: printed escaped.
+    for (const std::string& f : got->files) std::fprintf(stderr, "  %s\n", PeerText(f).c_str());
+    if (flags.json) std::printf("%s\n", manifest.c_str());
+    std::fflush(stdout);
+    if (flags.once) return kExitDone;
+  }
+}
+
+}  // namespace livemig::cli

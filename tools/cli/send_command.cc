@@ -1,0 +1,275 @@
+#include "tools/cli/send_command.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/atomic_bitmap.h"
+#include "core/guest_memory.h"
+#include "migration/protocol.h"
+#include "migration/sender.h"
+#include "migration/transport/connection.h"
+#include "migration/transport/endpoint.h"
+#include "tools/cli/connection_flags.h"
+#include "tools/cli/exit_status.h"
+#include "tools/cli/interrupt.h"
+#include "tools/cli/json_escape.h"
+#include "tools/cli/units.h"
+#include "tools/cli/workload.h"
+
+namespace livemig::cli {
+namespace {
+
+constexpr uint64_t kPage = kMigrationPageSize;
+
+void PrintProgress(const MigrationStats& s, bool tty) {
+  const RoundStats& r = s.round_stats.back();
+  const std::string line = absl::StrFormat(
+      "round %u: sent %.0f%% of memory, %s, dirty rate %s, remaining %s, est. downtime %.0f ms%s",
+      r.round, s.total ? 100.0 * s.transferred / s.total : 0.0,
+      FormatRate(r.bandwidth_bytes_per_s).c_str(),
+      FormatRate(s.dirty_pages_rate * kPage).c_str(),
+      FormatBytes(static_cast<double>(s.remaining)).c_str(), r.expected_downtime_ms,
+      s.cpu_throttle_percentage ? absl::StrCat(", throttle ", s.cpu_throttle_percentage, "%")
+                                      .c_str()
+                                : "");
+  if (tty) {
+    std::fprintf(stderr, "\r\033[K%s", line.c_str());
+  } else {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+  std::fflush(stderr);
+}
+
+// The engine's stats JSON plus what the workload did (pages it dirtied and
+// for how long), so dirty-rate estimates can be checked against the truth.
+std::string SendJson(const MigrationStats& stats, const Workload& workload,
+                     const WorkloadSpec& spec, double workload_seconds) {
+  std::string json = stats.ToJson();
+  json.pop_back();  // The closing brace.
+  const double pages = static_cast<double>(workload.pages_written());
+  absl::StrAppend(&json, ",\"workload\":{\"spec\":\"",
+                  JsonEscape(WorkloadToString(spec)),
+                  "\",\"pages-written\":", workload.pages_written(),
+                  ",\"seconds\":", absl::StrFormat("%.3f", workload_seconds),
+                  ",\"achieved-bytes-per-s\":",
+                  absl::StrFormat("%.0f", workload_seconds > 0
+                                              ? pages * kPage / workload_seconds
+                                              : 0.0),
+                  "}}");
+  return json;
+}
+
+}  // namespace
+
+int RunSend(const SendFlags& flags) {
+  absl::StatusOr<Endpoint> to = EndpointFromFlags("connect", flags.connect, flags.unix_path);
+  if (!to.ok()) return Usage(to.status());
+  absl::StatusOr<WorkloadSpec> spec = ParseWorkload(flags.workload);
+  if (!spec.ok()) {
+    return Usage(absl::InvalidArgumentError(absl::StrCat("--workload: ", spec.status().message())));
+  }
+  SenderOptions options;
+  options.destination = *to;
+  const int channels = flags.channels == 0 ? 2 : flags.channels;
+  if (channels < 1 || channels > 64) {
+    return Usage(absl::InvalidArgumentError(
+        absl::StrCat("--channels=", channels, ": expected 1 to 64")));
+  }
+  options.channels = static_cast<uint32_t>(channels);
+  if (flags.downtime_ms <= 0) {
+    return Usage(absl::InvalidArgumentError("--downtime-ms must be positive"));
+  }
+  options.downtime_limit = absl::Milliseconds(flags.downtime_ms);
+  if (flags.max_rounds < 1) {
+    return Usage(absl::InvalidArgumentError("--max-rounds must be at least 1"));
+  }
+  options.max_rounds = static_cast<uint32_t>(flags.max_rounds);
+  {
+    const double timeout = flags.timeout_s;
+    if (!(timeout >= 0) || !std::isfinite(timeout)) {
+      return Usage(absl::InvalidArgumentError(absl::StrCat(
+          "--timeout-s=", timeout, ": expected 0 (none) or a finite number of seconds")));
+    }
+    if (timeout > 0) options.timeout = absl::Seconds(timeout);
+  }
+  const std::string& on_timeout = flags.on_timeout;
+  if (on_timeout == "force") {
+    options.on_limit = SenderOptions::OnLimit::kForce;
+  } else if (on_timeout != "cancel") {
+    return Usage(absl::InvalidArgumentError(
+        absl::StrCat("--on-timeout=", on_timeout, ": expected cancel or force")));
+  }
+  options.auto_converge = flags.auto_converge;
+  if (flags.stall_rounds < 0) {
+    return Usage(absl::InvalidArgumentError(absl::StrCat(
+        "--stall-rounds=", flags.stall_rounds, ": expected 0 or more")));
+  }
+  options.stall_rounds = static_cast<uint32_t>(flags.stall_rounds);
+  {
+    const std::string& steps = flags.throttle_steps;
+    const std::vector<std::string> parts = absl::StrSplit(steps, ',');
+    int values[3] = {0, 0, 0};
+    bool ok = parts.size() == 3;
+    for (size_t i = 0; ok && i < 3; ++i) {
+      ok = absl::SimpleAtoi(parts[i], &values[i]) && values[i] >= 1 && values[i] <= 99;
+    }
+    if (!ok || values[0] > values[2]) {
+      return Usage(absl::InvalidArgumentError(absl::StrCat(
+          "--throttle-steps=", steps,
+          ": expected INITIAL,INCREMENT,MAX, each 1 to 99, INITIAL <= MAX")));
+    }
+    options.throttle_initial = values[0];
+    options.throttle_increment = values[1];
+    options.throttle_max = values[2];
+  }
+  if (!flags.max_bandwidth.empty()) {
+    absl::StatusOr<double> rate = ParseRate(flags.max_bandwidth);
+    if (!rate.ok()) {
+      return Usage(absl::InvalidArgumentError(
+          absl::StrCat("--max-bandwidth: ", rate.status().message())));
+    }
+    options.max_bandwidth = static_cast<uint64_t>(*rate);
+  }
+  {
+    absl::StatusOr<absl::Duration> io_timeout = IoTimeoutFromFlag(flags.io_timeout_s);
+    if (!io_timeout.ok()) return Usage(io_timeout.status());
+    options.io_timeout = *io_timeout;
+  }
+  {
+    const std::string& verify = flags.verify;
+    if (verify == "sent") {
+      options.verify = SenderOptions::Verify::kSent;
+    } else if (verify == "full") {
+      options.verify = SenderOptions::Verify::kFull;
+    } else if (verify == "off") {
+      options.verify = SenderOptions::Verify::kOff;
+    } else {
+      return Usage(absl::InvalidArgumentError(
+          absl::StrCat("--verify=", verify, ": expected sent, full or off")));
+    }
+  }
+  // Before filling (seconds for GiBs): is anybody there? The probe sends
+  // no Hello, so a receiver drops it like any silent stranger.
+  bool probed = false;
+  auto probe = [&]() -> absl::Status {
+    probed = true;
+    return Connection::Connect(*to, options.io_timeout).status();
+  };
+  absl::StatusOr<GuestMemory<AtomicBitmap>> memory =
+      BuildMemory(flags.guest_memory, &options.file_names, probe);
+  if (!memory.ok()) {
+    // A --memory/--region value that cannot be used is bad usage; no
+    // receiver, or a mapping that failed, is not.
+    return !probed && (absl::IsInvalidArgument(memory.status()) ||
+                       absl::IsNotFound(memory.status()))
+               ? Usage(memory.status())
+               : Fail(memory.status());
+  }
+
+  std::optional<uint64_t> untracked_write;
+  if (!flags.test_untracked_write.empty()) {
+    absl::StatusOr<uint64_t> addr = ParseSize(flags.test_untracked_write);
+    if (!addr.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--test-untracked-write: ", addr.status().message())));
+    }
+    untracked_write = *addr;
+  }
+  Workload workload(*memory, *spec);
+  const bool tty = ::isatty(STDERR_FILENO);
+  options.on_round = [tty, &memory, untracked_write](const MigrationStats& s) {
+    PrintProgress(s, tty);
+    // Between rounds the channels are idle: a write behind the tracker, as
+    // a VMM writing through a raw pointer would make.
+    if (!untracked_write.has_value() || s.rounds != 1) return;
+    for (size_t r = 0; r < memory->num_regions(); ++r) {
+      const GuestRegion<AtomicBitmap>& region = memory->region(r);
+      const uint64_t start = region.start_addr().value;
+      if (*untracked_write >= start && *untracked_write - start < region.len()) {
+        region.region().as_ptr()[*untracked_write - start] ^= 0xff;
+      }
+    }
+  };
+  Sender sender(options);
+  SetCancel([&sender] { sender.Cancel(); });
+  // A signal that came while memory was being built (no Sender to cancel
+  // yet) still cancels.
+  if (Interrupted()) sender.Cancel();
+  workload.Start();
+  const absl::Time workload_start = absl::Now();
+  std::fprintf(stderr, "livemig: migrating %s to %s over %d channel(s), workload %s\n",
+               FormatBytes(static_cast<double>(memory->total_size())).c_str(),
+               to->ToString().c_str(), channels,
+               WorkloadToString(*spec).c_str());
+  absl::StatusOr<MigrationStats> stats = sender.Migrate(*memory, workload);
+  // On success the workload stopped at Pause(), just before the final round.
+  const double workload_seconds = absl::ToDoubleSeconds(absl::Now() - workload_start) -
+                                  (stats.ok() ? stats->downtime_ms / 1000 : 0);
+  SetCancel(nullptr);
+  if (tty) std::fprintf(stderr, "\n");
+  if (!stats.ok()) {
+    const bool in_doubt = sender.last_stats().status == "in-doubt";
+    workload.Stop();
+    if (in_doubt) {
+      std::fprintf(stderr,
+                   "livemig: %s\nlivemig: the workload was NOT resumed; every page it "
+                   "dirtied is still marked\n",
+                   stats.status().ToString().c_str());
+    } else {
+      std::fprintf(stderr,
+                   "livemig: migration failed, the source kept running (workload "
+                   "resumed): %s\n",
+                   stats.status().ToString().c_str());
+    }
+    if (flags.json) {
+      std::printf("%s\n",
+                  SendJson(sender.last_stats(), workload, *spec, workload_seconds).c_str());
+    }
+    return in_doubt ? kExitInDoubt : kExitFailed;
+  }
+  std::fprintf(stderr,
+               "livemig: done: %u rounds, total %.0f ms, downtime %.1f ms, sent %s for %s of "
+               "memory (%.2fx), %s, verified: %s\n",
+               stats->rounds, stats->total_time_ms, stats->downtime_ms,
+               FormatBytes(static_cast<double>(stats->transferred)).c_str(),
+               FormatBytes(static_cast<double>(stats->total)).c_str(),
+               stats->total ? static_cast<double>(stats->transferred) / stats->total : 0.0,
+               stats->converged ? "converged" : "forced switchover",
+               options.verify == SenderOptions::Verify::kOff ? "no (--verify=off)"
+               : options.verify == SenderOptions::Verify::kFull
+                   ? "yes (every page sent, and the paused source re-hashed)"
+                   : "yes (every page sent)");
+  const AuditStats& audit = stats->audit;
+  if (audit.ran && options.verify == SenderOptions::Verify::kSent) {
+    std::fprintf(stderr, "livemig: source audit: %s re-hashed in %.0f ms, %llu untracked pages\n",
+                 FormatBytes(static_cast<double>(audit.bytes)).c_str(), audit.ms,
+                 static_cast<unsigned long long>(audit.untracked_pages));
+  }
+  if (flags.json) {
+    std::printf("%s\n", SendJson(*stats, workload, *spec, workload_seconds).c_str());
+  }
+  if (audit.untracked_pages > 0) {
+    std::string addrs;
+    for (uint64_t a : audit.first_addrs) absl::StrAppend(&addrs, addrs.empty() ? "" : ", ", "0x", absl::Hex(a));
+    std::fprintf(stderr,
+                 "livemig: WARNING: %llu pages were written without being marked dirty "
+                 "(guest addresses %s%s): the destination holds older versions of them\n",
+                 static_cast<unsigned long long>(audit.untracked_pages), addrs.c_str(),
+                 audit.untracked_pages > audit.first_addrs.size() ? ", ..." : "");
+    return kExitUntrackedWrites;
+  }
+  return kExitDone;
+}
+
+}  // namespace livemig::cli
