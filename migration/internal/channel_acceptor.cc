@@ -180,15 +180,15 @@ absl::StatusOr<AcceptedMigration> Acceptor::Run() {
         }
         it = groups_.erase(it);  // Reserved slots answer into nothing: see Handshake.
       }
+      if (absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "no source connected all its channels within ",
+            absl::FormatDuration(options_.accept_timeout)));
+      }
       if (pending_ >= options_.max_pending) {
         changed_.wait_for(lock, absl::ToChronoMilliseconds(kPoll));
         continue;
       }
-    }
-    if (absl::Now() >= deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "no source connected all its channels within ",
-          absl::FormatDuration(options_.accept_timeout)));
     }
     // Join finished handshakes, so a flood of strangers does not pile up
     // threads.
