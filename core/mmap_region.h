@@ -3,8 +3,10 @@
 // MmapRegion<B>: one mmap'd range of memory plus its dirty tracker `B`
 // (NoBitmap or AtomicBitmap), modelled on rust-vmm vm-memory's `MmapRegion`.
 //
-//   ASSIGN_OR_RETURN(auto region, MmapRegion<AtomicBitmap>::Create(1 << 30));
-//   RETURN_IF_ERROR(region.WriteObj<uint64_t>(42, 4096));   // marks page 1
+//   LIVEMIG_ASSIGN_OR_RETURN(auto region, MmapRegion<AtomicBitmap>::Create(1 << 30));
+//   LIVEMIG_RETURN_IF_ERROR(region.WriteObj<uint64_t>(42, 4096));  // value, offset:
+//                                                                  // marks page 1
+// (GuestMemory::WriteObj takes the address first: WriteObj(GuestAddress, value).)
 //
 // Ownership: a region made by Create/FromFile/Build owns its mapping and
 // unmaps it in the destructor; BuildRaw wraps an externally managed mapping

@@ -198,6 +198,11 @@ TEST(EndToEndVerification, FullModeFailsOnAnUntrackedWriteBeforeTheHandover) {
   ExpectSourceRestored(*vm, /*resumes=*/1);
   EXPECT_EQ(sender.last_stats().audit.untracked_pages, 1u);
   EXPECT_GT(sender.last_stats().downtime_breakdown.verify_ms, 0);
+  // The failed attempt's stats cover it whole: everything it sent, and the
+  // pause (which at least held the re-hash).
+  EXPECT_GE(sender.last_stats().transferred, kTotalPages * kPage);
+  EXPECT_GE(sender.last_stats().downtime_ms, sender.last_stats().downtime_breakdown.verify_ms);
+  EXPECT_GE(sender.last_stats().total_time_ms, sender.last_stats().downtime_ms);
 }
 
 // The same write with verify=sent: the migration succeeds (the destination

@@ -83,6 +83,9 @@ class Migration {
   // channels still work), re-marks every harvested page, resumes the VM,
   // resets the throttle.
   void RollBack(const absl::Status& error);
+  // Stats of a failed attempt, once it is rolled back: what was sent, how
+  // long it ran, how long the guest was paused (until RollBack resumed it).
+  void RecordFailure();
   // A receiver that fails sends Abort on channel 0 and closes: a write that
   // then fails here (Unavailable) only echoes that. Returns the receiver's
   // reason when channel 0 still holds its Abort, else `error`.
@@ -519,6 +522,11 @@ absl::Status Migration::PeerReason(absl::Status error) {
   return abort.has_value() ? StatusFromAbort(*abort) : error;
 }
 
+void Migration::RecordFailure() {
+  RecordTotals();
+  if (paused_) stats_.downtime_ms = Ms(absl::Now() - pause_time_);
+}
+
 void Migration::RollBack(const absl::Status& error) {
   publish_(nullptr);
   for (auto& c : channels_) c->Stop();
@@ -584,6 +592,7 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
     status = absl::CancelledError("migration cancelled by the source");
   }
   migration.RollBack(status);
+  migration.RecordFailure();
   last_stats_.status = migration.handed_over()                          ? "in-doubt"
                        : status.code() == absl::StatusCode::kCancelled ? "cancelled"
                                                                        : "failed";

@@ -109,12 +109,14 @@ struct SenderOptions {
   absl::Duration io_timeout = absl::Seconds(30);  // Every read and write.
   uint32_t batch_pages = 256;  // Pages per PageBatch frame (1 MiB).
   // Relative path under the receiver's root for each file-backed region, by
-  // region index; missing or empty: "region-<index>.mem".
+  // region index — the index in `memory`, whose regions are sorted by guest
+  // address — missing or empty: "region-<index>.mem".
   std::vector<std::string> file_names;
   std::string migration_id;  // Empty: a random one.
   enum class Verify { kSent, kFull, kOff };
   Verify verify = Verify::kSent;  // See the file comment.
-  // Called on the migration thread after every round.
+  // Called on the migration thread after every pre-copy round (not after
+  // the final, paused one).
   std::function<void(const MigrationStats&)> on_round;
   // Testing only: called for every page about to be sent, after its hash was
   // recorded; true leaves it out (a page the sender thinks it sent).
@@ -141,7 +143,9 @@ class Sender {
   // the handover was sent already (see the file comment).
   void Cancel();
 
-  // The stats of the last Migrate(), also after it failed.
+  // The stats of the last Migrate(), also after it failed: then bytes and
+  // pages sent, total_time_ms and (if the guest was paused) downtime_ms
+  // cover the whole attempt, including the round that was cut short.
   const MigrationStats& last_stats() const { return last_stats_; }
 
  private:
