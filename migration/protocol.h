@@ -9,10 +9,19 @@
 //
 //   Sender (source)                                  Receiver (destination)
 //   ---- setup -------------------------------------------------------------
-//   ch0: Hello{index 0, count N, id}           --->  checks magic/version
+//   ch0: Hello{index 0, count N, id, features} ---> checks magic, version,
+//                                              <---  Hello{DESTINATION, the
+//                                                    features both speak}
+//                                                    | Abort (to that
+//                                                    connection only: a bad
+//                                                    or silent one is
+//                                                    dropped, the receiver
+//                                                    goes on waiting)
+//   chK: Hello{index K, count N, id}  (K>0)    --->  grouped by id; K unused
 //                                              <---  Hello{DESTINATION} | Abort
-//   chK: Hello{index K, count N, id}  (K>0)    --->  same id, K unused
-//                                              <---  Hello{DESTINATION} | Abort
+//   Channels may connect in any order; channel 0 (by index) is the control
+//   channel. A migration starts once all N of its channels said Hello; a
+//   Hello of another id never touches it.
 //   ch0: RegionTable                           --->  builds regions (staging)
 //                                              <---  Ack{REGION_TABLE} | Abort
 //   ---- rounds r = 0, 1, ... (r = 0 sends every page) ---------------------
