@@ -154,9 +154,10 @@ absl::Status ReceiveSession::AcceptChannels() {
   accept.io_timeout = options_.io_timeout;
   accept.max_channels = options_.max_channels;
   accept.max_pending = options_.max_pending_handshakes;
-  LIVEMIG_ASSIGN_OR_RETURN(
-      migration_internal::AcceptedMigration accepted,
-      migration_internal::AcceptMigration(*receiver_.listener_, accept, receiver_.cancelled_));
+  absl::StatusOr<migration_internal::AcceptedMigration> got =
+      migration_internal::AcceptMigration(*receiver_.listener_, accept, receiver_.cancelled_);
+  if (absl::IsCancelled(got.status())) return absl::CancelledError(kCancelledWhileWaiting);
+  LIVEMIG_ASSIGN_OR_RETURN(migration_internal::AcceptedMigration accepted, std::move(got));
   migration_id_ = std::move(accepted.migration_id);
   features_ = accepted.features;
   channels_ = std::move(accepted.channels);

@@ -34,7 +34,7 @@
 // is ever written outside a region's mapping.
 //
 // Cancel() before any source connected all its channels: Cancelled with the
-// message "cancelled while waiting for a source" (nothing was received).
+// message kCancelledWhileWaiting (nothing was received).
 //
 // Thread safety: ReceiveOne() runs on the caller's thread (plus one reader
 // thread per channel) and must not run twice at once; Cancel() may be called
@@ -60,6 +60,10 @@
 #include "proto/migration.pb.h"
 
 namespace livemig {
+
+// The message of the Cancelled that ReceiveOne() returns when it was
+// cancelled before any migration began.
+inline constexpr char kCancelledWhileWaiting[] = "cancelled while waiting for a source";
 
 struct ReceiverOptions {
   std::string root_dir;  // Where file-backed regions are rebuilt.

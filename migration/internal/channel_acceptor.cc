@@ -156,7 +156,7 @@ absl::StatusOr<AcceptedMigration> Acceptor::Run() {
   const absl::Time deadline = absl::Now() + options_.accept_timeout;
   while (true) {
     if (cancelled_.load(std::memory_order_relaxed)) {
-      return absl::CancelledError(std::string(kCancelledWhileWaiting));
+      return absl::CancelledError("cancelled before a migration began");
     }
     {
       std::unique_lock<std::mutex> lock(mu_);

@@ -49,12 +49,8 @@ struct AcceptedMigration {
   uint64_t features = 0;  // In effect: channel 0's offer & kSupportedFeatures.
 };
 
-// The message of the Cancelled that ends a wait no migration had begun.
-inline constexpr char kCancelledWhileWaiting[] = "cancelled while waiting for a source";
-
 // DeadlineExceeded when no migration completed within accept_timeout;
-// Cancelled (kCancelledWhileWaiting) when `cancelled` was set; an Accept()
-// error of the listener.
+// Cancelled when `cancelled` was set; an Accept() error of the listener.
 [[nodiscard]] absl::StatusOr<AcceptedMigration> AcceptMigration(
     Listener& listener, const AcceptOptions& options, const std::atomic<bool>& cancelled);
 

@@ -77,7 +77,7 @@ int RunReceive(const ReceiveFlags& flags) {
     }
     absl::StatusOr<ReceivedMigration> got = r->ReceiveOne();
     if (!got.ok() && absl::IsCancelled(got.status()) &&
-        got.status().message() == "cancelled while waiting for a source") {
+        got.status().message() == kCancelledWhileWaiting) {
       std::fprintf(stderr, "livemig: stopped while waiting for a source\n");
       return kExitFailed;
     }
