@@ -75,7 +75,7 @@ class Migration {
         publish_(std::move(publish)),
         limiter_(options.max_bandwidth),
         convergence_(PolicyOf(options)),
-        harvest_(memory, vm, options.batch_pages) {}
+        harvest_(memory, vm, options.dirty_sources, options.batch_pages) {}
   ~Migration() { publish_(nullptr); }
 
   absl::Status Run();

@@ -9,8 +9,8 @@
 //
 // Migrate() connects `channels` connections, sends the region table, then
 // rounds: round 0 sends every page (zero pages as ZERO runs, never their
-// bytes), each later round harvests the regions' AtomicBitmaps (after merging
-// VmControl::CollectDirty) and sends the dirty pages, spread over every
+// bytes), each later round harvests the regions' AtomicBitmaps (after every
+// dirty source collected and VmControl::CollectDirty merged) and sends the dirty pages, spread over every
 // channel, and waits for the receiver's acknowledgement of the round. After
 // each round the switchover rule (migration/convergence.h) budgets the whole
 // pause: pending dirty bytes and VmControl::DeviceStateSizeHint() over the
@@ -81,6 +81,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/atomic_bitmap.h"
+#include "core/dirty_sources/dirty_source.h"
 #include "core/guest_memory.h"
 #include "migration/stats.h"
 #include "migration/transport/endpoint.h"
@@ -113,6 +114,10 @@ struct SenderOptions {
   // address — missing or empty: "region-<index>.mem".
   std::vector<std::string> file_names;
   std::string migration_id;  // Empty: a random one.
+  // Sources of writes the tracked API does not see (KVM's dirty log or ring,
+  // userfaultfd; core/dirty_sources/), borrowed for each Migrate(): started
+  // before round 0, collected before every harvest, stopped when it returns.
+  std::vector<DirtySource*> dirty_sources;
   enum class Verify { kSent, kFull, kOff };
   Verify verify = Verify::kSent;  // See the file comment.
   // Called on the migration thread after every pre-copy round (not after

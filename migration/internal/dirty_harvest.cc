@@ -3,17 +3,33 @@
 #include <algorithm>
 #include <span>
 
+#include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "migration/protocol.h"
 
 namespace livemig::migration_internal {
 
 DirtyHarvest::DirtyHarvest(const GuestMemory<AtomicBitmap>& memory, VmControl& vm,
-                           uint32_t batch_pages)
-    : memory_(memory), vm_(vm), batch_pages_(batch_pages) {
+                           std::span<DirtySource* const> sources, uint32_t batch_pages)
+    : memory_(memory), vm_(vm), sources_(sources), batch_pages_(batch_pages) {
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     taken_.emplace_back(memory_.region(r).bitmap().num_words(), 0);
   }
+}
+
+DirtyHarvest::~DirtyHarvest() {
+  while (started_ > 0) sources_[--started_]->Stop();
+}
+
+absl::Status DirtyHarvest::CollectSources() {
+  for (size_t i = 0; i < started_; ++i) {
+    absl::Status status = sources_[i]->Collect();
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("dirty source ", sources_[i]->name(),
+                                                      ": collect: ", status.message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status DirtyHarvest::MergeHypervisorLog(size_t r) {
@@ -28,6 +44,17 @@ void DirtyHarvest::RememberTaken(size_t r) {
 }
 
 absl::Status DirtyHarvest::TakeAll(const Queue& queue) {
+  // Sources start before any page is copied (dirty_source.h): every write
+  // from here on is reported by a later Collect.
+  for (; started_ < sources_.size(); ++started_) {
+    absl::Status status = sources_[started_]->Start();
+    if (!status.ok()) {
+      sources_[started_]->Stop();  // The contract: Stop also after a failed Start.
+      return absl::Status(status.code(), absl::StrCat("dirty source ",
+                                                      sources_[started_]->name(),
+                                                      ": start: ", status.message()));
+    }
+  }
   ++syncs_;
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     const AtomicBitmap& bitmap = memory_.region(r).bitmap();
@@ -50,6 +77,7 @@ absl::Status DirtyHarvest::TakeAll(const Queue& queue) {
 absl::StatusOr<uint64_t> DirtyHarvest::Harvest(uint32_t round, const Queue& queue) {
   uint64_t total = 0;
   ++syncs_;
+  LIVEMIG_RETURN_IF_ERROR(CollectSources());
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     const AtomicBitmap& bitmap = memory_.region(r).bitmap();
     LIVEMIG_RETURN_IF_ERROR(MergeHypervisorLog(r));
@@ -85,6 +113,7 @@ absl::StatusOr<uint64_t> DirtyHarvest::Harvest(uint32_t round, const Queue& queu
 
 absl::StatusOr<uint64_t> DirtyHarvest::Pending() {
   uint64_t pending = 0;
+  LIVEMIG_RETURN_IF_ERROR(CollectSources());
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     LIVEMIG_RETURN_IF_ERROR(MergeHypervisorLog(r));
     pending += memory_.region(r).bitmap().CountDirty();

@@ -1,13 +1,15 @@
 // File: migration/internal/dirty_harvest.h
 //
 // DirtyHarvest: the sender's side of the dirty bitmaps during one migration
-// attempt. Each round it merges the hypervisor's log (VmControl::CollectDirty)
-// into every region's AtomicBitmap, harvests the bitmaps, cuts the dirty
+// attempt. It starts the attempt's dirty sources (core/dirty_sources/) before
+// round 0 and stops them when it is destroyed. Each round it has every source
+// collect and merges the hypervisor's log (VmControl::CollectDirty) into
+// every region's AtomicBitmap, harvests the bitmaps, cuts the dirty
 // pages into PageWork batches of at most `batch_pages` pages, and remembers
 // every bit it took, so that a failed attempt can give them all back
 // (GiveBack) and no dirty page is ever lost.
 //
-//   DirtyHarvest harvest(memory, vm, 256);
+//   DirtyHarvest harvest(memory, vm, sources, 256);
 //   LIVEMIG_RETURN_IF_ERROR(harvest.TakeAll(queue));            // round 0
 //   LIVEMIG_ASSIGN_OR_RETURN(uint64_t pages, harvest.Harvest(1, queue));
 //   ... on failure: harvest.GiveBack();
@@ -19,12 +21,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/atomic_bitmap.h"
+#include "core/dirty_sources/dirty_source.h"
 #include "core/guest_memory.h"
 #include "migration/internal/send_channel.h"
 #include "migration/vm_control.h"
@@ -35,10 +39,16 @@ class DirtyHarvest {
  public:
   using Queue = std::function<void(PageWork)>;
 
-  // `memory` and `vm` must outlive the harvest. REQUIRES: batch_pages > 0.
-  DirtyHarvest(const GuestMemory<AtomicBitmap>& memory, VmControl& vm, uint32_t batch_pages);
+  // `memory`, `vm` and the sources must outlive the harvest.
+  // REQUIRES: batch_pages > 0.
+  DirtyHarvest(const GuestMemory<AtomicBitmap>& memory, VmControl& vm,
+               std::span<DirtySource* const> sources, uint32_t batch_pages);
+  DirtyHarvest(const DirtyHarvest&) = delete;
+  DirtyHarvest& operator=(const DirtyHarvest&) = delete;
+  ~DirtyHarvest();  // Stops every source started.
 
-  // Round 0: takes every bit set so far (so that round 1 sends only what
+  // Round 0: starts every dirty source (the error names the one that
+  // failed), then takes every bit set so far (so that round 1 sends only what
   // changed during round 0) and queues every page of every region.
   absl::Status TakeAll(const Queue& queue);
   // Round `round` > 0: merges the hypervisor logs, harvests every region and
@@ -52,6 +62,8 @@ class DirtyHarvest {
   uint64_t syncs() const { return syncs_; }  // Harvests so far.
 
  private:
+  // Has every source collect (they OR into the bitmaps themselves).
+  absl::Status CollectSources();
   // ORs the hypervisor's dirty log for region `r` into its bitmap.
   absl::Status MergeHypervisorLog(size_t r);
   // Records the bits just harvested from region `r` (in scratch_).
@@ -59,6 +71,8 @@ class DirtyHarvest {
 
   const GuestMemory<AtomicBitmap>& memory_;
   VmControl& vm_;
+  const std::span<DirtySource* const> sources_;
+  size_t started_ = 0;  // sources_[0, started_) were started.
   const uint32_t batch_pages_;
   // taken_[r]: every bit harvested from region r during this attempt.
   std::vector<std::vector<uint64_t>> taken_;
