@@ -150,6 +150,7 @@ absl::Status ReceiveSession::AcceptChannels() {
   migration_internal::AcceptOptions accept;
   accept.accept_timeout = options_.accept_timeout;
   accept.handshake_timeout = options_.handshake_timeout;
+  accept.tls = options_.tls.get();
   accept.group_timeout = options_.io_timeout;
   accept.io_timeout = options_.io_timeout;
   accept.max_channels = options_.max_channels;

@@ -57,6 +57,7 @@
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
 #include "migration/transport/listener.h"
+#include "migration/transport/tls_context.h"
 #include "proto/migration.pb.h"
 
 namespace livemig {
@@ -70,8 +71,14 @@ struct ReceiverOptions {
   absl::Duration io_timeout = absl::Seconds(30);  // Every read and write.
   // Until one migration has connected all its channels.
   absl::Duration accept_timeout = absl::InfiniteDuration();
-  // Each connection must send its Hello within this, or is closed.
+  // Each connection must send its Hello within this (and finish its TLS
+  // handshake first, with `tls`), or is closed.
   absl::Duration handshake_timeout = absl::Seconds(5);
+  // Mutual TLS on every channel (migration/transport/tls_context.h, the
+  // destination's role); null: plaintext. A source whose certificate the CA
+  // did not sign is refused before any frame is read; a plaintext source is
+  // told, in a plaintext Abort, that this destination requires TLS.
+  std::shared_ptr<const TlsContext> tls;
   // Handshakes in progress at once; more connections wait in the backlog.
   uint32_t max_pending_handshakes = 64;
   uint32_t max_channels = 64;

@@ -166,6 +166,9 @@ absl::Status Migration::Setup() {
     LIVEMIG_ASSIGN_OR_RETURN(
         std::unique_ptr<Connection> conn,
         Connection::Connect(options_.destination, options_.io_timeout));
+    if (options_.tls != nullptr) {
+      LIVEMIG_RETURN_IF_ERROR(conn->StartTls(*options_.tls, options_.io_timeout));
+    }
     channels_.push_back(std::make_unique<SendChannel>(
         std::move(conn), &memory_, &sent_, &limiter_, &failure_, &counters_,
         options_.io_timeout, options_.batch_pages, &options_.test_drop_page));

@@ -74,6 +74,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -85,6 +86,7 @@
 #include "core/guest_memory.h"
 #include "migration/stats.h"
 #include "migration/transport/endpoint.h"
+#include "migration/transport/tls_context.h"
 #include "migration/vm_control.h"
 
 namespace livemig {
@@ -109,6 +111,9 @@ struct SenderOptions {
   uint64_t max_bandwidth = 0;  // Bytes per second over all channels; 0: no cap.
   absl::Duration io_timeout = absl::Seconds(30);  // Every read and write.
   uint32_t batch_pages = 256;  // Pages per PageBatch frame (1 MiB).
+  // Mutual TLS on every channel (migration/transport/tls_context.h, the
+  // source's role, which names the destination); null: plaintext.
+  std::shared_ptr<const TlsContext> tls;
   // Relative path under the receiver's root for each file-backed region, by
   // region index — the index in `memory`, whose regions are sorted by guest
   // address — missing or empty: "region-<index>.mem".

@@ -1,5 +1,7 @@
 #include "migration/internal/channel_acceptor.h"
 
+#include <cstring>
+
 #include <condition_variable>
 #include <list>
 #include <map>
@@ -42,6 +44,9 @@ class Acceptor {
   // One accepted connection's handshake, on its own thread.
   void Handshake(std::unique_ptr<Connection> conn);
   absl::Status ReadHello(Connection& conn, proto::Hello* hello);
+  // With options_.tls: refuses a plaintext source, then the TLS handshake.
+  // *answer: whether an Abort can still reach the peer after a failure.
+  absl::Status StartTls(Connection& conn, bool* answer);
   // Shuts every connection not handed out down and joins every thread.
   void Drain();
 
@@ -84,10 +89,30 @@ absl::Status Acceptor::ReadHello(Connection& conn, proto::Hello* hello) {
   return absl::OkStatus();
 }
 
+absl::Status Acceptor::StartTls(Connection& conn, bool* answer) {
+  if (options_.tls == nullptr) return absl::OkStatus();
+  // A plaintext livemig source starts with the frame magic; TLS starts
+  // with a handshake record (0x16). Tell the former in its own language.
+  uint32_t magic = 0;
+  LIVEMIG_ASSIGN_OR_RETURN(const std::string first,
+                           conn.Peek(sizeof(magic), options_.handshake_timeout));
+  if (first.size() == sizeof(magic)) std::memcpy(&magic, first.data(), sizeof(magic));
+  if (magic == wire::kFrameMagic) {  // The header is little-endian, as this host.
+    return absl::FailedPreconditionError(
+        "this destination requires TLS: the source sent plaintext (give it --tls-dir)");
+  }
+  *answer = false;  // Mid-handshake, neither plaintext nor TLS reaches it.
+  LIVEMIG_RETURN_IF_ERROR(conn.StartTls(*options_.tls, options_.handshake_timeout));
+  *answer = true;
+  return absl::OkStatus();
+}
+
 void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   Connection* raw = conn.get();
   proto::Hello hello;
-  absl::Status status = ReadHello(*conn, &hello);
+  bool answer = true;  // Whether the peer can read a (plaintext or TLS) Abort.
+  absl::Status status = StartTls(*conn, &answer);
+  if (status.ok()) status = ReadHello(*conn, &hello);
   const std::string& id = hello.migration_id();
   const uint32_t index = hello.channel_index();
   bool reserved = false;  // This connection holds `index` in its group.
@@ -131,7 +156,7 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   } else if (!status.ok()) {
     if (reserved && group != groups_.end()) group->second.reserved[index] = false;
     // The stranger learns why; nothing else is touched.
-    SendAbortBestEffort(*conn, status, proto::ROLE_DESTINATION);
+    if (answer) SendAbortBestEffort(*conn, status, proto::ROLE_DESTINATION);
     conn->Shutdown();
   }
   finished_.push_back(std::this_thread::get_id());

@@ -13,7 +13,10 @@
 // migration forms its own group, dropped when it is not complete within
 // group_timeout of its first channel; a channel index given twice in one
 // group is refused, and so is a migration of several channels whose Hello
-// does not offer FEATURE_MULTI_CHANNEL. At most max_pending handshakes run at once (the rest
+// does not offer FEATURE_MULTI_CHANNEL. With TLS, a connection must finish
+// a mutual TLS handshake first: one whose certificate is refused is closed
+// without a word (the TLS alert told it); one that speaks plaintext livemig
+// ("LMIG" first) gets a plaintext Abort saying TLS is required. At most max_pending handshakes run at once (the rest
 // wait in the listen backlog), each on its own thread.
 //
 // Thread safety: call from one thread; `cancelled` is polled (every 50 ms)
@@ -31,6 +34,7 @@
 #include "absl/time/time.h"
 #include "migration/transport/connection.h"
 #include "migration/transport/listener.h"
+#include "migration/transport/tls_context.h"
 
 namespace livemig::migration_internal {
 
@@ -41,6 +45,8 @@ struct AcceptOptions {
   absl::Duration io_timeout = absl::Seconds(30);     // Writing the Hello answer.
   uint32_t max_channels = 64;
   uint32_t max_pending = 64;
+  // Mutual TLS first, within handshake_timeout (borrowed; null: plaintext).
+  const TlsContext* tls = nullptr;
 };
 
 struct AcceptedMigration {

@@ -20,11 +20,14 @@
 #include "core/posix_error.h"
 #include "core/status_macros.h"
 #include "migration/transport/internal/socket_util.h"
+#include "migration/transport/internal/tls_stream.h"
+#include "migration/transport/tls_context.h"
 
 namespace livemig {
 namespace {
 
 using transport_internal::AnySocket;
+using transport_internal::TlsStream;
 using transport_internal::Deadline;
 using transport_internal::FormatTimeout;
 using transport_internal::WaitReady;
@@ -226,9 +229,155 @@ void Connection::Shutdown() {
 
 absl::Status Connection::ShutdownWrite() {
   if (is_shut_down()) return CancelledError("shutdown write to");
+  if (tls_ != nullptr) tls_->CloseNotify();
   if (::shutdown(fd_, SHUT_WR) != 0) {
     return PosixError(absl::StrCat("shutdown write to ", peer_), errno);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Connection::StartTls(const TlsContext& context, absl::Duration timeout) {
+  if (tls_ != nullptr) return absl::FailedPreconditionError("TLS already started");
+  if (is_shut_down()) return CancelledError("TLS handshake with");
+  LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<TlsStream> stream, TlsStream::Create(context, fd_));
+  const Deadline deadline(timeout);
+  while (true) {
+    const TlsStream::Step step = stream->Handshake();
+    if (is_shut_down()) return CancelledError("TLS handshake with");
+    switch (step.state) {
+      case TlsStream::Step::State::kDone:
+        tls_ = std::move(stream);
+        return absl::OkStatus();
+      case TlsStream::Step::State::kWantRead:
+      case TlsStream::Step::State::kWantWrite: {
+        const bool read = step.state == TlsStream::Step::State::kWantRead;
+        LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
+                                 WaitReady(fd_, read ? POLLIN : POLLOUT, wake_fd_, deadline));
+        if (waited == WaitResult::kWoken) return CancelledError("TLS handshake with");
+        if (waited == WaitResult::kTimedOut) {
+          return absl::DeadlineExceededError(absl::StrCat(
+              "TLS handshake with ", peer_, ": timed out after ", FormatTimeout(timeout)));
+        }
+        continue;
+      }
+      case TlsStream::Step::State::kEnd:
+        return absl::UnavailableError(absl::StrCat(
+            "TLS handshake with ", peer_,
+            ": the peer closed the connection (does it use TLS with the same CA?)"));
+      case TlsStream::Step::State::kFailed:
+        return absl::Status(step.error.code(),
+                            absl::StrCat(peer_, ": ", step.error.message()));
+    }
+  }
+}
+
+std::string Connection::tls_peer() const { return tls_ ? tls_->PeerSubject() : ""; }
+std::string Connection::tls_cipher() const { return tls_ ? tls_->cipher() : ""; }
+
+absl::StatusOr<std::string> Connection::Peek(size_t size, absl::Duration timeout) {
+  const Deadline deadline(timeout);
+  std::string out(size, '\0');
+  while (true) {
+    const ssize_t n = ::recv(fd_, out.data(), size, MSG_PEEK | MSG_DONTWAIT);
+    const int error = errno;
+    if (is_shut_down()) return CancelledError("peek at");
+    if (n >= 0 && static_cast<size_t>(n) == size) return out;
+    if (n == 0) return std::string();  // The peer closed before sending.
+    if (n < 0 && error == EINTR) continue;
+    if (n < 0 && error != EAGAIN && error != EWOULDBLOCK) {
+      if (error == ECONNRESET) return std::string();
+      return PosixError(absl::StrCat("peek at ", peer_), error);
+    }
+    if (deadline.Expired()) {
+      out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      return out;
+    }
+    if (n > 0) {
+      // Some bytes but not all: poll would return at once; wait a little.
+      std::this_thread::sleep_for(std::chrono::milliseconds(
+          std::clamp(deadline.PollTimeoutMs(), 0, 2)));
+      continue;
+    }
+    LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
+                             WaitReady(fd_, POLLIN, wake_fd_, deadline));
+    if (waited == WaitResult::kWoken) return CancelledError("peek at");
+  }
+}
+
+absl::Status Connection::TlsTransfer(Direction direction, absl::Span<const iovec> pieces,
+                                     absl::Duration timeout) {
+  const bool write = direction == Direction::kWrite;
+  const char* const operation = write ? "write to" : "read from";
+  const Deadline deadline(timeout);
+  size_t total = 0;
+  for (const iovec& piece : pieces) total += piece.iov_len;
+  size_t done = 0;
+  // Moves [data, data + size) in `direction`, waiting as OpenSSL asks.
+  auto move = [&](char* data, size_t size) -> absl::Status {
+    while (size > 0) {
+      const TlsStream::Step step = write ? tls_->Write(data, size) : tls_->Read(data, size);
+      if (is_shut_down()) return CancelledError(operation);
+      switch (step.state) {
+        case TlsStream::Step::State::kDone:
+          data += step.bytes;
+          size -= step.bytes;
+          done += step.bytes;
+          (write ? bytes_written_ : bytes_read_)
+              .fetch_add(step.bytes, std::memory_order_relaxed);
+          continue;
+        case TlsStream::Step::State::kWantRead:
+        case TlsStream::Step::State::kWantWrite: {
+          const bool read = step.state == TlsStream::Step::State::kWantRead;
+          LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
+                                   WaitReady(fd_, read ? POLLIN : POLLOUT, wake_fd_, deadline));
+          if (waited == WaitResult::kWoken) return CancelledError(operation);
+          if (waited == WaitResult::kTimedOut) {
+            return absl::DeadlineExceededError(absl::StrCat(
+                operation, " ", peer_, ": timed out after ", FormatTimeout(timeout), " with ",
+                done, " of ", total, write ? " bytes written" : " bytes read"));
+          }
+          continue;
+        }
+        case TlsStream::Step::State::kEnd:
+          if (write) {
+            return absl::UnavailableError(absl::StrCat("write to ", peer_,
+                                                       ": peer closed the connection after ",
+                                                       done, " of ", total, " bytes"));
+          }
+          if (done == 0) return absl::UnavailableError("peer closed the connection");
+          return absl::DataLossError(absl::StrCat("connection closed mid-read after ", done,
+                                                  " of ", total, " bytes"));
+        case TlsStream::Step::State::kFailed:
+          return absl::Status(step.error.code(), absl::StrCat(operation, " ", peer_, ": ",
+                                                              step.error.message()));
+      }
+    }
+    return absl::OkStatus();
+  };
+  if (!write) {
+    for (const iovec& piece : pieces) {
+      LIVEMIG_RETURN_IF_ERROR(move(static_cast<char*>(piece.iov_base), piece.iov_len));
+    }
+    return absl::OkStatus();
+  }
+  // Small pieces (frame headers, messages) are gathered so they share a
+  // record instead of costing one record (and one syscall) each.
+  constexpr size_t kGather = 16 * 1024;
+  std::string staging;
+  for (const iovec& piece : pieces) {
+    if (piece.iov_len < kGather) {
+      staging.append(static_cast<const char*>(piece.iov_base), piece.iov_len);
+      if (staging.size() < kGather) continue;
+    }
+    if (!staging.empty()) {
+      LIVEMIG_RETURN_IF_ERROR(move(staging.data(), staging.size()));
+      staging.clear();
+    }
+    if (piece.iov_len >= kGather) {
+      LIVEMIG_RETURN_IF_ERROR(move(static_cast<char*>(piece.iov_base), piece.iov_len));
+    }
+  }
+  if (!staging.empty()) LIVEMIG_RETURN_IF_ERROR(move(staging.data(), staging.size()));
   return absl::OkStatus();
 }
 
@@ -248,6 +397,7 @@ absl::Status Connection::Transfer(Direction direction,
   const bool write = direction == Direction::kWrite;
   const char* const operation = write ? "write to" : "read from";
   if (is_shut_down()) return CancelledError(operation);
+  if (tls_ != nullptr) return TlsTransfer(direction, pieces, timeout);
   const Deadline deadline(timeout);
   size_t total = 0;
   std::vector<iovec> iov = CopyPieces(pieces, &total);
@@ -309,6 +459,33 @@ absl::StatusOr<size_t> Connection::ReadSome(void* data, size_t size,
     return absl::InvalidArgumentError("ReadSome of 0 bytes");
   }
   const Deadline deadline(timeout);
+  while (tls_ != nullptr) {
+    const TlsStream::Step step = tls_->Read(data, size);
+    if (is_shut_down()) return CancelledError("read from");
+    switch (step.state) {
+      case TlsStream::Step::State::kDone:
+        bytes_read_.fetch_add(step.bytes, std::memory_order_relaxed);
+        return step.bytes;
+      case TlsStream::Step::State::kWantRead:
+      case TlsStream::Step::State::kWantWrite: {
+        LIVEMIG_ASSIGN_OR_RETURN(
+            const WaitResult waited,
+            WaitReady(fd_, step.state == TlsStream::Step::State::kWantRead ? POLLIN : POLLOUT,
+                      wake_fd_, deadline));
+        if (waited == WaitResult::kWoken) return CancelledError("read from");
+        if (waited == WaitResult::kTimedOut) {
+          return absl::DeadlineExceededError(absl::StrCat(
+              "read from ", peer_, ": timed out after ", FormatTimeout(timeout)));
+        }
+        continue;
+      }
+      case TlsStream::Step::State::kEnd:
+        return absl::UnavailableError("peer closed the connection");
+      case TlsStream::Step::State::kFailed:
+        return absl::Status(step.error.code(),
+                            absl::StrCat("read from ", peer_, ": ", step.error.message()));
+    }
+  }
   while (true) {
     const ssize_t n = ::recv(fd_, data, size, MSG_DONTWAIT);
     if (n > 0) {
@@ -340,7 +517,20 @@ std::string Connection::ReadLeftover(size_t max, absl::Duration wait) {
   std::string out;
   const absl::Time deadline = absl::Now() + wait;
   char buffer[64 * 1024];
-  while (out.size() < max) {
+  while (tls_ != nullptr && out.size() < max) {
+    // Only what already arrived: decrypted a record at a time.
+    const TlsStream::Step step = tls_->Read(buffer, std::min(sizeof(buffer), max - out.size()));
+    if (step.state == TlsStream::Step::State::kDone) {
+      out.append(buffer, step.bytes);
+      continue;
+    }
+    if (step.state != TlsStream::Step::State::kWantRead || !out.empty()) break;
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) break;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1) <= 0) break;
+  }
+  while (tls_ == nullptr && out.size() < max) {
     const ssize_t n = ::recv(fd_, buffer, std::min(sizeof(buffer), max - out.size()),
                              MSG_DONTWAIT);
     if (n > 0) {

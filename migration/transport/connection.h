@@ -16,6 +16,11 @@
 // operation poll(2)s the socket and a shutdown eventfd until its deadline.
 // TCP sockets have TCP_NODELAY set.
 //
+// TLS: StartTls() upgrades a connection to mutual TLS 1.3 (tls_context.h);
+// from then on every operation below moves plaintext through OpenSSL over
+// the same non-blocking socket, with the same deadlines, codes and
+// thread-safety, and the byte counters count plaintext.
+//
 // Error codes, common to every operation:
 //   Cancelled         Shutdown() was called (before or during the operation).
 //   DeadlineExceeded  the whole operation did not finish within `timeout`.
@@ -58,6 +63,10 @@ struct AnySocket;
 }  // namespace transport_internal
 
 class Listener;
+class TlsContext;
+namespace transport_internal {
+class TlsStream;
+}  // namespace transport_internal
 
 class Connection {
  public:
@@ -99,6 +108,25 @@ class Connection {
   // Empty when there are none. Call from the reading thread, or once no
   // thread reads.
   std::string ReadLeftover(size_t max, absl::Duration wait);
+
+  // Upgrades this connection to TLS in `context`'s role (the source
+  // connects, the destination accepts); both sides verify the other's
+  // certificate. Call once, before any other I/O on it, from one thread.
+  // Codes: Unauthenticated (a certificate was refused; the message says by
+  // which side), FailedPrecondition (the peer does not speak TLS 1.3),
+  // DeadlineExceeded, Unavailable (the peer closed), Cancelled. In TLS 1.3 a
+  // destination refuses a source's certificate after the source finished
+  // its handshake: the source learns it from its first read.
+  [[nodiscard]] absl::Status StartTls(const TlsContext& context, absl::Duration timeout);
+  bool tls() const { return tls_ != nullptr; }
+  // The TLS peer's certificate subject and the cipher suite; empty without TLS.
+  std::string tls_peer() const;
+  std::string tls_cipher() const;
+
+  // Up to `size` bytes the peer sent first, without consuming them: waits
+  // until `size` bytes are there, the peer closed, or `timeout` passed
+  // (then returns what there is). On the raw socket, also after StartTls.
+  [[nodiscard]] absl::StatusOr<std::string> Peek(size_t size, absl::Duration timeout);
 
   // Half-close: the peer reads EOF once it has read everything written so
   // far; this side can still read. Call from the writing thread.
@@ -145,11 +173,15 @@ class Connection {
   // polling for readiness until the deadline.
   absl::Status Transfer(Direction direction, absl::Span<const iovec> pieces,
                         absl::Duration timeout);
+  absl::Status TlsTransfer(Direction direction, absl::Span<const iovec> pieces,
+                           absl::Duration timeout);
 
   const std::unique_ptr<transport_internal::AnySocket> socket_;
   const int fd_;       // socket_'s native handle, valid until destruction.
   const int wake_fd_;  // eventfd made readable by Shutdown().
   const std::string peer_;
+  // Set once by StartTls(), before any concurrent use; null: plaintext.
+  std::unique_ptr<transport_internal::TlsStream> tls_;
   // Written by Shutdown() (any thread), read by the I/O threads after every
   // wake-up. The release/acquire pair is not needed for data, only to make
   // the happens-before explicit for readers of is_shut_down().
