@@ -58,6 +58,11 @@ ABSL_FLAG(bool, durable, false, "receive: flush the rebuilt files to disk before
           "source they are verified (in the source's downtime); default: flush after the commit");
 ABSL_FLAG(std::string, test_untracked_write, "", "send, testing only: after round 0, change "
           "the byte at this guest address through the raw pointer, without marking it dirty");
+ABSL_FLAG(std::string, tls_dir, "", "send/receive: mutual TLS 1.3 on every channel with the "
+          "certificates in DIR: ca-cert.pem, and server-cert.pem/server-key.pem (receive) "
+          "or client-cert.pem/client-key.pem (send)");
+ABSL_FLAG(std::string, tls_hostname, "", "send: the name the receiver's certificate must "
+          "carry (default: the host of --connect; required with --unix)");
 ABSL_FLAG(bool, test_hang_after_commit, false, "receive, testing only: stop after the commit, "
           "before the flush (to test a receiver killed there)");
 
@@ -85,6 +90,7 @@ absl::Status CheckOnlyFlagsOf(const std::string& command) {
       {"stall-rounds", Given(FLAGS_stall_rounds)},
       {"throttle-steps", Given(FLAGS_throttle_steps)},
       {"max-bandwidth", Given(FLAGS_max_bandwidth)}, {"verify", Given(FLAGS_verify)},
+      {"tls-hostname", Given(FLAGS_tls_hostname)},
       {"test-untracked-write", Given(FLAGS_test_untracked_write)}};
   const std::vector<std::pair<const char*, bool>> receive_only = {
       {"listen", Given(FLAGS_listen)},
@@ -114,6 +120,7 @@ cli::ReceiveFlags ReceiveFlagsFromFlags() {
   f.once = absl::GetFlag(FLAGS_once);
   f.durable = absl::GetFlag(FLAGS_durable);
   f.test_hang_after_commit = absl::GetFlag(FLAGS_test_hang_after_commit);
+  f.tls_dir = absl::GetFlag(FLAGS_tls_dir);
   return f;
 }
 
@@ -138,6 +145,8 @@ cli::SendFlags SendFlagsFromFlags(const std::vector<std::string>& regions) {
   f.verify = absl::GetFlag(FLAGS_verify);
   f.json = absl::GetFlag(FLAGS_json);
   f.test_untracked_write = absl::GetFlag(FLAGS_test_untracked_write);
+  f.tls_dir = absl::GetFlag(FLAGS_tls_dir);
+  f.tls_hostname = absl::GetFlag(FLAGS_tls_hostname);
   return f;
 }
 
@@ -186,6 +195,7 @@ int main(int argc, char** argv) {
       "       [--auto-converge] [--throttle-steps=20,10,99] [--stall-rounds=5]\n"
       "       [--max-bandwidth=RATE] [--verify=sent|full|off] [--json]\n"
       "  livemig receive ... [--durable]\n"
+      "  both: [--tls-dir=DIR] (send: [--tls-hostname=NAME]) for mutual TLS 1.3\n"
       "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.\n"
       "Exit status: 0 done; 1 failed (send: the workload was resumed); 2 bad usage;\n"
       "3 send: handover in doubt (the receiver may own the guest; not resumed);\n"

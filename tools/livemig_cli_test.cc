@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "migration/protocol.h"
 #include "migration/testing/fault_proxy.h"
+#include "migration/transport/testing/test_certs.h"
 #include "migration/testing/scoped_tmpfs.h"
 #include "migration/transport/endpoint.h"
 #include "migration/wire/frame_codec.h"
@@ -203,6 +204,12 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"migrate"}, "expected one command, send or receive"},
       {{"send", to, "--memory=1MiB", "--verify=maybe"},
        "--verify=maybe: expected sent, full or off"},
+      {{"send", to, "--memory=1MiB", "--tls-dir=/nonexistent", "--tls-hostname=x"},
+       "--tls-dir: TLS: /nonexistent: no such directory"},
+      {{"send", to, "--memory=1MiB", "--tls-hostname=x"}, "--tls-hostname needs --tls-dir"},
+      {{"send", to, "--memory=1MiB", "--tls-dir=" + dir_}, "needs --tls-hostname"},
+      {{"receive", to, dir, "--tls-dir=" + dir_}, "--tls-dir: TLS: " + dir_ + "/ca-cert.pem"},
+      {{"receive", to, dir, "--tls-hostname=x"}, "--tls-hostname is a send flag"},
       // Not usage: a migration that failed (nobody listens).
       {{"send", to, "--memory=1MiB"}, "UNAVAILABLE: connect to unix:", 1},
   };
@@ -393,6 +400,35 @@ TEST_F(LivemigCli, RegionsFromDifferentFilesWithOneNameNeedNameEquals) {
 }
 
 // No receiver: said before GiBs are filled (which takes seconds), not after.
+// Mutual TLS: the pair migrates; a sender without it, or that expects
+// another name, is told why, and the receiver keeps waiting for a real one.
+TEST_F(LivemigCli, TlsReceiverTakesATlsSenderAndRefusesAPlaintextOne) {
+  auto certs = livemig::testing::MakeTestCerts(dir_ + "/certs");
+  if (!certs.ok()) GTEST_SKIP() << certs.status();
+  Process receiver = Process::Start({kBinary, "receive", "--unix=" + Socket(),
+                                     "--dir=" + dir_ + "/dst", "--once", "--tls-dir=" + certs->good},
+                                    dir_, "receiver");
+  AwaitSocket();
+  Process plain = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--fill=random"}, dir_, "plain");
+  EXPECT_EQ(plain.Wait(), 1) << plain.Err();
+  EXPECT_THAT(plain.Err(), HasSubstr("this destination requires TLS"));
+  Process wrong = Process::Start({kBinary, "send", "--unix=" + Socket(), "--memory=1MiB",
+                                  "--tls-dir=" + certs->good, "--tls-hostname=other.example"},
+                                 dir_, "wrong");
+  EXPECT_EQ(wrong.Wait(), 1) << wrong.Err();
+  EXPECT_THAT(wrong.Err(), HasSubstr("UNAUTHENTICATED"));
+  EXPECT_THAT(wrong.Err(), HasSubstr("hostname mismatch"));
+  Process sender = Process::Start({kBinary, "send", "--unix=" + Socket(), "--memory=8MiB",
+                                   "--tls-dir=" + certs->good, "--tls-hostname=localhost",
+                                   "--channels=3", "--json"},
+                                  dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 0) << sender.Err();
+  EXPECT_THAT(sender.Out(), HasSubstr("\"status\":\"completed\""));
+  EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_EQ(std::filesystem::file_size(dir_ + "/dst/region-0.mem"), 8u << 20);
+}
+
 TEST_F(LivemigCli, MissingReceiverIsReportedBeforeMemoryIsFilled) {
   Process sender = Process::Start(
       {kBinary, "send", "--unix=" + Socket(), "--memory=8GiB", "--fill=random"}, dir_,

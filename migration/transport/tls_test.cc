@@ -250,6 +250,22 @@ TEST_F(Tls, AClosedPeerEndsTheStreamAsPlaintextWould) {
                                   "connection closed mid-read after 3 of 8 bytes"));
 }
 
+// OpenSSL's own socket BIO writes with write(2): SIGPIPE would kill the
+// process (the default disposition, which tests keep) once the peer is gone.
+TEST_F(Tls, AWriteAfterThePeerClosedIsUnavailableNotSigpipe) {
+  Pair pair = Handshake(*Source(certs_->good), *Destination());
+  ASSERT_OK(pair.source_tls);
+  ASSERT_OK(pair.destination_tls);
+  pair.destination.reset();
+  std::vector<uint8_t> bytes(4 << 20, 1);
+  absl::Status status;
+  for (int i = 0; i < 8 && status.ok(); ++i) {
+    status = pair.source->WriteAll({Piece(bytes.data(), bytes.size())}, kTimeout);
+  }
+  EXPECT_THAT(status, StatusIsWithMessage(absl::StatusCode::kUnavailable,
+                                          "peer closed the connection"));
+}
+
 TEST_F(Tls, ShutdownCancelsABlockedRead) {
   Pair pair = Handshake(*Source(certs_->good), *Destination());
   ASSERT_OK(pair.source_tls);

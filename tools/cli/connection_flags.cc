@@ -34,4 +34,38 @@ absl::StatusOr<absl::Duration> IoTimeoutFromFlag(double seconds) {
   return absl::Seconds(s);
 }
 
+absl::StatusOr<std::shared_ptr<const TlsContext>> DestinationTlsFromFlags(
+    const std::string& dir) {
+  if (dir.empty()) return std::shared_ptr<const TlsContext>();
+  auto tls = TlsContext::ForDestination(dir);
+  if (!tls.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls-dir: ", tls.status().message()));
+  }
+  return *tls;
+}
+
+absl::StatusOr<std::shared_ptr<const TlsContext>> SourceTlsFromFlags(
+    const std::string& dir, const std::string& hostname, const Endpoint& destination) {
+  if (dir.empty()) {
+    if (!hostname.empty()) {
+      return absl::InvalidArgumentError("--tls-hostname needs --tls-dir");
+    }
+    return std::shared_ptr<const TlsContext>();
+  }
+  std::string name = hostname;
+  if (name.empty()) {
+    if (destination.kind == Endpoint::Kind::kUnix) {
+      return absl::InvalidArgumentError(
+          "--tls-dir over --unix needs --tls-hostname: the name the destination's "
+          "certificate must carry");
+    }
+    name = destination.host;
+  }
+  auto tls = TlsContext::ForSource(dir, name);
+  if (!tls.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls-dir: ", tls.status().message()));
+  }
+  return *tls;
+}
+
 }  // namespace livemig::cli

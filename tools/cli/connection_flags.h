@@ -3,7 +3,7 @@
 // The flags both `livemig` commands use to reach each other: where, as
 // --listen=HOST:PORT (receive) or --connect=HOST:PORT (send), or --unix=PATH
 // instead of either; and --io-timeout-s, the deadline of every network read
-// and write.
+// and write; and --tls-dir (both) with --tls-hostname (send), mutual TLS.
 //
 // Errors: InvalidArgument, the message naming the flag as the user typed it
 // ("--connect: bad endpoint ...", "--io-timeout-s=0: ...").
@@ -12,11 +12,13 @@
 #ifndef LIVEMIG_TOOLS_CLI_CONNECTION_FLAGS_H_
 #define LIVEMIG_TOOLS_CLI_CONNECTION_FLAGS_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "migration/transport/endpoint.h"
+#include "migration/transport/tls_context.h"
 
 namespace livemig::cli {
 
@@ -28,6 +30,17 @@ namespace livemig::cli {
 
 // --io-timeout-s: a finite number of seconds above 0.
 [[nodiscard]] absl::StatusOr<absl::Duration> IoTimeoutFromFlag(double seconds);
+
+// --tls-dir on receive: the destination's context, or null when `dir` is
+// empty (plaintext). The error names the flag and the file.
+[[nodiscard]] absl::StatusOr<std::shared_ptr<const TlsContext>> DestinationTlsFromFlags(
+    const std::string& dir);
+
+// --tls-dir and --tls-hostname on send: the source's context, or null when
+// both are empty. The name checked is --tls-hostname, by default the host of
+// --connect; over --unix there is none, so --tls-hostname is required.
+[[nodiscard]] absl::StatusOr<std::shared_ptr<const TlsContext>> SourceTlsFromFlags(
+    const std::string& dir, const std::string& hostname, const Endpoint& destination);
 
 }  // namespace livemig::cli
 

@@ -52,6 +52,11 @@ int RunReceive(const ReceiveFlags& flags) {
   // What this command writes beside the regions: never a region's name.
   options.reserved_paths = {"manifest.json", "manifest.json.tmp"};
   options.durable = flags.durable;
+  {
+    auto tls = DestinationTlsFromFlags(flags.tls_dir);
+    if (!tls.ok()) return Usage(tls.status());
+    options.tls = *tls;
+  }
   if (flags.test_hang_after_commit) {
     options.test_on_step = [](const char* step) {
       if (std::string(step) != "committed") return;

@@ -38,6 +38,7 @@ struct ReceiveFlags {
   bool json = false;       // --json
   bool once = false;       // --once
   bool durable = false;    // --durable
+  std::string tls_dir;     // --tls-dir; empty: plaintext.
   bool test_hang_after_commit = false;  // --test-hang-after-commit
 };
 

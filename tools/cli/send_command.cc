@@ -159,12 +159,20 @@ int RunSend(const SendFlags& flags) {
           absl::StrCat("--verify=", verify, ": expected sent, full or off")));
     }
   }
-  // Before filling (seconds for GiBs): is anybody there? The probe sends
-  // no Hello, so a receiver drops it like any silent stranger.
+  {
+    auto tls = SourceTlsFromFlags(flags.tls_dir, flags.tls_hostname, *to);
+    if (!tls.ok()) return Usage(tls.status());
+    options.tls = *tls;
+  }
+  // Before filling (seconds for GiBs): is anybody there (and, with TLS, is
+  // it the destination named, signed by our CA)? The probe sends no Hello,
+  // so a receiver drops it like any silent stranger.
   bool probed = false;
   auto probe = [&]() -> absl::Status {
     probed = true;
-    return Connection::Connect(*to, options.io_timeout).status();
+    absl::StatusOr<std::unique_ptr<Connection>> conn = Connection::Connect(*to, options.io_timeout);
+    if (!conn.ok() || options.tls == nullptr) return conn.status();
+    return (*conn)->StartTls(*options.tls, options.io_timeout);
   };
   absl::StatusOr<GuestMemory<AtomicBitmap>> memory =
       BuildMemory(flags.guest_memory, &options.file_names, probe);

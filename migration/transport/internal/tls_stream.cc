@@ -1,11 +1,15 @@
 // File: migration/transport/internal/tls_stream.cc
 #include "migration/transport/internal/tls_stream.h"
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <sys/socket.h>
+
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -48,15 +52,78 @@ bool IsNotTls(int reason) {
   }
 }
 
+// A socket BIO that never raises SIGPIPE: OpenSSL's own writes with
+// write(2), which kills a process whose peer closed (Connection promises
+// not to). The fd is in the BIO's data pointer; the BIO does not own it.
+int SocketOf(BIO* bio) { return static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(bio))); }
+
+int BioWrite(BIO* bio, const char* data, size_t size, size_t* written) {
+  BIO_clear_retry_flags(bio);
+  const ssize_t n = ::send(SocketOf(bio), data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n >= 0) {
+    *written = static_cast<size_t>(n);
+    return 1;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) BIO_set_retry_write(bio);
+  return 0;
+}
+
+int BioRead(BIO* bio, char* data, size_t size, size_t* read) {
+  BIO_clear_retry_flags(bio);
+  const ssize_t n = ::recv(SocketOf(bio), data, size, MSG_DONTWAIT);
+  if (n > 0) {
+    *read = static_cast<size_t>(n);
+    return 1;
+  }
+  if (n == 0) {
+    errno = 0;  // EOF: SSL_ERROR_ZERO_RETURN / SYSCALL with errno 0.
+    return 0;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) BIO_set_retry_read(bio);
+  return 0;
+}
+
+long BioCtrl(BIO* /*bio*/, int command, long /*num*/, void* /*ptr*/) {
+  switch (command) {
+    case BIO_CTRL_FLUSH:  // Nothing is buffered here.
+    case BIO_CTRL_PUSH:
+    case BIO_CTRL_POP:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+int BioCreate(BIO* bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+const BIO_METHOD* NoSigpipeSocketMethod() {
+  // Built once, never freed: OpenSSL keeps using it for the process's life.
+  static const BIO_METHOD* const method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "livemig socket");
+    BIO_meth_set_write_ex(m, BioWrite);
+    BIO_meth_set_read_ex(m, BioRead);
+    BIO_meth_set_ctrl(m, BioCtrl);
+    BIO_meth_set_create(m, BioCreate);
+    return m;
+  }();
+  return method;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TlsStream>> TlsStream::Create(const TlsContext& context, int fd) {
   SSL* ssl = SSL_new(context.native_handle());
   if (ssl == nullptr) return absl::ResourceExhaustedError("TLS: SSL_new failed");
-  if (SSL_set_fd(ssl, fd) != 1) {
+  BIO* bio = BIO_new(NoSigpipeSocketMethod());
+  if (bio == nullptr) {
     SSL_free(ssl);
-    return absl::InternalError("TLS: SSL_set_fd failed");
+    return absl::ResourceExhaustedError("TLS: BIO_new failed");
   }
+  BIO_set_data(bio, reinterpret_cast<void*>(static_cast<intptr_t>(fd)));
+  SSL_set_bio(ssl, bio, bio);  // The SSL owns the BIO (one reference each way).
   if (context.role() == TlsContext::Role::kSource) {
     SSL_set_connect_state(ssl);
     // SNI, so a destination serving several names could pick; harmless here.
