@@ -18,6 +18,10 @@
 //   ratio_{1,2}conn            livemig (total-time based) / raw, same N.
 //   livemig_zero_2conn         the same over all-zero memory (zero pages go as
 //                              runs): effective GB/s, not link bandwidth.
+//   tls_{plain,tls}_2conn      random 2conn without and with mutual TLS 1.3
+//                              (certificates made with `openssl` at start),
+//                              alternating, three of each; ratio_tls_2conn is
+//                              the median TLS over the median plaintext.
 // plus downtime_ms (and its final-round / completion parts), rounds, total
 // and setup time per migration. GB is 1e9 bytes. An untimed warm-up
 // migration runs first (see Main). --only=CASE runs a subset, for profiling.
@@ -49,6 +53,8 @@
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
 #include "migration/transport/listener.h"
+#include "migration/transport/testing/test_certs.h"
+#include "migration/transport/tls_context.h"
 
 namespace livemig {
 namespace {
@@ -170,9 +176,15 @@ struct MigrationResult {
   double audit_ms = 0;  // Source audit (sent: after the commit; full: in the pause).
 };
 
+struct TlsPair {
+  std::shared_ptr<const TlsContext> source, destination;
+};
+
 MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
-                        SenderOptions::Verify verify = SenderOptions::Verify::kSent) {
+                        SenderOptions::Verify verify = SenderOptions::Verify::kSent,
+                        const TlsPair& tls = {}) {
   ReceiverOptions ropts;
+  ropts.tls = tls.destination;
   ropts.root_dir = root;
   ropts.io_timeout = kIoTimeout;
   ropts.accept_timeout = absl::Seconds(60);
@@ -186,6 +198,7 @@ MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
   sopts.channels = channels;
   sopts.io_timeout = kIoTimeout;
   sopts.verify = verify;
+  sopts.tls = tls.source;
   Sender sender(sopts);
   absl::StatusOr<MigrationStats> stats = sender.Migrate(vm.memory(), vm);
   if (!stats.ok()) receiver->Cancel();
@@ -245,7 +258,7 @@ int Main(int argc, char** argv) {
     }
     std::fprintf(stderr, "usage: %s [--gib=N] [--only=CASE]...\n"
                  "  --gib: memory size, default 2; fractions allowed\n"
-                 "  --only: raw1, raw2, raw_fresh, random1, random2, zero or verify (for"
+                 "  --only: raw1, raw2, raw_fresh, random1, random2, zero, verify or tls (for"
                  " profiling; default: all)\n",
                  argv[0]);
     return 2;
@@ -340,6 +353,26 @@ int Main(int argc, char** argv) {
               "ms/GiB");
       }
     }
+  }
+  if (run("tls")) {
+    auto certs = Check(testing::MakeTestCerts(root + "/certs"), "test certificates");
+    TlsPair tls{Check(TlsContext::ForSource(certs.good, "127.0.0.1"), "source TLS"),
+                Check(TlsContext::ForDestination(certs.good), "destination TLS")};
+    const std::vector<FakeRegionSpec> specs = {Region(bytes)};
+    auto vm = Check(FakeVm::Create(specs, Fill::kRandom, 44), "fake vm (tls)");
+    (void)Migrate(*vm, 2, root);  // Warm-up, as above.
+    std::vector<double> plain, secure;
+    for (int i = 0; i < 3; ++i) {
+      plain.push_back(Migrate(*vm, 2, root).total_based);
+      secure.push_back(Migrate(*vm, 2, root, SenderOptions::Verify::kSent, tls).total_based);
+      Print(absl::StrCat("tls_plain_2conn_", i), plain.back() / 1e9, "GB/s");
+      Print(absl::StrCat("tls_tls_2conn_", i), secure.back() / 1e9, "GB/s");
+    }
+    std::sort(plain.begin(), plain.end());
+    std::sort(secure.begin(), secure.end());
+    Print("tls_plain_2conn_median", plain[1] / 1e9, "GB/s");
+    Print("tls_tls_2conn_median", secure[1] / 1e9, "GB/s");
+    Print("ratio_tls_2conn", secure[1] / plain[1], "x");
   }
   if (run("zero")) {
     const std::vector<FakeRegionSpec> specs = {Region(bytes)};

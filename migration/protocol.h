@@ -7,8 +7,22 @@
 // Protocol version 2. A migration uses N channels (stream connections, TCP
 // or Unix), N >= 1. Channel 0 is also the control channel.
 //
+// Mutual TLS (optional, both sides configured: SenderOptions::tls,
+// ReceiverOptions::tls, transport/tls_context.h): every channel runs a TLS
+// 1.3 handshake right after it connects, before its Hello; both sides
+// verify the other's certificate against their CA, the source also the
+// destination's name. Everything below then travels inside TLS, unchanged.
+// The destination peeks at each new connection's first 4 bytes: "LMIG" (a
+// plaintext Hello's frame magic) is answered with a plaintext
+// Abort{FAILED_PRECONDITION, "this destination requires TLS ..."}; anything
+// else must complete the handshake within the handshake deadline, or is
+// closed (a refused certificate learns it from the TLS alert). A TLS source
+// that gets plaintext back fails with FailedPrecondition ("does not speak
+// TLS 1.3"). No frame is read, and no region made, before the handshake.
+//
 //   Sender (source)                                  Receiver (destination)
 //   ---- setup -------------------------------------------------------------
+//   [every channel: TLS 1.3 handshake, mutual, when configured]
 //   ch0: Hello{index 0, count N, id, features} ---> checks magic, version,
 //                                              <---  Hello{DESTINATION, the
 //                                                    features both speak}
