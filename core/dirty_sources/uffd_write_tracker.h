@@ -49,17 +49,20 @@
 // it discards (balloon, free page reporting) itself. (MADV_DONTNEED on
 // private anonymous memory is reported; on shmem/memfd it keeps the content.)
 //
-// Costs (measured on this project's 2-vCPU PVM machine, Linux 6.18; see
-// core/dirty_sources/bench.cc and the notes): the first write to a page
-// after a Collect costs one async WP fault, ~0.7–0.8 µs for anonymous,
-// shmem and memfd memory, ~7–11 µs for a MAP_SHARED ext4 file
-// (page_mkwrite), against ~10–15 ns once unprotected; a KVM guest's first
-// write costs ~3.5–6.5 µs. Collect() over 1 GiB: see bench figures in the
-// commit that added them (~0.3 ms at 0%, growing with the pages written).
-// Start() protects all of guest RAM (page tables are allocated for
-// never-touched ranges). Transparent huge pages are split to 4 KiB on the
-// first write to a protected huge page, and stay split: guest RAM loses its
-// THPs (tracking stays exact).
+// Costs (measured on this project's 2-vCPU PVM machine, Linux 6.18, with
+// `bazel run -c opt //core/dirty_sources:bench`; thread CPU time, medians of
+// 5, on a loaded box):
+//   first write to a page after a Collect (one async WP fault, resolved in
+//   the kernel): 0.83 µs anonymous, 0.92 µs memfd (notes: 0.7–0.8 µs; a
+//   MAP_SHARED ext4 file 7–11 µs for page_mkwrite; a KVM guest's first write
+//   3.5–6.5 µs), against ~11 ns for a store to an unprotected page;
+//   Collect() over 1 GiB (262144 pages): 0.26–0.36 ms at 0%, 0.8–0.93 ms at
+//   1% (2622 pages, 4 PAGEMAP_SCAN calls of 1024 ranges), 2.1–2.4 ms at 10%;
+//   Start() of 1 GiB already populated: 28–36 ms (register + write-protect
+//   262144 PTEs; never-touched ranges also get page tables for the markers).
+// Transparent huge pages are split to 4 KiB on the first write to a
+// protected huge page, and stay split: guest RAM loses its THPs (tracking
+// stays exact).
 //
 // Requirements: Linux 6.7+ (WP_ASYNC and PAGEMAP_SCAN), and either access to
 // /dev/userfaultfd (root-only by default) or the userfaultfd(2) syscall

@@ -255,6 +255,16 @@ TEST_P(UffdWriteTrackerKindTest, AScanNeedingManyVecRefillsIsExact) {
   EXPECT_THAT(CollectPages(tracker, memory()), IsEmpty());
 }
 
+TEST_P(UffdWriteTrackerKindTest, ProtectingInSmallUnalignedChunksIsExact) {
+  UffdWriteTracker::Options options;
+  options.protect_chunk_bytes = 3 * kPage;  // 683 UFFDIO_WRITEPROTECT calls.
+  UffdWriteTracker tracker(memory(), options);
+  ASSERT_OK(tracker.Start());
+  const std::vector<uint64_t> written = Range(2, kRegionPages, 3);
+  for (uint64_t p : written) WriteRaw(memory(), 0, p, 5);
+  EXPECT_THAT(CollectPages(tracker, memory()), ElementsAreArray(written));
+}
+
 // A writer thread stores a unique value into pseudo-random pages while the
 // test collects again and again and copies each reported page into a shadow
 // (what a sender would do). After the writer stops, one last collect and
