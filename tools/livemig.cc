@@ -63,6 +63,10 @@ ABSL_FLAG(std::string, tls_dir, "", "send/receive: mutual TLS 1.3 on every chann
           "or client-cert.pem/client-key.pem (send)");
 ABSL_FLAG(std::string, tls_hostname, "", "send: the name the receiver's certificate must "
           "carry (default: the host of --connect; required with --unix)");
+ABSL_FLAG(std::string, tracker, "", "send: the dirty source beside livemig's tracked API: api "
+          "(only API writes), uffd (userfaultfd: every write through the page tables), "
+          "kvm-log or kvm-ring (the --vm=kvm guest's writes); default: kvm-log with --vm=kvm, "
+          "else api");
 ABSL_FLAG(bool, test_hang_after_commit, false, "receive, testing only: stop after the commit, "
           "before the flush (to test a receiver killed there)");
 
@@ -90,7 +94,7 @@ absl::Status CheckOnlyFlagsOf(const std::string& command) {
       {"stall-rounds", Given(FLAGS_stall_rounds)},
       {"throttle-steps", Given(FLAGS_throttle_steps)},
       {"max-bandwidth", Given(FLAGS_max_bandwidth)}, {"verify", Given(FLAGS_verify)},
-      {"tls-hostname", Given(FLAGS_tls_hostname)},
+      {"tls-hostname", Given(FLAGS_tls_hostname)}, {"tracker", Given(FLAGS_tracker)},
       {"test-untracked-write", Given(FLAGS_test_untracked_write)}};
   const std::vector<std::pair<const char*, bool>> receive_only = {
       {"listen", Given(FLAGS_listen)},
@@ -147,6 +151,7 @@ cli::SendFlags SendFlagsFromFlags(const std::vector<std::string>& regions) {
   f.test_untracked_write = absl::GetFlag(FLAGS_test_untracked_write);
   f.tls_dir = absl::GetFlag(FLAGS_tls_dir);
   f.tls_hostname = absl::GetFlag(FLAGS_tls_hostname);
+  f.tracker = absl::GetFlag(FLAGS_tracker);
   return f;
 }
 
@@ -193,7 +198,7 @@ int main(int argc, char** argv) {
       "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=S] "
       "[--on-timeout=cancel|force]\n"
       "       [--auto-converge] [--throttle-steps=20,10,99] [--stall-rounds=5]\n"
-      "       [--max-bandwidth=RATE] [--verify=sent|full|off] [--json]\n"
+      "       [--max-bandwidth=RATE] [--verify=sent|full|off] [--tracker=api|uffd] [--json]\n"
       "  livemig receive ... [--durable]\n"
       "  both: [--tls-dir=DIR] (send: [--tls-hostname=NAME]) for mutual TLS 1.3\n"
       "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.\n"

@@ -210,6 +210,9 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"send", to, "--memory=1MiB", "--tls-dir=" + dir_}, "needs --tls-hostname"},
       {{"receive", to, dir, "--tls-dir=" + dir_}, "--tls-dir: TLS: " + dir_ + "/ca-cert.pem"},
       {{"receive", to, dir, "--tls-hostname=x"}, "--tls-hostname is a send flag"},
+      {{"send", to, "--memory=1MiB", "--tracker=pml"},
+       "--tracker=pml: expected api, uffd, kvm-log or kvm-ring"},
+      {{"send", to, "--memory=1MiB", "--tracker=kvm-ring"}, "it needs --vm=kvm"},
       // Not usage: a migration that failed (nobody listens).
       {{"send", to, "--memory=1MiB"}, "UNAVAILABLE: connect to unix:", 1},
   };
@@ -301,6 +304,24 @@ TEST_F(LivemigCli, UntrackedWriteIsReportedByTheAuditWithExitStatus4) {
                                       "dirty (guest addresses 0x2000)"));
   EXPECT_THAT(sender.Out(), HasSubstr("\"untracked-pages\":1,\"first-addrs\":[\"0x2000\"]"));
   EXPECT_THAT(sender.Out(), HasSubstr("\"status\":\"completed\""));
+  EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
+}
+
+// The same raw-pointer write with --tracker=uffd: userfaultfd sees it, the
+// page goes again in the final round, and the audit finds nothing.
+TEST_F(LivemigCli, UffdTrackerSeesTheWriteTheApiMissed) {
+  Process probe = Process::Start({kBinary, "send", "--unix=" + Socket(), "--memory=4MiB",
+                                  "--tracker=uffd"},
+                                 dir_, "probe");
+  if (probe.Wait() == 2) GTEST_SKIP() << "no userfaultfd here: " << probe.Err();
+  Process receiver = StartReceiver();
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=4MiB", "--channels=1",
+       "--test-untracked-write=0x2345", "--tracker=uffd", "--json"},
+      dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 0) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("tracker uffd"));
+  EXPECT_THAT(sender.Out(), HasSubstr("\"untracked-pages\":0"));
   EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
 }
 

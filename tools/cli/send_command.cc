@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/atomic_bitmap.h"
+#include "core/dirty_sources/uffd_write_tracker.h"
 #include "core/guest_memory.h"
 #include "migration/protocol.h"
 #include "migration/sender.h"
@@ -24,6 +25,7 @@
 #include "tools/cli/exit_status.h"
 #include "tools/cli/interrupt.h"
 #include "tools/cli/json_escape.h"
+#include "tools/cli/tracker_flags.h"
 #include "tools/cli/units.h"
 #include "tools/cli/workload.h"
 
@@ -159,6 +161,13 @@ int RunSend(const SendFlags& flags) {
           absl::StrCat("--verify=", verify, ": expected sent, full or off")));
     }
   }
+  absl::StatusOr<Tracker> tracker = TrackerFromFlag(flags.tracker, /*kvm_guest=*/false);
+  if (!tracker.ok()) return Usage(tracker.status());
+  if (*tracker == Tracker::kUffd) {
+    if (absl::Status why = UffdWriteTracker::Probe(); !why.ok()) {
+      return Usage(absl::Status(why.code(), absl::StrCat("--tracker=uffd: ", why.message())));
+    }
+  }
   {
     auto tls = SourceTlsFromFlags(flags.tls_dir, flags.tls_hostname, *to);
     if (!tls.ok()) return Usage(tls.status());
@@ -194,6 +203,12 @@ int RunSend(const SendFlags& flags) {
     }
     untracked_write = *addr;
   }
+  // Declared before the Sender that borrows it, so it outlives the Sender.
+  std::unique_ptr<UffdWriteTracker> uffd;
+  if (*tracker == Tracker::kUffd) {
+    uffd = std::make_unique<UffdWriteTracker>(*memory);
+    options.dirty_sources = {uffd.get()};
+  }
   Workload workload(*memory, *spec);
   const bool tty = ::isatty(STDERR_FILENO);
   options.on_round = [tty, &memory, untracked_write](const MigrationStats& s) {
@@ -216,10 +231,11 @@ int RunSend(const SendFlags& flags) {
   if (Interrupted()) sender.Cancel();
   workload.Start();
   const absl::Time workload_start = absl::Now();
-  std::fprintf(stderr, "livemig: migrating %s to %s over %d channel(s), workload %s\n",
+  std::fprintf(stderr,
+               "livemig: migrating %s to %s over %d channel(s)%s, workload %s, tracker %s\n",
                FormatBytes(static_cast<double>(memory->total_size())).c_str(),
-               to->ToString().c_str(), channels,
-               WorkloadToString(*spec).c_str());
+               to->ToString().c_str(), channels, options.tls ? " with TLS" : "",
+               WorkloadToString(*spec).c_str(), TrackerName(*tracker));
   absl::StatusOr<MigrationStats> stats = sender.Migrate(*memory, workload);
   // On success the workload stopped at Pause(), just before the final round.
   const double workload_seconds = absl::ToDoubleSeconds(absl::Now() - workload_start) -
