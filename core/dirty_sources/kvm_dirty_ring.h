@@ -78,7 +78,10 @@ class KvmDirtyRing : public DirtySource {
   [[nodiscard]] absl::Status Collect() override;
   void Stop() override;
   // The ring-full handler: the same harvest, from a vCPU thread.
-  [[nodiscard]] absl::Status CollectFromVcpu() { return Collect(); }
+  [[nodiscard]] absl::Status CollectFromVcpu() {
+    vcpu_collections_.fetch_add(1, std::memory_order_relaxed);
+    return Collect();
+  }
 
   struct CollectStats {
     uint64_t entries = 0;   // Harvested (duplicates included).
