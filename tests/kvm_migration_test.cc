@@ -147,6 +147,49 @@ TEST_P(KvmMigration, ACutConnectionLeavesTheGuestRunningAllDirtyAndARetryIsExact
   MigrateAndCheck("kvm_retry");
 }
 
+// Delegates to a KVM source but fails its Collect() once the VM is paused:
+// a failure in the final, paused round.
+class FailWhenPaused : public DirtySource {
+ public:
+  FailWhenPaused(DirtySource& inner, const KvmVm& vm) : inner_(inner), vm_(vm) {}
+  const char* name() const override { return inner_.name(); }
+  absl::Status Start() override { return inner_.Start(); }
+  absl::Status Collect() override {
+    if (vm_.paused()) return absl::InternalError("injected: KVM collect failed");
+    return inner_.Collect();
+  }
+  void Stop() override { inner_.Stop(); }
+
+ private:
+  DirtySource& inner_;
+  const KvmVm& vm_;
+};
+
+TEST_P(KvmMigration, AFailureWhilePausedResumesTheKvmGuestAndARetryIsExact) {
+  memory_->region(0).bitmap().SetAddrRange(0, kMemory);
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0),
+                                        ReceiverAt(TempDir("kvm_paused_fail")));
+  ASSERT_NE(receiver, nullptr);
+  FailWhenPaused failing(*source_, *vm_);
+  SenderOptions options = Options(receiver->receiver->endpoint());
+  options.dirty_sources = {&failing};
+  {
+    Sender sender(options);
+    EXPECT_THAT(sender.Migrate(*memory_, *vm_),
+                StatusIsWithMessage(absl::StatusCode::kInternal, "injected"));
+    EXPECT_GT(sender.last_stats().downtime_ms, 0) << "the guest was never paused";
+  }
+  EXPECT_FALSE(receiver->Join().ok());
+  receiver.reset();
+  EXPECT_FALSE(vm_->paused());
+  EXPECT_EQ(memory_->region(0).bitmap().CountDirty(), kMemory / 4096);
+  const uint64_t granted = vm_->pages_granted();
+  ASSERT_TRUE(WaitFor([&] { return vm_->pages_granted() >= granted + 2000; },
+                      "the resumed source guest running"));
+  ASSERT_OK(vm_->health());
+  MigrateAndCheck("kvm_paused_retry");
+}
+
 INSTANTIATE_TEST_SUITE_P(
     EachKvmSource, KvmMigration,
     ::testing::Values(TrackerKind::kLog, TrackerKind::kLogManual, TrackerKind::kRing),
