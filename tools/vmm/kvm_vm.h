@@ -61,6 +61,9 @@
 
 namespace livemig::vmm {
 
+// A ring size that holds ~16 MiB of writes between collections per vCPU.
+inline constexpr uint32_t kDefaultDirtyRingEntries = 4096;
+
 struct KvmVmOptions {
   int vcpus = 1;
   PatternSpec pattern;  // Boot only; Restore takes it from the device state.

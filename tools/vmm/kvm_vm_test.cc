@@ -163,6 +163,24 @@ TEST(KvmVm, RateLimitedGuestExitsToTheVmmInsteadOfSpinning) {
   EXPECT_LE(CheckCounterMemory(*vm).progress, vm->pages_granted());
 }
 
+TEST(KvmVm, AThrottledGuestStillPausesAndResumes) {
+  LIVEMIG_SKIP_WITHOUT_KVM();
+  auto memory = MakeMemory({4 * kMiB});
+  ASSERT_NE(memory, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto vm, KvmVm::Boot(*memory, Counter(2)));
+  vm->SetThrottle(95);  // Naps 19x the time the guest ran, interruptibly.
+  ASSERT_OK(vm->Start());
+  ASSERT_TRUE(WaitFor([&] { return vm->pages_granted() >= 3 * 4096; }, "three budgets"));
+  ASSERT_OK(vm->Pause());
+  vm->SetThrottle(0);
+  ASSERT_OK(vm->Resume());
+  const uint64_t granted = vm->pages_granted();
+  ASSERT_TRUE(WaitFor([&] { return vm->pages_granted() >= granted + 4096; }, "a budget"));
+  ASSERT_OK(vm->Pause());
+  const CounterCheck check = CheckCounterMemory(*vm);
+  EXPECT_TRUE(check.held) << check.detail;
+}
+
 TEST(KvmVmSpec, ParsesTheCliSpecAndNamesABadKey) {
   ASSERT_OK_AND_ASSIGN(KvmVmSpec spec,
                        ParseKvmVmSpec("kvm:vcpus=2,pattern=hotset,rate=64m,size=256m,hot=16m"));

@@ -56,6 +56,13 @@ CounterCheck CheckCounterMemory(const KvmVm& vm) {
                             vm.vcpu_count());
 }
 
+std::string DescribeResume(const ResumeResult& result) {
+  return absl::StrCat("resumed guest ran ", result.ran_ms, " ms, counter ",
+                      result.counter_at_pause, " -> ", result.counter_after,
+                      result.invariant_held ? ", invariant held"
+                                            : absl::StrCat(", invariant BROKEN: ", result.detail));
+}
+
 bool CheckRegistersMatchMemory(const KvmVm& vm, const std::vector<VcpuRegs>& regs,
                                const CounterCheck& memory, std::string* detail) {
   for (size_t i = 0; i < regs.size(); ++i) {
