@@ -181,6 +181,39 @@ TEST(KvmVm, AThrottledGuestStillPausesAndResumes) {
   EXPECT_TRUE(check.held) << check.detail;
 }
 
+TEST(KvmVm, HotsetGuestWritesOnlyItsHotPagesAndARestoreKeepsWriting) {
+  LIVEMIG_SKIP_WITHOUT_KVM();
+  auto memory = MakeMemory({4 * kMiB});
+  ASSERT_NE(memory, nullptr);
+  KvmVmOptions options;
+  options.vcpus = 2;
+  options.pattern = {Pattern::kHotset, /*pages_per_second=*/0, /*hot_pages=*/64, /*seed=*/3};
+  ASSERT_OK_AND_ASSIGN(auto vm, KvmVm::Boot(*memory, options));
+  ASSERT_OK(vm->Start());
+  ASSERT_TRUE(WaitFor([&] { return vm->pages_granted() >= 50000; }, "50000 stores"));
+  ASSERT_OK(vm->Pause());
+  const uint8_t* workload = memory->region(0).region().as_ptr() + vm->layout().workload_gpa;
+  uint64_t hot_written = 0;
+  for (uint64_t p = 0; p < vm->layout().workload_pages; ++p) {
+    uint64_t value;
+    std::memcpy(&value, workload + p * 4096, sizeof(value));
+    if (p < 64) {
+      hot_written += value != 0;
+    } else {
+      ASSERT_EQ(value, 0u) << "page " << p << " is outside the 64 hot pages";
+    }
+  }
+  EXPECT_EQ(hot_written, 64u);
+  ASSERT_OK_AND_ASSIGN(std::string state, vm->DeviceState());
+  auto copy = MakeMemory<NoBitmap>({4 * kMiB});
+  ASSERT_NE(copy, nullptr);
+  std::memcpy(copy->region(0).region().as_ptr(), memory->region(0).region().as_ptr(), 4 * kMiB);
+  vm.reset();
+  ASSERT_OK_AND_ASSIGN(ResumeResult result, ResumeAndCheck(*copy, state, {}));
+  EXPECT_TRUE(result.invariant_held) << result.detail;
+  EXPECT_GE(result.counter_after, result.counter_at_pause + 1000);
+}
+
 TEST(KvmVmSpec, ParsesTheCliSpecAndNamesABadKey) {
   ASSERT_OK_AND_ASSIGN(KvmVmSpec spec,
                        ParseKvmVmSpec("kvm:vcpus=2,pattern=hotset,rate=64m,size=256m,hot=16m"));
