@@ -136,7 +136,6 @@ absl::StatusOr<DeviceStateData> ParseDeviceState(std::string_view bytes) {
     return Bad("checksum mismatch (the bytes were corrupted)");
   }
   DeviceStateData state;
-  absl::StatusOr<Pattern> p = absl::InvalidArgumentError("");
   switch (static_cast<Pattern>(pattern)) {
     case Pattern::kCounter:
     case Pattern::kUniform:

@@ -121,15 +121,13 @@ Vcpu::~Vcpu() { Join(); }
 void Vcpu::Start() {
   vmm_internal::InstallKickHandler();
   thread_ = std::thread([this] { Loop(); });
+  handle_ = thread_.native_handle();
 }
 
 void Vcpu::Kick() const {
-  // pthread_kill on a joined thread is undefined; the VM kicks only while
-  // the thread runs (it is joined only after the host let it end).
-  if (thread_.joinable()) {
-    pthread_kill(const_cast<std::thread&>(thread_).native_handle(),
-                 vmm_internal::KickSignal());
-  }
+  // The VM kicks only threads it has started and not yet joined (a thread
+  // that ended but is not joined still has a valid id).
+  if (thread_.joinable()) pthread_kill(handle_, vmm_internal::KickSignal());
 }
 
 void Vcpu::Join() {

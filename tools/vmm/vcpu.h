@@ -28,6 +28,7 @@
 #define LIVEMIG_TOOLS_VMM_VCPU_H_
 
 #include <linux/kvm.h>
+#include <pthread.h>
 
 #include <cstdint>
 #include <memory>
@@ -117,6 +118,7 @@ class Vcpu {
   VcpuHost* const host_;
   VcpuRegs saved_;  // Written by the vCPU thread before it parks.
   std::thread thread_;
+  pthread_t handle_{};  // thread_'s, for Kick(); set by Start().
 };
 
 }  // namespace livemig::vmm
