@@ -63,6 +63,12 @@ ABSL_FLAG(std::string, tls_dir, "", "send/receive: mutual TLS 1.3 on every chann
           "or client-cert.pem/client-key.pem (send)");
 ABSL_FLAG(std::string, tls_hostname, "", "send: the name the receiver's certificate must "
           "carry (default: the host of --connect; required with --unix)");
+ABSL_FLAG(std::string, vm, "", "send: run a KVM guest on the migrated memory instead of the "
+          "built-in workload: kvm[:vcpus=N,pattern=counter|uniform|hotset,rate=R,size=S,"
+          "hot=H,device=D] (rate and device in bytes/s)");
+ABSL_FLAG(std::string, resume_vm, "", "receive: after the commit, run the received KVM guest "
+          "for DURATION (--resume-vm alone: 1s) and check its own invariant; exit 0 only if "
+          "it held");
 ABSL_FLAG(std::string, tracker, "", "send: the dirty source beside livemig's tracked API: api "
           "(only API writes), uffd (userfaultfd: every write through the page tables), "
           "kvm-log or kvm-ring (the --vm=kvm guest's writes); default: kvm-log with --vm=kvm, "
@@ -95,12 +101,14 @@ absl::Status CheckOnlyFlagsOf(const std::string& command) {
       {"throttle-steps", Given(FLAGS_throttle_steps)},
       {"max-bandwidth", Given(FLAGS_max_bandwidth)}, {"verify", Given(FLAGS_verify)},
       {"tls-hostname", Given(FLAGS_tls_hostname)}, {"tracker", Given(FLAGS_tracker)},
+      {"vm", Given(FLAGS_vm)},
       {"test-untracked-write", Given(FLAGS_test_untracked_write)}};
   const std::vector<std::pair<const char*, bool>> receive_only = {
       {"listen", Given(FLAGS_listen)},
       {"dir", Given(FLAGS_dir)},
       {"once", Given(FLAGS_once)},
       {"durable", Given(FLAGS_durable)},
+      {"resume-vm", Given(FLAGS_resume_vm)},
       {"test-hang-after-commit", Given(FLAGS_test_hang_after_commit)}};
   const bool receive = command == "receive";
   for (const auto& [name, given] : receive ? send_only : receive_only) {
@@ -125,6 +133,7 @@ cli::ReceiveFlags ReceiveFlagsFromFlags() {
   f.durable = absl::GetFlag(FLAGS_durable);
   f.test_hang_after_commit = absl::GetFlag(FLAGS_test_hang_after_commit);
   f.tls_dir = absl::GetFlag(FLAGS_tls_dir);
+  f.resume_vm = absl::GetFlag(FLAGS_resume_vm);
   return f;
 }
 
@@ -152,6 +161,7 @@ cli::SendFlags SendFlagsFromFlags(const std::vector<std::string>& regions) {
   f.tls_dir = absl::GetFlag(FLAGS_tls_dir);
   f.tls_hostname = absl::GetFlag(FLAGS_tls_hostname);
   f.tracker = absl::GetFlag(FLAGS_tracker);
+  f.vm = absl::GetFlag(FLAGS_vm);
   return f;
 }
 
@@ -173,6 +183,7 @@ std::vector<char*> PrepareArgs(int argc, char** argv, std::vector<std::string>* 
         continue;
       }
     }
+    if (i > 0 && arg == "--resume-vm") arg = "--resume-vm=1s";  // Its value is optional.
     if (i > 0 && arg.rfind("--", 0) == 0) {
       const size_t eq = arg.find('=');
       for (size_t j = 2; j < std::min(eq, arg.size()); ++j) {
@@ -199,7 +210,9 @@ int main(int argc, char** argv) {
       "[--on-timeout=cancel|force]\n"
       "       [--auto-converge] [--throttle-steps=20,10,99] [--stall-rounds=5]\n"
       "       [--max-bandwidth=RATE] [--verify=sent|full|off] [--tracker=api|uffd] [--json]\n"
-      "  livemig receive ... [--durable]\n"
+      "  livemig send --vm=kvm[:vcpus=N,pattern=counter|uniform|hotset,rate=R,size=S]\n"
+      "       [--tracker=kvm-log|kvm-ring|uffd|api] ...\n"
+      "  livemig receive ... [--durable] [--resume-vm[=DURATION]]\n"
       "  both: [--tls-dir=DIR] (send: [--tls-hostname=NAME]) for mutual TLS 1.3\n"
       "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.\n"
       "Exit status: 0 done; 1 failed (send: the workload was resumed); 2 bad usage;\n"

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <system_error>
 
 #include "absl/status/statusor.h"
@@ -22,8 +23,45 @@
 #include "tools/cli/json_escape.h"
 #include "tools/cli/manifest.h"
 #include "tools/cli/units.h"
+#include "tools/vmm/resume.h"
 
 namespace livemig::cli {
+namespace {
+
+// --resume-vm: runs the received KVM guest and checks its invariant. The
+// guest needs only to continue (one more page of progress), however fast
+// the machine is; `run_for` is how long it runs at least.
+struct Resumed {
+  bool ok = false;
+  std::string json;  // The "resume" object.
+};
+Resumed ResumeReceivedVm(const ReceivedMigration& got, absl::Duration run_for) {
+  vmm::ResumeOptions options;
+  options.run_for = run_for;
+  options.min_progress = 1;
+  absl::StatusOr<vmm::ResumeResult> result =
+      vmm::ResumeAndCheck(got.memory, got.device_state, options);
+  Resumed out;
+  if (!result.ok()) {
+    std::fprintf(stderr, "livemig: --resume-vm: cannot resume the guest: %s\n",
+                 result.status().ToString().c_str());
+    out.json = absl::StrCat("{\"invariant\":false,\"error\":\"",
+                            JsonEscape(result.status().ToString()), "\"}");
+    return out;
+  }
+  std::fprintf(stderr, "livemig: resumed the guest: %s\n", vmm::DescribeResume(*result).c_str());
+  out.ok = result->invariant_held;
+  out.json = absl::StrCat("{\"ran-ms\":", result->ran_ms,
+                          ",\"counter-at-pause\":", result->counter_at_pause,
+                          ",\"counter-after\":", result->counter_after,
+                          ",\"invariant\":", result->invariant_held ? "true" : "false",
+                          result->detail.empty() ? "" : ",\"detail\":\"",
+                          result->detail.empty() ? "" : JsonEscape(result->detail),
+                          result->detail.empty() ? "" : "\"", "}");
+  return out;
+}
+
+}  // namespace
 
 int RunReceive(const ReceiveFlags& flags) {
   absl::StatusOr<Endpoint> at = EndpointFromFlags("listen", flags.listen, flags.unix_path);
@@ -43,6 +81,16 @@ int RunReceive(const ReceiveFlags& flags) {
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
     return Usage(absl::InvalidArgumentError(
         absl::StrCat("--dir=", dir, ": not writable (", std::strerror(errno), ")")));
+  }
+  std::optional<absl::Duration> resume_for;
+  if (!flags.resume_vm.empty()) {
+    absl::Duration d;
+    if (!absl::ParseDuration(flags.resume_vm, &d) || d <= absl::ZeroDuration() ||
+        d == absl::InfiniteDuration()) {
+      return Usage(absl::InvalidArgumentError(absl::StrCat(
+          "--resume-vm=", flags.resume_vm, ": expected a duration above 0, e.g. 1s or 500ms")));
+    }
+    resume_for = d;
   }
   ReceiverOptions options;
   options.root_dir = dir;
@@ -108,8 +156,18 @@ int RunReceive(const ReceiveFlags& flags) {
                  got->verified ? "page hashes verified" : "NOT verified (the source sent no digests)");
     // The names came from the peer: printed escaped.
     for (const std::string& f : got->files) std::fprintf(stderr, "  %s\n", PeerText(f).c_str());
-    if (flags.json) std::printf("%s\n", manifest.c_str());
+    Resumed resumed;
+    if (resume_for.has_value()) resumed = ResumeReceivedVm(*got, *resume_for);
+    if (flags.json) {
+      std::string line = manifest;
+      if (resume_for.has_value()) {
+        line.pop_back();  // The closing brace.
+        absl::StrAppend(&line, ",\"resume\":", resumed.json, "}");
+      }
+      std::printf("%s\n", line.c_str());
+    }
     std::fflush(stdout);
+    if (resume_for.has_value() && !resumed.ok && flags.once) return kExitFailed;
     if (flags.once) return kExitDone;
   }
 }

@@ -39,6 +39,7 @@ struct ReceiveFlags {
   bool once = false;       // --once
   bool durable = false;    // --durable
   std::string tls_dir;     // --tls-dir; empty: plaintext.
+  std::string resume_vm;   // --resume-vm: a duration ("1s"); empty: no.
   bool test_hang_after_commit = false;  // --test-hang-after-commit
 };
 

@@ -25,6 +25,7 @@
 #include "tools/cli/exit_status.h"
 #include "tools/cli/interrupt.h"
 #include "tools/cli/json_escape.h"
+#include "tools/cli/kvm_guest.h"
 #include "tools/cli/tracker_flags.h"
 #include "tools/cli/units.h"
 #include "tools/cli/workload.h"
@@ -56,8 +57,14 @@ void PrintProgress(const MigrationStats& s, bool tty) {
 // The engine's stats JSON plus what the workload did (pages it dirtied and
 // for how long), so dirty-rate estimates can be checked against the truth.
 std::string SendJson(const MigrationStats& stats, const Workload& workload,
-                     const WorkloadSpec& spec, double workload_seconds) {
+                     const WorkloadSpec& spec, double workload_seconds,
+                     const KvmGuest* guest) {
   std::string json = stats.ToJson();
+  if (guest != nullptr) {
+    json.pop_back();  // The closing brace.
+    absl::StrAppend(&json, ",\"vm\":", guest->Json(), "}");
+    return json;
+  }
   json.pop_back();  // The closing brace.
   const double pages = static_cast<double>(workload.pages_written());
   absl::StrAppend(&json, ",\"workload\":{\"spec\":\"",
@@ -161,7 +168,22 @@ int RunSend(const SendFlags& flags) {
           absl::StrCat("--verify=", verify, ": expected sent, full or off")));
     }
   }
-  absl::StatusOr<Tracker> tracker = TrackerFromFlag(flags.tracker, /*kvm_guest=*/false);
+  // --vm=kvm: a KVM guest brings its own memory and writes it itself.
+  std::optional<vmm::KvmVmSpec> kvm_spec;
+  if (!flags.vm.empty()) {
+    if (!flags.guest_memory.memory.empty() || !flags.guest_memory.regions.empty() ||
+        flags.workload != "idle") {
+      return Usage(absl::InvalidArgumentError(
+          "--vm=kvm brings its own memory (size=) and writer (pattern=): drop --memory, "
+          "--region and --workload"));
+    }
+    absl::StatusOr<vmm::KvmVmSpec> parsed = vmm::ParseKvmVmSpec(flags.vm);
+    if (!parsed.ok()) {
+      return Usage(absl::InvalidArgumentError(absl::StrCat("--vm: ", parsed.status().message())));
+    }
+    kvm_spec = *parsed;
+  }
+  absl::StatusOr<Tracker> tracker = TrackerFromFlag(flags.tracker, kvm_spec.has_value());
   if (!tracker.ok()) return Usage(tracker.status());
   if (*tracker == Tracker::kUffd) {
     if (absl::Status why = UffdWriteTracker::Probe(); !why.ok()) {
@@ -183,8 +205,13 @@ int RunSend(const SendFlags& flags) {
     if (!conn.ok() || options.tls == nullptr) return conn.status();
     return (*conn)->StartTls(*options.tls, options.io_timeout);
   };
+  GuestMemoryFlags memory_flags = flags.guest_memory;
+  if (kvm_spec.has_value()) {
+    memory_flags.memory = absl::StrCat(kvm_spec->size);
+    memory_flags.fill = "zero";  // The guest image and the pattern fill it.
+  }
   absl::StatusOr<GuestMemory<AtomicBitmap>> memory =
-      BuildMemory(flags.guest_memory, &options.file_names, probe);
+      BuildMemory(memory_flags, &options.file_names, probe);
   if (!memory.ok()) {
     // A --memory/--region value that cannot be used is bad usage; no
     // receiver, or a mapping that failed, is not.
@@ -203,9 +230,22 @@ int RunSend(const SendFlags& flags) {
     }
     untracked_write = *addr;
   }
-  // Declared before the Sender that borrows it, so it outlives the Sender.
+  // Declared before the Sender that borrows them, so they outlive it.
+  std::unique_ptr<KvmGuest> guest;
+  if (kvm_spec.has_value()) {
+    absl::StatusOr<std::unique_ptr<KvmGuest>> booted =
+        KvmGuest::Boot(*memory, *kvm_spec, *tracker);
+    if (!booted.ok()) {
+      return absl::IsFailedPrecondition(booted.status())
+                 ? Usage(absl::Status(booted.status().code(),
+                                      absl::StrCat("--vm: ", booted.status().message())))
+                 : Fail(booted.status());
+    }
+    guest = std::move(*booted);
+    options.dirty_sources = guest->sources();
+  }
   std::unique_ptr<UffdWriteTracker> uffd;
-  if (*tracker == Tracker::kUffd) {
+  if (*tracker == Tracker::kUffd && guest == nullptr) {
     uffd = std::make_unique<UffdWriteTracker>(*memory);
     options.dirty_sources = {uffd.get()};
   }
@@ -229,14 +269,22 @@ int RunSend(const SendFlags& flags) {
   // A signal that came while memory was being built (no Sender to cancel
   // yet) still cancels.
   if (Interrupted()) sender.Cancel();
-  workload.Start();
+  VmControl* control = &workload;
+  if (guest != nullptr) {
+    if (absl::Status started = guest->Start(); !started.ok()) return Fail(started);
+    control = &guest->vm();
+  } else {
+    workload.Start();
+  }
   const absl::Time workload_start = absl::Now();
   std::fprintf(stderr,
-               "livemig: migrating %s to %s over %d channel(s)%s, workload %s, tracker %s\n",
+               "livemig: migrating %s to %s over %d channel(s)%s, %s, tracker %s\n",
                FormatBytes(static_cast<double>(memory->total_size())).c_str(),
                to->ToString().c_str(), channels, options.tls ? " with TLS" : "",
-               WorkloadToString(*spec).c_str(), TrackerName(*tracker));
-  absl::StatusOr<MigrationStats> stats = sender.Migrate(*memory, workload);
+               guest != nullptr ? guest->Describe().c_str()
+                                : absl::StrCat("workload ", WorkloadToString(*spec)).c_str(),
+               TrackerName(*tracker));
+  absl::StatusOr<MigrationStats> stats = sender.Migrate(*memory, *control);
   // On success the workload stopped at Pause(), just before the final round.
   const double workload_seconds = absl::ToDoubleSeconds(absl::Now() - workload_start) -
                                   (stats.ok() ? stats->downtime_ms / 1000 : 0);
@@ -258,7 +306,8 @@ int RunSend(const SendFlags& flags) {
     }
     if (flags.json) {
       std::printf("%s\n",
-                  SendJson(sender.last_stats(), workload, *spec, workload_seconds).c_str());
+                  SendJson(sender.last_stats(), workload, *spec, workload_seconds, guest.get())
+                      .c_str());
     }
     return in_doubt ? kExitInDoubt : kExitFailed;
   }
@@ -281,7 +330,8 @@ int RunSend(const SendFlags& flags) {
                  static_cast<unsigned long long>(audit.untracked_pages));
   }
   if (flags.json) {
-    std::printf("%s\n", SendJson(*stats, workload, *spec, workload_seconds).c_str());
+    std::printf("%s\n",
+                SendJson(*stats, workload, *spec, workload_seconds, guest.get()).c_str());
   }
   if (audit.untracked_pages > 0) {
     std::string addrs;

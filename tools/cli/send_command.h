@@ -55,6 +55,7 @@ struct SendFlags {
   double io_timeout_s = 0;          // --io-timeout-s
   std::string verify;               // --verify
   bool json = false;                // --json
+  std::string vm;                   // --vm; empty: the built-in workload.
   std::string tracker;              // --tracker; empty: the default.
   std::string tls_dir;              // --tls-dir; empty: plaintext.
   std::string tls_hostname;         // --tls-hostname; empty: --connect's host.
