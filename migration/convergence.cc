@@ -51,8 +51,21 @@ Decision Convergence::AfterRound(uint32_t round, const RoundSample& sample) {
     return d;
   }
 
-  // Stall: the dirty volume did not shrink below its minimum so far.
+  // Nothing left to send and still over the limit: the pause's fixed part
+  // (device state, completion) alone exceeds it, which no further round
+  // changes.
   const uint64_t pending = sample.pending_bytes;
+  if (pending == 0) {
+    finished_ = true;
+    d.throttle_percent = throttle_;
+    return Limit(d, absl::AbortedError(absl::StrCat(
+                        "nothing is left to send, but the pause's fixed part, ", expected_ms,
+                        " ms (device state ", d.estimate.device_state_ms, " ms, completion ",
+                        d.estimate.completion_ms, " ms), exceeds the downtime limit of ",
+                        limit_ms, " ms")));
+  }
+
+  // Stall: the dirty volume did not shrink below its minimum so far.
   stalled_ = round > 0 && pending >= min_pending_ ? stalled_ + 1 : 0;
   min_pending_ = round == 0 ? pending : std::min(min_pending_, pending);
   const bool stall = policy_.stall_rounds > 0 && stalled_ >= policy_.stall_rounds;

@@ -119,6 +119,24 @@ TEST(Convergence, ZeroBandwidthSwitchesOverOnlyWhenTheCompletionStepFits) {
   EXPECT_EQ(d.estimate.total_ms(), 301);
 }
 
+// No round can make the fixed part smaller: with nothing pending the
+// decision is made at once, not after stall_rounds of sending nothing.
+TEST(Convergence, NothingPendingButAFixedPartOverTheLimitEndsAtOnce) {
+  Convergence fails(Lenient());
+  const Decision d = fails.AfterRound(0, Sample(0, 350, 20'000));
+  EXPECT_EQ(d.action, Action::kFail);
+  EXPECT_THAT(d.error, StatusIs(absl::StatusCode::kAborted));
+  EXPECT_EQ(d.error.message(),
+            "nothing is left to send, but the pause's fixed part, 370 ms (device state 20 ms, "
+            "completion 350 ms), exceeds the downtime limit of 300 ms");
+  ConvergencePolicy force = Lenient();
+  force.force_at_limit = true;
+  Convergence forced(force);
+  const Decision f = forced.AfterRound(0, Sample(0, 350));
+  EXPECT_EQ(f.action, Action::kSwitchover);
+  EXPECT_FALSE(f.converged);
+}
+
 TEST(Convergence, StallWithoutAutoConvergeFailsWithAborted) {
   ConvergencePolicy p = Lenient();
   p.stall_rounds = 3;
