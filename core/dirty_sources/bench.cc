@@ -18,6 +18,7 @@
 //                                     not timed
 //   Stop/{anon,memfd}/1GiB            Stop() (unregister, which drops every
 //                                     protection, and close) of 1 GiB
+//   Probe                             UffdWriteTracker::Probe()
 // "Time" is the benchmark thread's CPU time (user + system) in the timed
 // section (see ThreadCpuNow), not wall time; ignore the "CPU" column, which
 // also counts the untimed set-up of each iteration.
@@ -176,7 +177,16 @@ void BM_Stop(benchmark::State& state, Kind kind) {
   }
 }
 
+void BM_Probe(benchmark::State& state) {
+  for (auto _ : state) {
+    const double start = ThreadCpuNow();
+    if (absl::Status s = UffdWriteTracker::Probe(); !s.ok()) Die(s);
+    state.SetIterationTime(ThreadCpuNow() - start);
+  }
+}
+
 void Register() {
+  benchmark::RegisterBenchmark("Probe", BM_Probe)->UseManualTime()->Unit(benchmark::kMicrosecond);
   for (Kind kind : {Kind::kAnon, Kind::kMemfd}) {
     for (int percent : {0, 1, 10}) {
       benchmark::RegisterBenchmark(
