@@ -16,6 +16,9 @@
 //   Start/{anon,memfd}/1GiB           Start() (open, register, write-protect)
 //                                     of 1 GiB already populated; Stop() is
 //                                     not timed
+//   Stop/{anon,memfd}/1GiB            Stop() (unregister, which drops every
+//                                     protection, and close) of 1 GiB
+//   Probe                             UffdWriteTracker::Probe()
 // "Time" is the benchmark thread's CPU time (user + system) in the timed
 // section (see ThreadCpuNow), not wall time; ignore the "CPU" column, which
 // also counts the untimed set-up of each iteration.
@@ -163,7 +166,27 @@ void BM_Start(benchmark::State& state, Kind kind) {
   }
 }
 
+void BM_Stop(benchmark::State& state, Kind kind) {
+  const GuestMemory<AtomicBitmap>& memory = GiB(kind);
+  UffdWriteTracker tracker(memory);
+  for (auto _ : state) {
+    if (absl::Status s = tracker.Start(); !s.ok()) Die(s);
+    const double start = ThreadCpuNow();
+    tracker.Stop();
+    state.SetIterationTime(ThreadCpuNow() - start);
+  }
+}
+
+void BM_Probe(benchmark::State& state) {
+  for (auto _ : state) {
+    const double start = ThreadCpuNow();
+    if (absl::Status s = UffdWriteTracker::Probe(); !s.ok()) Die(s);
+    state.SetIterationTime(ThreadCpuNow() - start);
+  }
+}
+
 void Register() {
+  benchmark::RegisterBenchmark("Probe", BM_Probe)->UseManualTime()->Unit(benchmark::kMicrosecond);
   for (Kind kind : {Kind::kAnon, Kind::kMemfd}) {
     for (int percent : {0, 1, 10}) {
       benchmark::RegisterBenchmark(
@@ -187,6 +210,10 @@ void Register() {
   for (Kind kind : {Kind::kAnon, Kind::kMemfd}) {
     benchmark::RegisterBenchmark(absl::StrCat("Start/", KindName(kind), "/1GiB").c_str(),
                                  BM_Start, kind)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(absl::StrCat("Stop/", KindName(kind), "/1GiB").c_str(),
+                                 BM_Stop, kind)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
   }

@@ -50,16 +50,18 @@
 // private anonymous memory is reported; on shmem/memfd it keeps the content.)
 //
 // Costs (measured on this project's 2-vCPU PVM machine, Linux 6.18, with
-// `bazel run -c opt //core/dirty_sources:bench`; thread CPU time, medians of
-// 5, on a loaded box):
+// `bazel run -c opt //core/dirty_sources:bench`: the benchmark thread's CPU
+// time, medians of 5, ranges over 3 runs on a box loaded by other jobs):
 //   first write to a page after a Collect (one async WP fault, resolved in
-//   the kernel): 0.83 µs anonymous, 0.92 µs memfd (notes: 0.7–0.8 µs; a
+//   the kernel): 0.83–0.96 µs anonymous, 0.92–1.25 µs memfd (the notes: a
 //   MAP_SHARED ext4 file 7–11 µs for page_mkwrite; a KVM guest's first write
-//   3.5–6.5 µs), against ~11 ns for a store to an unprotected page;
-//   Collect() over 1 GiB (262144 pages): 0.26–0.36 ms at 0%, 0.8–0.93 ms at
-//   1% (2622 pages, 4 PAGEMAP_SCAN calls of 1024 ranges), 2.1–2.4 ms at 10%;
-//   Start() of 1 GiB already populated: 28–36 ms (register + write-protect
-//   262144 PTEs; never-touched ranges also get page tables for the markers).
+//   3.5–6.5 µs), against 10–11 ns for a store to an unprotected page;
+//   Collect() over 1 GiB (262144 pages): 0.26–0.45 ms at 0%, 0.8–1.0 ms at
+//   1% (2622 pages, 6 PAGEMAP_SCAN calls of 512 ranges), 2.1–2.5 ms at 10%;
+//   Start() of 1 GiB already populated: 27–36 ms (register + write-protect
+//   262144 PTEs; never-touched ranges also get page tables for the markers);
+//   Stop() of 1 GiB: 27–47 ms (unregistering clears every PTE's WP bit), so
+//   a caller that stops while the guest is paused adds that to the pause.
 // Transparent huge pages are split to 4 KiB on the first write to a
 // protected huge page, and stay split: guest RAM loses its THPs (tracking
 // stays exact).
@@ -98,8 +100,12 @@ class UffdWriteTracker : public DirtySource {
  public:
   struct Options {
     // Ranges (24 bytes each) returned per PAGEMAP_SCAN call; a scan with more
-    // written ranges takes several calls. REQUIRES: > 0.
-    size_t scan_vec_len = 1024;
+    // written ranges takes several calls. REQUIRES: > 0. Keep it <= 512: the
+    // kernel buffers at most 512 ranges (one 2 MiB walk step) internally,
+    // and a call whose vec is larger than that and that needed several
+    // internal flushes answers with walk_end at the last flush, not at
+    // `end` (measured on 6.18), so the loop pays one more, partial scan.
+    size_t scan_vec_len = 512;
     // Largest range one UFFDIO_WRITEPROTECT call covers in Start().
     // REQUIRES: a multiple of the page size, > 0.
     size_t protect_chunk_bytes = size_t{64} << 20;
@@ -124,7 +130,7 @@ class UffdWriteTracker : public DirtySource {
   //   Unimplemented      no userfaultfd at all, or the kernel lacks
   //                      UFFD_FEATURE_WP_ASYNC / PAGEMAP_SCAN (needs 6.7+);
   //   Internal (or the errno's code)  anything else, naming the step.
-  // Cheap (tens of µs); the result may be cached by the caller.
+  // Cheap (~40 µs measured); the result may be cached by the caller.
   [[nodiscard]] static absl::Status Probe();
   static bool Available() { return Probe().ok(); }
 
