@@ -76,17 +76,27 @@ def human_size(n):
 # -------------------------------------------------------------- scenarios ---
 
 
-def make_scenarios(M, quick, downtime_ms, max_rounds):
-    """The standard table. Link bandwidth B in bytes/s (None: unlimited)."""
+def make_scenarios(M, quick, downtime_ms, max_rounds, kvm=False):
+    """The standard table (or, with kvm, the KVM-guest table). Link bandwidth B
+    in bytes/s (None: unlimited)."""
     S = []
 
     def add(name, link, workload, rate=0.0, hot=None, channels=2, auto_converge=False,
-            verify="sent"):
+            verify="sent", tracker=None):
         S.append(dict(name=name, link=link, workload=workload, rate=rate, hot=hot,
                       channels=channels, auto_converge=auto_converge, verify=verify,
-                      downtime_ms=downtime_ms, max_rounds=max_rounds))
+                      downtime_ms=downtime_ms, max_rounds=max_rounds, tracker=tracker))
 
     slow, fast = 250e6, 1e9
+    if kvm:
+        # A real KVM guest (livemig send --vm=kvm): 2 vCPUs on M of RAM, its
+        # writes seen by each dirty source. "idle": the guest runs, paced to
+        # one page per second.
+        for tracker in ("kvm-log", "kvm-ring", "uffd"):
+            add(f"kvm idle ({tracker})", None, "uniform", 4096, tracker=tracker)
+            add(f"kvm uniform rho=0.5 ({tracker})", slow, "uniform", 0.5 * slow,
+                tracker=tracker)
+        return S
     hot_sizes = [h for h in (64 * MiB, 512 * MiB) if h < M] or [M // 4]
     if quick:
         hot_sizes = [h for h in hot_sizes if h <= M // 4] or [M // 4]
@@ -271,8 +281,13 @@ def run_scenario(binary, sc, M, transport, recv_root, log_dir, idx):
             if recv.poll() is not None:
                 break
             time.sleep(0.02)
-        cmd = [binary, "send", *send_ep, f"--memory={size_text(M)}", "--fill=random",
-               f"--workload={workload_spec(sc)}", f"--channels={sc['channels']}",
+        if sc.get("tracker"):
+            guest = [f"--vm=kvm:vcpus=2,pattern={sc['workload']},rate={int(sc['rate'])},"
+                     f"size={M}", f"--tracker={sc['tracker']}"]
+        else:
+            guest = [f"--memory={size_text(M)}", "--fill=random",
+                     f"--workload={workload_spec(sc)}"]
+        cmd = [binary, "send", *send_ep, *guest, f"--channels={sc['channels']}",
                f"--downtime-ms={sc['downtime_ms']}", f"--max-rounds={sc['max_rounds']}",
                "--on-timeout=force", f"--stall-rounds={STALL_ROUNDS}",
                f"--verify={sc['verify']}",
@@ -600,6 +615,8 @@ def main():
     ap.add_argument("--transport", choices=("tcp", "unix"), default="tcp")
     ap.add_argument("--recv-root", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                     help="where receivers rebuild memory (default /dev/shm: no disk noise)")
+    ap.add_argument("--kvm", action="store_true",
+                    help="the KVM-guest table instead (--vm=kvm, each dirty source)")
     ap.add_argument("--only", default=None, help="run the scenarios whose name contains this")
     ap.add_argument("--throughput", default=None,
                     help="output of `//migration:bench` to include in results.md")
@@ -614,7 +631,7 @@ def main():
     D = args.downtime_ms / 1000
     out = args.out or f"/tmp/livemig-bench-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
-    scenarios = make_scenarios(M, args.quick, args.downtime_ms, args.max_rounds)
+    scenarios = make_scenarios(M, args.quick, args.downtime_ms, args.max_rounds, args.kvm)
     if args.only:
         scenarios = [s for s in scenarios if args.only in s["name"]]
     started = datetime.datetime.now()

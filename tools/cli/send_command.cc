@@ -208,7 +208,11 @@ int RunSend(const SendFlags& flags) {
   GuestMemoryFlags memory_flags = flags.guest_memory;
   if (kvm_spec.has_value()) {
     memory_flags.memory = absl::StrCat(kvm_spec->size);
-    memory_flags.fill = "zero";  // The guest image and the pattern fill it.
+    // The counter pattern starts from zeroed pages (its invariant counts
+    // passes); the others write anywhere, so their RAM starts as a real
+    // guest's does: holding data, each page costing its bytes to send.
+    memory_flags.fill =
+        kvm_spec->options.pattern.pattern == vmm::Pattern::kCounter ? "zero" : "random";
   }
   absl::StatusOr<GuestMemory<AtomicBitmap>> memory =
       BuildMemory(memory_flags, &options.file_names, probe);
