@@ -2,6 +2,7 @@
 // loopback TCP or a Unix socket, with writer threads dirtying guest memory
 // during the whole migration.
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -352,6 +353,33 @@ TEST(Migration, DeviceStateSizeCountsAsPendingForSwitchover) {
   EXPECT_FALSE(receiver->Join().ok());
   EXPECT_EQ(sender.last_stats().rounds, 1u);
   EXPECT_GT(sender.last_stats().expected_downtime_ms, 300);
+}
+
+// Channels over sockets a manager connected and handed over (QEMU's "fd:"),
+// one per channel; a count that does not match is refused before anything.
+TEST(Migration, MigratesOverHandedOverSocketsOnePerChannel) {
+  const std::string dst = TempDir("fd_endpoint");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 21));
+  std::vector<int> source_fds, destination_fds;
+  for (int i = 0; i < 2; ++i) {
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    source_fds.push_back(sv[0]);
+    destination_fds.push_back(sv[1]);
+  }
+  auto receiver = ReceiverThread::Start(Endpoint::Fds(destination_fds), dst);
+  ASSERT_NE(receiver, nullptr);
+  SenderOptions wrong = Options(Endpoint::Fds(source_fds), 3);
+  EXPECT_THAT(Sender(wrong).Migrate(vm->memory(), *vm),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "has 2 descriptors for 3 channels"));
+  Sender sender(Options(Endpoint::Fds(source_fds), 2));
+  ASSERT_OK(sender.Migrate(vm->memory(), *vm).status());
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
+  EXPECT_EQ(got.channels, 2u);
+  for (int fd : source_fds) ::close(fd);
+  for (int fd : destination_fds) ::close(fd);
 }
 
 TEST(Migration, UnreachableReceiverIsUnavailable) {

@@ -162,10 +162,17 @@ absl::Status Migration::Setup() {
   // From here Cancel() shuts down every connection made so far (each
   // SendChannel registers its own with failure_).
   publish_(&failure_);
+  const Endpoint& to = options_.destination;
+  if (to.kind == Endpoint::Kind::kFd && to.fds.size() != options_.channels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "destination ", to.ToString(), " has ", to.fds.size(), " descriptors for ",
+        options_.channels, " channels: give one connected socket per channel"));
+  }
   for (uint32_t i = 0; i < options_.channels; ++i) {
-    LIVEMIG_ASSIGN_OR_RETURN(
-        std::unique_ptr<Connection> conn,
-        Connection::Connect(options_.destination, options_.io_timeout));
+    LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn,
+                             to.kind == Endpoint::Kind::kFd
+                                 ? Connection::FromFd(to.fds[i])
+                                 : Connection::Connect(to, options_.io_timeout));
     if (options_.tls != nullptr) {
       LIVEMIG_RETURN_IF_ERROR(conn->StartTls(*options_.tls, options_.io_timeout));
     }

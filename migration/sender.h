@@ -96,6 +96,8 @@ class Failure;
 }  // namespace migration_internal
 
 struct SenderOptions {
+  // TCP, Unix, or connected sockets (Endpoint::Fds: one per channel, so
+  // exactly `channels` of them; each used through its own dup()).
   Endpoint destination;
   uint32_t channels = 2;
   absl::Duration downtime_limit = absl::Milliseconds(300);

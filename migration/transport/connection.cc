@@ -140,6 +140,13 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
   boost::asio::io_context& context = transport_internal::SharedIoContext();
   boost::system::error_code ec;
 
+  if (to.kind == Endpoint::Kind::kFd) {
+    if (to.fds.size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          to.ToString(), ": ", to.fds.size(), " descriptors make one connection each"));
+    }
+    return FromFd(to.fds[0]);
+  }
   if (to.kind == Endpoint::Kind::kUnix) {
     LIVEMIG_ASSIGN_OR_RETURN(const auto address,
                              transport_internal::UnixAddress(to));
@@ -185,6 +192,13 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
     last_error = std::move(connected);
   }
   return last_error;
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::FromFd(int fd) {
+  std::string peer;
+  LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<AnySocket> socket,
+                           transport_internal::AdoptConnectedFd(fd, &peer));
+  return Adopt(std::move(socket), std::move(peer));
 }
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Adopt(

@@ -71,12 +71,18 @@ class TlsStream;
 class Connection {
  public:
   // Connects to `to` (a TCP name may resolve to several addresses: each is
-  // tried in turn within the same deadline). DeadlineExceeded after
+  // tried in turn within the same deadline; an fd endpoint of one
+  // descriptor is FromFd, of several InvalidArgument: one per channel). DeadlineExceeded after
   // `timeout`; Unavailable if refused or unreachable (or, for Unix, no socket
   // file); the message names the endpoint. InvalidArgument for an endpoint
   // that cannot be used (empty host, Unix path too long).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Connection>> Connect(
       const Endpoint& to, absl::Duration timeout);
+
+  // A connection on a dup() of `fd`, an already connected TCP or Unix
+  // stream socket (the caller keeps `fd`). InvalidArgument naming the
+  // descriptor if it is not one.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Connection>> FromFd(int fd);
 
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 
 namespace livemig {
@@ -17,7 +18,7 @@ absl::Status Invalid(std::string_view text, std::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(
       "bad endpoint \"", absl::string_view(text.data(), text.size()),
       "\": ", absl::string_view(why.data(), why.size()),
-      " (want HOST:PORT, [IPV6]:PORT or unix:PATH)"));
+      " (want HOST:PORT, [IPV6]:PORT, unix:PATH or fd:N[,N...])"));
 }
 
 bool AllDigits(std::string_view s) {
@@ -45,7 +46,34 @@ Endpoint Endpoint::Unix(std::string path) {
   return endpoint;
 }
 
+Endpoint Endpoint::Fds(std::vector<int> fds) {
+  Endpoint endpoint;
+  endpoint.kind = Kind::kFd;
+  endpoint.fds = std::move(fds);
+  return endpoint;
+}
+
 absl::StatusOr<Endpoint> Endpoint::Parse(std::string_view text) {
+  if (text.substr(0, 3) == "fd:") {
+    std::vector<int> fds;
+    std::string_view rest = text.substr(3);
+    while (true) {
+      const size_t comma = rest.find(',');
+      const std::string_view item = rest.substr(0, comma);
+      int fd = 0;
+      if (item.empty() || !AllDigits(item) || item.size() > 9 ||
+          !absl::SimpleAtoi(absl::string_view(item.data(), item.size()), &fd)) {
+        return Invalid(text, "file descriptors must be decimal numbers, comma-separated");
+      }
+      for (int seen : fds) {
+        if (seen == fd) return Invalid(text, absl::StrCat("descriptor ", fd, " given twice"));
+      }
+      fds.push_back(fd);
+      if (comma == std::string_view::npos) break;
+      rest = rest.substr(comma + 1);
+    }
+    return Fds(std::move(fds));
+  }
   if (text.substr(0, kUnixPrefix.size()) == kUnixPrefix) {
     std::string_view path = text.substr(kUnixPrefix.size());
     if (path.empty()) return Invalid(text, "empty Unix socket path");
@@ -104,6 +132,7 @@ absl::StatusOr<Endpoint> Endpoint::Parse(std::string_view text) {
 
 std::string Endpoint::ToString() const {
   if (kind == Kind::kUnix) return absl::StrCat(kUnixPrefixCStr, path);
+  if (kind == Kind::kFd) return absl::StrCat("fd:", absl::StrJoin(fds, ","));
   if (host.find(':') != std::string::npos) {
     return absl::StrCat("[", host, "]:", port);
   }

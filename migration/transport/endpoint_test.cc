@@ -2,6 +2,7 @@
 #include "migration/transport/endpoint.h"
 
 #include <string>
+#include <vector>
 
 #include "core/testing/status_matchers.h"
 #include "gtest/gtest.h"
@@ -33,6 +34,25 @@ TEST(Endpoint, ParsesBracketedIpv6) {
 TEST(Endpoint, ParsesPortZeroForListening) {
   ASSERT_OK_AND_ASSIGN(Endpoint endpoint, Endpoint::Parse("127.0.0.1:0"));
   EXPECT_EQ(endpoint.port, 0);
+}
+
+TEST(Endpoint, ParsesConnectedDescriptorsInChannelOrder) {
+  ASSERT_OK_AND_ASSIGN(Endpoint e, Endpoint::Parse("fd:7,3"));
+  EXPECT_EQ(e.kind, Endpoint::Kind::kFd);
+  EXPECT_EQ(e.fds, (std::vector<int>{7, 3}));
+  EXPECT_EQ(e.ToString(), "fd:7,3");
+  EXPECT_EQ(Endpoint::Parse(e.ToString()).value(), e);
+}
+
+TEST(Endpoint, RejectsBadDescriptorLists) {
+  for (const char* text : {"fd:", "fd:x", "fd:3,", "fd:-1", "fd:1,,2", "fd:99999999999"}) {
+    EXPECT_THAT(Endpoint::Parse(text),
+                StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                    "file descriptors must be decimal numbers"))
+        << text;
+  }
+  EXPECT_THAT(Endpoint::Parse("fd:4,4"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "descriptor 4 given twice"));
 }
 
 TEST(Endpoint, ParsesUnixPath) {

@@ -94,6 +94,20 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Listen(const Endpoint& at) {
     return status;
   };
 
+  if (at.kind == Endpoint::Kind::kFd) {
+    if (at.fds.empty()) return fail(absl::InvalidArgumentError("an fd endpoint without descriptors"));
+    std::vector<std::unique_ptr<Connection>> connections;
+    for (int fd : at.fds) {
+      absl::StatusOr<std::unique_ptr<Connection>> c = Connection::FromFd(fd);
+      if (!c.ok()) return fail(c.status());
+      connections.push_back(std::move(*c));
+    }
+    std::unique_ptr<Listener> listener(new Listener(nullptr, wake_fd, at, false, 0, 0));
+    // Accept() pops from the back: channel order as given.
+    listener->preconnected_.assign(std::make_move_iterator(connections.rbegin()),
+                                   std::make_move_iterator(connections.rend()));
+    return listener;
+  }
   if (at.kind == Endpoint::Kind::kUnix) {
     absl::StatusOr<boost::asio::local::stream_protocol::endpoint> address =
         transport_internal::UnixAddress(at);
@@ -152,7 +166,7 @@ Listener::Listener(std::unique_ptr<AnyAcceptor> acceptor, int wake_fd,
                    Endpoint local, bool owns_file, dev_t file_device,
                    ino_t file_inode)
     : acceptor_(std::move(acceptor)),
-      fd_(acceptor_->native_handle()),
+      fd_(acceptor_ != nullptr ? acceptor_->native_handle() : -1),
       wake_fd_(wake_fd),
       local_(std::move(local)),
       owns_file_(owns_file),
@@ -160,7 +174,7 @@ Listener::Listener(std::unique_ptr<AnyAcceptor> acceptor, int wake_fd,
       file_inode_(file_inode) {}
 
 Listener::~Listener() {
-  acceptor_->Close();
+  if (acceptor_ != nullptr) acceptor_->Close();
   ::close(wake_fd_);
   if (owns_file_) {
     struct stat info;
@@ -176,7 +190,7 @@ void Listener::Close() {
   transport_internal::SignalWakeFd(wake_fd_);
   // On Linux, shutdown() of a listening socket stops it listening: pending
   // and new connection attempts are refused.
-  ::shutdown(fd_, SHUT_RDWR);
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }
 
 absl::StatusOr<std::unique_ptr<Connection>> Listener::Accept(
@@ -187,6 +201,18 @@ absl::StatusOr<std::unique_ptr<Connection>> Listener::Accept(
     return absl::CancelledError(
         absl::StrCat("accept on ", where, ": listener was closed"));
   };
+  if (acceptor_ == nullptr) {  // Fd endpoint: what was handed over, then nothing.
+    if (closed_.load(std::memory_order_acquire)) return cancelled();
+    if (!preconnected_.empty()) {
+      std::unique_ptr<Connection> next = std::move(preconnected_.back());
+      preconnected_.pop_back();
+      return next;
+    }
+    LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited, WaitReady(-1, 0, wake_fd_, deadline));
+    if (waited == WaitResult::kWoken) return cancelled();
+    return absl::DeadlineExceededError(absl::StrCat(
+        "accept on ", where, ": every descriptor was taken; no more connections come"));
+  }
   boost::asio::io_context& context = transport_internal::SharedIoContext();
   while (true) {
     if (closed_.load(std::memory_order_acquire)) return cancelled();

@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -37,7 +38,10 @@ struct AnyAcceptor;
 class Listener {
  public:
   // Binds `at` and listens. A TCP port of 0 picks a free port (see
-  // local_endpoint()). InvalidArgument for an unusable endpoint; the errno
+  // local_endpoint()). An fd endpoint listens on nothing: its descriptors,
+  // already connected (each checked and dup()ed here; InvalidArgument naming
+  // one that is not a connected stream socket), are what Accept() returns,
+  // in order, once each; after them Accept() waits until its timeout. InvalidArgument for an unusable endpoint; the errno
   // mapping of core/posix_error.h otherwise (e.g. EADDRINUSE is Internal,
   // EACCES PermissionDenied); messages name the endpoint.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Listener>> Listen(
@@ -68,8 +72,10 @@ class Listener {
            int wake_fd, Endpoint local, bool owns_file, dev_t file_device,
            ino_t file_inode);
 
-  const std::unique_ptr<transport_internal::AnyAcceptor> acceptor_;
-  const int fd_;       // acceptor_'s native handle, valid until destruction.
+  const std::unique_ptr<transport_internal::AnyAcceptor> acceptor_;  // Null: fd endpoint.
+  const int fd_;       // acceptor_'s native handle (-1 without), valid until destruction.
+  // Fd endpoint: the connections Accept() has yet to return (its thread only).
+  std::vector<std::unique_ptr<Connection>> preconnected_;
   const int wake_fd_;  // eventfd made readable by Close().
   const Endpoint local_;
   // Unix only: the socket file bind() created, identified so the destructor

@@ -11,7 +11,9 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/testing/status_matchers.h"
@@ -143,6 +145,69 @@ TEST(Listener, UnixListenerLeavesNonSocketFilesAlone) {
 TEST(Listener, RejectsOverlongUnixPath) {
   EXPECT_THAT(Listener::Listen(Endpoint::Unix("/tmp/" + std::string(200, 'x'))),
               StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace livemig
+
+namespace livemig {
+namespace {
+
+// Connected socket pairs, closed at the end of the test.
+struct SocketPairs {
+  std::vector<int> ours, theirs;
+  explicit SocketPairs(int n) {
+    for (int i = 0; i < n; ++i) {
+      int sv[2];
+      EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+      ours.push_back(sv[0]);
+      theirs.push_back(sv[1]);
+    }
+  }
+  ~SocketPairs() {
+    for (int fd : ours) ::close(fd);
+    for (int fd : theirs) ::close(fd);
+  }
+};
+
+TEST(Listener, AnFdEndpointAcceptsItsDescriptorsInOrderThenTimesOut) {
+  SocketPairs pairs(2);
+  ASSERT_OK_AND_ASSIGN(auto listener, Listener::Listen(Endpoint::Fds(pairs.ours)));
+  // The listener works on dups: the caller may close its own at once.
+  for (int& fd : pairs.ours) {
+    ::close(fd);
+    fd = -1;
+  }
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK_AND_ASSIGN(auto conn, listener->Accept(absl::Seconds(5)));
+    char byte = static_cast<char>('a' + i);
+    ASSERT_EQ(::write(pairs.theirs[i], &byte, 1), 1);
+    char got = 0;
+    ASSERT_OK(conn->ReadExact({iovec{&got, 1}}, absl::Seconds(5)));
+    EXPECT_EQ(got, byte) << "connection " << i << " is descriptor " << i;
+  }
+  EXPECT_THAT(listener->Accept(absl::Milliseconds(20)),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
+                                  "every descriptor was taken"));
+}
+
+TEST(Listener, AnFdEndpointRefusesWhatIsNotAConnectedStreamSocket) {
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  EXPECT_THAT(Listener::Listen(Endpoint::Fds({pipe_fds[0]})),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  absl::StrCat("fd ", pipe_fds[0], ": not a socket")));
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+  const int unconnected = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  EXPECT_THAT(Connection::FromFd(unconnected),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  absl::StrCat("fd ", unconnected, ": not connected")));
+  const int datagram = ::socket(AF_UNIX, SOCK_DGRAM, 0);
+  EXPECT_THAT(Connection::FromFd(datagram),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "not a stream socket"));
+  ::close(unconnected);
+  ::close(datagram);
 }
 
 }  // namespace

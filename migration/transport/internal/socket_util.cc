@@ -1,7 +1,9 @@
 // File: migration/transport/internal/socket_util.cc
 #include "migration/transport/internal/socket_util.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -9,6 +11,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -21,6 +24,52 @@ boost::asio::io_context& SharedIoContext() {
   // translation units, after this one would have been destroyed.
   static auto* const context = new boost::asio::io_context(1);
   return *context;
+}
+
+absl::StatusOr<std::unique_ptr<AnySocket>> AdoptConnectedFd(int fd, std::string* peer) {
+  const std::string name = absl::StrCat("fd ", fd);
+  int type = 0;
+  socklen_t type_length = sizeof(type);
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_length) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": not a socket (", std::strerror(errno), ")"));
+  }
+  sockaddr_storage address{};
+  socklen_t address_length = sizeof(address);
+  if (type != SOCK_STREAM ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_length) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not a stream socket"));
+  }
+  sockaddr_storage remote{};
+  socklen_t remote_length = sizeof(remote);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &remote_length) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not connected"));
+  }
+  const int family = address.ss_family;
+  if (family != AF_INET && family != AF_INET6 && family != AF_UNIX) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": socket family ", family,
+                                                   " (want TCP or Unix)"));
+  }
+  const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return PosixError(absl::StrCat("dup ", name), errno);
+  boost::asio::io_context& context = SharedIoContext();
+  boost::system::error_code ec;
+  std::unique_ptr<AnySocket> socket;
+  if (family == AF_UNIX) {
+    socket = std::make_unique<AnySocket>(AnySocket{UnixSocket(context)});
+    std::get<UnixSocket>(socket->socket).assign(boost::asio::local::stream_protocol(), copy, ec);
+  } else {
+    socket = std::make_unique<AnySocket>(AnySocket{TcpSocket(context)});
+    std::get<TcpSocket>(socket->socket)
+        .assign(family == AF_INET ? boost::asio::ip::tcp::v4() : boost::asio::ip::tcp::v6(),
+                copy, ec);
+  }
+  if (ec) {
+    ::close(copy);
+    return PosixError(absl::StrCat("adopt ", name), ec.value());
+  }
+  *peer = name;
+  return socket;
 }
 
 int AnySocket::native_handle() {

@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <variant>
 #include <vector>
@@ -78,6 +79,11 @@ enum class WaitResult {
 // ready or `deadline` passes. Retries EINTR. `wake_fd` may be -1.
 absl::StatusOr<WaitResult> WaitReady(int fd, short events, int wake_fd,
                                      const Deadline& deadline);
+
+// A socket of the right family holding a dup() of `fd`, which must be a
+// connected stream socket (AF_INET, AF_INET6 or AF_UNIX); *peer names the
+// other end. InvalidArgument naming the descriptor otherwise.
+absl::StatusOr<std::unique_ptr<AnySocket>> AdoptConnectedFd(int fd, std::string* peer);
 
 // An eventfd used to wake pollers on shutdown (non-blocking, close-on-exec).
 absl::StatusOr<int> MakeWakeFd();
