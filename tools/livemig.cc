@@ -30,6 +30,9 @@
 
 ABSL_FLAG(std::string, listen, "", "receive: HOST:PORT to listen on");
 ABSL_FLAG(std::string, unix, "", "send/receive: Unix socket path instead of TCP");
+ABSL_FLAG(std::string, fd, "", "send/receive: connected stream sockets inherited from the "
+          "parent, N[,N...], one per channel, instead of --connect/--listen/--unix "
+          "(receive: one migration, then exit)");
 ABSL_FLAG(std::string, dir, "", "receive: directory where regions are rebuilt");
 ABSL_FLAG(int32_t, channels, 0, "send: parallel connections (default 2); receive: the most "
           "accepted (default 64)");
@@ -125,6 +128,7 @@ cli::ReceiveFlags ReceiveFlagsFromFlags() {
   cli::ReceiveFlags f;
   f.listen = absl::GetFlag(FLAGS_listen);
   f.unix_path = absl::GetFlag(FLAGS_unix);
+  f.fds = absl::GetFlag(FLAGS_fd);
   f.dir = absl::GetFlag(FLAGS_dir);
   f.channels = absl::GetFlag(FLAGS_channels);
   f.io_timeout_s = absl::GetFlag(FLAGS_io_timeout_s);
@@ -141,6 +145,7 @@ cli::SendFlags SendFlagsFromFlags(const std::vector<std::string>& regions) {
   cli::SendFlags f;
   f.connect = absl::GetFlag(FLAGS_connect);
   f.unix_path = absl::GetFlag(FLAGS_unix);
+  f.fds = absl::GetFlag(FLAGS_fd);
   f.guest_memory.regions = regions;
   f.guest_memory.memory = absl::GetFlag(FLAGS_memory);
   f.guest_memory.fill = absl::GetFlag(FLAGS_fill);
@@ -202,8 +207,8 @@ std::vector<char*> PrepareArgs(int argc, char** argv, std::vector<std::string>* 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "live migration of VM memory.\n\n"
-      "  livemig receive --listen=HOST:PORT|--unix=PATH --dir=DIR [--once] [--json]\n"
-      "  livemig send --connect=HOST:PORT|--unix=PATH (--memory=SIZE | "
+      "  livemig receive --listen=HOST:PORT|--unix=PATH|--fd=N[,N...] --dir=DIR [--once] [--json]\n"
+      "  livemig send --connect=HOST:PORT|--unix=PATH|--fd=N[,N...] (--memory=SIZE | "
       "--region=gpa=ADDR,size=SIZE[,file=PATH,offset=OFF,name=REL]...)\n"
       "       [--fill=random|zero|text|keep] [--workload=SPEC] [--channels=N]\n"
       "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=S] "

@@ -1,6 +1,7 @@
 // The livemig CLI as a user runs it: two processes, real sockets, real files.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "migration/protocol.h"
@@ -168,7 +170,7 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
     int code = 2;
   } cases[] = {
       {{"send", to, "--memory=12XB"}, "invalid size \"12XB\": expected a number"},
-      {{"send", "--memory=1MiB"}, "--connect=HOST:PORT or --unix=PATH is required"},
+      {{"send", "--memory=1MiB"}, "--connect=HOST:PORT, --unix=PATH or --fd=N[,N...] is required"},
       {{"send", "--connect=localhost", "--memory=1MiB"}, "--connect"},
       {{"send", to, "--memory=1MiB", "--workload=bogus"}, "--workload"},
       {{"send", to, "--memory=1MiB", "--on-timeout=maybe"}, "expected cancel or force"},
@@ -214,6 +216,10 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
        "--tracker=pml: expected api, uffd, kvm-log or kvm-ring"},
       {{"send", to, "--memory=1MiB", "--tracker=kvm-ring"}, "it needs --vm=kvm"},
       {{"send", to, "--vm=kvm", "--memory=1MiB"}, "--vm=kvm brings its own memory"},
+      {{"send", "--fd=x", "--memory=1MiB"}, "--fd: bad endpoint"},
+      {{"send", to, "--fd=3", "--memory=1MiB"}, "give one of --connect, --unix and --fd"},
+      {{"send", "--fd=999", "--memory=1MiB"}, "--fd: fd 999: not a socket"},
+      {{"receive", "--fd=999", dir}, "--fd: fd 999: not a socket"},
       {{"send", to, "--vm=kvm:vcpus=x"}, "--vm: "},
       {{"send", to, "--vm=xen"}, "--vm: "},
       {{"receive", to, dir, "--resume-vm=0s"}, "--resume-vm=0s: expected a duration above 0"},
@@ -483,6 +489,28 @@ TEST_F(LivemigCli, TlsReceiverTakesATlsSenderAndRefusesAPlaintextOne) {
   EXPECT_EQ(sender.Wait(), 0) << sender.Err();
   EXPECT_THAT(sender.Out(), HasSubstr("\"status\":\"completed\""));
   EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_EQ(std::filesystem::file_size(dir_ + "/dst/region-0.mem"), 8u << 20);
+}
+
+// Sockets a manager connected and handed over (--fd, as QEMU's fd: URI):
+// one per channel, inherited by both commands.
+TEST_F(LivemigCli, MigratesOverInheritedSocketsOnePerChannel) {
+  int a[2], b[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+  Process receiver = Process::Start(
+      {kBinary, "receive", absl::StrCat("--fd=", a[1], ",", b[1]), "--dir=" + dir_ + "/dst",
+       "--json"},
+      dir_, "receiver");
+  Process sender = Process::Start({kBinary, "send", absl::StrCat("--fd=", a[0], ",", b[0]),
+                                   "--memory=8MiB", "--json"},
+                                  dir_, "sender");
+  for (int fd : {a[0], a[1], b[0], b[1]}) ::close(fd);
+  EXPECT_EQ(sender.Wait(), 0) << sender.Err();
+  EXPECT_THAT(sender.Err(), HasSubstr("over 2 channel(s)"));
+  // It exits after the one migration the sockets carry, without --once.
+  EXPECT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_THAT(receiver.Out(), HasSubstr("\"verified\":true"));
   EXPECT_EQ(std::filesystem::file_size(dir_ + "/dst/region-0.mem"), 8u << 20);
 }
 

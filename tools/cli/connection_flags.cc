@@ -7,15 +7,23 @@
 namespace livemig::cli {
 
 absl::StatusOr<Endpoint> EndpointFromFlags(const char* tcp_flag, const std::string& tcp,
-                                           const std::string& unix_path) {
-  if (!unix_path.empty() && !tcp.empty()) {
+                                           const std::string& unix_path,
+                                           const std::string& fds) {
+  if (int(!unix_path.empty()) + int(!tcp.empty()) + int(!fds.empty()) > 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("give either --", tcp_flag, " or --unix, not both"));
+        absl::StrCat("give one of --", tcp_flag, ", --unix and --fd"));
   }
   if (!unix_path.empty()) return Endpoint::Unix(unix_path);
+  if (!fds.empty()) {
+    absl::StatusOr<Endpoint> endpoint = Endpoint::Parse(absl::StrCat("fd:", fds));
+    if (!endpoint.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--fd: ", endpoint.status().message()));
+    }
+    return endpoint;
+  }
   if (tcp.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--", tcp_flag, "=HOST:PORT or --unix=PATH is required"));
+        absl::StrCat("--", tcp_flag, "=HOST:PORT, --unix=PATH or --fd=N[,N...] is required"));
   }
   absl::StatusOr<Endpoint> endpoint = Endpoint::Parse(tcp);
   if (!endpoint.ok()) {
@@ -54,9 +62,9 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> SourceTlsFromFlags(
   }
   std::string name = hostname;
   if (name.empty()) {
-    if (destination.kind == Endpoint::Kind::kUnix) {
+    if (destination.kind != Endpoint::Kind::kTcp) {
       return absl::InvalidArgumentError(
-          "--tls-dir over --unix needs --tls-hostname: the name the destination's "
+          "--tls-dir over --unix or --fd needs --tls-hostname: the name the destination's "
           "certificate must carry");
     }
     name = destination.host;

@@ -23,10 +23,13 @@
 namespace livemig::cli {
 
 // The endpoint of `tcp` (the value of the flag named `tcp_flag`, "listen" or
-// "connect") or of `unix_path` (--unix): exactly one of them must be given.
+// "connect"), of `unix_path` (--unix) or of `fds` (--fd=N[,N...]: connected
+// sockets inherited from the parent, one per channel): exactly one of them
+// must be given.
 [[nodiscard]] absl::StatusOr<Endpoint> EndpointFromFlags(const char* tcp_flag,
                                                          const std::string& tcp,
-                                                         const std::string& unix_path);
+                                                         const std::string& unix_path,
+                                                         const std::string& fds);
 
 // --io-timeout-s: a finite number of seconds above 0.
 [[nodiscard]] absl::StatusOr<absl::Duration> IoTimeoutFromFlag(double seconds);

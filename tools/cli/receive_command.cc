@@ -64,7 +64,7 @@ Resumed ResumeReceivedVm(const ReceivedMigration& got, absl::Duration run_for) {
 }  // namespace
 
 int RunReceive(const ReceiveFlags& flags) {
-  absl::StatusOr<Endpoint> at = EndpointFromFlags("listen", flags.listen, flags.unix_path);
+  absl::StatusOr<Endpoint> at = EndpointFromFlags("listen", flags.listen, flags.unix_path, flags.fds);
   if (!at.ok()) return Usage(at.status());
   const std::string& dir = flags.dir;
   if (dir.empty()) return Usage(absl::InvalidArgumentError("--dir=DIR is required"));
@@ -113,7 +113,14 @@ int RunReceive(const ReceiveFlags& flags) {
     };
   }
   absl::StatusOr<std::unique_ptr<Receiver>> receiver = Receiver::Listen(*at, options);
-  if (!receiver.ok()) return Fail(receiver.status());
+  if (!receiver.ok()) {
+    // A descriptor that is not a connected socket is bad usage, like a bad path.
+    if (at->kind == Endpoint::Kind::kFd && absl::IsInvalidArgument(receiver.status())) {
+      return Usage(absl::InvalidArgumentError(
+          absl::StrCat("--fd: ", receiver.status().message())));
+    }
+    return Fail(receiver.status());
+  }
   Receiver* r = receiver->get();
   SetCancel([r] { r->Cancel(); });
   if (Interrupted()) r->Cancel();  // A signal from before SetCancel.
@@ -141,7 +148,7 @@ int RunReceive(const ReceiveFlags& flags) {
         std::printf("{\"status\":\"failed\",\"verified\":false,\"error\":\"%s\"}\n",
                     JsonEscape(got.status().ToString()).c_str());
       }
-      if (flags.once || Interrupted()) return kExitFailed;
+      if (flags.once || at->kind == Endpoint::Kind::kFd || Interrupted()) return kExitFailed;
       continue;
     }
     const std::string manifest = ManifestJson(*got);
@@ -167,8 +174,10 @@ int RunReceive(const ReceiveFlags& flags) {
       std::printf("%s\n", line.c_str());
     }
     std::fflush(stdout);
-    if (resume_for.has_value() && !resumed.ok && flags.once) return kExitFailed;
-    if (flags.once) return kExitDone;
+    const bool once = flags.once || at->kind == Endpoint::Kind::kFd;
+    if (resume_for.has_value() && !resumed.ok && once) return kExitFailed;
+    // Handed-over sockets carry one migration.
+    if (flags.once || at->kind == Endpoint::Kind::kFd) return kExitDone;
   }
 }
 

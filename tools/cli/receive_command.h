@@ -32,6 +32,7 @@ namespace livemig::cli {
 struct ReceiveFlags {
   std::string listen;      // --listen
   std::string unix_path;   // --unix
+  std::string fds;         // --fd: "N[,N...]" (one migration, then exit).
   std::string dir;         // --dir
   int32_t channels = 0;    // --channels: the most accepted; 0 means 64.
   double io_timeout_s = 0; // --io-timeout-s

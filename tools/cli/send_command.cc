@@ -82,7 +82,7 @@ std::string SendJson(const MigrationStats& stats, const Workload& workload,
 }  // namespace
 
 int RunSend(const SendFlags& flags) {
-  absl::StatusOr<Endpoint> to = EndpointFromFlags("connect", flags.connect, flags.unix_path);
+  absl::StatusOr<Endpoint> to = EndpointFromFlags("connect", flags.connect, flags.unix_path, flags.fds);
   if (!to.ok()) return Usage(to.status());
   absl::StatusOr<WorkloadSpec> spec = ParseWorkload(flags.workload);
   if (!spec.ok()) {
@@ -90,10 +90,22 @@ int RunSend(const SendFlags& flags) {
   }
   SenderOptions options;
   options.destination = *to;
-  const int channels = flags.channels == 0 ? 2 : flags.channels;
+  const bool over_fds = to->kind == Endpoint::Kind::kFd;
+  const int channels = flags.channels != 0 ? flags.channels
+                       : over_fds          ? static_cast<int>(to->fds.size())
+                                           : 2;
   if (channels < 1 || channels > 64) {
     return Usage(absl::InvalidArgumentError(
         absl::StrCat("--channels=", channels, ": expected 1 to 64")));
+  }
+  if (over_fds && static_cast<size_t>(channels) != to->fds.size()) {
+    return Usage(absl::InvalidArgumentError(absl::StrCat(
+        "--channels=", channels, " with --fd=", flags.fds, ": one socket per channel")));
+  }
+  for (int fd : over_fds ? to->fds : std::vector<int>()) {
+    if (absl::Status usable = Connection::FromFd(fd).status(); !usable.ok()) {
+      return Usage(absl::InvalidArgumentError(absl::StrCat("--fd: ", usable.message())));
+    }
   }
   options.channels = static_cast<uint32_t>(channels);
   if (flags.downtime_ms <= 0) {
@@ -201,6 +213,7 @@ int RunSend(const SendFlags& flags) {
   bool probed = false;
   auto probe = [&]() -> absl::Status {
     probed = true;
+    if (over_fds) return absl::OkStatus();  // Checked above; nothing to dial.
     absl::StatusOr<std::unique_ptr<Connection>> conn = Connection::Connect(*to, options.io_timeout);
     if (!conn.ok() || options.tls == nullptr) return conn.status();
     return (*conn)->StartTls(*options.tls, options.io_timeout);

@@ -41,6 +41,7 @@ namespace livemig::cli {
 struct SendFlags {
   std::string connect;              // --connect
   std::string unix_path;            // --unix
+  std::string fds;                  // --fd: "N[,N...]"; empty: none.
   GuestMemoryFlags guest_memory;    // --memory, --region..., --fill
   std::string workload;             // --workload
   int32_t channels = 0;             // --channels; 0 means 2.
