@@ -81,18 +81,18 @@ void MigrateLogged(bool durable, Log& log, const std::string& root) {
 TEST(Durability, ByDefaultTheReceiverFlushesAfterTheSourceHasLetGo) {
   Log log;
   ASSERT_NO_FATAL_FAILURE(MigrateLogged(/*durable=*/false, log, TempDir("durability_default")));
-  EXPECT_THAT(log.steps, ElementsAre("verified", "committed", "flushed"));
+  EXPECT_THAT(log.steps, ElementsAre("verified", "handover", "committed", "flushed"));
   // The flush happened after the sender had returned: it never waited.
   // (Whether the sender has read COMMITTED when "committed" is logged is a
   // race, and not the point.)
-  EXPECT_THAT(log.sender_done_at, ElementsAre(false, _, true));
+  EXPECT_THAT(log.sender_done_at, ElementsAre(false, false, _, true));
 }
 
 TEST(Durability, DurableReceiverFlushesBeforeItAnswersVerified) {
   Log log;
   ASSERT_NO_FATAL_FAILURE(MigrateLogged(/*durable=*/true, log, TempDir("durability_durable")));
-  EXPECT_THAT(log.steps, ElementsAre("flushed", "verified", "committed"));
-  EXPECT_THAT(log.sender_done_at, ElementsAre(false, false, _));
+  EXPECT_THAT(log.steps, ElementsAre("flushed", "verified", "handover", "committed"));
+  EXPECT_THAT(log.sender_done_at, ElementsAre(false, false, false, _));
 }
 
 }  // namespace

@@ -205,12 +205,14 @@ TEST(Migration, CancelFromTheSenderResumesTheVmAndKeepsPagesDirty) {
   SenderOptions options = Options(receiver->receiver->endpoint(), 2);
   options.max_bandwidth = 8 * 1000 * 1000;  // Slow enough to cancel mid-round.
   Sender sender(options);
+  std::atomic<bool> took{false};
   std::thread canceller([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    sender.Cancel();
+    took.store(sender.Cancel());
   });
   EXPECT_THAT(sender.Migrate(vm->memory(), *vm), StatusIs(absl::StatusCode::kCancelled));
   canceller.join();
+  EXPECT_TRUE(took.load());
   EXPECT_FALSE(receiver->Join().ok());
   EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), 16 * kMiB / 4096);
   EXPECT_EQ(sender.last_stats().status, "cancelled");
@@ -264,7 +266,7 @@ TEST(Migration, CancelBeforeMigrateEndsTheNextAttemptOnly) {
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 1 * kMiB, "", 0}}, Fill::kRandom, 14));
   auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("cancel_early"));
   Sender sender(Options(receiver->receiver->endpoint(), 1));
-  sender.Cancel();
+  EXPECT_TRUE(sender.Cancel());  // Kept for the next Migrate().
   EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
               StatusIsWithMessage(absl::StatusCode::kCancelled, "cancelled by the source"));
   EXPECT_EQ(sender.last_stats().status, "cancelled");
@@ -272,6 +274,34 @@ TEST(Migration, CancelBeforeMigrateEndsTheNextAttemptOnly) {
   ASSERT_OK(sender.Migrate(vm->memory(), *vm));  // The request was used up.
   ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
   ExpectSameMemory(vm->memory(), got.memory);
+}
+
+// From the handover on the guest may be the destination's: Cancel() says it
+// will not take effect, and the migration completes (the next one is not
+// affected either).
+TEST(Migration, CancelAfterTheHandoverIsRefusedAndTheMigrationCompletes) {
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 2 * kMiB, "", 0}}, Fill::kRandom, 15));
+  Sender* sender_ptr = nullptr;
+  std::atomic<int> answers{0};
+  std::atomic<bool> refused{false};
+  ReceiverOptions receiver_options;
+  receiver_options.root_dir = TempDir("cancel_late");
+  receiver_options.io_timeout = absl::Seconds(20);
+  receiver_options.test_on_step = [&](const char* step) {
+    // The sender sent its handover and waits for COMMITTED.
+    if (std::string(step) != "handover") return;
+    refused.store(!sender_ptr->Cancel());
+    answers.fetch_add(1);
+  };
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
+  Sender sender(Options(receiver->receiver->endpoint(), 1));
+  sender_ptr = &sender;
+  ASSERT_OK(sender.Migrate(vm->memory(), *vm).status());
+  ASSERT_OK(receiver->Join().status());
+  EXPECT_EQ(answers.load(), 1);
+  EXPECT_TRUE(refused.load());
+  EXPECT_TRUE(vm->paused());  // Handed over: the destination owns the guest.
+  EXPECT_EQ(sender.last_stats().status, "completed");
 }
 
 // Strangers at the door while a real 8-channel migration connects: a Hello

@@ -437,6 +437,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
         "expected the source's handover, got an acknowledgement of kind ",
         proto::AckKind_Name(handover.kind())));
   }
+  Step("handover");
   const absl::Status committed = store_->Commit();
   proto::Ack answer;
   answer.set_kind(proto::ACK_COMMITTED);

@@ -108,7 +108,8 @@ struct ReceiverOptions {
                      size_t bytes)>
       test_after_landing;
   // Testing only: called at each step of the completion: "verified" (VERIFIED
-  // sent), "committed" (COMMITTED sent), "flushed" (the data is on disk).
+  // sent), "handover" (the source's HANDOVER read, nothing committed yet),
+  // "committed" (COMMITTED sent), "flushed" (the data is on disk).
   std::function<void(const char* step)> test_on_step;
 };
 

@@ -62,11 +62,12 @@ ConvergencePolicy PolicyOf(const SenderOptions& o) {
 // One migration attempt; the Sender owns the policy knobs, this owns state.
 class Migration {
  public:
-  // `publish` is called with this attempt's Failure once it can be cancelled
-  // and with nullptr at the point of no return (and at the end).
+  // `publish` is called with this attempt's Failure once it can be cancelled,
+  // with (nullptr, true) at the point of no return, and with (nullptr,
+  // false) when the attempt ends.
   Migration(const SenderOptions& options, const GuestMemory<AtomicBitmap>& memory,
             VmControl& vm, const std::atomic<bool>& cancelled, MigrationStats& stats,
-            std::function<void(Failure*)> publish)
+            std::function<void(Failure*, bool no_return)> publish)
       : options_(options),
         memory_(memory),
         vm_(vm),
@@ -76,7 +77,7 @@ class Migration {
         limiter_(options.max_bandwidth),
         convergence_(PolicyOf(options)),
         harvest_(memory, vm, options.dirty_sources, options.batch_pages) {}
-  ~Migration() { publish_(nullptr); }
+  ~Migration() { publish_(nullptr, false); }
 
   absl::Status Run();
   // Restores the source after `error`: tells the receiver why (when the
@@ -123,7 +124,7 @@ class Migration {
   VmControl& vm_;
   const std::atomic<bool>& cancelled_;
   MigrationStats& stats_;
-  std::function<void(Failure*)> publish_;
+  std::function<void(Failure*, bool)> publish_;
   RateLimiter limiter_;
   Convergence convergence_;
   Failure failure_;
@@ -161,7 +162,7 @@ absl::Status Migration::Setup() {
       options_.migration_id.empty() ? RandomId() : options_.migration_id;
   // From here Cancel() shuts down every connection made so far (each
   // SendChannel registers its own with failure_).
-  publish_(&failure_);
+  publish_(&failure_, false);
   const Endpoint& to = options_.destination;
   if (to.kind == Endpoint::Kind::kFd && to.fds.size() != options_.channels) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -494,7 +495,7 @@ absl::Status Migration::HandOver(Connection& control) {
   proto::Ack handover;
   handover.set_kind(proto::ACK_HANDOVER);
   // The point of no return: Cancel() stops reaching this attempt.
-  publish_(nullptr);
+  publish_(nullptr, true);
   // A failed write never delivered the whole frame, and the destination
   // commits only on a whole, checksummed one: still safe to roll back.
   LIVEMIG_RETURN_IF_ERROR(
@@ -538,7 +539,7 @@ void Migration::RecordFailure() {
 }
 
 void Migration::RollBack(const absl::Status& error) {
-  publish_(nullptr);
+  publish_(nullptr, false);
   for (auto& c : channels_) c->Stop();
   // In doubt (handed_over_): the destination may be running the guest, so
   // no Abort (it may have committed) and no Resume(). Every harvested bit is
@@ -570,10 +571,12 @@ const char* VerifyName(SenderOptions::Verify verify) {
 
 Sender::Sender(SenderOptions options) : options_(std::move(options)) {}
 
-void Sender::Cancel() {
-  cancelled_.store(true, std::memory_order_relaxed);
+bool Sender::Cancel() {
   std::lock_guard<std::mutex> lock(mu_);
+  if (past_no_return_) return false;
+  cancelled_.store(true, std::memory_order_relaxed);
   if (active_ != nullptr) active_->Set(absl::CancelledError("migration cancelled by the source"));
+  return true;
 }
 
 absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& memory,
@@ -582,13 +585,18 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
   // A Cancel() from before this call counts: it ends this attempt at once.
   // The flag is cleared when the attempt ends, so the next one starts clean.
   struct ClearCancel {
-    std::atomic<bool>& flag;
-    ~ClearCancel() { flag.store(false, std::memory_order_relaxed); }
-  } clear_cancel{cancelled_};
+    Sender& sender;
+    ~ClearCancel() {
+      std::lock_guard<std::mutex> lock(sender.mu_);
+      sender.cancelled_.store(false, std::memory_order_relaxed);
+      sender.past_no_return_ = false;
+    }
+  } clear_cancel{*this};
   Migration migration(options_, memory, vm, cancelled_, last_stats_,
-                      [this](Failure* failure) {
+                      [this](Failure* failure, bool no_return) {
                         std::lock_guard<std::mutex> lock(mu_);
                         active_ = failure;
+                        if (no_return) past_no_return_ = true;
                         // A Cancel() that came before the attempt could be.
                         if (failure != nullptr && cancelled_.load(std::memory_order_relaxed)) {
                           failure->Set(absl::CancelledError("migration cancelled by the source"));

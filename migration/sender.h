@@ -152,8 +152,11 @@ class Sender {
       const GuestMemory<AtomicBitmap>& memory, VmControl& vm);
 
   // Makes a running Migrate() fail with Cancelled as soon as possible, unless
-  // the handover was sent already (see the file comment).
-  void Cancel();
+  // the handover was sent already (see the file comment). Returns whether
+  // the request takes effect: true while no Migrate() runs (the next one
+  // then fails at once) or before the running one's point of no return;
+  // false from the handover on (the migration goes on to its end).
+  bool Cancel();
 
   // The stats of the last Migrate(), also after it failed: then bytes and
   // pages sent, total_time_ms and (if the guest was paused) downtime_ms
@@ -169,6 +172,8 @@ class Sender {
   // connections down); null outside Migrate() and from the handover on.
   std::mutex mu_;
   migration_internal::Failure* active_ = nullptr;  // Guarded by mu_.
+  // The running Migrate() sent its handover: Cancel() no longer applies.
+  bool past_no_return_ = false;  // Guarded by mu_.
   MigrationStats last_stats_;
 
 };

@@ -282,7 +282,11 @@ int RunSend(const SendFlags& flags) {
     }
   };
   Sender sender(options);
-  SetCancel([&sender] { sender.Cancel(); });
+  SetCancel([&sender] {
+    if (!sender.Cancel()) {
+      std::fprintf(stderr, "livemig: too late to cancel: the guest was already handed over\n");
+    }
+  });
   // A signal that came while memory was being built (no Sender to cancel
   // yet) still cancels.
   if (Interrupted()) sender.Cancel();
