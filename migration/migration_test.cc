@@ -412,6 +412,35 @@ TEST(Migration, MigratesOverHandedOverSocketsOnePerChannel) {
   for (int fd : destination_fds) ::close(fd);
 }
 
+// A VMM with many devices sends named sections; they arrive in order, each
+// with its id and format version. No section is called "vmm", so the
+// single-blob device_state stays empty.
+class ManyDevicesVm : public VmControl {
+ public:
+  explicit ManyDevicesVm(FakeVm& vm) : vm_(vm) {}
+  absl::Status Pause() override { return vm_.Pause(); }
+  absl::Status Resume() override { return vm_.Resume(); }
+  absl::StatusOr<std::vector<DeviceSection>> DeviceSections() override {
+    return std::vector<DeviceSection>{
+        {"vcpu0", 2, "rip=0x1000"}, {"ioapic", 1, std::string(70000, '\x07')}, {"rtc", 5, ""}};
+  }
+
+ private:
+  FakeVm& vm_;
+};
+
+TEST(Migration, NamedDeviceSectionsArriveInOrder) {
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 1 * kMiB, "", 0}}, Fill::kRandom, 22));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("sections"));
+  ManyDevicesVm devices(*vm);
+  Sender sender(Options(receiver->receiver->endpoint(), 1));
+  ASSERT_OK(sender.Migrate(vm->memory(), devices).status());
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ASSERT_OK_AND_ASSIGN(std::vector<DeviceSection> sent, devices.DeviceSections());
+  EXPECT_EQ(got.device_sections, sent);
+  EXPECT_EQ(got.device_state, "");
+}
+
 TEST(Migration, UnreachableReceiverIsUnavailable) {
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kMiB, "", 0}}, Fill::kZero, 1));
   SenderOptions options = Options(Endpoint::Tcp("127.0.0.1", 1), 1);

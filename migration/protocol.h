@@ -68,7 +68,10 @@
 //   all: IterationMarker{r, END, final}
 //        (verify=full: the source re-hashes its memory; a page that differs
 //        from its last page hash fails here, before anything else is sent)
-//   ch0: DeviceState                           --->
+//   ch0: DeviceState{id, version, bytes,       --->  each checked against its
+//          index i, count n, XXH3 of bytes}          hash, in order, ids
+//          x n (VmControl::DeviceSections;           unique (device_state.h);
+//          older sources: one, no index/hash)        else Abort{DATA_LOSS}
 //   ch0: Completion{per region: root and       --->  compares with its own
 //          chunk digests of the page hashes;         page hashes (work ~ the
 //          none with verify=off}                     final round's pages)

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
+#include "migration/device_state.h"
 #include "migration/protocol.h"
 #include "migration/internal/channel_acceptor.h"
 #include "migration/internal/round_barrier.h"
@@ -397,10 +398,14 @@ absl::Status ReceiveSession::Verify(const proto::Completion& completion) {
 
 absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   Connection& control = *channels_[0];
-  proto::DeviceState device;
+  DeviceStateAssembler device;
+  while (!device.complete()) {
+    proto::DeviceState section;
+    LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kDeviceState, &section,
+                                         options_.io_timeout));
+    LIVEMIG_RETURN_IF_ERROR(device.Add(std::move(section)));
+  }
   proto::Completion completion;
-  LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kDeviceState, &device,
-                                       options_.io_timeout));
   LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kCompletion, &completion,
                                        options_.io_timeout));
   // Cheap, and checked whatever the source verifies: a lost batch shows.
@@ -471,7 +476,10 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   ReceivedMigration out(std::move(memory));
   out.regions = std::move(infos);
   out.files = std::move(files);
-  out.device_state = device.state();
+  out.device_sections = device.Take();
+  for (const DeviceSection& s : out.device_sections) {
+    if (s.id == "vmm") out.device_state = s.bytes;
+  }
   out.digests = std::move(roots);
   out.verified = verified;
   return out;

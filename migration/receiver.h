@@ -58,6 +58,7 @@
 #include "migration/transport/endpoint.h"
 #include "migration/transport/listener.h"
 #include "migration/transport/tls_context.h"
+#include "migration/vm_control.h"
 #include "proto/migration.pb.h"
 
 namespace livemig {
@@ -118,7 +119,9 @@ struct ReceivedMigration {
       : memory(std::move(rebuilt)) {}
 
   GuestMemory<NoBitmap> memory;       // The rebuilt guest memory.
-  std::string device_state;           // Opaque, from the source VMM.
+  // The source VMM's device state (VmControl::DeviceSections), in order.
+  std::vector<DeviceSection> device_sections;
+  std::string device_state;  // The bytes of section "vmm" (DeviceState()), if any.
   std::vector<proto::RegionInfo> regions;
   std::vector<std::string> files;     // Final path per region ("" anonymous).
   // Per region, in table order: the root of the page hashes that landed

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "migration/convergence.h"
+#include "migration/device_state.h"
 #include "migration/internal/dirty_harvest.h"
 #include "migration/internal/rate_limiter.h"
 #include "migration/internal/send_channel.h"
@@ -433,13 +434,19 @@ absl::Status Migration::Switchover(uint32_t round) {
     }
   }
   const absl::Time verified = absl::Now();
-  LIVEMIG_ASSIGN_OR_RETURN(std::string state, vm_.DeviceState());
-  proto::DeviceState device;
-  device.set_device_id("vmm");
-  device.set_format_version(1);
-  device.set_state(std::move(state));
-  LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kDeviceState,
-                                           device, options_.io_timeout));
+  LIVEMIG_ASSIGN_OR_RETURN(std::vector<DeviceSection> sections, vm_.DeviceSections());
+  LIVEMIG_RETURN_IF_ERROR(CheckDeviceSections(sections));
+  for (size_t i = 0; i < sections.size(); ++i) {
+    proto::DeviceState device;
+    device.set_device_id(sections[i].id);
+    device.set_format_version(sections[i].format_version);
+    device.set_state_hash(HashDeviceState(sections[i].bytes));
+    device.set_state(std::move(sections[i].bytes));
+    device.set_index(static_cast<uint32_t>(i));
+    device.set_count(static_cast<uint32_t>(sections.size()));
+    LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kDeviceState,
+                                             device, options_.io_timeout));
+  }
   const absl::Time device_done = absl::Now();
   stats_.downtime_breakdown.device_state_ms = Ms(device_done - verified);
 

@@ -18,6 +18,11 @@
 //                  harvest. Writes made through livemig's tracked API need
 //                  nothing here.
 //   DeviceState()  the opaque device state, taken while paused.
+//   DeviceSections() the device state as named sections (id -> bytes, each
+//                  with its format version), for VMMs with many devices; by
+//                  default one section "vmm" holding DeviceState(). Ids are
+//                  unique and non-empty; each section's bytes must fit one
+//                  frame (under 1 MiB); at most 4096 sections.
 //   DeviceStateSizeHint()  optional: its expected size in bytes, which the
 //                  switchover rule adds to the pending dirty bytes.
 #ifndef LIVEMIG_MIGRATION_VM_CONTROL_H_
@@ -27,11 +32,19 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace livemig {
+
+struct DeviceSection {
+  std::string id;
+  uint32_t format_version = 1;
+  std::string bytes;
+  friend bool operator==(const DeviceSection&, const DeviceSection&) = default;
+};
 
 class VmControl {
  public:
@@ -46,6 +59,11 @@ class VmControl {
   }
   [[nodiscard]] virtual absl::StatusOr<std::string> DeviceState() {
     return std::string();
+  }
+  [[nodiscard]] virtual absl::StatusOr<std::vector<DeviceSection>> DeviceSections() {
+    absl::StatusOr<std::string> state = DeviceState();
+    if (!state.ok()) return state.status();
+    return std::vector<DeviceSection>{{"vmm", 1, std::move(*state)}};
   }
   virtual uint64_t DeviceStateSizeHint() { return 0; }
 };
