@@ -2,6 +2,7 @@
 // loopback TCP or a Unix socket, with writer threads dirtying guest memory
 // during the whole migration.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -439,6 +440,41 @@ TEST(Migration, NamedDeviceSectionsArriveInOrder) {
   ASSERT_OK_AND_ASSIGN(std::vector<DeviceSection> sent, devices.DeviceSections());
   EXPECT_EQ(got.device_sections, sent);
   EXPECT_EQ(got.device_state, "");
+}
+
+// The destination VMM brings its own memory (a memfd it could share with a
+// vhost-user backend), holding garbage: ReceiveOne() returns that mapping,
+// every page as the source had it, zero pages included.
+TEST(Migration, ReceivesIntoMemoryTheDestinationVmmProvides) {
+  constexpr uint64_t kSize = 8 * kMiB;
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kSize, "", 0}}, Fill::kMixed, 23));
+  const int memfd = ::memfd_create("guest-ram", MFD_CLOEXEC);
+  ASSERT_GE(memfd, 0);
+  ASSERT_EQ(::ftruncate(memfd, kSize), 0);
+  void* ram = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  ASSERT_NE(ram, MAP_FAILED);
+  std::memset(ram, 0xee, kSize);
+  ReceiverOptions receiver_options;
+  receiver_options.root_dir = TempDir("provided");
+  receiver_options.io_timeout = absl::Seconds(20);
+  receiver_options.region_memory =
+      [ram](const proto::RegionInfo& info) -> absl::StatusOr<ProvidedMemory> {
+    return ProvidedMemory{ram, static_cast<size_t>(info.size())};
+  };
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
+  Sender sender(Options(receiver->receiver->endpoint(), 2));
+  ASSERT_OK(sender.Migrate(vm->memory(), *vm).status());
+  {
+    ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+    EXPECT_EQ(got.memory.region(0).region().as_ptr(), ram);
+    EXPECT_TRUE(got.verified);
+    ExpectSameMemory(vm->memory(), got.memory);
+    receiver.reset();
+  }
+  // Still the VMM's, still holding the guest after the receiver is gone.
+  EXPECT_EQ(std::memcmp(ram, vm->memory().region(0).region().as_ptr(), kSize), 0);
+  ::munmap(ram, kSize);
+  ::close(memfd);
 }
 
 TEST(Migration, UnreachableReceiverIsUnavailable) {

@@ -279,12 +279,15 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   // The mappings start zeroed and round 0 visits every page once, so in
   // round 0 only a page that already landed (a broken source sent it twice)
   // needs clearing; later rounds clear every page.
-  if (channel_round > 0) {
+  // Memory the VMM provided holds whatever it held: cleared like a later
+  // round's.
+  const bool zeroed = regions[batch.region_index()].starts_zeroed;
+  if (channel_round > 0 || !zeroed) {
     for (const iovec& v : destination) std::memset(v.iov_base, 0, v.iov_len);
   }
   for (const proto::PageRun& run : batch.runs()) {
     for (uint64_t p = run.first_page(); p < run.first_page() + run.count(); ++p) {
-      if (channel_round == 0 && landed.Get(p) != kNoPageHash) {
+      if (channel_round == 0 && zeroed && landed.Get(p) != kNoPageHash) {
         std::memset(region.as_ptr() + p * kMigrationPageSize, 0, kMigrationPageSize);
       }
       landed.Set(p, ZeroPageHash());
@@ -512,6 +515,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     store_options.max_regions = options_.max_regions;
     store_options.max_path_components = options_.max_path_components;
     store_options.reserved_paths = options_.reserved_paths;
+    store_options.provide = options_.region_memory;
     LIVEMIG_ASSIGN_OR_RETURN(RegionStore store,
                              RegionStore::Create(table, kMigrationPageSize, store_options));
     store_.emplace(std::move(store));

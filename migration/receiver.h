@@ -54,6 +54,7 @@
 #include <mutex>  // Not absl::Mutex: Debian's Abseil is not TSan-instrumented.
 #include "absl/time/time.h"
 #include "core/guest_memory.h"
+#include "migration/region_store.h"
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
 #include "migration/transport/listener.h"
@@ -103,6 +104,11 @@ struct ReceiverOptions {
   std::vector<std::string> reserved_paths;
   // Flush to disk before answering VERIFIED (see the file comment).
   bool durable = false;
+  // The VMM's own memory for regions it wants in it (memfd, shared,
+  // hugetlbfs), asked per region when the table arrives
+  // (RegionStoreOptions::provide, region_store.h): ReceiveOne()'s memory is
+  // then that mapping, which the VMM keeps owning. Null: the receiver's own.
+  std::function<absl::StatusOr<ProvidedMemory>(const proto::RegionInfo&)> region_memory;
   // Testing only: called after a RAW batch's pages landed in region
   // `region`'s mapping at `data`, before they are hashed.
   std::function<void(uint32_t region, uint64_t first_page, uint8_t* data,

@@ -280,6 +280,41 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
   std::vector<std::string> order;
   LIVEMIG_RETURN_IF_ERROR(ValidateTable(table, page_size, options, plans, order));
 
+  // The VMM's own memory, where it gives some: those regions need no
+  // mapping or file of ours.
+  std::vector<ProvidedMemory> provided(static_cast<size_t>(table.regions_size()));
+  if (options.provide) {
+    std::set<std::string> needed;  // Files a region without VMM memory maps.
+    for (int i = 0; i < table.regions_size(); ++i) {
+      const proto::RegionInfo& info = table.regions(i);
+      absl::StatusOr<ProvidedMemory> got = options.provide(info);
+      if (!got.ok()) {
+        return absl::Status(got.status().code(), absl::StrCat("region ", i, ": the VMM's memory: ",
+                                                              got.status().message()));
+      }
+      if (got->addr != nullptr) {
+        if (got->size < info.size() ||
+            reinterpret_cast<uintptr_t>(got->addr) % static_cast<uintptr_t>(::getpagesize()) != 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "region ", i, ": the VMM's memory (", got->size, " bytes at 0x", absl::Hex(reinterpret_cast<uintptr_t>(got->addr)),
+              ") must be page-aligned and hold the region's ", info.size(), " bytes"));
+        }
+        provided[static_cast<size_t>(i)] = *got;
+      } else if (info.backing() == proto::BACKING_FILE) {
+        needed.insert(info.file_path());
+      }
+    }
+    std::vector<std::string> kept;
+    for (const std::string& path : order) {
+      if (needed.count(path) != 0) {
+        kept.push_back(path);
+      } else {
+        plans.erase(path);
+      }
+    }
+    order = std::move(kept);
+  }
+
   std::shared_ptr<const ScopedFd> root;
   if (!plans.empty()) {
     if (options.root_dir.empty()) {
@@ -363,7 +398,15 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
   regions_.reserve(table.regions_size());
   for (const proto::RegionInfo& info : table.regions()) {
     const size_t size = static_cast<size_t>(info.size());
-    if (info.backing() == proto::BACKING_ANONYMOUS) {
+    const ProvidedMemory& theirs = provided[regions_.size()];
+    if (theirs.addr != nullptr) {
+      LIVEMIG_ASSIGN_OR_RETURN(
+          MmapRegion<NoBitmap> region,
+          MmapRegion<NoBitmap>::BuildRaw(theirs.addr, size, PROT_READ | PROT_WRITE, MAP_SHARED));
+      StoredRegion stored{info, std::move(region), "", ""};
+      stored.starts_zeroed = false;
+      regions_.push_back(std::move(stored));
+    } else if (info.backing() == proto::BACKING_ANONYMOUS) {
       // Private, not shared: pages that never arrive (zero runs) stay
       // unallocated and read as the kernel's zero page, so the completion
       // digest does not fault them in; and transparent huge pages (advised

@@ -54,6 +54,7 @@
 #define LIVEMIG_MIGRATION_REGION_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,7 +74,22 @@ namespace livemig {
 // staging file).
 inline constexpr char kStagingSuffix[] = ".livemig-partial";
 
+// A mapping the VMM owns, lent to the store for one region: at least the
+// region's size, page-aligned, readable and writable, and mapped until the
+// memory TakeGuestMemory() returns is destroyed. Its content need not be
+// zero (the receiver writes every page, zeros included).
+struct ProvidedMemory {
+  void* addr = nullptr;  // Null: the store makes its own mapping.
+  size_t size = 0;
+};
+
 struct RegionStoreOptions {
+  // Optional: asked once per region, in table order, after the whole table
+  // was validated and before anything is created, for the VMM's own memory
+  // (memfd, shared, hugetlbfs: whatever its devices need). A region given
+  // memory gets no mapping and no file of the store's; an error is returned
+  // as is, prefixed with the region. Null, or a null addr: the store's own.
+  std::function<absl::StatusOr<ProvidedMemory>(const proto::RegionInfo&)> provide;
   // Where file-backed regions are rebuilt. Must be an existing directory
   // (NotFound otherwise) when the table has a file-backed region; unused
   // otherwise.
@@ -101,6 +117,9 @@ struct StoredRegion {
   std::string final_path;
   // File-backed: final_path + kStagingSuffix. Anonymous: empty.
   std::string staging_path;
+  // The store made the mapping (fresh: every page reads as zero). False for
+  // memory the VMM provided (RegionStoreOptions::provide).
+  bool starts_zeroed = true;
 };
 
 class RegionStore {

@@ -1,6 +1,7 @@
 #include "migration/region_store.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -200,6 +201,69 @@ TEST_F(RegionStoreTest, CreatesWritableAnonymousAndFileRegions) {
   EXPECT_EQ(fs::file_size(file.staging_path), 6 * kPage);
   EXPECT_FALSE(fs::exists(file.final_path));
   EXPECT_EQ(Pread(file.staging_path, 2 * kPage, 4 * kPage), Contents(file));
+}
+
+// Memory the VMM lends (memfd here) is used as is: no mapping, file or
+// directory of the store's for those regions; the store still makes what
+// the other regions need.
+TEST_F(RegionStoreTest, RegionsTheVmmGivesMemoryForUseItAndNothingElse) {
+  const int memfd = ::memfd_create("vmm-ram", MFD_CLOEXEC);
+  ASSERT_GE(memfd, 0);
+  ASSERT_EQ(::ftruncate(memfd, 8 * kPage), 0);
+  void* ram = ::mmap(nullptr, 8 * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  ASSERT_NE(ram, MAP_FAILED);
+  std::vector<uint32_t> asked;
+  options_.provide = [&](const proto::RegionInfo& info) -> absl::StatusOr<ProvidedMemory> {
+    asked.push_back(info.index());
+    if (info.index() == 2) return ProvidedMemory{};  // This one: the store's own.
+    const size_t offset = info.index() == 0 ? 0 : 4 * kPage;
+    return ProvidedMemory{static_cast<uint8_t*>(ram) + offset, 4 * kPage};
+  };
+  {
+    ASSERT_OK_AND_ASSIGN(
+        RegionStore store,
+        Create(Table({Anonymous(0, 0x100000, 4 * kPage),
+                      FileBacked(1, 0x200000, 4 * kPage, "vm/mem0", 0),
+                      FileBacked(2, 0x300000, 2 * kPage, "vm/mem1", 0)})));
+    EXPECT_EQ(asked, (std::vector<uint32_t>{0, 1, 2}));
+    EXPECT_EQ(store.regions()[0].region.as_ptr(), ram);
+    EXPECT_FALSE(store.regions()[0].starts_zeroed);
+    EXPECT_EQ(store.regions()[1].region.as_ptr(), static_cast<uint8_t*>(ram) + 4 * kPage);
+    EXPECT_EQ(store.regions()[1].final_path, "");
+    EXPECT_TRUE(store.regions()[2].starts_zeroed);
+    // Only the region left to the store has a staging file.
+    EXPECT_FALSE(fs::exists(Root("vm/mem0.livemig-partial")));
+    EXPECT_TRUE(fs::exists(Root("vm/mem1.livemig-partial")));
+    Fill(store.regions()[1], 'v');
+    ASSERT_OK(store.Commit());
+    ASSERT_OK_AND_ASSIGN(GuestMemory<NoBitmap> memory, store.TakeGuestMemory());
+    EXPECT_EQ(memory.region(1).region().as_ptr(), static_cast<uint8_t*>(ram) + 4 * kPage);
+  }
+  // The store never unmapped the VMM's memory: it still holds what landed.
+  EXPECT_EQ(static_cast<uint8_t*>(ram)[4 * kPage + 1], static_cast<uint8_t>('v' + 1));
+  ::munmap(ram, 8 * kPage);
+  ::close(memfd);
+}
+
+TEST_F(RegionStoreTest, VmmMemoryThatDoesNotFitIsRefusedBeforeAnythingIsCreated) {
+  std::vector<uint8_t> small(2 * kPage + kPage);
+  uint8_t* aligned = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(small.data()) + kPage - 1) / kPage * kPage);
+  options_.provide = [&](const proto::RegionInfo& info) -> absl::StatusOr<ProvidedMemory> {
+    if (info.index() == 0) return ProvidedMemory{};
+    return ProvidedMemory{aligned, kPage};
+  };
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "a/mem", 0),
+                            Anonymous(1, 0x100000, 2 * kPage)})),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "region 1: the VMM's memory (4096 bytes at 0x"));
+  options_.provide = [](const proto::RegionInfo&) -> absl::StatusOr<ProvidedMemory> {
+    return absl::ResourceExhaustedError("no hugepages left");
+  };
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "a/mem", 0)})),
+              StatusIsWithMessage(absl::StatusCode::kResourceExhausted,
+                                  "region 0: the VMM's memory: no hugepages left"));
+  EXPECT_TRUE(RootIsEmpty());
 }
 
 TEST_F(RegionStoreTest, RegionsSharingAFileShareOneStagingFileSizedToTheMaxEnd) {
