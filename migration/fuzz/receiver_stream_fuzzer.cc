@@ -249,6 +249,7 @@ void RunOne(absl::string_view stream, uint8_t control) {
       Receiver::Listen(Endpoint::Unix(socket_path), options);
   LIVEMIG_FUZZ_CHECK(receiver.ok(), "Listen: ", receiver.status().ToString());
 
+  const absl::Time start = absl::Now();
   absl::StatusOr<ReceivedMigration> result = absl::UnknownError("not run");
   std::thread thread([&] { result = (*receiver)->ReceiveOne(); });
   const std::string answers = Converse(socket_path, stream);
@@ -260,8 +261,9 @@ void RunOne(absl::string_view stream, uint8_t control) {
 
   static const bool verbose = std::getenv("LIVEMIG_FUZZ_VERBOSE") != nullptr;
   if (verbose) {
-    std::fprintf(stderr, "ReceiveOne: %s (%zu answer bytes)\n",
-                 result.ok() ? "OK" : result.status().ToString().c_str(), answers.size());
+    std::fprintf(stderr, "ReceiveOne: %s (%zu answer bytes, %.1f ms)\n",
+                 result.ok() ? "OK" : result.status().ToString().c_str(), answers.size(),
+                 absl::ToDoubleMilliseconds(absl::Now() - start));
   }
   if (result.ok()) {
     CheckSucceeded(*result, ModelOf(stream), root);

@@ -1,16 +1,18 @@
 // File: migration/fuzz/scratch_dir.cc — see scratch_dir.h.
 #include "migration/fuzz/scratch_dir.h"
 
-#include <signal.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <system_error>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "migration/fuzz/fuzz_check.h"
@@ -19,6 +21,10 @@ namespace livemig::fuzz {
 namespace {
 
 constexpr char kPrefix[] = "livemig-fuzz-";
+// Held (flock) by the owning process for its whole life. A lock, not a pid:
+// Bazel runs tests in their own pid namespaces, where another process's pid
+// means nothing, but a flock on a shared tmpfs is seen by every process.
+constexpr char kLockName[] = ".owner-lock";
 
 std::string Base() {
   std::error_code ec;
@@ -29,16 +35,17 @@ std::string Base() {
   return (tmp != nullptr && *tmp != '\0') ? tmp : "/tmp";
 }
 
-// Scratch directories whose process is gone (it crashed, or was killed).
+// Scratch directories whose owner is gone (it crashed, or was killed): their
+// lock can be taken.
 void RemoveStale(const std::string& base) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(base, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (!absl::StartsWith(name, kPrefix)) continue;
-    int pid = 0;
-    if (!absl::SimpleAtoi(name.substr(sizeof(kPrefix) - 1), &pid) || pid <= 0) continue;
-    if (::kill(pid, 0) == 0 || errno == EPERM) continue;  // Still running.
-    std::filesystem::remove_all(entry.path(), ec);
+    if (!absl::StartsWith(entry.path().filename().string(), kPrefix)) continue;
+    const std::string lock = absl::StrCat(entry.path().string(), "/", kLockName);
+    const int fd = ::open(lock.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) continue;  // Being created, or not ours: leave it.
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) std::filesystem::remove_all(entry.path(), ec);
+    ::close(fd);
   }
 }
 
@@ -47,16 +54,20 @@ void RemoveStale(const std::string& base) {
 ScratchDir::ScratchDir() {
   const std::string base = Base();
   RemoveStale(base);
-  path_ = absl::StrCat(base, "/", kPrefix, ::getpid());
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-  std::filesystem::create_directories(path_, ec);
-  LIVEMIG_FUZZ_CHECK(!ec, "cannot create the scratch directory ", path_, ": ", ec.message());
+  std::string templ = absl::StrCat(base, "/", kPrefix, "XXXXXX");
+  LIVEMIG_FUZZ_CHECK(::mkdtemp(templ.data()) != nullptr, "mkdtemp ", templ, ": ",
+                     std::strerror(errno));
+  path_ = templ;
+  const std::string lock = absl::StrCat(path_, "/", kLockName);
+  lock_fd_ = ::open(lock.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  LIVEMIG_FUZZ_CHECK(lock_fd_ >= 0 && ::flock(lock_fd_, LOCK_EX) == 0, "cannot lock ", lock,
+                     ": ", std::strerror(errno));
 }
 
 ScratchDir::~ScratchDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+  ::close(lock_fd_);
 }
 
 const std::string& ScratchDir::Get() {
@@ -67,6 +78,7 @@ const std::string& ScratchDir::Get() {
 void ScratchDir::Empty(const std::string& dir) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().filename() == kLockName) continue;
     std::filesystem::remove_all(entry.path(), ec);
   }
 }
