@@ -34,6 +34,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "migration/fuzz/fuzz_check.h"
+#include "migration/fuzz/quiet_protobuf.h"
 #include "migration/fuzz/wire_model.h"
 #include "migration/protocol.h"
 #include "migration/wire/frame_codec.h"
@@ -194,6 +195,7 @@ void CheckFindAbort(absl::string_view bytes) {
 }  // namespace livemig::fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  livemig::fuzz::QuietProtobuf();
   if (size == 0) return 0;
   const uint8_t control = data[0];
   absl::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);

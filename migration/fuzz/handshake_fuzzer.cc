@@ -38,6 +38,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "migration/fuzz/fuzz_check.h"
+#include "migration/fuzz/quiet_protobuf.h"
 #include "migration/fuzz/scratch_dir.h"
 #include "migration/protocol.h"
 #include "migration/region_store.h"
@@ -212,6 +213,7 @@ void CheckTableInput(absl::string_view bytes, bool anonymous_as_files) {
 }  // namespace livemig::fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  livemig::fuzz::QuietProtobuf();
   if (size == 0) return 0;
   const absl::string_view message(reinterpret_cast<const char*>(data + 1), size - 1);
   if ((data[0] & 1) == 0) {

@@ -66,6 +66,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "migration/fuzz/fuzz_check.h"
+#include "migration/fuzz/quiet_protobuf.h"
 #include "migration/fuzz/scratch_dir.h"
 #include "migration/fuzz/wire_model.h"
 #include "migration/page_hashes.h"
@@ -287,6 +288,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static std::once_flag once;
   // A peer that closed makes a write raise SIGPIPE unless it is ignored.
   std::call_once(once, [] { ::signal(SIGPIPE, SIG_IGN); });
+  livemig::fuzz::QuietProtobuf();
   if (size == 0) return 0;
   const uint8_t control = data[0];
   absl::string_view stream(reinterpret_cast<const char*>(data + 1), size - 1);
