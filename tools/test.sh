@@ -44,9 +44,11 @@ if [[ "${1:-}" == "--all" ]]; then
     [[ $rc -ne 0 && $failed -eq 0 ]] && failed=1  # The build itself failed.
     echo "${ok} passed, ${failed} failed"
   }
+  # Under the sanitizers only the tests and what they need are built: the
+  # g++ part has already built every binary (benchmarks, tools) once.
   part g++ "$0" "$@"
-  part asan "$0" --config=asan "$@"
-  part tsan "$0" --config=tsan "$@"
+  part asan "$0" --config=asan --build_tests_only "$@"
+  part tsan "$0" --config=tsan --build_tests_only "$@"
   part fuzz fuzz_smoke
   echo "==== summary"
   printf '%s\n' "${summary[@]}"
