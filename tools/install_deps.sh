@@ -4,7 +4,8 @@
 set -uo pipefail
 PACKAGES=(bazel-bootstrap bazel-rules-java libabsl-dev libboost-dev
           libprotobuf-dev protobuf-compiler libgtest-dev libgmock-dev
-          libbenchmark-dev libxxhash-dev pkg-config python3)
+          libbenchmark-dev libxxhash-dev pkg-config python3
+          clang-14 libclang-rt-14-dev)  # libFuzzer and its sanitizers: tools/fuzz.sh
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
