@@ -170,6 +170,7 @@ std::string NoSuchSocket() {
 }
 
 TEST(CapiError, AccessorsAcceptNull) {
+  EXPECT_EQ(livemig_abi_version(), LIVEMIG_ABI_VERSION);
   EXPECT_EQ(livemig_error_code(nullptr), LIVEMIG_OK);
   EXPECT_STREQ(livemig_error_message(nullptr), "");
   livemig_error_free(nullptr);
@@ -457,6 +458,53 @@ TEST(CapiSender, RoundTripThroughTheCReceiver) {
   const void* state = livemig_received_device_state(receiver.result_, &size);
   EXPECT_EQ(std::string(static_cast<const char*>(state), size), "dev-state");
   livemig_sender_free(s);
+}
+
+// A write made between rounds (the callback runs on the migration thread
+// after each pre-copy round, so after round 0 sent every page): marked, it
+// reaches the destination; unmarked, the audit counts it.
+void WriteAfterRoundZero(bool mark, livemig_stats* stats, std::string* landed) {
+  Guest guest;
+  CReceiver receiver;
+  livemig_sender* s = receiver.NewSender();
+  FakeVm vm;
+  bool written = false;
+  vm.on_size_hint = [&] {
+    if (written) return;
+    written = true;
+    std::memcpy(guest.ptr[1] + 4096, "late", 4);
+    if (mark) {
+      EXPECT_EQ(livemig_memory_mark_dirty(guest.memory, (1 << 30) + 4096, 4, nullptr),
+                LIVEMIG_OK);
+    }
+  };
+  Err err;
+  ASSERT_EQ(livemig_sender_migrate(s, guest.memory, &kOps, &vm, stats, err.out()), LIVEMIG_OK)
+      << err.message();
+  receiver.Join();
+  ASSERT_EQ(receiver.rc_, LIVEMIG_OK) << receiver.error_.message();
+  livemig_received_region r;
+  ASSERT_EQ(livemig_received_region_at(receiver.result_, 1, &r), LIVEMIG_OK);
+  landed->assign(static_cast<const char*>(r.host_ptr) + 4096, 4);
+  livemig_sender_free(s);
+}
+
+TEST(CapiSender, PageMarkedDirtyAfterItWasSentIsSentAgain) {
+  livemig_stats stats;
+  std::string landed;
+  WriteAfterRoundZero(/*mark=*/true, &stats, &landed);
+  EXPECT_EQ(landed, "late");
+  EXPECT_EQ(stats.audit_ran, 1);
+  EXPECT_EQ(stats.audit_untracked_pages, 0u);
+}
+
+TEST(CapiSender, UnmarkedWriteIsCountedByTheAudit) {
+  livemig_stats stats;
+  std::string landed;
+  WriteAfterRoundZero(/*mark=*/false, &stats, &landed);
+  EXPECT_NE(landed, "late");  // The destination holds the older version.
+  EXPECT_EQ(stats.audit_ran, 1);
+  EXPECT_EQ(stats.audit_untracked_pages, 1u);
 }
 
 TEST(CapiMemory, AddRegionRefusesBadRegions) {

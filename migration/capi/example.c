@@ -317,6 +317,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  CHECK(livemig_abi_version() == LIVEMIG_ABI_VERSION);
+
   /* The caller's own mappings: anonymous memory and a memfd. */
   a = mmap(NULL, kRegionA, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   CHECK(a != MAP_FAILED);

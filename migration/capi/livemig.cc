@@ -109,6 +109,8 @@ absl::StatusOr<absl::Duration> DurationMs(const char* field, uint64_t ms) {
 
 extern "C" {
 
+int livemig_abi_version(void) { return LIVEMIG_ABI_VERSION; }
+
 int livemig_error_code(const livemig_error* error) {
   return error == nullptr ? LIVEMIG_OK : error->code;
 }

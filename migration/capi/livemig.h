@@ -16,6 +16,14 @@
  *   if (livemig_sender_migrate(s, m, &ops, vm, &stats, &err) != LIVEMIG_OK)
  *     fprintf(stderr, "%s\n", livemig_error_message(err));
  *
+ * Building against it (see BUILD.bazel):
+ *   bazel build //migration/capi:sdk   # liblivemig.so, livemig.pc, include/livemig.h
+ *   export PKG_CONFIG_PATH=$(bazel info bazel-bin)/migration/capi
+ *   gcc -std=c99 vmm.c $(pkg-config --cflags --libs livemig) -o vmm
+ * livemig.pc names its library and header relative to its own directory
+ * (${pcfiledir}), with an rpath to it: the three files may be copied anywhere
+ * together.
+ *
  * Errors. A function that can fail returns a livemig_code (LIVEMIG_OK, 0, on
  * success; the values are absl::StatusCode's) or NULL for a constructor, and,
  * when `error_out` is not NULL, stores in *error_out a new livemig_error the
@@ -51,6 +59,11 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The ABI this header describes; livemig_abi_version() is the library's.
+ * A caller built against another value must not use the library. */
+#define LIVEMIG_ABI_VERSION 1
+LIVEMIG_EXPORT int livemig_abi_version(void);
 
 /* ---------------------------------------------------------------- Errors */
 
