@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -505,6 +506,48 @@ TEST(CapiSender, UnmarkedWriteIsCountedByTheAudit) {
   EXPECT_NE(landed, "late");  // The destination holds the older version.
   EXPECT_EQ(stats.audit_ran, 1);
   EXPECT_EQ(stats.audit_untracked_pages, 1u);
+}
+
+// Tracked writes from other threads while the migration runs ("vCPUs" that
+// pause() stops): the destination ends up with exactly the paused source.
+TEST(CapiSender, ConcurrentTrackedWritesLandExactly) {
+  Guest guest;
+  CReceiver receiver;
+  livemig_sender* s = receiver.NewSender();
+  FakeVm vm;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> vcpus;
+  for (int t = 0; t < 2; ++t) {
+    vcpus.emplace_back([&, t] {
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        const uint64_t value = i * 2 + t;
+        const uint64_t addr = (t == 0 ? 0 : (1u << 30)) + (i % 4) * 4096 + 64;
+        EXPECT_EQ(livemig_memory_write(guest.memory, addr, &value, sizeof value, nullptr),
+                  LIVEMIG_OK);
+      }
+    });
+  }
+  vm.on_pause = [&] {
+    stop.store(true, std::memory_order_relaxed);
+    for (std::thread& v : vcpus) v.join();  // Then guest memory no longer changes.
+  };
+  livemig_stats stats;
+  Err err;
+  const int rc = livemig_sender_migrate(s, guest.memory, &kOps, &vm, &stats, err.out());
+  stop.store(true, std::memory_order_relaxed);  // In case pause() never ran.
+  for (std::thread& v : vcpus) {
+    if (v.joinable()) v.join();
+  }
+  ASSERT_EQ(rc, LIVEMIG_OK) << err.message();
+  EXPECT_EQ(stats.audit_untracked_pages, 0u);
+  receiver.Join();
+  ASSERT_EQ(receiver.rc_, LIVEMIG_OK) << receiver.error_.message();
+  for (size_t i = 0; i < 2; ++i) {
+    livemig_received_region r;
+    ASSERT_EQ(livemig_received_region_at(receiver.result_, i, &r), LIVEMIG_OK);
+    EXPECT_EQ(std::memcmp(r.host_ptr, guest.ptr[i], Guest::kSize), 0) << "region " << i;
+  }
+  livemig_sender_free(s);
 }
 
 TEST(CapiMemory, AddRegionRefusesBadRegions) {
