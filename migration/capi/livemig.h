@@ -1,0 +1,354 @@
+/* File: migration/capi/livemig.h
+ *
+ * The C ABI of livemig, for VMMs written in C (QEMU) or Rust: a pre-copy live
+ * migration sender and receiver behind opaque handles. Plain C99; also
+ * compiles as C++. Link with liblivemig.so (`pkg-config --cflags --libs
+ * livemig`). Every exported symbol starts with `livemig_`.
+ *
+ *   livemig_options* o = livemig_options_new();
+ *   livemig_options_set_unix(o, "/run/mig.sock", NULL);
+ *   livemig_sender* s = livemig_sender_new(o, &err);
+ *   livemig_memory* m = livemig_memory_new();
+ *   livemig_memory_add_region(m, 0, ram, ram_size, &err);   // caller's mmap
+ *   ... the guest runs; the VMM calls livemig_memory_mark_dirty() after
+ *   ... every write it does not make through livemig_memory_write() ...
+ *   livemig_vm_ops ops = {my_pause, my_resume, NULL, my_device_state, NULL, NULL};
+ *   if (livemig_sender_migrate(s, m, &ops, vm, &stats, &err) != LIVEMIG_OK)
+ *     fprintf(stderr, "%s\n", livemig_error_message(err));
+ *
+ * Building against it (see BUILD.bazel):
+ *   bazel build //migration/capi:sdk   # liblivemig.so, livemig.pc, include/livemig.h
+ *   export PKG_CONFIG_PATH=$(bazel info bazel-bin)/migration/capi
+ *   gcc -std=c99 vmm.c $(pkg-config --cflags --libs livemig) -o vmm
+ * livemig.pc names its library and header relative to its own directory
+ * (${pcfiledir}), with an rpath to it: the three files may be copied anywhere
+ * together.
+ *
+ * Errors. A function that can fail returns a livemig_code (LIVEMIG_OK, 0, on
+ * success; the values are absl::StatusCode's) or NULL for a constructor, and,
+ * when `error_out` is not NULL, stores in *error_out a new livemig_error the
+ * caller frees with livemig_error_free() (on success *error_out is set to
+ * NULL). error_out may always be NULL. Bad arguments are
+ * LIVEMIG_INVALID_ARGUMENT with a message naming the argument or option field
+ * ("channels: ...", "memory: NULL"). No C++ exception ever leaves the library:
+ * each entry point turns one into LIVEMIG_INTERNAL (LIVEMIG_RESOURCE_EXHAUSTED
+ * for an allocation failure).
+ *
+ * Ownership. Every handle is created by a *_new / *_listen / receive_one
+ * function and released by the matching *_free, which accepts NULL. Strings
+ * passed in are copied; strings and pointers returned are owned by the
+ * handle they came from and live as long as it does.
+ *
+ * Thread safety. Handles are not synchronized unless a function says so:
+ * livemig_sender_cancel(), livemig_receiver_cancel(), and, on memory with
+ * every region added, livemig_memory_mark_dirty/_write/_read, may be called
+ * from any thread at any time while the handle lives.
+ */
+#ifndef LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
+#define LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define LIVEMIG_EXPORT __attribute__((visibility("default")))
+#else
+#define LIVEMIG_EXPORT
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI this header describes; livemig_abi_version() is the library's.
+ * A caller built against another value must not use the library. */
+#define LIVEMIG_ABI_VERSION 1
+LIVEMIG_EXPORT int livemig_abi_version(void);
+
+/* ---------------------------------------------------------------- Errors */
+
+/* The values of absl::StatusCode (and of gRPC's status codes). */
+typedef enum livemig_code {
+  LIVEMIG_OK = 0,
+  LIVEMIG_CANCELLED = 1,           /* livemig_*_cancel() */
+  LIVEMIG_UNKNOWN = 2,             /* sender: handover in doubt */
+  LIVEMIG_INVALID_ARGUMENT = 3,    /* bad argument or option, names it */
+  LIVEMIG_DEADLINE_EXCEEDED = 4,   /* io / accept timeout */
+  LIVEMIG_NOT_FOUND = 5,           /* e.g. a TLS file missing */
+  LIVEMIG_ALREADY_EXISTS = 6,
+  LIVEMIG_PERMISSION_DENIED = 7,
+  LIVEMIG_RESOURCE_EXHAUSTED = 8,
+  LIVEMIG_FAILED_PRECONDITION = 9, /* wrong state, e.g. memory sealed */
+  LIVEMIG_ABORTED = 10,            /* no convergence within the rounds */
+  LIVEMIG_OUT_OF_RANGE = 11,       /* guest address not in any region */
+  LIVEMIG_UNIMPLEMENTED = 12,
+  LIVEMIG_INTERNAL = 13,
+  LIVEMIG_UNAVAILABLE = 14,        /* peer unreachable or gone */
+  LIVEMIG_DATA_LOSS = 15,          /* corrupt stream, verification failed */
+  LIVEMIG_UNAUTHENTICATED = 16
+} livemig_code;
+
+/* An error: a code and a message. Immutable; may be read from any thread. */
+typedef struct livemig_error livemig_error;
+
+/* The code; LIVEMIG_OK for NULL. */
+LIVEMIG_EXPORT int livemig_error_code(const livemig_error* error);
+/* The message, NUL-terminated, owned by `error`; "" for NULL. */
+LIVEMIG_EXPORT const char* livemig_error_message(const livemig_error* error);
+/* Frees `error`; NULL is a no-op. */
+LIVEMIG_EXPORT void livemig_error_free(livemig_error* error);
+/* The name of a code ("INVALID_ARGUMENT"); "UNKNOWN" for a value not listed. */
+LIVEMIG_EXPORT const char* livemig_code_name(int code);
+
+/* --------------------------------------------------------------- Options */
+
+/* Settings for a sender (where to connect) or a receiver (where to listen).
+ * Each setter validates its value at once (LIVEMIG_INVALID_ARGUMENT naming
+ * the field, the option left unchanged); NULL `options` is
+ * LIVEMIG_INVALID_ARGUMENT "options: NULL". Not synchronized. */
+typedef struct livemig_options livemig_options;
+
+typedef enum livemig_verify {
+  LIVEMIG_VERIFY_SENT = 0, /* default: every page sent is checked on landing */
+  LIVEMIG_VERIFY_FULL = 1, /* and the paused source is re-hashed before the handover */
+  LIVEMIG_VERIFY_OFF = 2
+} livemig_verify;
+
+/* Defaults: no endpoint, 2 channels (receiver: at most 64), downtime limit
+ * 300 ms, verify SENT, plaintext, io timeout 30 s, no accept timeout, no
+ * root dir, anonymous regions received into memory. NULL only when out of
+ * memory. */
+LIVEMIG_EXPORT livemig_options* livemig_options_new(void);
+LIVEMIG_EXPORT void livemig_options_free(livemig_options* options);
+
+/* The endpoint: TCP host ("127.0.0.1", "::1", "localhost") and port (0 for a
+ * receiver: pick a free one), or a Unix socket path (at most 107 bytes).
+ * Field names in errors: "endpoint.host", "endpoint.path". */
+LIVEMIG_EXPORT int livemig_options_set_tcp(livemig_options* options, const char* host,
+                                           uint16_t port, livemig_error** error_out);
+LIVEMIG_EXPORT int livemig_options_set_unix(livemig_options* options, const char* path,
+                                            livemig_error** error_out);
+/* Sender: connections to open, 1..64. Receiver: the most it accepts. */
+LIVEMIG_EXPORT int livemig_options_set_channels(livemig_options* options, uint32_t channels,
+                                                livemig_error** error_out);
+/* Sender: the pause the switchover rule aims for, 1 ms .. 1 day. */
+LIVEMIG_EXPORT int livemig_options_set_downtime_limit_ms(livemig_options* options,
+                                                         uint64_t ms,
+                                                         livemig_error** error_out);
+/* Sender: a livemig_verify value. */
+LIVEMIG_EXPORT int livemig_options_set_verify(livemig_options* options, int verify,
+                                              livemig_error** error_out);
+/* Mutual TLS 1.3: `dir` holds ca-cert.pem and the role's cert and key
+ * (migration/transport/tls_context.h). `hostname` (sender only, may be NULL
+ * for a receiver) is the name the destination's certificate must carry. The
+ * files are loaded by livemig_sender_new / livemig_receiver_listen. NULL
+ * `dir` turns TLS off. */
+LIVEMIG_EXPORT int livemig_options_set_tls(livemig_options* options, const char* dir,
+                                           const char* hostname, livemig_error** error_out);
+/* Every read and write, 1 ms .. 1 day. */
+LIVEMIG_EXPORT int livemig_options_set_io_timeout_ms(livemig_options* options, uint64_t ms,
+                                                     livemig_error** error_out);
+/* Receiver: how long receive_one waits for a source to connect all its
+ * channels; 0 (default): for ever. */
+LIVEMIG_EXPORT int livemig_options_set_accept_timeout_ms(livemig_options* options,
+                                                         uint64_t ms,
+                                                         livemig_error** error_out);
+/* Receiver: the directory where file-backed regions (and, with
+ * `anonymous_as_files` non-zero, anonymous ones as region-<index>.mem) are
+ * rebuilt. NULL `dir` clears it. */
+LIVEMIG_EXPORT int livemig_options_set_root_dir(livemig_options* options, const char* dir,
+                                                int anonymous_as_files,
+                                                livemig_error** error_out);
+
+/* ---------------------------------------------------------- Guest memory */
+
+/* Guest physical memory made of mappings the caller owns: livemig never
+ * maps, unmaps or resizes them; it reads them and keeps one dirty bit per
+ * page. Two phases: add every region, then use it (mark, write, read,
+ * migrate); the first use seals it and later additions fail with
+ * LIVEMIG_FAILED_PRECONDITION. Each mapping must stay mapped, readable, at
+ * its address until livemig_memory_free(). */
+typedef struct livemig_memory livemig_memory;
+
+/* NULL only when out of memory. */
+LIVEMIG_EXPORT livemig_memory* livemig_memory_new(void);
+/* REQUIRES: no other call on `memory` runs. NULL is a no-op. */
+LIVEMIG_EXPORT void livemig_memory_free(livemig_memory* memory);
+
+/* Adds [host_ptr, host_ptr + size) at guest address `guest_addr`.
+ * host_ptr page-aligned, size a non-zero multiple of the page size, no
+ * overlap with another region: else LIVEMIG_INVALID_ARGUMENT. Not
+ * synchronized. */
+LIVEMIG_EXPORT int livemig_memory_add_region(livemig_memory* memory, uint64_t guest_addr,
+                                             void* host_ptr, size_t size,
+                                             livemig_error** error_out);
+
+/* Marks every page that [guest_addr, guest_addr + len) touches dirty, so the
+ * next round sends it again. Call it AFTER the write (a page marked before
+ * its write may be sent without it). len 0: nothing. Any part outside the
+ * regions: LIVEMIG_OUT_OF_RANGE and nothing is marked. Thread-safe; lock-free
+ * after the first call. */
+LIVEMIG_EXPORT int livemig_memory_mark_dirty(livemig_memory* memory, uint64_t guest_addr,
+                                             uint64_t len, livemig_error** error_out);
+/* Copies `len` bytes into guest memory (across regions if need be) and marks
+ * them; a tracked write. Out of range: LIVEMIG_OUT_OF_RANGE, nothing
+ * written. Thread-safe (the bytes race as guest memory does). */
+LIVEMIG_EXPORT int livemig_memory_write(livemig_memory* memory, uint64_t guest_addr,
+                                        const void* data, size_t len,
+                                        livemig_error** error_out);
+/* Copies `len` bytes out of guest memory. Thread-safe. */
+LIVEMIG_EXPORT int livemig_memory_read(livemig_memory* memory, uint64_t guest_addr,
+                                       void* data, size_t len, livemig_error** error_out);
+
+/* ------------------------------------------------------------ VM control */
+
+/* What the sender needs from the VMM, called on the thread that runs
+ * livemig_sender_migrate(), never concurrently with each other, each with
+ * the `user_data` given to it. A callback that returns an error code may
+ * write a NUL-terminated message of at most `message_size` bytes (including
+ * the NUL) into `message`; it becomes the migration's error message. A code
+ * outside 1..16 is taken as LIVEMIG_UNKNOWN.
+ *
+ *   pause   required: stop every writer of guest memory. An error fails the
+ *           migration with that code; the VM was not paused, so resume is
+ *           NOT called.
+ *   resume  required: undo pause; called when the migration fails after a
+ *           successful pause. Its error is ignored (the migration's error is
+ *           returned).
+ *   set_throttle  optional: slow the guest to (100 - percent)% (0: off).
+ *   device_state  optional (NULL: empty): called once while paused; stores in
+ *           *data / *size bytes the callback owns, which the library copies
+ *           before it returns to anything else (they may be freed at the next
+ *           callback). An error fails the migration; the VM is resumed.
+ *   device_state_size_hint  optional: the expected size of the device state.
+ *   collect_dirty  optional: OR into words[0..num_words) (bit i of word w =
+ *           page 64w+i of region `region_index`, regions numbered in guest
+ *           address order) the pages the hypervisor saw written since the
+ *           last call (KVM_GET_DIRTY_LOG layout). */
+typedef struct livemig_vm_ops {
+  int (*pause)(void* user_data, char* message, size_t message_size);
+  int (*resume)(void* user_data, char* message, size_t message_size);
+  void (*set_throttle)(void* user_data, int percent);
+  int (*device_state)(void* user_data, const void** data, size_t* size, char* message,
+                      size_t message_size);
+  uint64_t (*device_state_size_hint)(void* user_data);
+  int (*collect_dirty)(void* user_data, size_t region_index, uint64_t* words,
+                       size_t num_words, char* message, size_t message_size);
+} livemig_vm_ops;
+
+/* ----------------------------------------------------------------- Stats */
+
+/* The main figures of one migration (migration/stats.h has them all). */
+typedef struct livemig_stats {
+  char status[16];            /* "completed", "failed", "cancelled", "in-doubt", "none" */
+  uint32_t rounds;
+  uint32_t channels;
+  double total_time_ms;
+  double downtime_ms;         /* pause() to the destination's commit */
+  double setup_time_ms;
+  uint64_t transferred_bytes; /* written to the sockets, all frames */
+  uint64_t total_bytes;       /* guest memory size */
+  uint64_t normal_pages;      /* pages sent with their bytes */
+  uint64_t zero_pages;        /* pages sent as zero runs */
+  int converged;              /* 0: switched over by force */
+  int audit_ran;              /* the source audit ran (verify sent/full) */
+  uint64_t audit_untracked_pages; /* pages written without being marked dirty */
+} livemig_stats;
+
+/* ---------------------------------------------------------------- Sender */
+
+typedef struct livemig_sender livemig_sender;
+
+/* A sender for `options` (copied; it may be freed at once). No endpoint set:
+ * LIVEMIG_INVALID_ARGUMENT "endpoint: not set"; TLS files are loaded here
+ * (LIVEMIG_NOT_FOUND / LIVEMIG_INVALID_ARGUMENT naming the file). Returns
+ * NULL on error. Nothing touches the network until migrate. */
+LIVEMIG_EXPORT livemig_sender* livemig_sender_new(const livemig_options* options,
+                                                  livemig_error** error_out);
+/* REQUIRES: no migrate or cancel runs on it. NULL is a no-op. */
+LIVEMIG_EXPORT void livemig_sender_free(livemig_sender* sender);
+
+/* Migrates `memory` (seals it) while calling `vm_ops` with `user_data`;
+ * blocks until done. On LIVEMIG_OK the VM stays paused: the destination owns
+ * it. On any error before the handover the VM is resumed if it was paused,
+ * the throttle reset, every harvested page marked dirty again: a later
+ * migrate is exact. LIVEMIG_UNKNOWN (status "in-doubt"): the handover was
+ * sent but never confirmed; the VM stays paused. Other codes: UNAVAILABLE
+ * (destination unreachable or gone), DATA_LOSS, DEADLINE_EXCEEDED, ABORTED
+ * (no convergence), CANCELLED, or the destination's code. `stats_out` (may
+ * be NULL) is filled on success and on failure. NULL sender, memory, vm_ops,
+ * pause or resume: LIVEMIG_INVALID_ARGUMENT naming it. `memory` and
+ * `user_data` must outlive the call. REQUIRES: not running twice at once on
+ * one sender. */
+LIVEMIG_EXPORT int livemig_sender_migrate(livemig_sender* sender, livemig_memory* memory,
+                                          const livemig_vm_ops* vm_ops, void* user_data,
+                                          livemig_stats* stats_out,
+                                          livemig_error** error_out);
+
+/* Makes a running migrate fail with LIVEMIG_CANCELLED promptly, unless its
+ * handover was sent already; called while none runs, the next one fails with
+ * LIVEMIG_CANCELLED at once. Thread-safe, async-signal-unsafe. NULL: no-op. */
+LIVEMIG_EXPORT void livemig_sender_cancel(livemig_sender* sender);
+
+/* -------------------------------------------------------------- Receiver */
+
+typedef struct livemig_receiver livemig_receiver;
+typedef struct livemig_received livemig_received;
+
+/* Listens on the options' endpoint (port 0: a free port). NULL on error:
+ * "endpoint: not set" (INVALID_ARGUMENT), the bind error, TLS files. */
+LIVEMIG_EXPORT livemig_receiver* livemig_receiver_listen(const livemig_options* options,
+                                                         livemig_error** error_out);
+/* Closes the listener. REQUIRES: no receive_one or cancel runs. NULL: no-op.
+ * Results already received stay valid. */
+LIVEMIG_EXPORT void livemig_receiver_free(livemig_receiver* receiver);
+
+/* The bound endpoint's text ("127.0.0.1:40123", "unix:/run/m.sock") into
+ * `buf` (NUL-terminated, truncated to buf_size - 1); returns its full length
+ * as snprintf does. `port_out` (may be NULL) gets the TCP port (0 for Unix).
+ * buf may be NULL when buf_size is 0. Thread-safe. NULL receiver: 0. */
+LIVEMIG_EXPORT size_t livemig_receiver_endpoint(const livemig_receiver* receiver, char* buf,
+                                                size_t buf_size, uint16_t* port_out);
+
+/* Receives one migration, blocking. On LIVEMIG_OK *result_out is a new
+ * result the caller frees with livemig_received_free(); on error NULL.
+ * CANCELLED "cancelled while waiting for a source" when cancelled before a
+ * source connected. REQUIRES: not running twice at once. */
+LIVEMIG_EXPORT int livemig_receiver_receive_one(livemig_receiver* receiver,
+                                                livemig_received** result_out,
+                                                livemig_error** error_out);
+
+/* Makes a running receive_one fail with LIVEMIG_CANCELLED promptly; while
+ * none runs, the next one does. Thread-safe. NULL: no-op. */
+LIVEMIG_EXPORT void livemig_receiver_cancel(livemig_receiver* receiver);
+
+/* One received region. host_ptr: its rebuilt bytes, mapped read-write,
+ * valid until livemig_received_free(). file_path: the rebuilt file, or NULL
+ * for a region held only in this process's memory; owned by the result. */
+typedef struct livemig_received_region {
+  uint64_t guest_addr;
+  uint64_t size;
+  void* host_ptr;
+  const char* file_path;
+} livemig_received_region;
+
+/* Regions in guest address order. NULL result: 0. */
+LIVEMIG_EXPORT size_t livemig_received_num_regions(const livemig_received* result);
+/* Region `index`: LIVEMIG_OUT_OF_RANGE past the end; NULL arguments:
+ * LIVEMIG_INVALID_ARGUMENT. */
+LIVEMIG_EXPORT int livemig_received_region_at(const livemig_received* result, size_t index,
+                                              livemig_received_region* region_out);
+/* The device state bytes (owned by the result; may be non-NULL with size 0).
+ * NULL result: NULL, *size_out 0. */
+LIVEMIG_EXPORT const void* livemig_received_device_state(const livemig_received* result,
+                                                         size_t* size_out);
+/* 1 if the page-hash digests were compared and matched, 0 otherwise. */
+LIVEMIG_EXPORT int livemig_received_verified(const livemig_received* result);
+/* Unmaps the rebuilt memory (files stay). NULL: no-op. */
+LIVEMIG_EXPORT void livemig_received_free(livemig_received* result);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif /* LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_ */
