@@ -17,8 +17,12 @@ declared before calling this macro is left alone.
 
 def _livemig_shim_impl(rctx):
     # The shim's files, linked (not copied) so third_party/ stays the one copy.
+    # Found from this file's own path: a label into the shim's directory does
+    # not resolve (Bazel 4.2.3: "Package is considered deleted"), that
+    # directory being a repository of its own.
+    root = rctx.path(Label("//bazel:repositories.bzl")).dirname.dirname
     for path in rctx.attr.files:
-        rctx.symlink(rctx.path(Label("//" + rctx.attr.shim_dir + ":" + path)), path)
+        rctx.symlink(rctx.path("%s/%s/%s" % (root, rctx.attr.shim_dir, path)), path)
 
 # A repository made of the files of one of livemig's in-tree shims.
 _livemig_shim = repository_rule(

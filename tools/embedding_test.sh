@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The embedding check: builds tests/embedding, a VMM's own Bazel workspace
 # that uses this repository as the external repository @livemig (through its
-# public targets only), and runs its tiny_vmm, which migrates a running guest
-# in-process and checks every byte. Works from a fresh clone, offline; the
+# public targets only), runs its tiny_vmm, which migrates a running guest
+# in-process and checks every byte, and checks that a dependency on an internal
+# livemig target is refused. Works from a fresh clone, offline; the
 # workspace gets its own Bazel output base (Bazel derives it from the
 # workspace's path), so the first run builds livemig once more, cold.
 # Prints, alone on its last line, "1 passed, 0 failed" or "0 passed, 1 failed".
@@ -31,6 +32,16 @@ if [[ $build_rc -eq 0 ]]; then
   [[ $rc -ne 0 ]] && echo "tiny_vmm exited with $rc"
 else
   echo "building the embedding workspace failed ($build_rc)"
+fi
+if [[ $rc -eq 0 ]]; then
+  # The other half of the public surface: an internal target must be refused.
+  if bazel build --symlink_prefix=/ --nobuild "$@" //:internal_dep_probe 2>&1 \
+      | grep -q "is not visible from target '//:internal_dep_probe'"; then
+    echo "internal_dep_probe: refused, as an internal target must be"
+  else
+    echo "internal_dep_probe: an internal livemig target is visible to a consumer"
+    rc=1
+  fi
 fi
 # This workspace's server is of no use once the check is done.
 bazel shutdown 2>/dev/null
