@@ -35,11 +35,14 @@ else
 fi
 if [[ $rc -eq 0 ]]; then
   # The other half of the public surface: an internal target must be refused.
-  if bazel build --symlink_prefix=/ --nobuild "$@" //:internal_dep_probe 2>&1 \
-      | grep -q "is not visible from target '//:internal_dep_probe'"; then
+  # (Captured first: under pipefail, bazel's expected failure would fail the
+  # pipeline even when grep finds the refusal.)
+  probe="$(bazel build --symlink_prefix=/ --nobuild "$@" //:internal_dep_probe 2>&1)"
+  if grep -q "is not visible from target '//:internal_dep_probe'" <<<"$probe"; then
     echo "internal_dep_probe: refused, as an internal target must be"
   else
-    echo "internal_dep_probe: an internal livemig target is visible to a consumer"
+    echo "internal_dep_probe: not refused for visibility; bazel said:"
+    tail -5 <<<"$probe"
     rc=1
   fi
 fi
