@@ -9,7 +9,6 @@
 // matched and the guest really wrote during the migration; 1 otherwise, with
 // the first difference on stderr.
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
