@@ -6,7 +6,9 @@
 #        tools/test.sh --all   what CI runs (.ci/run): the suite with g++,
 #                              then under --config=asan and --config=tsan,
 #                              then a short fixed-work run of every fuzz
-#                              target (tools/fuzz.sh smoke, one case each);
+#                              target (tools/fuzz.sh smoke, one case each),
+#                              then a VMM workspace of its own that embeds
+#                              livemig (tools/embedding_test.sh);
 #                              the last line sums every part.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +52,7 @@ if [[ "${1:-}" == "--all" ]]; then
   part asan "$0" --config=asan --build_tests_only "$@"
   part tsan "$0" --config=tsan --build_tests_only "$@"
   part fuzz fuzz_smoke
+  part embed tools/embedding_test.sh
   echo "==== summary"
   printf '%s\n' "${summary[@]}"
   echo "${total_passed} passed, ${total_failed} failed"

@@ -3,7 +3,7 @@
 A VMM's WORKSPACE:
 
     local_repository(name = "livemig", path = "/path/to/livemig")
-    load("@livemig//bazel:repositories.bzl", "livemig_dependencies")
+    load("@livemig//third_party:repositories.bzl", "livemig_dependencies")
     livemig_dependencies()
 
 Bazel 4.2.3 would download rules_cc, rules_java and remote_coverage_tools;
@@ -20,7 +20,7 @@ def _livemig_shim_impl(rctx):
     # Found from this file's own path: a label into the shim's directory does
     # not resolve (Bazel 4.2.3: "Package is considered deleted"), that
     # directory being a repository of its own.
-    root = rctx.path(Label("//bazel:repositories.bzl")).dirname.dirname
+    root = rctx.path(Label("//third_party:repositories.bzl")).dirname.dirname
     for path in rctx.attr.files:
         rctx.symlink(rctx.path("%s/%s/%s" % (root, rctx.attr.shim_dir, path)), path)
 
