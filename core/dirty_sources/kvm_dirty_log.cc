@@ -54,15 +54,15 @@ KvmDirtyLog::~KvmDirtyLog() {
   if (started_) Stop();
 }
 
-absl::Status KvmDirtyLog::SetLogging(bool on) {
-  for (const KvmMemslot& slot : vm_.slots) {
+absl::Status SetDirtyLogging(const KvmVmView& vm, bool on) {
+  for (const KvmMemslot& slot : vm.slots) {
     kvm_userspace_memory_region region = {};
     region.slot = slot.slot;
     region.flags = slot.flags | (on ? KVM_MEM_LOG_DIRTY_PAGES : 0);
     region.guest_phys_addr = slot.guest_phys_addr;
     region.memory_size = slot.memory_size;
     region.userspace_addr = slot.userspace_addr;
-    if (IoctlRetry(vm_.vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+    if (IoctlRetry(vm.vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
       return PosixError(absl::StrCat("KVM_SET_USER_MEMORY_REGION of slot ", slot.slot,
                                      on ? " (logging on)" : " (logging off)"),
                         errno);
@@ -110,7 +110,7 @@ absl::Status KvmDirtyLog::Start() {
     absl::Status s = EnableManualProtect(vm_.vm_fd, kManualProtectFlags);
     if (!s.ok()) return s;
   }
-  absl::Status status = SetLogging(true);
+  absl::Status status = SetDirtyLogging(vm_, true);
   if (status.ok() && manual) {
     // INITIALLY_SET left every page writable with its bit set: protect them
     // all now, chunk by chunk, so round 0's copies are covered.
@@ -127,7 +127,7 @@ absl::Status KvmDirtyLog::Start() {
     }
   }
   if (!status.ok()) {
-    (void)SetLogging(false);
+    (void)SetDirtyLogging(vm_, false);
     if (manual) (void)EnableManualProtect(vm_.vm_fd, 0);
     return status;
   }
@@ -186,7 +186,7 @@ absl::Status KvmDirtyLog::Collect() {
 void KvmDirtyLog::Stop() {
   if (!started_) return;
   started_ = false;
-  (void)SetLogging(false);
+  (void)SetDirtyLogging(vm_, false);
   if (options_.mode == Mode::kManual) (void)EnableManualProtect(vm_.vm_fd, 0);
 }
 

@@ -76,6 +76,11 @@ struct KvmVmView {
   std::vector<KvmMemslot> slots;
 };
 
+// Turns KVM_MEM_LOG_DIRTY_PAGES on or off for every slot of `vm` by
+// re-registering each live slot (same GPA, size and HVA), as both KVM
+// sources must. The error names the slot.
+[[nodiscard]] absl::Status SetDirtyLogging(const KvmVmView& vm, bool on);
+
 class KvmDirtyLog : public DirtySource {
  public:
   enum class Mode { kClassic, kManual };
@@ -114,7 +119,6 @@ class KvmDirtyLog : public DirtySource {
   const CollectStats& last_collect() const { return last_; }
 
  private:
-  absl::Status SetLogging(bool on);
   absl::Status Clear(const KvmMemslot& slot, uint64_t first_page,
                      uint64_t num_pages, uint64_t* bits);
 

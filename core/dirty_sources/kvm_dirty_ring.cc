@@ -32,23 +32,6 @@ KvmDirtyRing::~KvmDirtyRing() {
   if (started_) Stop();
 }
 
-absl::Status KvmDirtyRing::SetLogging(bool on) {
-  for (const KvmMemslot& slot : vm_.slots) {
-    kvm_userspace_memory_region region = {};
-    region.slot = slot.slot;
-    region.flags = slot.flags | (on ? KVM_MEM_LOG_DIRTY_PAGES : 0);
-    region.guest_phys_addr = slot.guest_phys_addr;
-    region.memory_size = slot.memory_size;
-    region.userspace_addr = slot.userspace_addr;
-    if (ioctl(vm_.vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
-      return PosixError(absl::StrCat("KVM_SET_USER_MEMORY_REGION of slot ", slot.slot,
-                                     on ? " (logging on)" : " (logging off)"),
-                        errno);
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status KvmDirtyRing::Start() {
   if (started_) return absl::FailedPreconditionError("kvm-ring: already started");
   for (const KvmDirtyRingView& ring : rings_) {
@@ -65,9 +48,9 @@ absl::Status KvmDirtyRing::Start() {
           "kvm-ring: slot ", slot.slot, " does not match region ", slot.region_index));
     }
   }
-  absl::Status status = SetLogging(true);
+  absl::Status status = SetDirtyLogging(vm_, true);
   if (!status.ok()) {
-    (void)SetLogging(false);
+    (void)SetDirtyLogging(vm_, false);
     return status;
   }
   started_ = true;
@@ -132,7 +115,7 @@ absl::Status KvmDirtyRing::CollectLocked(CollectStats* stats) {
 void KvmDirtyRing::Stop() {
   if (!started_) return;
   started_ = false;
-  (void)SetLogging(false);
+  (void)SetDirtyLogging(vm_, false);
   // Drain what was logged before logging went off (reported: harmless).
   (void)Collect();
 }

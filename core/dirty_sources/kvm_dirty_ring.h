@@ -99,7 +99,6 @@ class KvmDirtyRing : public DirtySource {
 
  private:
   absl::Status CollectLocked(CollectStats* stats);
-  absl::Status SetLogging(bool on);
 
   const KvmVmView vm_;
   const std::vector<KvmDirtyRingView> rings_;
