@@ -534,11 +534,13 @@ def write_plots(rows, series, out_dir, M):
                  "configured dirty rate R, MB/s", "downtime, ms", width=760, height=440)
     j = 0
     for link in sorted({r["link"] for r in rows if "rounds" in r}):
-        pts = sorted((r["rate_bytes_per_s"] / 1e6, r) for r in rows
-                     if "rounds" in r and r["link"] == link and r["channels"] == 2
-                     and r["verify"] == "sent"
-                     and r["workload"].split(":")[0] in ("idle", "uniform")
-                     and not r["auto_converge"])
+        # Rows at one rate (the KVM table: one per dirty source) sort by
+        # rate only; dicts do not compare.
+        pts = sorted(((r["rate_bytes_per_s"] / 1e6, r) for r in rows
+                      if "rounds" in r and r["link"] == link and r["channels"] == 2
+                      and r["verify"] == "sent"
+                      and r["workload"].split(":")[0] in ("idle", "uniform")
+                      and not r["auto_converge"]), key=lambda p: p[0])
         if len(pts) < 2:
             continue
         color = svg.PALETTE[j % len(svg.PALETTE)]
