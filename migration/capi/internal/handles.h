@@ -1,0 +1,120 @@
+// File: migration/capi/internal/handles.h
+//
+// What the C ABI's implementation files share: the structs behind the
+// opaque handles of livemig.h (errors, options, guest memory) and the
+// helpers every entry point uses. Internal: nothing here is part of the ABI.
+//
+// Thread safety: as livemig.h documents per handle.
+#ifndef LIVEMIG_MIGRATION_CAPI_INTERNAL_HANDLES_H_
+#define LIVEMIG_MIGRATION_CAPI_INTERNAL_HANDLES_H_
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "core/atomic_bitmap.h"
+#include "core/guest_memory.h"
+#include "migration/capi/livemig.h"
+#include "migration/sender.h"
+#include "migration/transport/endpoint.h"
+#include "migration/transport/tls_context.h"
+
+struct livemig_error {
+  int code;
+  std::string message;
+};
+
+struct livemig_options {
+  std::optional<livemig::Endpoint> endpoint;
+  std::optional<uint32_t> channels;  // Unset: sender 2, receiver 64.
+  absl::Duration downtime_limit = absl::Milliseconds(300);
+  livemig::SenderOptions::Verify verify = livemig::SenderOptions::Verify::kSent;
+  std::string tls_dir;  // Empty: plaintext.
+  std::string tls_hostname;
+  absl::Duration io_timeout = absl::Seconds(30);
+  absl::Duration accept_timeout = absl::InfiniteDuration();
+  std::string root_dir;
+  bool anonymous_as_files = false;
+};
+
+// Regions are collected until the first use, which builds the GuestMemory
+// once and seals it: GuestMemory is immutable, so every later accessor may
+// run on any thread without a lock.
+struct livemig_memory {
+  struct Spec {
+    uint64_t guest_addr;
+    void* host_ptr;
+    size_t size;
+  };
+
+  std::mutex mu;
+  std::vector<Spec> specs ABSL_GUARDED_BY(mu);
+  // Rebuilt by every add (from clean bitmaps: nothing can mark before the
+  // seal), under mu; never written once `sealed` is true.
+  std::optional<livemig::GuestMemory<livemig::AtomicBitmap>> memory;
+  // Written (true, release) once, under mu, after `memory`'s last write;
+  // read with acquire by every use, so a reader that sees true sees memory.
+  std::atomic<bool> sealed{false};
+
+  // The sealed memory; FailedPrecondition when no region was added.
+  absl::StatusOr<const livemig::GuestMemory<livemig::AtomicBitmap>*> Seal() {
+    if (sealed.load(std::memory_order_acquire)) return &*memory;
+    std::lock_guard<std::mutex> lock(mu);
+    if (!memory.has_value()) {
+      return absl::FailedPreconditionError("memory: no region was added");
+    }
+    sealed.store(true, std::memory_order_release);
+    return &*memory;
+  }
+};
+
+namespace livemig::capi_internal {
+
+constexpr size_t kMessageSize = 256;  // The callbacks' message buffer.
+constexpr uint32_t kMaxChannels = 64;
+constexpr uint64_t kMaxDurationMs = 24ull * 3600 * 1000;
+
+// Stores `status` in *out (when out is not NULL) and returns its code.
+int Report(const absl::Status& status, livemig_error** out) noexcept;
+
+// Runs `fn` (returning absl::Status); no exception escapes.
+template <typename Fn>
+int Guard(livemig_error** out, Fn&& fn) noexcept {
+  try {
+    return Report(fn(), out);
+  } catch (const std::bad_alloc&) {
+    return Report(absl::ResourceExhaustedError("livemig: out of memory"), out);
+  } catch (const std::exception& e) {
+    try {
+      return Report(absl::InternalError(absl::StrCat("livemig: unexpected C++ exception: ",
+                                                     e.what())),
+                    out);
+    } catch (...) {
+      return Report(absl::InternalError("livemig: unexpected C++ exception"), out);
+    }
+  } catch (...) {
+    return Report(absl::InternalError("livemig: unexpected C++ exception"), out);
+  }
+}
+
+absl::Status NullArgument(const char* name);
+// `ms` as a duration for `field`: 1 ms to a day, else InvalidArgument.
+absl::StatusOr<absl::Duration> DurationMs(const char* field, uint64_t ms);
+// The TLS context `o` asks for in `role`; null without a TLS dir.
+absl::StatusOr<std::shared_ptr<const livemig::TlsContext>> LoadTls(
+    const livemig_options& o, livemig::TlsContext::Role role);
+
+}  // namespace livemig::capi_internal
+
+#endif  // LIVEMIG_MIGRATION_CAPI_INTERNAL_HANDLES_H_
