@@ -46,8 +46,6 @@ using livemig::GuestAddress;
 using livemig::capi_internal::DurationMs;
 using livemig::capi_internal::Guard;
 using livemig::capi_internal::kMaxChannels;
-using livemig::capi_internal::kMessageSize;
-using livemig::capi_internal::LoadTls;
 using livemig::capi_internal::NullArgument;
 using livemig::capi_internal::Report;
 

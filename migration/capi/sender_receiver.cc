@@ -42,14 +42,11 @@
 
 using livemig::AtomicBitmap;
 using livemig::Endpoint;
-using livemig::GuestAddress;
-using livemig::capi_internal::DurationMs;
 using livemig::capi_internal::Guard;
 using livemig::capi_internal::kMaxChannels;
 using livemig::capi_internal::kMessageSize;
 using livemig::capi_internal::LoadTls;
 using livemig::capi_internal::NullArgument;
-using livemig::capi_internal::Report;
 
 // -------------------------------------------------------------- VM control
 
