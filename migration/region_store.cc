@@ -21,6 +21,7 @@
 #include "core/file_offset.h"
 #include "core/posix_error.h"
 #include "core/status_macros.h"
+#include "migration/internal/prealloc.h"
 #include "migration/internal/region_paths.h"
 
 namespace livemig {
@@ -427,7 +428,22 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
                                       file->final_path, file->staging_path});
     }
   }
+  if (options.prealloc) LIVEMIG_RETURN_IF_ERROR(Prealloc(options.prealloc_threads));
   return absl::OkStatus();
+}
+
+absl::Status RegionStore::Prealloc(int threads) {
+  std::vector<migration_internal::PopulateTarget> targets;
+  for (StoredRegion& r : regions_) {
+    targets.push_back({r.info.index(), r.region.as_ptr(), r.region.size(),
+                       !r.starts_zeroed ? std::string("the VMM's memory") : r.staging_path});
+  }
+  migration_internal::PopulateStats stats;
+  const absl::Status status = migration_internal::PopulateAll(
+      std::move(targets), threads > 0 ? threads : migration_internal::Populator::DefaultThreads(),
+      &stats);
+  prealloc_ = PreallocStats{stats.ms, stats.populated_bytes, stats.threads};
+  return status;
 }
 
 RegionStore::RegionStore() = default;
@@ -437,7 +453,8 @@ RegionStore::RegionStore(RegionStore&& other) noexcept
       files_(std::move(other.files_)),
       created_dirs_(std::move(other.created_dirs_)),
       state_(other.state_),
-      flushed_(other.flushed_) {
+      flushed_(other.flushed_),
+      prealloc_(other.prealloc_) {
   other.regions_.clear();
   other.files_.clear();
   other.state_ = State::kAbandoned;  // Nothing left to clean up.
@@ -451,6 +468,7 @@ RegionStore& RegionStore::operator=(RegionStore&& other) noexcept {
     created_dirs_ = std::move(other.created_dirs_);
     state_ = other.state_;
     flushed_ = other.flushed_;
+    prealloc_ = other.prealloc_;
     other.regions_.clear();
     other.files_.clear();
     other.state_ = State::kAbandoned;
