@@ -15,7 +15,19 @@
 //                              fresh mapping of the whole size (as the
 //                              receiver does), shared anonymous (shmem, what
 //                              RegionStore maps) or private with MADV_HUGEPAGE.
+//   raw_tcp_2conn_into_prealloc_{shmem,private_thp}
+//                              the same into a mapping populated first
+//                              (MADV_POPULATE_WRITE, not timed), and
+//                              `populate_{shmem,private_thp}` the populating
+//                              alone (one thread per core).
 //   ratio_{1,2}conn            livemig (total-time based) / raw, same N.
+//   livemig_random_2conn_{fresh,prealloc}_<i>
+//                              random 2conn without and with
+//                              ReceiverOptions::prealloc, alternating, three
+//                              of each, `_median`s; `_incl_setup` counts the
+//                              setup time too (prealloc runs in it: the
+//                              source waits for Ack{REGION_TABLE}), and
+//                              `prealloc_ms` is the receiver's own figure.
 //   livemig_zero_2conn         the same over all-zero memory (zero pages go as
 //                              runs): effective GB/s, not link bandwidth.
 //   tls_{plain,tls}_2conn      random 2conn without and with mutual TLS 1.3
@@ -30,6 +42,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -97,10 +110,36 @@ enum class Sink {
                      // MADV_HUGEPAGE (2 MiB faults where THP allows).
 };
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+// Populates [p, p + size) on one thread per core, 2 MiB chunks; seconds.
+double Populate(uint8_t* p, uint64_t size) {
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::atomic<uint64_t> next{0};
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> workers;
+  for (unsigned i = 0; i < threads; ++i) {
+    workers.emplace_back([&] {
+      constexpr uint64_t kChunk = 2 * kMiB;
+      for (uint64_t at; (at = next.fetch_add(kChunk, std::memory_order_relaxed)) < size;) {
+        if (::madvise(p + at, std::min(kChunk, size - at), MADV_POPULATE_WRITE) != 0) {
+          std::perror("madvise(MADV_POPULATE_WRITE)");
+          std::exit(1);
+        }
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  return Seconds(std::chrono::steady_clock::now() - start);
+}
+
 // `total` bytes over `conns` loopback connections, one writer and one reader
 // thread per connection; returns bytes per second (wall clock from the first
 // write to the last byte read).
-double RawTcp(uint64_t total, int conns, Sink sink = Sink::kReusedBuffer) {
+double RawTcp(uint64_t total, int conns, Sink sink = Sink::kReusedBuffer,
+              bool populate_first = false) {
   auto listener =
       Check(Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)), "raw listen");
   std::vector<std::unique_ptr<Connection>> out, in;
@@ -126,6 +165,11 @@ double RawTcp(uint64_t total, int conns, Sink sink = Sink::kReusedBuffer) {
     }
     if (sink == Sink::kFreshPrivateThp) (void)::madvise(p, total, MADV_HUGEPAGE);
     fresh = static_cast<uint8_t*>(p);
+    if (populate_first) {
+      const double s = Populate(fresh, total);
+      Print(sink == Sink::kFreshShmem ? "populate_shmem" : "populate_private_thp",
+            static_cast<double>(total) / s / 1e9, "GB/s");
+    }
   }
   std::vector<std::thread> threads;
   std::vector<absl::Status> results(2 * conns);
@@ -174,6 +218,8 @@ struct MigrationResult {
   double setup_ms = 0;
   DowntimeBreakdown breakdown;
   double audit_ms = 0;  // Source audit (sent: after the commit; full: in the pause).
+  double total_incl_setup = 0;  // bytes/s over total_time (setup included)
+  double prealloc_ms = 0;       // ReceivedMigration::prealloc_ms
 };
 
 struct TlsPair {
@@ -182,8 +228,9 @@ struct TlsPair {
 
 MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
                         SenderOptions::Verify verify = SenderOptions::Verify::kSent,
-                        const TlsPair& tls = {}) {
+                        const TlsPair& tls = {}, bool prealloc = false) {
   ReceiverOptions ropts;
+  ropts.prealloc = prealloc;
   ropts.tls = tls.destination;
   ropts.root_dir = root;
   ropts.io_timeout = kIoTimeout;
@@ -218,6 +265,8 @@ MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
   r.rounds = stats->rounds;
   r.breakdown = stats->downtime_breakdown;
   r.audit_ms = stats->audit.ms;
+  r.total_incl_setup = memory / (stats->total_time_ms / 1000.0);
+  r.prealloc_ms = received->prealloc_ms;
   return r;
 }
 
@@ -258,7 +307,8 @@ int Main(int argc, char** argv) {
     }
     std::fprintf(stderr, "usage: %s [--gib=N] [--only=CASE]...\n"
                  "  --gib: memory size, default 2; fractions allowed\n"
-                 "  --only: raw1, raw2, raw_fresh, random1, random2, zero, verify or tls (for"
+"  --only: raw1, raw2, raw_fresh, raw_prealloc, random1, random2, prealloc, zero,\n"
+                 "          verify or tls (for"
                  " profiling; default: all)\n",
                  argv[0]);
     return 2;
@@ -304,6 +354,13 @@ int Main(int argc, char** argv) {
           RawTcp(bytes, 2, Sink::kFreshPrivateThp) / 1e9, "GB/s");
   }
 
+  if (run("raw_prealloc")) {
+    Print("raw_tcp_2conn_into_prealloc_shmem",
+          RawTcp(bytes, 2, Sink::kFreshShmem, true) / 1e9, "GB/s");
+    Print("raw_tcp_2conn_into_prealloc_private_thp",
+          RawTcp(bytes, 2, Sink::kFreshPrivateThp, true) / 1e9, "GB/s");
+  }
+
   if (run("random1") || run("random2")) {
     const std::vector<FakeRegionSpec> specs = {Region(bytes)};
     auto vm = Check(FakeVm::Create(specs, Fill::kRandom, 42), "fake vm (random)");
@@ -331,6 +388,38 @@ int Main(int argc, char** argv) {
         Print("ratio_2conn_round0", r2.round0_based / raw2, "x");
       }
     }
+  }
+  if (run("prealloc")) {
+    // Fresh destination memory (faulted in by the readers) against
+    // ReceiverOptions::prealloc (populated before round 0), alternating.
+    const std::vector<FakeRegionSpec> specs = {Region(bytes)};
+    auto vm = Check(FakeVm::Create(specs, Fill::kRandom, 45), "fake vm (prealloc)");
+    (void)Migrate(*vm, 2, root);  // Warm-up, as above.
+    std::vector<double> fresh, pre, fresh_all, pre_all, pre_ms;
+    for (int i = 0; i < 3; ++i) {
+      const MigrationResult f = Migrate(*vm, 2, root);
+      const MigrationResult p =
+          Migrate(*vm, 2, root, SenderOptions::Verify::kSent, {}, /*prealloc=*/true);
+      fresh.push_back(f.total_based);
+      fresh_all.push_back(f.total_incl_setup);
+      pre.push_back(p.total_based);
+      pre_all.push_back(p.total_incl_setup);
+      pre_ms.push_back(p.prealloc_ms);
+      Print(absl::StrCat("livemig_random_2conn_fresh_", i), f.total_based / 1e9, "GB/s");
+      Print(absl::StrCat("livemig_random_2conn_fresh_", i, "_incl_setup"),
+            f.total_incl_setup / 1e9, "GB/s");
+      Print(absl::StrCat("livemig_random_2conn_prealloc_", i), p.total_based / 1e9, "GB/s");
+      Print(absl::StrCat("livemig_random_2conn_prealloc_", i, "_incl_setup"),
+            p.total_incl_setup / 1e9, "GB/s");
+      Print(absl::StrCat("livemig_random_2conn_prealloc_", i, "_prealloc_ms"), p.prealloc_ms,
+            "ms");
+    }
+    for (auto* v : {&fresh, &pre, &fresh_all, &pre_all, &pre_ms}) std::sort(v->begin(), v->end());
+    Print("livemig_random_2conn_fresh_median", fresh[1] / 1e9, "GB/s");
+    Print("livemig_random_2conn_fresh_median_incl_setup", fresh_all[1] / 1e9, "GB/s");
+    Print("livemig_random_2conn_prealloc_median", pre[1] / 1e9, "GB/s");
+    Print("livemig_random_2conn_prealloc_median_incl_setup", pre_all[1] / 1e9, "GB/s");
+    Print("livemig_random_2conn_prealloc_median_prealloc_ms", pre_ms[1], "ms");
   }
   if (run("verify")) {
     // The idle guest's downtime per verification mode: what verify=full's

@@ -516,6 +516,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     store_options.max_path_components = options_.max_path_components;
     store_options.reserved_paths = options_.reserved_paths;
     store_options.provide = options_.region_memory;
+    store_options.prealloc = options_.prealloc;
     LIVEMIG_ASSIGN_OR_RETURN(RegionStore store,
                              RegionStore::Create(table, kMigrationPageSize, store_options));
     store_.emplace(std::move(store));
@@ -562,6 +563,8 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
   out->zero_pages = zero_pages_.load();
   out->rounds = rounds_.load();
   out->channels = static_cast<uint32_t>(channels_.size());
+  out->prealloc_ms = store_->prealloc().ms;
+  out->prealloc_bytes = store_->prealloc().bytes;
   for (const auto& c : channels_) out->bytes_received += c->bytes_read();
   return out;
 }

@@ -104,6 +104,17 @@ struct ReceiverOptions {
   std::vector<std::string> reserved_paths;
   // Flush to disk before answering VERIFIED (see the file comment).
   bool durable = false;
+  // Make every region resident (allocated, zeroed, mapped: prefaulted on
+  // helper threads, migration/internal/prealloc.h) when the table arrives,
+  // before Ack{REGION_TABLE}, so no page is accepted into memory that is
+  // not there and the readers never stall on page faults. A destination
+  // that cannot (out of memory, a file that cannot be backed) fails
+  // ReceiveOne() with ResourceExhausted naming the region, its file and its
+  // bytes, and the source gets it as an Abort before round 0. The source
+  // waits for the acknowledgement within its io_timeout: populating must
+  // finish within it (about 1 GiB/s per helper thread for 4 KiB pages).
+  // VMM-provided memory (region_memory) is prefaulted too.
+  bool prealloc = false;
   // The VMM's own memory for regions it wants in it (memfd, shared,
   // hugetlbfs), asked per region when the table arrives
   // (RegionStoreOptions::provide, region_store.h): ReceiveOne()'s memory is
@@ -139,6 +150,11 @@ struct ReceivedMigration {
   uint64_t bytes_received = 0;
   uint32_t rounds = 0;
   uint32_t channels = 0;
+  // ReceiverOptions::prealloc: how long making every region resident took
+  // (before round 0, while the source waited for Ack{REGION_TABLE}) and
+  // how many bytes it populated. Zero without it.
+  double prealloc_ms = 0;
+  uint64_t prealloc_bytes = 0;
 };
 
 class Receiver {

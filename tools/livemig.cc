@@ -59,6 +59,9 @@ ABSL_FLAG(std::string, verify, "sent", "send: end-to-end verification: sent (the
           "(also re-hash the paused source before the handover), off");
 ABSL_FLAG(bool, durable, false, "receive: flush the rebuilt files to disk before telling the "
           "source they are verified (in the source's downtime); default: flush after the commit");
+ABSL_FLAG(bool, prealloc, false, "receive: allocate every region's memory (prefault it, on one "
+          "helper thread per core) before the first page is accepted; a destination that cannot "
+          "is refused up front (ResourceExhausted, naming the region and file)");
 ABSL_FLAG(std::string, test_untracked_write, "", "send, testing only: after round 0, change "
           "the byte at this guest address through the raw pointer, without marking it dirty");
 ABSL_FLAG(std::string, tls_dir, "", "send/receive: mutual TLS 1.3 on every channel with the "
@@ -111,6 +114,7 @@ absl::Status CheckOnlyFlagsOf(const std::string& command) {
       {"dir", Given(FLAGS_dir)},
       {"once", Given(FLAGS_once)},
       {"durable", Given(FLAGS_durable)},
+      {"prealloc", Given(FLAGS_prealloc)},
       {"resume-vm", Given(FLAGS_resume_vm)},
       {"test-hang-after-commit", Given(FLAGS_test_hang_after_commit)}};
   const bool receive = command == "receive";
@@ -135,6 +139,7 @@ cli::ReceiveFlags ReceiveFlagsFromFlags() {
   f.json = absl::GetFlag(FLAGS_json);
   f.once = absl::GetFlag(FLAGS_once);
   f.durable = absl::GetFlag(FLAGS_durable);
+  f.prealloc = absl::GetFlag(FLAGS_prealloc);
   f.test_hang_after_commit = absl::GetFlag(FLAGS_test_hang_after_commit);
   f.tls_dir = absl::GetFlag(FLAGS_tls_dir);
   f.resume_vm = absl::GetFlag(FLAGS_resume_vm);
@@ -217,7 +222,7 @@ int main(int argc, char** argv) {
       "       [--max-bandwidth=RATE] [--verify=sent|full|off] [--tracker=api|uffd] [--json]\n"
       "  livemig send --vm=kvm[:vcpus=N,pattern=counter|uniform|hotset,rate=R,size=S]\n"
       "       [--tracker=kvm-log|kvm-ring|uffd|api] ...\n"
-      "  livemig receive ... [--durable] [--resume-vm[=DURATION]]\n"
+      "  livemig receive ... [--durable] [--prealloc] [--resume-vm[=DURATION]]\n"
       "  both: [--tls-dir=DIR] (send: [--tls-hostname=NAME]) for mutual TLS 1.3\n"
       "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.\n"
       "Exit status: 0 done; 1 failed (send: the workload was resumed); 2 bad usage;\n"

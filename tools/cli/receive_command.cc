@@ -100,6 +100,7 @@ int RunReceive(const ReceiveFlags& flags) {
   // What this command writes beside the regions: never a region's name.
   options.reserved_paths = {"manifest.json", "manifest.json.tmp"};
   options.durable = flags.durable;
+  options.prealloc = flags.prealloc;
   {
     auto tls = DestinationTlsFromFlags(flags.tls_dir);
     if (!tls.ok()) return Usage(tls.status());
@@ -167,8 +168,13 @@ int RunReceive(const ReceiveFlags& flags) {
     if (resume_for.has_value()) resumed = ResumeReceivedVm(*got, *resume_for);
     if (flags.json) {
       std::string line = manifest;
-      if (resume_for.has_value()) {
+      if (flags.prealloc) {
         line.pop_back();  // The closing brace.
+        absl::StrAppend(&line, ",\"prealloc\":{\"ms\":", got->prealloc_ms,
+                        ",\"bytes\":", got->prealloc_bytes, "}}");
+      }
+      if (resume_for.has_value()) {
+        line.pop_back();
         absl::StrAppend(&line, ",\"resume\":", resumed.json, "}");
       }
       std::printf("%s\n", line.c_str());

@@ -9,6 +9,9 @@
 // previous manifest. A failed migration removes its partial files and is
 // reported on stderr (with --json also as {"status":"failed",...} on
 // stdout); the receiver then waits for the next source, unless --once.
+// With --prealloc every region is made resident before the first page is
+// accepted; --json then adds "prealloc":{"ms":..,"bytes":..} to the line
+// (not to manifest.json).
 //
 // Exit status (exit_status.h): 2 for a flag it cannot use, including a --dir
 // it cannot create or write; 1 when it cannot listen or publish the
@@ -39,6 +42,7 @@ struct ReceiveFlags {
   bool json = false;       // --json
   bool once = false;       // --once
   bool durable = false;    // --durable
+  bool prealloc = false;   // --prealloc
   std::string tls_dir;     // --tls-dir; empty: plaintext.
   std::string resume_vm;   // --resume-vm: a duration ("1s"); empty: no.
   bool test_hang_after_commit = false;  // --test-hang-after-commit
