@@ -21,13 +21,17 @@
 //                              `populate_{shmem,private_thp}` the populating
 //                              alone (one thread per core).
 //   ratio_{1,2}conn            livemig (total-time based) / raw, same N.
-//   livemig_random_2conn_{fresh,prealloc}_<i>
-//                              random 2conn without and with
-//                              ReceiverOptions::prealloc, alternating, three
-//                              of each, `_median`s; `_incl_setup` counts the
-//                              setup time too (prealloc runs in it: the
-//                              source waits for Ack{REGION_TABLE}), and
-//                              `prealloc_ms` is the receiver's own figure.
+//   livemig_random_2conn_{anon,shm}_{fresh,ahead,prealloc}_<i>
+//                              random 2conn into the receiver's anonymous
+//                              (THP) mappings or into files on /dev/shm:
+//                              faulted in by the readers, populated ahead of
+//                              the stream (ReceiverOptions::populate_ahead,
+//                              tmpfs only), or before round 0
+//                              (ReceiverOptions::prealloc); alternating,
+//                              three of each, `_median`s; `_incl_setup`
+//                              counts the setup time too (prealloc runs in
+//                              it: the source waits for Ack{REGION_TABLE}),
+//                              `_prealloc_ms` is the receiver's own figure.
 //   livemig_zero_2conn         the same over all-zero memory (zero pages go as
 //                              runs): effective GB/s, not link bandwidth.
 //   tls_{plain,tls}_2conn      random 2conn without and with mutual TLS 1.3
@@ -226,11 +230,20 @@ struct TlsPair {
   std::shared_ptr<const TlsContext> source, destination;
 };
 
+// How the destination memory is made (ReceiverOptions).
+struct Destination {
+  bool prealloc = false;
+  bool populate_ahead = true;
+  bool as_files = false;  // Anonymous regions as files under root.
+};
+
 MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
                         SenderOptions::Verify verify = SenderOptions::Verify::kSent,
-                        const TlsPair& tls = {}, bool prealloc = false) {
+                        const TlsPair& tls = {}, const Destination& destination = {}) {
   ReceiverOptions ropts;
-  ropts.prealloc = prealloc;
+  ropts.prealloc = destination.prealloc;
+  ropts.populate_ahead = destination.populate_ahead;
+  ropts.anonymous_regions_as_files = destination.as_files;
   ropts.tls = tls.destination;
   ropts.root_dir = root;
   ropts.io_timeout = kIoTimeout;
@@ -390,36 +403,52 @@ int Main(int argc, char** argv) {
     }
   }
   if (run("prealloc")) {
-    // Fresh destination memory (faulted in by the readers) against
-    // ReceiverOptions::prealloc (populated before round 0), alternating.
+    // Destination memory faulted in by the readers ("fresh"), populated by
+    // one helper ahead of round 0's stream ("ahead", the default; tmpfs
+    // files only), or populated before round 0 (ReceiverOptions::prealloc),
+    // alternating, three of each; into the receiver's private anonymous
+    // (THP) mappings and into files on /dev/shm (shmem, 4 KiB pages).
     const std::vector<FakeRegionSpec> specs = {Region(bytes)};
     auto vm = Check(FakeVm::Create(specs, Fill::kRandom, 45), "fake vm (prealloc)");
     (void)Migrate(*vm, 2, root);  // Warm-up, as above.
-    std::vector<double> fresh, pre, fresh_all, pre_all, pre_ms;
+    const std::string shm = absl::StrCat("/dev/shm/livemig-bench-", ::getpid());
+    std::filesystem::create_directories(shm);
+    struct Case {
+      std::string name;
+      std::string root;
+      Destination destination;
+    };
+    const std::vector<Case> cases = {
+        {"anon_fresh", root, {}},
+        {"anon_prealloc", root, {.prealloc = true}},
+        {"shm_fresh", shm, {.populate_ahead = false, .as_files = true}},
+        {"shm_ahead", shm, {.as_files = true}},
+        {"shm_prealloc", shm, {.prealloc = true, .as_files = true}},
+    };
+    std::vector<std::vector<double>> rate(cases.size()), rate_all(cases.size()),
+        pre_ms(cases.size());
     for (int i = 0; i < 3; ++i) {
-      const MigrationResult f = Migrate(*vm, 2, root);
-      const MigrationResult p =
-          Migrate(*vm, 2, root, SenderOptions::Verify::kSent, {}, /*prealloc=*/true);
-      fresh.push_back(f.total_based);
-      fresh_all.push_back(f.total_incl_setup);
-      pre.push_back(p.total_based);
-      pre_all.push_back(p.total_incl_setup);
-      pre_ms.push_back(p.prealloc_ms);
-      Print(absl::StrCat("livemig_random_2conn_fresh_", i), f.total_based / 1e9, "GB/s");
-      Print(absl::StrCat("livemig_random_2conn_fresh_", i, "_incl_setup"),
-            f.total_incl_setup / 1e9, "GB/s");
-      Print(absl::StrCat("livemig_random_2conn_prealloc_", i), p.total_based / 1e9, "GB/s");
-      Print(absl::StrCat("livemig_random_2conn_prealloc_", i, "_incl_setup"),
-            p.total_incl_setup / 1e9, "GB/s");
-      Print(absl::StrCat("livemig_random_2conn_prealloc_", i, "_prealloc_ms"), p.prealloc_ms,
-            "ms");
+      for (size_t c = 0; c < cases.size(); ++c) {
+        const MigrationResult r =
+            Migrate(*vm, 2, cases[c].root, SenderOptions::Verify::kSent, {}, cases[c].destination);
+        rate[c].push_back(r.total_based);
+        rate_all[c].push_back(r.total_incl_setup);
+        pre_ms[c].push_back(r.prealloc_ms);
+        const std::string name = absl::StrCat("livemig_random_2conn_", cases[c].name, "_", i);
+        Print(name, r.total_based / 1e9, "GB/s");
+        Print(name + "_incl_setup", r.total_incl_setup / 1e9, "GB/s");
+        if (cases[c].destination.prealloc) Print(name + "_prealloc_ms", r.prealloc_ms, "ms");
+      }
     }
-    for (auto* v : {&fresh, &pre, &fresh_all, &pre_all, &pre_ms}) std::sort(v->begin(), v->end());
-    Print("livemig_random_2conn_fresh_median", fresh[1] / 1e9, "GB/s");
-    Print("livemig_random_2conn_fresh_median_incl_setup", fresh_all[1] / 1e9, "GB/s");
-    Print("livemig_random_2conn_prealloc_median", pre[1] / 1e9, "GB/s");
-    Print("livemig_random_2conn_prealloc_median_incl_setup", pre_all[1] / 1e9, "GB/s");
-    Print("livemig_random_2conn_prealloc_median_prealloc_ms", pre_ms[1], "ms");
+    for (size_t c = 0; c < cases.size(); ++c) {
+      for (auto* v : {&rate[c], &rate_all[c], &pre_ms[c]}) std::sort(v->begin(), v->end());
+      const std::string name = absl::StrCat("livemig_random_2conn_", cases[c].name, "_median");
+      Print(name, rate[c][1] / 1e9, "GB/s");
+      Print(name + "_incl_setup", rate_all[c][1] / 1e9, "GB/s");
+      if (cases[c].destination.prealloc) Print(name + "_prealloc_ms", pre_ms[c][1], "ms");
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(shm, ec);
   }
   if (run("verify")) {
     // The idle guest's downtime per verification mode: what verify=full's

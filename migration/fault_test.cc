@@ -59,11 +59,15 @@ constexpr uint32_t kLiveRounds = 3;
 constexpr uint32_t kFinalCutLiveRounds = 1;
 
 // A receiver on 127.0.0.1 with short deadlines, so no failure case hangs.
-std::unique_ptr<ReceiverThread> StartReceiver(const std::string& root) {
+std::unique_ptr<ReceiverThread> StartReceiver(const std::string& root, bool prealloc = false) {
   // accept_timeout 4 s: a receiver whose source broke its handshake waits
   // that long for another one before it gives up (DeadlineExceeded).
-  return ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), root, absl::Seconds(3),
-                               absl::Seconds(4));
+  ReceiverOptions options;
+  options.root_dir = root;
+  options.io_timeout = absl::Seconds(3);
+  options.accept_timeout = absl::Seconds(4);
+  options.prealloc = prealloc;
+  return ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), std::move(options));
 }
 
 // A bandwidth cap and a forced switchover after `live_rounds` make every run
@@ -189,6 +193,8 @@ struct CutCase {
   // source, until its accept_timeout: DeadlineExceeded.
   bool receiver_may_time_out = false;
   uint32_t live_rounds = kLiveRounds;
+  // The receiver preallocates its memory (ReceiverOptions::prealloc).
+  bool prealloc = false;
 };
 
 std::ostream& operator<<(std::ostream& os, const CutCase& c) { return os << c.name; }
@@ -212,7 +218,7 @@ TEST_P(ConnectionCut, FailsBothEndsKeepsTheSourceRunningAndDirtyAndRetryIsExact)
   vm->memory().region(0).bitmap().SetAddrRange(0, kMemorySize);
   vm->StartWorkload(LightWorkload(78));
 
-  auto receiver = StartReceiver(TempDir(absl::StrCat("cut_", c.name)));
+  auto receiver = StartReceiver(TempDir(absl::StrCat("cut_", c.name)), c.prealloc);
   ASSERT_NE(receiver, nullptr);
   FaultProxy::Fault fault;
   fault.kind = FaultProxy::Fault::Kind::kCutAfter;
@@ -292,6 +298,12 @@ INSTANTIATE_TEST_SUITE_P(
                 [](const Measurement& m) { return m.dest_hello + 10; }},
         CutCase{"EarlyRound0OnChannel0", true, 0,
                 [](const Measurement& m) { return PerChannel(m.after_round[0]) / 4; }},
+        CutCase{"EarlyRound0OnChannel0Preallocated", true, 0,
+                [](const Measurement& m) { return PerChannel(m.after_round[0]) / 4; },
+                false, false, kLiveRounds, /*prealloc=*/true},
+        CutCase{"RegionTableAckPreallocated", false, 0,
+                [](const Measurement& m) { return m.dest_hello + 10; },
+                false, false, kLiveRounds, /*prealloc=*/true},
         CutCase{"LateRound0OnChannel1", true, 1,
                 [](const Measurement& m) { return PerChannel(m.after_round[0]) * 3 / 4; }},
         CutCase{"Round1OnChannel0", true, 0,

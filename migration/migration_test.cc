@@ -94,7 +94,12 @@ TEST(Migration, RandomizedRunsRebuildTheSourceExactlyWhileWritersRun) {
     ASSERT_NE(::mkdtemp(sock_dir), nullptr);
     const Endpoint at = unix_socket ? Endpoint::Unix(absl::StrCat(sock_dir, "/s.sock"))
                                     : Endpoint::Tcp("127.0.0.1", 0);
-    auto receiver = ReceiverThread::Start(at, dst_dir);
+    ReceiverOptions receiver_options;
+    receiver_options.root_dir = dst_dir;
+    receiver_options.io_timeout = absl::Seconds(20);
+    receiver_options.accept_timeout = absl::Seconds(30);
+    receiver_options.prealloc = run % 2 == 1;  // Every other run preallocated.
+    auto receiver = ReceiverThread::Start(at, receiver_options);
     ASSERT_NE(receiver, nullptr);
     WorkloadSpec work;
     work.writers = 2;
@@ -112,6 +117,7 @@ TEST(Migration, RandomizedRunsRebuildTheSourceExactlyWhileWritersRun) {
     EXPECT_TRUE(vm->paused());
     EXPECT_EQ(stats->status, "completed");
     EXPECT_EQ(got.device_state, "device-state-v1");
+    EXPECT_EQ(got.prealloc_bytes, receiver_options.prealloc ? vm->memory().total_size() : 0);
     ExpectSameMemory(vm->memory(), got.memory);
     for (size_t r = 0; r < specs.size(); ++r) {
       if (specs[r].file.empty()) continue;

@@ -56,7 +56,19 @@ using ::livemig::testing::StatusIsWithMessage;
 using ::livemig::testing::TempDir;
 using ::testing::IsEmpty;
 
-TEST_F(RawSourceTest, PageBatchWithAFlippedPayloadByteIsDataLoss) {
+// The same receiver with and without ReceiverOptions::prealloc, for the
+// tests below that are TEST_P: their verdict must not depend on it.
+class RawSourceModes : public RawSourceTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void Configure(ReceiverOptions& options) override { options.prealloc = GetParam(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(PreallocOffAndOn, RawSourceModes, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Prealloc" : "Plain";
+                         });
+
+TEST_P(RawSourceModes, PageBatchWithAFlippedPayloadByteIsDataLoss) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   std::vector<uint8_t> pages(2 * kMigrationPageSize, 0xab);
   std::vector<uint8_t> corrupted = pages;
@@ -154,7 +166,7 @@ TEST_F(RawSourceTest, BatchNamingARegionPastTheTableIsOutOfRange) {
   EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kOutOfRange));
 }
 
-TEST_F(RawSourceTest, RawRunPastTheRegionEndIsOutOfRangeAndRemovesTheStagingFile) {
+TEST_P(RawSourceModes, RawRunPastTheRegionEndIsOutOfRangeAndRemovesTheStagingFile) {
   ASSERT_NO_FATAL_FAILURE(Handshake(FileTable("guest.mem")));
   // The staging file exists while the migration runs.
   EXPECT_TRUE(std::filesystem::exists(absl::StrCat(root_, "/guest.mem", kStagingSuffix)));
@@ -170,7 +182,7 @@ TEST_F(RawSourceTest, RawRunPastTheRegionEndIsOutOfRangeAndRemovesTheStagingFile
 
 // A broken source sends a page twice in round 0, RAW then ZERO: the memory
 // must hold what the last one says (zeros), as the recorded hash does.
-TEST_F(RawSourceTest, ZeroRunOverAPageThatLandedInRound0ClearsIt) {
+TEST_P(RawSourceModes, ZeroRunOverAPageThatLandedInRound0ClearsIt) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   const std::vector<uint8_t> page(kMigrationPageSize, 0x77);
   ASSERT_NO_FATAL_FAILURE(SendBatch(Batch(0, proto::ENCODING_RAW, 3, 1), page, page));

@@ -1,6 +1,8 @@
 #include "migration/internal/prealloc.h"
 
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <time.h>
 
 #include <algorithm>
@@ -155,6 +157,11 @@ PopulateStats Populator::stats() const {
   out.ms = static_cast<double>(last_end_ns_.load(std::memory_order_relaxed) - start_ns_) / 1e6;
   out.threads = static_cast<int>(threads_.size());
   return out;
+}
+
+bool IsOnTmpfs(const std::string& path) {
+  struct statfs fs;
+  return ::statfs(path.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
 }
 
 absl::Status PopulateAll(std::vector<PopulateTarget> targets, int threads,

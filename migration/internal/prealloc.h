@@ -135,6 +135,11 @@ class Populator {
   bool joined_ = false;
 };
 
+// Whether `path` is on a tmpfs (its pages are shmem: a fault allocates and
+// zeroes a 4 KiB page unless the mount allows huge pages). False when it
+// cannot be told.
+bool IsOnTmpfs(const std::string& path);
+
 // Populates every target on `threads` helpers and waits: the synchronous
 // form, for allocating everything before the first page is accepted.
 [[nodiscard]] absl::Status PopulateAll(std::vector<PopulateTarget> targets, int threads,

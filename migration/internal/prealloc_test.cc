@@ -3,6 +3,8 @@
 #include "migration/internal/prealloc.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -143,6 +145,16 @@ TEST(Populator, AnonymousMemoryIsNamedAsSuchInErrors) {
             absl::string_view::npos)
       << status;
   ::munmap(p, 2 * kMiB);
+}
+
+TEST(IsOnTmpfs, TellsShmFromOtherFilesystems) {
+  EXPECT_FALSE(IsOnTmpfs("/proc/self/status"));
+  EXPECT_FALSE(IsOnTmpfs("/no/such/file"));
+  struct statfs fs;
+  if (::statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+    GTEST_SKIP() << "/dev/shm is not a tmpfs here";
+  }
+  EXPECT_TRUE(IsOnTmpfs("/dev/shm"));
 }
 
 }  // namespace

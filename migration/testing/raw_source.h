@@ -93,6 +93,7 @@ class RawSourceTest : public ::testing::Test {
     // Longer than any test: a stranger is dropped for what it sends, not
     // for its silence (tests of that set their own).
     options.handshake_timeout = absl::Seconds(60);
+    Configure(options);
     ASSERT_OK_AND_ASSIGN(receiver_, Receiver::Listen(Endpoint::Tcp("127.0.0.1", 0), options));
     thread_ = std::thread([this] {
       result_ = receiver_->ReceiveOne();
@@ -100,6 +101,9 @@ class RawSourceTest : public ::testing::Test {
     });
     ASSERT_OK_AND_ASSIGN(conn_, Connection::Connect(receiver_->endpoint(), kIo));
   }
+
+  // A derived fixture's changes to the receiver's options, before it starts.
+  virtual void Configure(ReceiverOptions& options) {}
 
   void TearDown() override {
     if (thread_.joinable()) {
