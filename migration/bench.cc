@@ -21,13 +21,12 @@
 //                              `populate_{shmem,private_thp}` the populating
 //                              alone (one thread per core).
 //   ratio_{1,2}conn            livemig (total-time based) / raw, same N.
-//   livemig_random_2conn_{anon,shm}_{fresh,ahead,prealloc}_<i>
+//   livemig_random_2conn_{anon,shm}_{fresh,prealloc}_<i>
 //                              random 2conn into the receiver's anonymous
 //                              (THP) mappings or into files on /dev/shm:
-//                              faulted in by the readers, populated ahead of
-//                              the stream (ReceiverOptions::populate_ahead,
-//                              tmpfs only), or before round 0
-//                              (ReceiverOptions::prealloc); alternating,
+//                              faulted in by the readers, or populated
+//                              before round 0 (ReceiverOptions::prealloc);
+//                              alternating,
 //                              three of each, `_median`s; `_incl_setup`
 //                              counts the setup time too (prealloc runs in
 //                              it: the source waits for Ack{REGION_TABLE}),
@@ -233,7 +232,6 @@ struct TlsPair {
 // How the destination memory is made (ReceiverOptions).
 struct Destination {
   bool prealloc = false;
-  bool populate_ahead = true;
   bool as_files = false;  // Anonymous regions as files under root.
 };
 
@@ -242,7 +240,6 @@ MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
                         const TlsPair& tls = {}, const Destination& destination = {}) {
   ReceiverOptions ropts;
   ropts.prealloc = destination.prealloc;
-  ropts.populate_ahead = destination.populate_ahead;
   ropts.anonymous_regions_as_files = destination.as_files;
   ropts.tls = tls.destination;
   ropts.root_dir = root;
@@ -403,9 +400,8 @@ int Main(int argc, char** argv) {
     }
   }
   if (run("prealloc")) {
-    // Destination memory faulted in by the readers ("fresh"), populated by
-    // one helper ahead of round 0's stream ("ahead", the default; tmpfs
-    // files only), or populated before round 0 (ReceiverOptions::prealloc),
+    // Destination memory faulted in by the readers ("fresh") or populated
+    // before round 0 (ReceiverOptions::prealloc),
     // alternating, three of each; into the receiver's private anonymous
     // (THP) mappings and into files on /dev/shm (shmem, 4 KiB pages).
     const std::vector<FakeRegionSpec> specs = {Region(bytes)};
@@ -421,8 +417,7 @@ int Main(int argc, char** argv) {
     const std::vector<Case> cases = {
         {"anon_fresh", root, {}},
         {"anon_prealloc", root, {.prealloc = true}},
-        {"shm_fresh", shm, {.populate_ahead = false, .as_files = true}},
-        {"shm_ahead", shm, {.as_files = true}},
+        {"shm_fresh", shm, {.as_files = true}},
         {"shm_prealloc", shm, {.prealloc = true, .as_files = true}},
     };
     std::vector<std::vector<double>> rate(cases.size()), rate_all(cases.size()),

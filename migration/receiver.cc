@@ -20,7 +20,6 @@
 #include "migration/device_state.h"
 #include "migration/protocol.h"
 #include "migration/internal/channel_acceptor.h"
-#include "migration/internal/prealloc.h"
 #include "migration/internal/round_barrier.h"
 #include "migration/internal/writeback_thread.h"
 #include "migration/page_hashes.h"
@@ -114,11 +113,6 @@ class ReceiveSession {
   // Starts writeback of the staging files; lives as long as store_ (its
   // last kick may still run during completion, never waited for there).
   std::optional<WritebackThread> writeback_;
-  // Without prealloc: faults the store's file mappings in ahead of round 0's
-  // stream on one helper (prealloc.h), target i being region i (size 0 for
-  // regions it leaves alone); stopped when round 0 ends. Declared after
-  // store_, so it stops before the mappings go.
-  std::unique_ptr<migration_internal::Populator> ahead_;
   // Relaxed: each reader adds its own counts; read after the readers joined
   // (raw_pages_ also paces writeback, which orders nothing).
   std::atomic<uint64_t> raw_pages_{0};
@@ -238,7 +232,6 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
         conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
     int next = 0;
-    if (ahead_) ahead_->Landed(batch.region_index(), next_free * kMigrationPageSize);
     for (const proto::PageRun& run : batch.runs()) {
       uint8_t* data = region.as_ptr() + run.first_page() * kMigrationPageSize;
       if (options_.test_after_landing) {
@@ -352,7 +345,6 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
 
 void ReceiveSession::EndOfRound(uint32_t round, bool final) {
   const absl::Time start = absl::Now();
-  if (round == 0 && ahead_) ahead_->Stop();  // Later rounds rewrite resident pages.
   for (PageHashes& h : landed_) h.RefreshChunks();
   if (options_.durable) {
     // The round's data goes to disk before the round is acknowledged, so
@@ -536,24 +528,6 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     LIVEMIG_RETURN_IF_ERROR(
         wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
 
-    if (!options_.prealloc && options_.populate_ahead) {
-      // Only staging files on tmpfs: private anonymous memory faults in
-      // 2 MiB pages cheaply (and zero pages that never arrive stay
-      // unallocated), and a disk file's populated pages would be written
-      // back, zero pages included.
-      std::vector<migration_internal::PopulateTarget> targets;
-      bool any = false;
-      for (StoredRegion& r : store_->regions()) {
-        const bool shmem = !r.staging_path.empty() && migration_internal::IsOnTmpfs(r.staging_path);
-        any = any || shmem;
-        targets.push_back({r.info.index(), r.region.as_ptr(), shmem ? r.region.size() : 0,
-                           r.staging_path});
-      }
-      if (any) {
-        ahead_ = std::make_unique<migration_internal::Populator>(std::move(targets));
-        ahead_->Start(1);
-      }
-    }
     barrier_ = std::make_unique<RoundBarrier>(channels_.size(), &receiver_.cancelled_,
                                               [this](uint32_t round, bool final) { EndOfRound(round, final); });
     writeback_.emplace(*store_);
@@ -572,7 +546,6 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
       });
     }
     for (auto& t : readers) t.join();
-    ahead_.reset();
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!failure_.ok()) return failure_;

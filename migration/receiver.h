@@ -115,12 +115,6 @@ struct ReceiverOptions {
   // finish within it (about 1 GiB/s per helper thread for 4 KiB pages).
   // VMM-provided memory (region_memory) is prefaulted too.
   bool prealloc = false;
-  // Without prealloc: the staging files on tmpfs (shmem, where every 4 KiB
-  // page would otherwise fault inside a reader's recvmsg) are populated by
-  // one helper thread running ahead of round 0's stream, skipping what the
-  // stream already wrote, until round 0 ends. Errors there are ignored (the
-  // readers meet the same page themselves).
-  bool populate_ahead = true;
   // The VMM's own memory for regions it wants in it (memfd, shared,
   // hugetlbfs), asked per region when the table arrives
   // (RegionStoreOptions::provide, region_store.h): ReceiveOne()'s memory is

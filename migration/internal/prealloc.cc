@@ -1,8 +1,6 @@
 #include "migration/internal/prealloc.h"
 
-#include <linux/magic.h>
 #include <sys/mman.h>
-#include <sys/vfs.h>
 #include <time.h>
 
 #include <algorithm>
@@ -34,13 +32,11 @@ int Populator::DefaultThreads() {
 }
 
 Populator::Populator(std::vector<PopulateTarget> targets)
-    : targets_(std::move(targets)),
-      front_(new std::atomic<uint64_t>[targets_.size()]) {
+    : targets_(std::move(targets)) {
   uint64_t chunks = 0;
   for (size_t t = 0; t < targets_.size(); ++t) {
     first_chunk_.push_back(chunks);
     chunks += (targets_[t].size + kChunkBytes - 1) / kChunkBytes;
-    front_[t].store(0, std::memory_order_relaxed);
   }
   first_chunk_.push_back(chunks);
 }
@@ -97,10 +93,6 @@ void Populator::Work() {
     const uint64_t index = next_.fetch_add(1, std::memory_order_relaxed);
     if (index >= first_chunk_.back()) break;
     const Chunk chunk = ChunkAt(index);
-    if (chunk.offset + chunk.len <= front_[chunk.target].load(std::memory_order_relaxed)) {
-      skipped_.fetch_add(chunk.len, std::memory_order_relaxed);
-      continue;
-    }
     const PopulateTarget& target = targets_[chunk.target];
     int rc;
     do {
@@ -142,26 +134,12 @@ void Populator::Stop() {
   Join();
 }
 
-void Populator::Landed(size_t target, uint64_t end) {
-  if (target >= targets_.size()) return;
-  std::atomic<uint64_t>& front = front_[target];
-  uint64_t seen = front.load(std::memory_order_relaxed);
-  while (seen < end && !front.compare_exchange_weak(seen, end, std::memory_order_relaxed)) {
-  }
-}
-
 PopulateStats Populator::stats() const {
   PopulateStats out;
   out.populated_bytes = populated_.load(std::memory_order_relaxed);
-  out.skipped_bytes = skipped_.load(std::memory_order_relaxed);
   out.ms = static_cast<double>(last_end_ns_.load(std::memory_order_relaxed) - start_ns_) / 1e6;
   out.threads = static_cast<int>(threads_.size());
   return out;
-}
-
-bool IsOnTmpfs(const std::string& path) {
-  struct statfs fs;
-  return ::statfs(path.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
 }
 
 absl::Status PopulateAll(std::vector<PopulateTarget> targets, int threads,

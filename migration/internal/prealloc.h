@@ -1,16 +1,15 @@
 // File: migration/internal/prealloc.h
 //
-// Populator: makes a destination's region mappings resident before (or
-// while) pages arrive, so that the receiver's channel readers land bytes in
+// Populator: makes a destination's region mappings resident before pages
+// arrive, so that the receiver's channel readers land bytes in
 // memory that is already allocated, zeroed and mapped instead of taking a
 // page fault (allocation + zeroing) inside recvmsg for every 4 KiB page.
 //
 // How: madvise(MADV_POPULATE_WRITE) (Linux >= 5.14) over each target, in
 // chunks of kChunkBytes, claimed in address order by `threads` helper
 // threads. Populating never changes a mapping's content (a page already
-// present is left as it is; an absent one becomes the zero page's
-// private copy, or the file's zeroed block), so it may run while the
-// stream writes the same memory. Private anonymous targets get the
+// present is left as it is; an absent one becomes a zeroed private page,
+// or the file's zeroed block), so VMM-provided memory keeps what it holds. Private anonymous targets get the
 // kernel's transparent huge pages where MADV_HUGEPAGE was advised (the
 // store advises it); shmem files get them only where their tmpfs allows
 // (huge=advise/within_size/always, or shmem_enabled for memfds).
@@ -26,13 +25,9 @@
 //                      mapping cannot be populated (VM_PFNMAP/VM_IO).
 //   others             PosixError codes, with the same context.
 //
-// Progress hint (Landed): a caller that writes the targets itself may say
-// how far it got; chunks wholly below that are skipped (the writer faulted
-// them in already), so the helpers stay ahead of the writer instead of
-// behind it.
-//
-// Thread safety: Landed() may be called from any thread. Wait(), Stop() and
-// destruction are for the owner's thread, and must not overlap.
+// Thread safety: Start(), Wait(), Stop(), stats() and destruction are for
+// the owner's thread; the helpers share nothing with it but the atomics and
+// the error below.
 #ifndef LIVEMIG_MIGRATION_INTERNAL_PREALLOC_H_
 #define LIVEMIG_MIGRATION_INTERNAL_PREALLOC_H_
 
@@ -64,7 +59,6 @@ struct PopulateTarget {
 // What a finished population did.
 struct PopulateStats {
   uint64_t populated_bytes = 0;  // Chunks made resident by the helpers.
-  uint64_t skipped_bytes = 0;    // Chunks the writer had passed (Landed).
   double ms = 0;                 // From Start to the last helper's end.
   int threads = 0;
 };
@@ -88,15 +82,11 @@ class Populator {
   // Starts `threads` helpers (at least 1; no more than there are chunks).
   // REQUIRES: called once, before Wait() or Stop().
   void Start(int threads);
-  // Blocks until every chunk is populated or skipped, or one failed; returns
+  // Blocks until every chunk is populated, or one failed; returns
   // the first failure (see the file comment). Idempotent.
   [[nodiscard]] absl::Status Wait();
   // Helpers finish the chunk in hand and stop; joins them. Idempotent.
   void Stop();
-
-  // Target `target` (its index in the vector given) has been written up to
-  // byte `end` by someone else: chunks ending at or below it are skipped.
-  void Landed(size_t target, uint64_t end);
 
   // REQUIRES: Wait() or Stop() returned.
   PopulateStats stats() const;
@@ -118,15 +108,11 @@ class Populator {
   // The next chunk to claim. Relaxed: it only hands out indices; the chunks'
   // memory is the kernel's business, and results are read after the join.
   std::atomic<uint64_t> next_{0};
-  // Per target, the writer's progress hint (Landed). Relaxed: a stale value
-  // only populates a chunk that was written already, which is harmless.
-  std::unique_ptr<std::atomic<uint64_t>[]> front_;
   // Set by Stop() or the first failure. Relaxed: it only says "stop"; the
   // join orders everything the helpers did before the owner reads it.
   std::atomic<bool> stop_{false};
   // Summed by the helpers, read after the join (which orders them). Relaxed.
   std::atomic<uint64_t> populated_{0};
-  std::atomic<uint64_t> skipped_{0};
   std::atomic<int64_t> last_end_ns_{0};  // Max over helpers; read after join.
   int64_t start_ns_ = 0;
   mutable std::mutex mu_;
@@ -134,11 +120,6 @@ class Populator {
   std::vector<std::thread> threads_;
   bool joined_ = false;
 };
-
-// Whether `path` is on a tmpfs (its pages are shmem: a fault allocates and
-// zeroes a 4 KiB page unless the mount allows huge pages). False when it
-// cannot be told.
-bool IsOnTmpfs(const std::string& path);
 
 // Populates every target on `threads` helpers and waits: the synchronous
 // form, for allocating everything before the first page is accepted.

@@ -1,10 +1,8 @@
 // Tests of the Populator (migration/internal/prealloc.h): what becomes
-// resident, that content is kept, the progress hint, and the errors.
+// resident, that content is kept, stopping, and the errors.
 #include "migration/internal/prealloc.h"
 
 #include <fcntl.h>
-#include <linux/magic.h>
-#include <sys/vfs.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -56,7 +54,6 @@ TEST(Populator, MakesEveryPageOfPrivateAnonymousMemoryResident) {
   ASSERT_OK(PopulateAll({{0, m.addr, m.size, ""}}, 2, &stats));
   EXPECT_EQ(ResidentPages(m.addr, m.size), static_cast<int64_t>(m.size / kPage));
   EXPECT_EQ(stats.populated_bytes, m.size);
-  EXPECT_EQ(stats.skipped_bytes, 0u);
   EXPECT_EQ(stats.threads, 2);
 }
 
@@ -95,22 +92,6 @@ TEST(Populator, NoTargetsIsOkAtOnce) {
   EXPECT_EQ(stats.threads, 0);
 }
 
-TEST(Populator, ChunksTheWriterHasPassedAreSkipped) {
-  Mapping m(8 * kMiB, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
-  Populator populator({{0, m.addr, m.size, ""}});
-  // The writer got 5 MiB in: the first two 2 MiB chunks lie wholly below,
-  // the third straddles the mark and is still populated.
-  populator.Landed(0, 5 * kMiB);
-  populator.Landed(0, kMiB);  // An older hint never moves the mark back.
-  populator.Landed(7, 8 * kMiB);  // No such target: ignored.
-  populator.Start(1);
-  ASSERT_OK(populator.Wait());
-  EXPECT_EQ(populator.stats().skipped_bytes, 4 * kMiB);
-  EXPECT_EQ(populator.stats().populated_bytes, 4 * kMiB);
-  EXPECT_EQ(ResidentPages(m.addr, 4 * kMiB), 0);
-  EXPECT_EQ(ResidentPages(m.addr + 4 * kMiB, 4 * kMiB), static_cast<int64_t>(4 * kMiB / kPage));
-}
-
 TEST(Populator, StopBeforeStartPopulatesNothing) {
   Mapping m(4 * kMiB, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
   Populator populator({{0, m.addr, m.size, ""}});
@@ -145,16 +126,6 @@ TEST(Populator, AnonymousMemoryIsNamedAsSuchInErrors) {
             absl::string_view::npos)
       << status;
   ::munmap(p, 2 * kMiB);
-}
-
-TEST(IsOnTmpfs, TellsShmFromOtherFilesystems) {
-  EXPECT_FALSE(IsOnTmpfs("/proc/self/status"));
-  EXPECT_FALSE(IsOnTmpfs("/no/such/file"));
-  struct statfs fs;
-  if (::statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
-    GTEST_SKIP() << "/dev/shm is not a tmpfs here";
-  }
-  EXPECT_TRUE(IsOnTmpfs("/dev/shm"));
 }
 
 }  // namespace
