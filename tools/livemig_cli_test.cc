@@ -32,6 +32,7 @@ namespace livemig {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const char* kBinary = "tools/livemig";  // In the test's runfiles.
 
@@ -98,10 +99,11 @@ class LivemigCli : public ::testing::Test {
   std::string Socket() const { return dir_ + "/s.sock"; }
 
   // `livemig receive --once` into dst/ on Socket(), once it listens.
-  Process StartReceiver(bool json = false) {
+  Process StartReceiver(bool json = false, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {kBinary, "receive", "--unix=" + Socket(),
                                      "--dir=" + dir_ + "/dst", "--once"};
     if (json) args.push_back("--json");
+    args.insert(args.end(), extra.begin(), extra.end());
     Process receiver = Process::Start(args, dir_, "receiver");
     AwaitSocket();
     return receiver;
@@ -197,6 +199,7 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"send", to, "--memory=1MiB", "--io-timeout-s=inf"}, "--io-timeout-s=inf: expected"},
       {{"send", to, "--memory=1MiB", dir}, "--dir is a receive flag, not a send one"},
       {{"send", to, "--memory=1MiB", "--durable"}, "--durable is a receive flag"},
+      {{"send", to, "--memory=1MiB", "--prealloc"}, "--prealloc is a receive flag"},
       {{"receive", to}, "--dir=DIR is required"},
       {{"receive", to, dir, "--channels=-1"}, "--channels=-1: expected 1 to 64"},
       {{"receive", to, dir, "--channels=100000"}, "--channels=100000: expected 1 to 64"},
@@ -403,15 +406,35 @@ TEST_F(LivemigCli, TooSmallFilesystemIsRefusedAtTheRegionTable) {
   const std::string dst = dir_ + "/dst";
   testing::ScopedTmpfs small(dst, "16m");
   if (!small.mounted()) GTEST_SKIP() << small.why();
-  Process receiver = StartReceiver();
-  Process sender = Process::Start(
-      {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--fill=zero"}, dir_, "sender");
-  EXPECT_EQ(sender.Wait(), 1) << sender.Err();
-  EXPECT_THAT(sender.Err(), HasSubstr("RESOURCE_EXHAUSTED: peer aborted: region 0: \""));
-  EXPECT_THAT(sender.Err(), HasSubstr("region-0.mem.livemig-partial\" needs 67108864 bytes"));
-  EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
-  EXPECT_THAT(receiver.Err(), HasSubstr("RESOURCE_EXHAUSTED"));
-  EXPECT_TRUE(std::filesystem::is_empty(dst));
+  for (const bool prealloc : {false, true}) {
+    SCOPED_TRACE(prealloc ? "--prealloc" : "plain");
+    std::filesystem::remove(Socket());
+    Process receiver = StartReceiver(false, prealloc ? std::vector<std::string>{"--prealloc"}
+                                                     : std::vector<std::string>{});
+    Process sender = Process::Start(
+        {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--fill=zero"}, dir_, "sender");
+    EXPECT_EQ(sender.Wait(), 1) << sender.Err();
+    EXPECT_THAT(sender.Err(), HasSubstr("RESOURCE_EXHAUSTED: peer aborted: region 0: \""));
+    EXPECT_THAT(sender.Err(), HasSubstr("region-0.mem.livemig-partial\" needs 67108864 bytes"));
+    EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
+    EXPECT_THAT(receiver.Err(), HasSubstr("RESOURCE_EXHAUSTED"));
+    EXPECT_TRUE(std::filesystem::is_empty(dst));
+  }
+}
+
+// --prealloc: the memory is made resident before round 0, and --json says
+// how long that took and how much it populated (manifest.json does not).
+TEST_F(LivemigCli, PreallocatingReceiverReportsItInItsJsonLine) {
+  Process receiver = StartReceiver(/*json=*/true, {"--prealloc"});
+  Process sender = Process::Start({kBinary, "send", "--unix=" + Socket(), "--memory=16MiB",
+                                   "--fill=random", "--channels=2", "--json"},
+                                  dir_, "sender");
+  ASSERT_EQ(sender.Wait(), 0) << sender.Err();
+  ASSERT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_THAT(receiver.Out(), HasSubstr("\"verified\":true"));
+  EXPECT_THAT(receiver.Out(), HasSubstr(",\"prealloc\":{\"ms\":"));
+  EXPECT_THAT(receiver.Out(), HasSubstr(",\"bytes\":16777216}}"));
+  EXPECT_THAT(Process::Slurp(dir_ + "/dst/manifest.json"), Not(HasSubstr("prealloc")));
 }
 
 // A region backed by a file called like the receiver's own output is
