@@ -36,8 +36,12 @@
 //   Channels may connect in any order; channel 0 (by index) is the control
 //   channel. A migration starts once all N of its channels said Hello; a
 //   Hello of another id never touches it.
-//   ch0: RegionTable                           --->  builds regions (staging)
+//   ch0: RegionTable                           --->  builds regions (staging;
+//                                                    fallocate; prealloc:
+//                                                    makes them resident)
 //                                              <---  Ack{REGION_TABLE} | Abort
+//                                                    (RESOURCE_EXHAUSTED: no
+//                                                    room, before any page)
 //   ---- rounds r = 0, 1, ... (r = 0 sends every page) ---------------------
 //   any: PageBatch{region, RAW|ZERO, runs, r,  --->  RAW: the frame checksum
 //          page_hashes (RAW)} [+ page bytes]         covers header + message
