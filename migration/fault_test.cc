@@ -140,7 +140,7 @@ absl::StatusOr<Measurement> MeasureCleanRun(uint32_t live_rounds) {
   (*vm)->StartWorkload(LightWorkload(78));
   SenderOptions options = FaultOptions((*proxy)->endpoint(), live_rounds);
   options.on_round = [&m](const MigrationStats& stats) {
-    m.after_round.push_back(stats.transferred);
+    if (!stats.round_stats.back().final) m.after_round.push_back(stats.transferred);
   };
   Sender sender(options);
   absl::StatusOr<MigrationStats> stats = sender.Migrate((*vm)->memory(), **vm);
