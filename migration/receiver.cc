@@ -20,6 +20,7 @@
 #include "migration/device_state.h"
 #include "migration/protocol.h"
 #include "migration/internal/channel_acceptor.h"
+#include "migration/internal/file_landing.h"
 #include "migration/internal/round_barrier.h"
 #include "migration/internal/writeback_thread.h"
 #include "migration/page_hashes.h"
@@ -54,7 +55,7 @@ class ReceiveSession {
   absl::Status AcceptChannels();
   absl::Status ReadChannel(size_t index);
   absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
-                          uint32_t channel_round);
+                          uint32_t channel_round, migration_internal::FileLanding& landing);
   // At each round's end, every channel waiting: refreshes the page-hash
   // digests (so completion only digests the final round) and, when durable,
   // flushes the round's data; measures both for the round acknowledgement.
@@ -116,6 +117,7 @@ class ReceiveSession {
   // Relaxed: each reader adds its own counts; read after the readers joined
   // (raw_pages_ also paces writeback, which orders nothing).
   std::atomic<uint64_t> raw_pages_{0};
+  std::atomic<uint64_t> file_pages_{0};  // Of raw_pages_, landed by FileLanding.
   std::atomic<uint64_t> zero_pages_{0};
   std::atomic<uint32_t> rounds_{0};
   std::atomic<bool> abort_sent_{false};  // SendAbort runs once.
@@ -172,7 +174,8 @@ absl::Status ReceiveSession::AcceptChannels() {
 }
 
 absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
-                                        uint32_t channel_round) {
+                                        uint32_t channel_round,
+                                        migration_internal::FileLanding& landing) {
   proto::PageBatch batch;
   if (!batch.ParseFromString(frame.message)) {
     return absl::DataLossError("PAGE_BATCH message does not parse");
@@ -226,11 +229,20 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
                               ? " and no PAGES_HASHED flag" : ""));
     }
     // Straight from the socket into the mapping (the message, checksummed,
-    // was verified before any byte landed); then every page is hashed where
-    // it landed and must match the hash the source sent, or the migration
-    // fails: the bytes are garbage.
-    LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
-        conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
+    // was verified before any byte landed) — or, into fresh pages of a file
+    // the store created, through the file (file_landing.h: no clearing of
+    // every page first); then every page is hashed where it landed and must
+    // match the hash the source sent, or the migration fails: the bytes are
+    // garbage.
+    const std::optional<FileOffset>& file = region.file_offset();
+    if (channel_round == 0 && regions[batch.region_index()].starts_zeroed && file) {
+      LIVEMIG_RETURN_IF_ERROR(landing.Land(conn, frame, batch, *file, options_.io_timeout,
+                                           absl::StrCat("region ", batch.region_index())));
+      file_pages_.fetch_add(total, std::memory_order_relaxed);
+    } else {
+      LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
+          conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
+    }
     int next = 0;
     for (const proto::PageRun& run : batch.runs()) {
       uint8_t* data = region.as_ptr() + run.first_page() * kMigrationPageSize;
@@ -299,6 +311,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
 
 absl::Status ReceiveSession::ReadChannel(size_t index) {
   Connection& conn = *channels_[index];
+  migration_internal::FileLanding landing;
   uint32_t round = 0;
   while (true) {
     LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
@@ -307,7 +320,7 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
                              wire::ReadFrameStart(conn, options_.io_timeout));
     switch (frame.header.type) {
       case wire::FrameType::kPageBatch:
-        LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round));
+        LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round, landing));
         break;
       case wire::FrameType::kIterationMarker: {
         proto::IterationMarker marker;
@@ -559,6 +572,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     return out.status();
   }
   out->raw_pages = raw_pages_.load();
+  out->pages_written_to_files = file_pages_.load();
   out->zero_pages = zero_pages_.load();
   out->rounds = rounds_.load();
   out->channels = static_cast<uint32_t>(channels_.size());
