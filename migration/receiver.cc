@@ -108,7 +108,8 @@ class ReceiveSession {
 
   std::mutex mu_;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
-  // Durable: the first error of a round-end SyncData().
+  // The first error of a round-end step (durable: SyncData(); round 0: the
+  // deferred space claim). Every channel checks it as it leaves the barrier.
   absl::Status sync_error_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RoundBarrier> barrier_;
   // Starts writeback of the staging files; lives as long as store_ (its
@@ -235,7 +236,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     // match the hash the source sent, or the migration fails: the bytes are
     // garbage.
     const std::optional<FileOffset>& file = region.file_offset();
-    if (channel_round == 0 && regions[batch.region_index()].starts_zeroed && file) {
+    if (channel_round == 0 && regions[batch.region_index()].lands_through_file && file) {
       LIVEMIG_RETURN_IF_ERROR(landing.Land(conn, frame, batch, *file, options_.io_timeout,
                                            absl::StrCat("region ", batch.region_index())));
       file_pages_.fetch_add(total, std::memory_order_relaxed);
@@ -337,6 +338,11 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
         }
         LIVEMIG_RETURN_IF_ERROR(
             barrier_->Arrive(round, marker.final(), options_.io_timeout));
+        {
+          // Set by EndOfRound, which ran before any channel left the barrier.
+          std::lock_guard<std::mutex> lock(mu_);
+          LIVEMIG_RETURN_IF_ERROR(sync_error_);
+        }
         if (index == 0) rounds_.store(round + 1, std::memory_order_relaxed);
         if (marker.final()) return absl::OkStatus();
         if (index == 0) LIVEMIG_RETURN_IF_ERROR(SendRoundAck(round));
@@ -358,6 +364,14 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
 
 void ReceiveSession::EndOfRound(uint32_t round, bool final) {
   const absl::Time start = absl::Now();
+  if (round == 0) {
+    // Round 0 landed through the files: only its zero pages are holes now.
+    // Claimed before any later page is written through a mapping; a channel
+    // that finds this failed stops at the barrier (RoundError).
+    absl::Status claimed = store_->ClaimDeferredSpace();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (sync_error_.ok() && !claimed.ok()) sync_error_ = claimed;
+  }
   for (PageHashes& h : landed_) h.RefreshChunks();
   if (options_.durable) {
     // The round's data goes to disk before the round is acknowledged, so
