@@ -8,6 +8,7 @@
 #include "migration/capi/livemig.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -485,6 +486,14 @@ int livemig_memory_add_file_region(livemig_memory* memory, uint64_t guest_addr, 
     }
     if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
       return absl::InvalidArgumentError(absl::StrCat("fd: ", fd, " is not open"));
+    }
+    struct stat st;
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        (file_offset > static_cast<uint64_t>(st.st_size) ||
+         size > static_cast<uint64_t>(st.st_size) - file_offset)) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "fd: ", fd, " is a file of ", st.st_size, " bytes, too short for size ", size,
+          " at file_offset ", file_offset));
     }
     absl::StatusOr<livemig::FileOffset> file = livemig::FileOffset::Dup(fd, file_offset);
     if (!file.ok()) {
