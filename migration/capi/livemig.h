@@ -146,7 +146,8 @@ LIVEMIG_EXPORT int livemig_options_set_unix(livemig_options* options, const char
  * A sender opens exactly one channel per descriptor (set_channels, when
  * called, must give the same count, else livemig_sender_new fails with
  * LIVEMIG_INVALID_ARGUMENT naming "channels"). A receiver receives one
- * migration over them. */
+ * migration over them; a later receive_one waits, with no connection left to
+ * come, until cancelled or its accept timeout (LIVEMIG_DEADLINE_EXCEEDED). */
 LIVEMIG_EXPORT int livemig_options_set_fds(livemig_options* options, const int* fds,
                                            size_t num_fds, livemig_error** error_out);
 /* Sender: connections to open, 1..64. Receiver: the most it accepts. */

@@ -2,9 +2,9 @@
 //
 // The C ABI (livemig.h), part two: VmControl over livemig_vm_ops (device
 // state as one blob or as named sections) and the sender; errors, options
-// and guest memory are in livemig.cc, the receiver in receiver.cc. Every entry point runs its body inside Guard()
-// (internal/handles.h), which turns any C++ exception into a livemig_error,
-// so none crosses into C.
+// and guest memory are in livemig.cc, the receiver in receiver.cc. Every
+// entry point runs its body inside Guard() (internal/handles.h), which turns
+// any C++ exception into a livemig_error, so none crosses into C.
 #include "migration/capi/livemig.h"
 
 #include <algorithm>

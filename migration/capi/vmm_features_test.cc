@@ -83,7 +83,8 @@ TEST(CapiSender, DescriptorThatIsNotASocketFailsListenAndMigrate) {
   ASSERT_EQ(livemig_options_set_fds(o, &p[0], 1, err.out()), LIVEMIG_OK);
   EXPECT_EQ(livemig_receiver_listen(o, err.out()), nullptr);
   EXPECT_EQ(err.code(), LIVEMIG_INVALID_ARGUMENT);
-  EXPECT_EQ(err.message(), "fd " + std::to_string(p[0]) + ": not a socket (Socket operation on non-socket)");
+  EXPECT_EQ(err.message(),
+            "fd " + std::to_string(p[0]) + ": not a socket (Socket operation on non-socket)");
   livemig_sender* s = livemig_sender_new(o, err.out());
   ASSERT_NE(s, nullptr) << err.message();
   livemig_options_free(o);

@@ -109,7 +109,8 @@ inline uint64_t SizeHint(void* ud) {
   if (vm->on_size_hint) vm->on_size_hint();
   return vm->device_state.size();
 }
-inline const livemig_vm_ops kOps = {Pause, Resume, nullptr, DeviceState, SizeHint, nullptr, nullptr};
+inline const livemig_vm_ops kOps = {Pause,    Resume,  nullptr, DeviceState,
+                                    SizeHint, nullptr, nullptr};
 
 // A C receiver on 127.0.0.1 with receive_one running on a thread.
 class CReceiver {
