@@ -37,12 +37,19 @@
  * Ownership. Every handle is created by a *_new / *_listen / receive_one
  * function and released by the matching *_free, which accepts NULL. Strings
  * passed in are copied; strings and pointers returned are owned by the
- * handle they came from and live as long as it does.
+ * handle they came from and live as long as it does. File descriptors passed
+ * in (livemig_options_set_fds, livemig_memory_add_file_region) are borrowed:
+ * livemig works on its own dup() and never closes the caller's. Mappings the
+ * caller lends (add_region, the region_memory callback) are never unmapped
+ * by livemig.
  *
  * Thread safety. Handles are not synchronized unless a function says so:
  * livemig_sender_cancel(), livemig_receiver_cancel(), and, on memory with
  * every region added, livemig_memory_mark_dirty/_write/_read, may be called
- * from any thread at any time while the handle lives.
+ * from any thread at any time while the handle lives; a received result is
+ * immutable, so its accessors may run on any thread. Callbacks (vm_ops,
+ * region_memory) run on the thread of the call that takes them
+ * (livemig_sender_migrate, livemig_receiver_receive_one), one at a time.
  */
 #ifndef LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
 #define LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
