@@ -155,6 +155,7 @@ TEST(CapiSender, MigratesOverConnectedSocketsTheCallerClosesAtOnce) {
 struct SectionsVm : FakeVm {
   std::vector<livemig_device_section> sections;
   int sections_rc = LIVEMIG_OK;
+  bool null_array = false;  // Return NULL with the vector's count.
 };
 
 int Sections(void* ud, const livemig_device_section** sections, size_t* count, char* message,
@@ -164,7 +165,7 @@ int Sections(void* ud, const livemig_device_section** sections, size_t* count, c
     std::snprintf(message, size, "virtio-net: queue busy");
     return vm->sections_rc;
   }
-  *sections = vm->sections.data();
+  *sections = vm->null_array ? nullptr : vm->sections.data();
   *count = vm->sections.size();
   return LIVEMIG_OK;
 }
@@ -263,8 +264,14 @@ TEST(CapiSender, BadDeviceSectionsFailTheMigrationNamingTheSectionAndResume) {
   struct Case {
     std::vector<livemig_device_section> sections;
     std::string message;
+    bool null_array = false;
   };
   const std::vector<Case> cases = {
+      {std::vector<livemig_device_section>(4097, {"a", 1, nullptr, 0}),
+       "vm_ops.device_sections: 4097 sections; at most 4096"},
+      {{{"a", 1, bytes.data(), 1}, {"b", 1, bytes.data(), 1}},
+       "vm_ops.device_sections: returned NULL sections with count 2",
+       /*null_array=*/true},
       {{{"a", 1, bytes.data(), 1}, {nullptr, 1, bytes.data(), 1}},
        "vm_ops.device_sections: section 1: id is NULL"},
       {{{"a", 1, nullptr, 5}}, "vm_ops.device_sections: section 0 (\"a\"): NULL data of 5 bytes"},
@@ -275,6 +282,7 @@ TEST(CapiSender, BadDeviceSectionsFailTheMigrationNamingTheSectionAndResume) {
   for (const Case& c : cases) {
     SectionsVm vm;
     vm.sections = c.sections;
+    vm.null_array = c.null_array;
     Err err;
     int rc = -1;
     MigrateSections(vm, err, &rc);
