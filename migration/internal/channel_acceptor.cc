@@ -152,7 +152,10 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
     Group& g = group->second;
     g.slots[index] = std::move(conn);
     if (index == 0) g.features = hello.features() & kSupportedFeatures;
-    if (++g.present == g.count && complete_.empty()) complete_ = id;
+    if (++g.present == g.count && complete_.empty()) {
+      complete_ = id;
+      listener_.Wake();  // Run() returns it now, not after its accept poll.
+    }
   } else if (!status.ok()) {
     if (reserved && group != groups_.end()) group->second.reserved[index] = false;
     // The stranger learns why; nothing else is touched.
