@@ -112,8 +112,10 @@ struct ReceiverOptions {
   // ReceiveOne() with ResourceExhausted naming the region, its file and its
   // bytes, and the source gets it as an Abort before round 0. The source
   // waits for the acknowledgement within its io_timeout: populating must
-  // finish within it (about 1 GiB/s per helper thread for 4 KiB pages).
-  // VMM-provided memory (region_memory) is prefaulted too.
+  // finish within it (it runs at the kernel's allocate-and-zero speed;
+  // 4 KiB shmem pages are the slowest, THP the fastest). VMM-provided
+  // memory (region_memory) is prefaulted too, and populated files take
+  // round 0 through their mappings, not write(2).
   bool prealloc = false;
   // The VMM's own memory for regions it wants in it (memfd, shared,
   // hugetlbfs), asked per region when the table arrives
