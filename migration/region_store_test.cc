@@ -18,6 +18,7 @@
 
 #include "core/guest_memory.h"
 #include "core/testing/status_matchers.h"
+#include "migration/testing/resident_pages.h"
 #include "migration/testing/scoped_tmpfs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -120,6 +121,33 @@ class RegionStoreTest : public ::testing::Test {
   std::string outside_;
   RegionStoreOptions options_;
 };
+
+// RegionStoreOptions::prealloc: every region of the store's own, anonymous
+// and file-backed, is mapped in before Create returns, and the stats say so;
+// populated files no longer land through write(2).
+TEST_F(RegionStoreTest, PreallocMakesEveryRegionResidentBeforeCreateReturns) {
+  options_.prealloc = true;
+  options_.prealloc_threads = 2;
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({Anonymous(0, 0, 300 * kPage),
+                                     FileBacked(1, 1 << 30, 600 * kPage, "a/mem", 4 * kPage)})));
+  for (const StoredRegion& r : store.regions()) {
+    EXPECT_EQ(testing::ResidentPages(r.region.as_ptr(), r.region.size()),
+              static_cast<int64_t>(r.region.size() / kPage))
+        << "region " << r.info.index();
+    EXPECT_FALSE(r.lands_through_file) << "region " << r.info.index();
+  }
+  EXPECT_EQ(store.prealloc().bytes, 900 * kPage);
+  EXPECT_EQ(store.prealloc().threads, 2);
+  EXPECT_GE(store.prealloc().ms, 0);
+}
+
+TEST_F(RegionStoreTest, WithoutPreallocNothingIsResidentAndNothingIsReported) {
+  ASSERT_OK_AND_ASSIGN(RegionStore store, Create(Table({Anonymous(0, 0, 300 * kPage)})));
+  EXPECT_EQ(testing::ResidentPages(store.regions()[0].region.as_ptr(), 300 * kPage), 0);
+  EXPECT_EQ(store.prealloc().bytes, 0u);
+  EXPECT_EQ(store.prealloc().threads, 0);
+}
 
 // A full filesystem is refused when the table arrives, naming the file and
 // the bytes missing, before any page could land (and fault) in a mapping.
