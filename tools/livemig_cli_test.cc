@@ -109,6 +109,17 @@ class LivemigCli : public ::testing::Test {
     return receiver;
   }
 
+  // Waits (up to a minute) until a migration to the receiver began: it has
+  // created region 0's partial file. A protocol event, not a fixed sleep: a
+  // slow (TSan) sender may take seconds to fill its memory first.
+  bool AwaitMigrationStarted() {
+    const std::string partial = dir_ + "/dst/region-0.mem.livemig-partial";
+    for (int i = 0; i < 6000 && !std::filesystem::exists(partial); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return std::filesystem::exists(partial);
+  }
+
   // Waits until the receiver listens (its socket file exists).
   void AwaitSocket() {
     for (int i = 0; i < 500 && !std::filesystem::exists(Socket()); ++i) {
@@ -250,7 +261,7 @@ TEST_F(LivemigCli, KillingTheReceiverMidMigrationFailsTheSenderAndResumesTheWork
       {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--max-bandwidth=16MB/s",
        "--workload=uniform:rate=8MB/s", "--io-timeout-s=5", "--json"},
       dir_, "sender");
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_TRUE(AwaitMigrationStarted()) << "the migration never began";
   ::kill(receiver.pid, SIGKILL);
   EXPECT_EQ(receiver.Wait(), -SIGKILL);
   EXPECT_EQ(sender.Wait(), 1) << sender.Err();
@@ -595,7 +606,10 @@ TEST_F(LivemigCli, SigtermOnTheSenderCancelsAndTheReceiverDropsItsPartialFiles) 
   Process sender = Process::Start(
       {kBinary, "send", "--unix=" + Socket(), "--memory=64MiB", "--max-bandwidth=16MB/s"},
       dir_, "sender");
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  // SIGTERM once the migration runs (the receiver created its partial file;
+  // 64 MiB at 16 MB/s then take 4 s more), not after a fixed sleep: a slow
+  // (TSan) sender may still be filling its memory then.
+  ASSERT_TRUE(AwaitMigrationStarted()) << "the migration never began";
   ::kill(sender.pid, SIGTERM);
   EXPECT_EQ(sender.Wait(), 1) << sender.Err();
   EXPECT_THAT(sender.Err(), HasSubstr("CANCELLED"));
