@@ -20,6 +20,7 @@
 #include "migration/device_state.h"
 #include "migration/protocol.h"
 #include "migration/internal/channel_acceptor.h"
+#include "migration/internal/compressed_batch.h"
 #include "migration/internal/round_barrier.h"
 #include "migration/internal/writeback_thread.h"
 #include "migration/page_hashes.h"
@@ -54,7 +55,7 @@ class ReceiveSession {
   absl::Status AcceptChannels();
   absl::Status ReadChannel(size_t index);
   absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
-                          uint32_t channel_round);
+                          uint32_t channel_round, wire::BatchDecompressor& decompressor);
   // At each round's end, every channel waiting: refreshes the page-hash
   // digests (so completion only digests the final round) and, when durable,
   // flushes the round's data; measures both for the round acknowledgement.
@@ -96,6 +97,7 @@ class ReceiveSession {
   std::vector<PageHashes> landed_;
   std::string migration_id_;
   uint64_t features_ = 0;  // In effect for this migration (proto::Feature bits).
+  wire::Codec compression_ = wire::Codec::kNone;  // Agreed in the Hellos.
   // Set once the channels are accepted; CheckSessionDeadline() compares.
   absl::Time session_deadline_ = absl::InfiniteFuture();
   // Serializes writes on channel 0 during the rounds: channel 0's reader
@@ -117,6 +119,8 @@ class ReceiveSession {
   // (raw_pages_ also paces writeback, which orders nothing).
   std::atomic<uint64_t> raw_pages_{0};
   std::atomic<uint64_t> zero_pages_{0};
+  std::atomic<uint64_t> compressed_batches_{0};
+  std::atomic<uint64_t> decompress_ns_{0};
   std::atomic<uint32_t> rounds_{0};
   std::atomic<bool> abort_sent_{false};  // SendAbort runs once.
 };
@@ -156,12 +160,14 @@ absl::Status ReceiveSession::AcceptChannels() {
   accept.io_timeout = options_.io_timeout;
   accept.max_channels = options_.max_channels;
   accept.max_pending = options_.max_pending_handshakes;
+  accept.accept_compression = options_.accept_compression;
   absl::StatusOr<migration_internal::AcceptedMigration> got =
       migration_internal::AcceptMigration(*receiver_.listener_, accept, receiver_.cancelled_);
   if (absl::IsCancelled(got.status())) return absl::CancelledError(kCancelledWhileWaiting);
   LIVEMIG_ASSIGN_OR_RETURN(migration_internal::AcceptedMigration accepted, std::move(got));
   migration_id_ = std::move(accepted.migration_id);
   features_ = accepted.features;
+  compression_ = accepted.compression;
   channels_ = std::move(accepted.channels);
   session_deadline_ = absl::Now() + options_.session_timeout;
   {
@@ -172,7 +178,8 @@ absl::Status ReceiveSession::AcceptChannels() {
 }
 
 absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
-                                        uint32_t channel_round) {
+                                        uint32_t channel_round,
+                                        wire::BatchDecompressor& decompressor) {
   proto::PageBatch batch;
   if (!batch.ParseFromString(frame.message)) {
     return absl::DataLossError("PAGE_BATCH message does not parse");
@@ -212,8 +219,9 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
                                 run.count() * kMigrationPageSize});
   }
   PageHashes& landed = landed_[batch.region_index()];
-  if (batch.encoding() == proto::ENCODING_RAW) {
-    if (frame.header.payload_len != total * kMigrationPageSize) {
+  const bool compressed = migration_internal::IsCompressedEncoding(batch.encoding());
+  if (batch.encoding() == proto::ENCODING_RAW || compressed) {
+    if (!compressed && frame.header.payload_len != total * kMigrationPageSize) {
       return absl::DataLossError(absl::StrCat(
           "PAGE_BATCH of ", total, " pages carries ", frame.header.payload_len,
           " payload bytes"));
@@ -221,7 +229,8 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     if (wire::PayloadIsChecksummed(frame.header) ||
         static_cast<uint64_t>(batch.page_hashes_size()) != total) {
       return absl::DataLossError(absl::StrCat(
-          "RAW PAGE_BATCH of ", total, " pages carries ", batch.page_hashes_size(),
+          compressed ? proto::Encoding_Name(batch.encoding()) : "RAW", " PAGE_BATCH of ",
+          total, " pages carries ", batch.page_hashes_size(),
           " page hashes", wire::PayloadIsChecksummed(frame.header)
                               ? " and no PAGES_HASHED flag" : ""));
     }
@@ -229,8 +238,16 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     // was verified before any byte landed); then every page is hashed where
     // it landed and must match the hash the source sent, or the migration
     // fails: the bytes are garbage.
-    LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
-        conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
+    // Compressed: the same, once the pages are decompressed in place.
+    if (compressed) {
+      LIVEMIG_RETURN_IF_ERROR(migration_internal::LandCompressedBatch(
+          conn, frame, batch, total, destination, compression_, decompressor,
+          options_.io_timeout));
+      compressed_batches_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
+          conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
+    }
     int next = 0;
     for (const proto::PageRun& run : batch.runs()) {
       uint8_t* data = region.as_ptr() + run.first_page() * kMigrationPageSize;
@@ -300,6 +317,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
 absl::Status ReceiveSession::ReadChannel(size_t index) {
   Connection& conn = *channels_[index];
   uint32_t round = 0;
+  wire::BatchDecompressor decompressor;  // This channel's (compressed batches).
   while (true) {
     LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
     LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
@@ -307,7 +325,8 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
                              wire::ReadFrameStart(conn, options_.io_timeout));
     switch (frame.header.type) {
       case wire::FrameType::kPageBatch:
-        LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round));
+        LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round, decompressor));
+        decompress_ns_.fetch_add(decompressor.TakeBusyNs(), std::memory_order_relaxed);
         break;
       case wire::FrameType::kIterationMarker: {
         proto::IterationMarker marker;
@@ -562,6 +581,9 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
   out->zero_pages = zero_pages_.load();
   out->rounds = rounds_.load();
   out->channels = static_cast<uint32_t>(channels_.size());
+  out->compression = compression_;
+  out->compressed_batches = compressed_batches_.load();
+  out->decompress_ms = static_cast<double>(decompress_ns_.load()) / 1e6;
   for (const auto& c : channels_) out->bytes_received += c->bytes_read();
   return out;
 }

@@ -170,7 +170,16 @@ absl::Status Migration::Setup() {
         "destination ", to.ToString(), " has ", to.fds.size(), " descriptors for ",
         options_.channels, " channels: give one connected socket per channel"));
   }
+  const wire::Codec codec = options_.compression.codec;
   for (uint32_t i = 0; i < options_.channels; ++i) {
+    // Made first: a bad level is refused before anything is sent.
+    std::unique_ptr<wire::BatchCompressor> compressor;
+    if (codec != wire::Codec::kNone) {
+      LIVEMIG_ASSIGN_OR_RETURN(
+          compressor, wire::BatchCompressor::Create(
+                          options_.compression,
+                          size_t{options_.batch_pages} * kMigrationPageSize));
+    }
     LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn,
                              to.kind == Endpoint::Kind::kFd
                                  ? Connection::FromFd(to.fds[i])
@@ -184,14 +193,17 @@ absl::Status Migration::Setup() {
     LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled while connecting.
     Connection& c = channels_.back()->connection();
     const absl::Time hello_start = absl::Now();
-    LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(
-        c, wire::FrameType::kHello, MakeHello(proto::ROLE_SOURCE, i, options_.channels, id),
-        options_.io_timeout));
+    proto::Hello hello = MakeHello(proto::ROLE_SOURCE, i, options_.channels, id);
+    OfferCompression(options_.compression, &hello);
+    LIVEMIG_RETURN_IF_ERROR(
+        wire::WriteFrame(c, wire::FrameType::kHello, hello, options_.io_timeout));
     proto::Hello reply;
     LIVEMIG_RETURN_IF_ERROR(
         ReadExpected(c, wire::FrameType::kHello, &reply, options_.io_timeout));
     rtt_ = std::min(rtt_, absl::Now() - hello_start);
     LIVEMIG_RETURN_IF_ERROR(CheckHello(reply, proto::ROLE_DESTINATION));
+    LIVEMIG_RETURN_IF_ERROR(CheckCompressionAnswer(reply, codec));
+    if (compressor != nullptr) channels_.back()->EnableCompression(std::move(compressor));
   }
   LIVEMIG_ASSIGN_OR_RETURN(const proto::RegionTable table,
                            RegionTableFor(memory_, options_.file_names));
@@ -302,6 +314,15 @@ void Migration::RecordTotals() {
   stats_.normal_bytes = stats_.normal * kMigrationPageSize;
   stats_.duplicate = counters_.zero_pages.load(std::memory_order_relaxed);
   stats_.total_time_ms = Ms(absl::Now() - start_);
+  CompressionStats& z = stats_.compression;
+  z.codec = wire::CodecName(options_.compression.codec);
+  z.level = wire::EffectiveLevel(options_.compression);
+  z.compressed_batches = counters_.compressed_batches.load(std::memory_order_relaxed);
+  z.incompressible_batches = counters_.incompressible_batches.load(std::memory_order_relaxed);
+  z.skipped_batches = counters_.skipped_batches.load(std::memory_order_relaxed);
+  z.bytes_in = counters_.compress_bytes_in.load(std::memory_order_relaxed);
+  z.bytes_out = counters_.compress_bytes_out.load(std::memory_order_relaxed);
+  z.busy_ms = static_cast<double>(counters_.compress_ns.load(std::memory_order_relaxed)) / 1e6;
 }
 
 absl::Status Migration::Run() {
