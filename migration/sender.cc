@@ -347,6 +347,9 @@ absl::Status Migration::Run() {
     const uint64_t bytes_before = BytesWritten();
     const uint64_t raw_before = counters_.raw_pages.load(std::memory_order_relaxed);
     const uint64_t zero_before = counters_.zero_pages.load(std::memory_order_relaxed);
+    const uint64_t packed_in_before = counters_.compress_bytes_in.load(std::memory_order_relaxed);
+    const uint64_t packed_out_before =
+        counters_.compress_bytes_out.load(std::memory_order_relaxed);
     RoundStats rs;
     rs.round = round;
     rs.throttle_percent = convergence_.throttle();
@@ -376,6 +379,18 @@ absl::Status Migration::Run() {
     sample.bytes_sent = rs.bytes;
     sample.seconds = seconds;
     sample.pending_bytes = rs.dirtied_during_round * kMigrationPageSize;
+    if (raw_pages > 0 && options_.compression.codec != wire::Codec::kNone) {
+      // Compressed, the pending pages will cost about what this round's
+      // page bytes cost on the wire (bandwidth counts wire bytes).
+      const double page_bytes = static_cast<double>(raw_pages * kMigrationPageSize);
+      const double packed_in = static_cast<double>(
+          counters_.compress_bytes_in.load(std::memory_order_relaxed) - packed_in_before);
+      const double packed_out = static_cast<double>(
+          counters_.compress_bytes_out.load(std::memory_order_relaxed) - packed_out_before);
+      const double wire_share = std::clamp((page_bytes - packed_in + packed_out) / page_bytes,
+                                           0.0, 1.0);
+      sample.pending_bytes = static_cast<uint64_t>(sample.pending_bytes * wire_share);
+    }
     sample.device_state_bytes = vm_.DeviceStateSizeHint();
     sample.completion_ms = ExpectedCompletionMs(receiver_completion);
     sample.elapsed = absl::Now() - start_;
@@ -387,7 +402,7 @@ absl::Status Migration::Run() {
     stats_.rounds = round + 1;
     stats_.expected_downtime_ms = rs.expected_downtime_ms;
     stats_.downtime_breakdown.expected_ms = rs.expected_downtime_ms;
-    stats_.remaining = sample.pending_bytes + sample.device_state_bytes;
+    stats_.remaining = rs.dirtied_during_round * kMigrationPageSize + sample.device_state_bytes;
     stats_.dirty_pages_rate = rs.dirtied_during_round / seconds;
     stats_.pages_per_second = (raw_pages + rs.zero_pages) / seconds;
     stats_.cpu_throttle_percentage = convergence_.throttle();
