@@ -131,6 +131,9 @@ class SendChannel {
   // Compression's own path (EnableCompression): replaces `*payload`, the
   // batch's page bytes in buffer_, by their compressed bytes and sets the
   // batch's encoding, when the compressor says so; updates the counters.
+  // REQUIRES: `*payload` is the stable copy the page hashes were taken of
+  // (guest memory may change under a direct read, and the compressed bytes
+  // must decompress to exactly the hashed pages).
   void CompressPayload(proto::PageBatch& batch, iovec* payload);
 
   std::unique_ptr<Connection> connection_;
