@@ -100,8 +100,8 @@ Decision Convergence::AfterRound(uint32_t round, const RoundSample& sample) {
   finished_ = true;
   if (out_of_time) {
     return Limit(d, absl::DeadlineExceededError(absl::StrCat(
-                        "did not converge within ", absl::FormatDuration(policy_.timeout),
-                        " (", pending, " bytes pending, expected downtime ",
+                        "did not converge within the ",
+                        absl::FormatDuration(policy_.timeout), " timeout (", pending, " bytes pending, expected downtime ",
                         expected_ms, " ms)")));
   }
   return Limit(d, absl::AbortedError(absl::StrCat(

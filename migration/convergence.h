@@ -48,7 +48,7 @@ namespace livemig {
 struct ConvergencePolicy {
   absl::Duration downtime_limit = absl::Milliseconds(300);
   uint32_t max_rounds = 30;
-  absl::Duration timeout = absl::InfiniteDuration();
+  absl::Duration timeout = absl::Minutes(10);  // SenderOptions::timeout's default.
   bool force_at_limit = false;  // SenderOptions::OnLimit::kForce: switch over instead of failing
   uint32_t stall_rounds = 5;    // 0: never
   bool auto_converge = false;

@@ -285,7 +285,7 @@ TEST(Convergence, TimeoutFailsWithDeadlineExceeded) {
   EXPECT_EQ(d.action, Action::kFail);
   EXPECT_THAT(d.error, StatusIs(absl::StatusCode::kDeadlineExceeded));
   EXPECT_EQ(d.error.message(),
-            "did not converge within 10s (500000 bytes pending, expected downtime 520 ms)");
+            "did not converge within the 10s timeout (500000 bytes pending, expected downtime 520 ms)");
 }
 
 TEST(Convergence, ForceAtTheRoundLimitSwitchesOverUnconverged) {

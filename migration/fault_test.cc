@@ -1,6 +1,7 @@
 // Fault injection on real sockets: a FaultProxy between a Sender and a
 // Receiver cuts one connection after a chosen number of bytes (in one
-// direction) or flips one bit. Every fault before the handover must fail
+// direction; in the rounds, bytes into a chosen page batch of a chosen
+// round) or flips one bit. Every fault before the handover must fail
 // both ends with a transport or corruption code and leave the source VM
 // running; a cut of the receiver's commit confirmation leaves the receiver
 // owning the guest and the source paused, in doubt. Every page stays dirty
@@ -10,7 +11,6 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,7 +19,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "core/testing/status_matchers.h"
 #include "gmock/gmock.h"
@@ -55,8 +54,8 @@ constexpr uint32_t kChannels = 2;
 constexpr char kMigrationId[] = "fault-test";
 // Live rounds before the forced final round: rounds 0, 1, 2, then final 3.
 // Cuts in the final round use a single live round instead: the final round
-// then carries everything dirtied during round 0, a window wide enough to
-// hit on both channels despite run-to-run variation.
+// then carries everything dirtied during round 0, page batches on both
+// channels.
 constexpr uint32_t kLiveRounds = 3;
 constexpr uint32_t kFinalCutLiveRounds = 1;
 
@@ -101,19 +100,19 @@ uint64_t FrameSize(wire::FrameType type, const google::protobuf::MessageLite& me
   return frame.ok() ? frame->size() : 0;
 }
 
-// What a clean run through the proxy carries: the setup frames' sizes
-// (exact) and the sender's cumulative bytes after each round (measured).
+// The sizes of the frames the cuts around the setup and the completion are
+// placed by: exact, from the frames themselves. Cuts in the rounds are placed
+// at protocol events instead (FaultProxy::Fault::in_round), so no case
+// depends on how many bytes a round happened to carry.
 struct Measurement {
   uint64_t source_hello = 0;  // Client to server, first frame of a channel.
   uint64_t dest_hello = 0;    // Server to client, first frame of a channel.
   uint64_t table_ack = 0;     // Server to client on channel 0, second frame.
   uint64_t round_acks = 0;    // Server to client on channel 0, after the table's.
   uint64_t verified_ack = 0;  // Server to client on channel 0, after the rounds'.
-  std::vector<uint64_t> after_round;  // Both channels, client to server.
-  uint64_t total = 0;                 // Both channels, whole run.
 };
 
-absl::StatusOr<Measurement> MeasureCleanRun(uint32_t live_rounds) {
+Measurement FrameSizes(uint32_t live_rounds) {
   Measurement m;
   m.source_hello = FrameSize(wire::FrameType::kHello,
                              MakeHello(proto::ROLE_SOURCE, 0, kChannels, kMigrationId));
@@ -132,51 +131,13 @@ absl::StatusOr<Measurement> MeasureCleanRun(uint32_t live_rounds) {
   ack.set_kind(proto::ACK_VERIFIED);
   ack.set_round(live_rounds + 1);  // The number of rounds, the final one included.
   m.verified_ack = FrameSize(wire::FrameType::kAck, ack);
-
-  auto vm = FakeVm::Create({{0, kMemorySize, "", 0}}, Fill::kMixed, 77);
-  if (!vm.ok()) return vm.status();
-  auto receiver = StartReceiver(TempDir("measure"));
-  if (receiver == nullptr) return absl::InternalError("no receiver");
-  auto proxy = FaultProxy::Start(receiver->receiver->endpoint(), {});
-  if (!proxy.ok()) return proxy.status();
-  (*vm)->StartWorkload(LightWorkload(78));
-  SenderOptions options = FaultOptions((*proxy)->endpoint(), live_rounds);
-  options.on_round = [&m](const MigrationStats& stats) {
-    m.after_round.push_back(stats.transferred);
-  };
-  Sender sender(options);
-  absl::StatusOr<MigrationStats> stats = sender.Migrate((*vm)->memory(), **vm);
-  if (!stats.ok()) return stats.status();
-  if (!receiver->Join().ok()) return receiver->result.status();
-  if (m.after_round.size() != live_rounds || stats->rounds != live_rounds + 1) {
-    return absl::InternalError(absl::StrCat("clean run had ", stats->rounds, " rounds"));
-  }
-  m.total = stats->transferred;
   return m;
 }
 
-// One clean run per round count, measured the first time it is needed.
-const Measurement& CleanRun(uint32_t live_rounds) {
-  static auto* runs = new std::map<uint32_t, Measurement>;
-  auto it = runs->find(live_rounds);
-  if (it == runs->end()) {
-    absl::StatusOr<Measurement> got = MeasureCleanRun(live_rounds);
-    EXPECT_TRUE(got.ok()) << got.status();
-    it = runs->emplace(live_rounds, got.ok() ? *got : Measurement()).first;
-  }
-  return it->second;
-}
-
-// Bytes into one channel's client-to-server stream for a point of the
-// whole run (both channels): each channel carries about half of every round.
-uint64_t PerChannel(uint64_t both_channels) { return both_channels / kChannels; }
-
-// A third of the way into a channel's share of the final round: a cut too
-// late would miss the stream's end and let the migration succeed, one too
-// early still lands in the last live round, so the estimate leans early.
-uint64_t IntoFinalRound(const Measurement& m) {
-  return PerChannel(m.after_round.back() + (m.total - m.after_round.back()) / 3);
-}
+// Bytes into a page batch for cuts in the rounds: inside a RAW batch's
+// payload (its message holds 32 page hashes and a few runs); a ZERO batch is
+// shorter, and the proxy then cuts at its last byte but one.
+constexpr uint64_t kIntoBatch = 2000;
 
 struct CutCase {
   std::string name;
@@ -191,6 +152,10 @@ struct CutCase {
   // source, until its accept_timeout: DeadlineExceeded.
   bool receiver_may_time_out = false;
   uint32_t live_rounds = kLiveRounds;
+  // >= 0: `offset` is into PAGE_BATCH `batch` of this round of channel
+  // `connection` (FaultProxy::Fault::in_round), not into the stream.
+  int in_round = -1;
+  int batch = 0;
 };
 
 std::ostream& operator<<(std::ostream& os, const CutCase& c) { return os << c.name; }
@@ -199,14 +164,12 @@ class ConnectionCut : public ::testing::TestWithParam<CutCase> {};
 
 TEST_P(ConnectionCut, FailsBothEndsKeepsTheSourceRunningAndDirtyAndRetryIsExact) {
   const CutCase& c = GetParam();
-  const Measurement& clean = CleanRun(c.live_rounds);
-  ASSERT_EQ(clean.after_round.size(), c.live_rounds) << "the clean run failed";
-  const uint64_t offset = c.offset(clean);
+  const uint64_t offset = c.offset(FrameSizes(c.live_rounds));
   SCOPED_TRACE(absl::StrCat(c.name, ": cut connection ", c.connection, " ",
                             c.client_to_server ? "client->server" : "server->client",
-                            " after ", offset, " bytes (clean run: ", clean.total,
-                            " bytes, live rounds end at ",
-                            absl::StrJoin(clean.after_round, ", "), ")"));
+                            " after ", offset, " bytes",
+                            c.in_round < 0 ? "" : absl::StrCat(" into page batch ", c.batch,
+                                                               " of round ", c.in_round)));
 
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kMemorySize, "", 0}}, Fill::kMixed, 77));
   // Every page dirty before the attempt: a failed attempt must give every
@@ -221,6 +184,8 @@ TEST_P(ConnectionCut, FailsBothEndsKeepsTheSourceRunningAndDirtyAndRetryIsExact)
   fault.offset = offset;
   fault.client_to_server = c.client_to_server;
   fault.connection_index = c.connection;
+  fault.in_round = c.in_round;
+  fault.batch = c.batch;
   ASSERT_OK_AND_ASSIGN(auto proxy, FaultProxy::Start(receiver->receiver->endpoint(), fault));
   Sender sender(FaultOptions(proxy->endpoint(), c.live_rounds));
   const int resumes_before = vm->resumes();
@@ -292,28 +257,24 @@ INSTANTIATE_TEST_SUITE_P(
                 [](const Measurement& m) { return m.source_hello + 10; }},
         CutCase{"RegionTableAck", false, 0,
                 [](const Measurement& m) { return m.dest_hello + 10; }},
-        CutCase{"EarlyRound0OnChannel0", true, 0,
-                [](const Measurement& m) { return PerChannel(m.after_round[0]) / 4; }},
-        CutCase{"LateRound0OnChannel1", true, 1,
-                [](const Measurement& m) { return PerChannel(m.after_round[0]) * 3 / 4; }},
-        CutCase{"Round1OnChannel0", true, 0,
-                [](const Measurement& m) {
-                  return PerChannel((m.after_round[0] + m.after_round[1]) / 2);
-                }},
-        // A third into round 1 on the other channel. (Round 2 was cut here by
-        // its middle in a clean run's bytes; later rounds carry what the
-        // guest dirtied meanwhile, and under TSan the cut run sent fewer
-        // bytes in all than that point, so it completed uncut.)
-        CutCase{"Round1OnChannel1", true, 1,
-                [](const Measurement& m) {
-                  return PerChannel(m.after_round[0] + (m.after_round[1] - m.after_round[0]) / 3);
-                }},
-        CutCase{"FinalRoundOnChannel0", true, 0,
-                [](const Measurement& m) { return IntoFinalRound(m); },
-                false, false, kFinalCutLiveRounds},
-        CutCase{"FinalRoundOnChannel1", true, 1,
-                [](const Measurement& m) { return IntoFinalRound(m); },
-                false, false, kFinalCutLiveRounds},
+        CutCase{"EarlyRound0OnChannel0", true, 0, [](const Measurement&) { return kIntoBatch; },
+                false, false, kLiveRounds, /*in_round=*/0, /*batch=*/0},
+        // Round 0 sends all 2048 pages in batches of 32: some 32 or more
+        // page batches on each channel.
+        CutCase{"LateRound0OnChannel1", true, 1, [](const Measurement&) { return kIntoBatch; },
+                false, false, kLiveRounds, 0, 20},
+        // Round 1 carries what the writers (3000 pages/s) dirtied during
+        // round 0, which the 40 MB/s cap makes last at least 0.2 s.
+        CutCase{"Round1OnChannel0", true, 0, [](const Measurement&) { return kIntoBatch; },
+                false, false, kLiveRounds, 1, 0},
+        CutCase{"Round1OnChannel1", true, 1, [](const Measurement&) { return kIntoBatch; },
+                false, false, kLiveRounds, 1, 1},
+        // With one live round, the final round (round 1) carries everything
+        // dirtied during round 0.
+        CutCase{"FinalRoundOnChannel0", true, 0, [](const Measurement&) { return kIntoBatch; },
+                false, false, kFinalCutLiveRounds, 1, 0},
+        CutCase{"FinalRoundOnChannel1", true, 1, [](const Measurement&) { return kIntoBatch; },
+                false, false, kFinalCutLiveRounds, 1, 0},
         // Before the handover: an ordinary failure on both ends.
         CutCase{"VerifiedAck", false, 0,
                 [](const Measurement& m) {
@@ -338,8 +299,7 @@ INSTANTIATE_TEST_SUITE_P(Codecs, CorruptedByte,
                          });
 
 TEST_P(CorruptedByte, InRound0PageDataFailsTheReceiverWithDataLossAndRetryIsExact) {
-  const Measurement& clean = CleanRun(kLiveRounds);
-  ASSERT_EQ(clean.after_round.size(), kLiveRounds) << "the clean run failed";
+  const Measurement clean = FrameSizes(kLiveRounds);  // An uncompressed Hello's size.
   const wire::Codec codec = GetParam();
   ASSERT_OK_AND_ASSIGN(auto vm,
                        FakeVm::Create({{0, kMemorySize, "", 0}},

@@ -559,6 +559,37 @@ TEST(Migration, UnreachableReceiverIsUnavailable) {
   EXPECT_FALSE(vm->paused());
 }
 
+// Round 0 writes the pages of regions the receiver created as files through
+// the files (internal/file_landing.h); anonymous destination memory and later
+// rounds land through the mapping. Either way the result is exact.
+TEST(Migration, RoundZeroLandsThroughTheFilesTheReceiverCreated) {
+  const std::string src = TempDir("landing_src");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 2 * kMiB, absl::StrCat(src, "/a.img"), 0},
+                                                {4 * kMiB, 1 * kMiB, "", 0}},
+                                               Fill::kRandom, 11));
+  for (bool anonymous_as_files : {false, true}) {
+    SCOPED_TRACE(anonymous_as_files ? "anonymous as files" : "anonymous mapped");
+    ReceiverOptions ropts;
+    ropts.root_dir = TempDir(absl::StrCat("landing_dst", anonymous_as_files));
+    ropts.anonymous_regions_as_files = anonymous_as_files;
+    ropts.io_timeout = absl::Seconds(20);
+    auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), ropts);
+    SenderOptions options = Options(receiver->receiver->endpoint(), 2);
+    options.on_round = [&](const MigrationStats& s) {  // One page for round 1.
+      if (s.rounds == 1) ASSERT_OK(vm->memory().WriteObj<uint8_t>(GuestAddress(8192), 3));
+    };
+    Sender sender(options);
+    ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+    ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+    ExpectSameMemory(vm->memory(), got.memory);
+    ASSERT_GE(stats.rounds, 2u);
+    const uint64_t file_pages = 2 * kMiB / 4096 + (anonymous_as_files ? kMiB / 4096 : 0);
+    EXPECT_EQ(got.pages_written_to_files, file_pages);
+    EXPECT_GT(got.raw_pages, got.pages_written_to_files);  // Round 1's page.
+    ASSERT_OK(vm->Resume());
+  }
+}
+
 TEST(Migration, ZeroPagesTravelAsRunsNotBytes) {
   const std::string dst = TempDir("zero");
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 8 * kMiB, "", 0}}, Fill::kZero, 1));

@@ -21,6 +21,7 @@
 #include "migration/protocol.h"
 #include "migration/internal/channel_acceptor.h"
 #include "migration/internal/compressed_batch.h"
+#include "migration/internal/file_landing.h"
 #include "migration/internal/round_barrier.h"
 #include "migration/internal/writeback_thread.h"
 #include "migration/page_hashes.h"
@@ -55,7 +56,8 @@ class ReceiveSession {
   absl::Status AcceptChannels();
   absl::Status ReadChannel(size_t index);
   absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
-                          uint32_t channel_round, wire::BatchDecompressor& decompressor);
+                          uint32_t channel_round, migration_internal::FileLanding& landing,
+                          wire::BatchDecompressor& decompressor);
   // At each round's end, every channel waiting: refreshes the page-hash
   // digests (so completion only digests the final round) and, when durable,
   // flushes the round's data; measures both for the round acknowledgement.
@@ -109,7 +111,8 @@ class ReceiveSession {
 
   std::mutex mu_;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
-  // Durable: the first error of a round-end SyncData().
+  // The first error of a round-end step (durable: SyncData(); round 0: the
+  // deferred space claim). Every channel checks it as it leaves the barrier.
   absl::Status sync_error_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RoundBarrier> barrier_;
   // Starts writeback of the staging files; lives as long as store_ (its
@@ -118,6 +121,7 @@ class ReceiveSession {
   // Relaxed: each reader adds its own counts; read after the readers joined
   // (raw_pages_ also paces writeback, which orders nothing).
   std::atomic<uint64_t> raw_pages_{0};
+  std::atomic<uint64_t> file_pages_{0};  // Of raw_pages_, landed by FileLanding.
   std::atomic<uint64_t> zero_pages_{0};
   std::atomic<uint64_t> compressed_batches_{0};
   std::atomic<uint64_t> decompress_ns_{0};
@@ -179,6 +183,7 @@ absl::Status ReceiveSession::AcceptChannels() {
 
 absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
                                         uint32_t channel_round,
+                                        migration_internal::FileLanding& landing,
                                         wire::BatchDecompressor& decompressor) {
   proto::PageBatch batch;
   if (!batch.ParseFromString(frame.message)) {
@@ -235,15 +240,23 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
                               ? " and no PAGES_HASHED flag" : ""));
     }
     // Straight from the socket into the mapping (the message, checksummed,
-    // was verified before any byte landed); then every page is hashed where
-    // it landed and must match the hash the source sent, or the migration
-    // fails: the bytes are garbage.
-    // Compressed: the same, once the pages are decompressed in place.
+    // was verified before any byte landed) — or, into fresh pages of a file
+    // the store created, through the file (file_landing.h: no clearing of
+    // every page first); then every page is hashed where it landed and must
+    // match the hash the source sent, or the migration fails: the bytes are
+    // garbage.
+    // Compressed: the same, once the pages are decompressed in place (into
+    // the mapping: file landing is for RAW batches only).
+    const std::optional<FileOffset>& file = region.file_offset();
     if (compressed) {
       LIVEMIG_RETURN_IF_ERROR(migration_internal::LandCompressedBatch(
           conn, frame, batch, total, destination, compression_, decompressor,
           options_.io_timeout));
       compressed_batches_.fetch_add(1, std::memory_order_relaxed);
+    } else if (channel_round == 0 && regions[batch.region_index()].lands_through_file && file) {
+      LIVEMIG_RETURN_IF_ERROR(landing.Land(conn, frame, batch, *file, options_.io_timeout,
+                                           absl::StrCat("region ", batch.region_index())));
+      file_pages_.fetch_add(total, std::memory_order_relaxed);
     } else {
       LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
           conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
@@ -316,6 +329,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
 
 absl::Status ReceiveSession::ReadChannel(size_t index) {
   Connection& conn = *channels_[index];
+  migration_internal::FileLanding landing;
   uint32_t round = 0;
   wire::BatchDecompressor decompressor;  // This channel's (compressed batches).
   while (true) {
@@ -325,7 +339,7 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
                              wire::ReadFrameStart(conn, options_.io_timeout));
     switch (frame.header.type) {
       case wire::FrameType::kPageBatch:
-        LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round, decompressor));
+        LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round, landing, decompressor));
         decompress_ns_.fetch_add(decompressor.TakeBusyNs(), std::memory_order_relaxed);
         break;
       case wire::FrameType::kIterationMarker: {
@@ -343,6 +357,11 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
         }
         LIVEMIG_RETURN_IF_ERROR(
             barrier_->Arrive(round, marker.final(), options_.io_timeout));
+        {
+          // Set by EndOfRound, which ran before any channel left the barrier.
+          std::lock_guard<std::mutex> lock(mu_);
+          LIVEMIG_RETURN_IF_ERROR(sync_error_);
+        }
         if (index == 0) rounds_.store(round + 1, std::memory_order_relaxed);
         if (marker.final()) return absl::OkStatus();
         if (index == 0) LIVEMIG_RETURN_IF_ERROR(SendRoundAck(round));
@@ -364,6 +383,14 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
 
 void ReceiveSession::EndOfRound(uint32_t round, bool final) {
   const absl::Time start = absl::Now();
+  if (round == 0) {
+    // Round 0 landed through the files: only its zero pages are holes now.
+    // Claimed before any later page is written through a mapping; a channel
+    // that finds this failed stops at the barrier (RoundError).
+    absl::Status claimed = store_->ClaimDeferredSpace();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (sync_error_.ok() && !claimed.ok()) sync_error_ = claimed;
+  }
   for (PageHashes& h : landed_) h.RefreshChunks();
   if (options_.durable) {
     // The round's data goes to disk before the round is acknowledged, so
@@ -578,6 +605,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     return out.status();
   }
   out->raw_pages = raw_pages_.load();
+  out->pages_written_to_files = file_pages_.load();
   out->zero_pages = zero_pages_.load();
   out->rounds = rounds_.load();
   out->channels = static_cast<uint32_t>(channels_.size());

@@ -140,6 +140,9 @@ struct ReceivedMigration {
   std::vector<uint64_t> digests;
   bool verified = false;              // false: the source sent no digests.
   uint64_t raw_pages = 0;             // Pages received with their bytes.
+  // Of those, written through the region's file instead of its mapping
+  // (round 0 into files the receiver created; internal/file_landing.h).
+  uint64_t pages_written_to_files = 0;
   uint64_t zero_pages = 0;
   uint64_t bytes_received = 0;
   // Compression (none unless the source asked): the codec agreed, batches

@@ -272,6 +272,19 @@ TEST_F(RawSourceTest, AbortTextFromThePeerIsEscapedAndCapped) {
   EXPECT_LT(status.message().size(), kMaxPeerText + 64);
 }
 
+// A reason that is not UTF-8 (a file name, say) still arrives, escaped.
+TEST_F(RawSourceTest, AbortTextThatIsNotUtf8ArrivesEscaped) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  proto::Abort abort;
+  abort.set_code(static_cast<int>(absl::StatusCode::kNotFound));
+  abort.set_message("open \"vm-\xff\xfe.mem\": no such file");
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kAbort, abort));
+  EXPECT_THAT(Result(sent),
+              StatusIsWithMessage(absl::StatusCode::kNotFound,
+                                  "peer aborted: open \"vm-\\xff\\xfe.mem\": no such file"));
+}
+
 // Two channels that disagree on the final round: channel 0 ends the
 // migration in round 0, channel 1 goes on to round 1. The receiver must
 // refuse this (DataLoss) promptly, or at least return once Cancel() is

@@ -4,7 +4,6 @@
 #include <limits.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +21,7 @@
 #include "core/posix_error.h"
 #include "core/status_macros.h"
 #include "migration/internal/region_paths.h"
+#include "migration/internal/space_claim.h"
 
 namespace livemig {
 
@@ -36,6 +36,8 @@ struct RegionStore::StagingFile {
   std::shared_ptr<const ScopedFd> fd;  // The staging file, O_RDWR.
   uint64_t size = 0;                   // Max file_offset + size over regions.
   bool staged = false;  // True while staging_name exists and is ours.
+  migration_internal::SpaceClaim claim;  // How its blocks are claimed.
+  int first_region = 0;                  // For errors about the file.
 };
 
 namespace {
@@ -46,28 +48,6 @@ using migration_internal::OpenDir;
 using migration_internal::SplitFilePath;
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
-
-// Allocates the file's blocks now, so that a full filesystem is a clear
-// error before any page is accepted, and a write into the mapping can never
-// need a block the filesystem no longer has (which would be SIGBUS).
-absl::Status ClaimSpace(int fd, uint64_t size, int region, const std::string& path) {
-  if (size == 0 || ::fallocate(fd, 0, 0, static_cast<off_t>(size)) == 0) {
-    return absl::OkStatus();
-  }
-  const int error = errno;
-  if (error == ENOSPC || error == EDQUOT) {
-    struct statvfs fs;
-    const uint64_t free_bytes =
-        ::fstatvfs(fd, &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "region ", region, ": \"", path, "\" needs ", size, " bytes; its filesystem has ",
-        free_bytes, " free (", std::strerror(error), ")"));
-  }
-  if (error == EOPNOTSUPP) return absl::OkStatus();  // Nothing to claim ahead with.
-  return PosixError(absl::StrCat("region ", region, ": fallocate \"", path, "\" to ", size,
-                                 " bytes"),
-                    error);
-}
 
 absl::Status CommitError(const std::string& what, int error_number) {
   return absl::InternalError(
@@ -392,7 +372,9 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
                                      "\" to ", raw->size, " bytes"),
                         errno);
     }
-    LIVEMIG_RETURN_IF_ERROR(ClaimSpace(fd, raw->size, plan.first_index, raw->staging_path));
+    raw->first_region = plan.first_index;
+    LIVEMIG_ASSIGN_OR_RETURN(raw->claim, migration_internal::ClaimSpace(
+                                             fd, raw->size, plan.first_index, raw->staging_path));
   }
 
   regions_.reserve(table.regions_size());
@@ -423,9 +405,21 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
           MmapRegion<NoBitmap> region,
           MmapRegion<NoBitmap>::FromFile(
               FileOffset(file->fd, info.file_offset()), size));
-      regions_.push_back(StoredRegion{info, std::move(region),
-                                      file->final_path, file->staging_path});
+      StoredRegion stored{info, std::move(region), file->final_path, file->staging_path};
+      stored.lands_through_file = file->claim.writable;
+      regions_.push_back(std::move(stored));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegionStore::ClaimDeferredSpace() {
+  LIVEMIG_RETURN_IF_ERROR(CheckUsable());
+  for (const auto& file : files_) {
+    if (!file->claim.deferred) continue;
+    LIVEMIG_RETURN_IF_ERROR(migration_internal::ClaimHoles(
+        file->fd->get(), file->size, file->first_region, file->staging_path));
+    file->claim.deferred = false;
   }
   return absl::OkStatus();
 }

@@ -120,6 +120,9 @@ struct StoredRegion {
   // The store made the mapping (fresh: every page reads as zero). False for
   // memory the VMM provided (RegionStoreOptions::provide).
   bool starts_zeroed = true;
+  // A file the store made whose pages may be written with write(2) as well
+  // as through the mapping (not hugetlbfs): internal/file_landing.h.
+  bool lands_through_file = false;
 };
 
 class RegionStore {
@@ -153,7 +156,10 @@ class RegionStore {
 //   the message names the file, the bytes it needs and the bytes free).
 //   Every staging file's blocks are allocated up front, so a full disk is
 //   refused before any page arrives and writes into the mappings never fault
-//   for lack of space (filesystems without fallocate are used as they are).
+//   for lack of space (filesystems without fallocate are used as they are) —
+//   except on tmpfs, where only the free space is checked now (statvfs; less
+//   than needed is the same ResourceExhausted) and ClaimDeferredSpace()
+//   allocates what round 0 left (internal/space_claim.h).
   // NotFound: root_dir does not exist (only checked with file-backed regions).
   // Creation failures (mkdir, open, ftruncate, mmap) come back as PosixError
   // codes; whatever was created so far is abandoned first.
@@ -199,6 +205,13 @@ class RegionStore {
   // without changing the store's state (the receiver keeps the final
   // Flush() short this way). Internal naming the file on failure.
   [[nodiscard]] absl::Status SyncData() const;
+
+  // Claims the blocks Create deferred (tmpfs): every page no write(2)
+  // allocated yet. Call once round 0 has landed, before any page is written
+  // through a mapping that round 0 did not write through the file.
+  // ResourceExhausted naming the file when the filesystem filled up
+  // meanwhile; FailedPrecondition if the store is not open or committed.
+  [[nodiscard]] absl::Status ClaimDeferredSpace();
 
   // Whether Flush() succeeded (the data is on disk).
   bool flushed() const { return flushed_; }

@@ -131,12 +131,43 @@ TEST_F(RegionStoreTest, TableLargerThanTheFreeSpaceIsResourceExhaustedUpFront) {
                                   "region 0: \"" + Root("big.mem") + ".livemig-partial\" needs "
                                   "4194304 bytes; its filesystem has "));
   EXPECT_TRUE(RootIsEmpty());
-  // What fits is claimed whole: every page of the file is allocated.
+  // What fits is checked, not allocated, on tmpfs (allocating is what
+  // landing round 0 through write(2) does anyway); ClaimDeferredSpace then
+  // allocates what round 0 left: every page of the file.
   ASSERT_OK_AND_ASSIGN(RegionStore store,
                        Create(Table({FileBacked(0, 0, 128 * kPage, "small.mem", 0)})));
+  EXPECT_TRUE(store.regions()[0].lands_through_file);
+  const std::string path = Root("small.mem.livemig-partial");
   struct stat st;
-  ASSERT_EQ(::stat(Root("small.mem.livemig-partial").c_str(), &st), 0);
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_blocks, 0);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const std::vector<uint8_t> page(kPage, 0x5a);
+  ASSERT_EQ(::pwrite(fd, page.data(), kPage, 3 * kPage), static_cast<ssize_t>(kPage));
+  ::close(fd);
+  ASSERT_OK(store.ClaimDeferredSpace());
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(static_cast<uint64_t>(st.st_blocks) * 512, 128 * kPage);
+  EXPECT_EQ(store.regions()[0].region.as_ptr()[3 * kPage], 0x5a);  // Kept.
+}
+
+// Space checked at Create but taken by someone else before round 0 ended:
+// the deferred claim is the same clear error, before any page is written
+// through a mapping into a hole (which would be SIGBUS).
+TEST_F(RegionStoreTest, DeferredClaimOnAFilesystemThatFilledUpIsResourceExhausted) {
+  testing::ScopedTmpfs small(root_, "1m");
+  if (!small.mounted()) GTEST_SKIP() << small.why();
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({FileBacked(0, 0, 128 * kPage, "vm.mem", 0)})));
+  const int fd = ::open(Root("other").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fallocate(fd, 0, 0, 200 * kPage), 0);
+  ::close(fd);
+  EXPECT_THAT(store.ClaimDeferredSpace(),
+              StatusIsWithMessage(absl::StatusCode::kResourceExhausted,
+                                  "region 0: \"" + Root("vm.mem") + ".livemig-partial\" needs "
+                                  "524288 bytes; its filesystem has "));
 }
 
 TEST_F(RegionStoreTest, ReservedPathIsInvalidArgumentAndCreatesNothing) {

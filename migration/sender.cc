@@ -99,8 +99,11 @@ class Migration {
   absl::Status CheckContinue() const;
   // Gives `work` to the least loaded channel.
   void Queue(PageWork work);
-  // Queues the round-end marker on every channel and waits for all writes.
+  // Queues the round-end marker on every channel and waits for all writes,
+  // reporting progress meanwhile (live rounds).
   absl::Status FinishRound(uint32_t round, bool final);
+  // Calls on_progress for the live round being sent.
+  void ReportProgress(absl::Time now);
   // Reads the receiver's acknowledgement of round `round`; returns its
   // expected completion cost.
   absl::StatusOr<absl::Duration> ReadRoundAck(uint32_t round);
@@ -143,6 +146,11 @@ class Migration {
   absl::Duration refresh_ = absl::ZeroDuration();  // Last digest refresh.
   absl::Time start_;
   absl::Time pause_time_;
+  // The live round being sent, for on_progress.
+  MigrationProgress progress_;
+  uint64_t progress_pages_before_ = 0;  // Pages sent before this round.
+  absl::Time round_start_;
+  absl::Time last_progress_;
 };
 
 absl::Status Migration::CheckContinue() const {
@@ -257,8 +265,17 @@ absl::Status Migration::FinishRound(uint32_t round, bool final) {
     marker.final = final;
     c->Enqueue(std::move(marker));
   }
+  const bool report = !final && options_.on_progress != nullptr;
+  const absl::Duration slice =
+      report ? std::clamp(options_.progress_interval, absl::Milliseconds(1),
+                          absl::Milliseconds(20))
+             : absl::Milliseconds(20);
   for (auto& c : channels_) {
-    while (!c->WaitIdle(absl::Milliseconds(20))) {
+    while (!c->WaitIdle(slice)) {
+      if (report) {
+        const absl::Time now = absl::Now();
+        if (now - last_progress_ >= options_.progress_interval) ReportProgress(now);
+      }
       if (cancelled_.load(std::memory_order_relaxed)) {
         // Shuts every connection down, so blocked writes return at once.
         failure_.Set(absl::CancelledError("migration cancelled by the source"));
@@ -267,6 +284,23 @@ absl::Status Migration::FinishRound(uint32_t round, bool final) {
   }
   LIVEMIG_RETURN_IF_ERROR(failure_.Get());
   return CheckContinue();
+}
+
+void Migration::ReportProgress(absl::Time now) {
+  last_progress_ = now;
+  const uint64_t sent = counters_.raw_pages.load(std::memory_order_relaxed) +
+                        counters_.zero_pages.load(std::memory_order_relaxed);
+  // Channels count a batch once it is written; the round's own pages only.
+  progress_.round_pages_sent =
+      std::min(sent - progress_pages_before_, progress_.round_pages);
+  const uint64_t transferred = BytesWritten();
+  progress_.round_bytes_per_s =
+      (transferred - progress_.transferred) /
+      std::max(absl::ToDoubleSeconds(now - round_start_), 1e-6);
+  MigrationProgress report = progress_;
+  report.transferred = transferred;
+  report.elapsed_ms = Ms(now - start_);
+  options_.on_progress(report);
 }
 
 absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
@@ -360,6 +394,12 @@ absl::Status Migration::Run() {
       LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, harvest_.Harvest(round, queue_));
     }
     stats_.dirty_sync_count = harvest_.syncs();
+    round_start_ = last_progress_ = round_start;
+    progress_.round = round;
+    progress_.round_pages = rs.dirty_pages;
+    progress_.transferred = bytes_before;  // ReportProgress's rate baseline.
+    progress_.total = stats_.total;
+    progress_pages_before_ = raw_before + zero_before;
     LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/false));
     refresh_ = RefreshDigests();
     LIVEMIG_ASSIGN_OR_RETURN(const absl::Duration receiver_completion,
@@ -443,6 +483,7 @@ absl::Status Migration::Switchover(uint32_t round) {
   const uint64_t bytes_before = BytesWritten();
   RoundStats rs;
   rs.round = round;
+  rs.final = true;
   rs.throttle_percent = convergence_.throttle();
   LIVEMIG_ASSIGN_OR_RETURN(rs.dirty_pages, harvest_.Harvest(round, queue_));
   stats_.dirty_sync_count = harvest_.syncs();
@@ -504,6 +545,7 @@ absl::Status Migration::Switchover(uint32_t round) {
     (void)Audit();
     stats_.total_time_ms = Ms(absl::Now() - start_);
   }
+  if (options_.on_round) options_.on_round(stats_);  // The final round.
   return absl::OkStatus();
 }
 

@@ -103,7 +103,11 @@ struct SenderOptions {
   uint32_t channels = 2;
   absl::Duration downtime_limit = absl::Milliseconds(300);
   uint32_t max_rounds = 30;
-  absl::Duration timeout = absl::InfiniteDuration();
+  // The whole pre-copy phase, from Migrate() to the switchover decision;
+  // past it the limit policy applies (on_limit). Ten minutes move some
+  // 600 GB at 1 GB/s: raise it for larger guests or slower links;
+  // absl::InfiniteDuration() for none.
+  absl::Duration timeout = absl::Minutes(10);
   enum class OnLimit { kCancel, kForce };
   OnLimit on_limit = OnLimit::kCancel;
   uint32_t stall_rounds = 5;
@@ -135,9 +139,17 @@ struct SenderOptions {
   wire::CompressionSpec compression;
   enum class Verify { kSent, kFull, kOff };
   Verify verify = Verify::kSent;  // See the file comment.
-  // Called on the migration thread after every pre-copy round (not after
-  // the final, paused one).
+  // Called on the migration thread after every pre-copy round, while the
+  // guest runs and the channels are idle, and once more for the final round
+  // (round_stats.back().final) after the handover, once the pause is over;
+  // never inside the pause.
   std::function<void(const MigrationStats&)> on_round;
+  // Called on the migration thread about every `progress_interval` while a
+  // live round's pages are being sent (not in the pause, not between
+  // rounds: on_round covers those). Keep it short: it delays the round end
+  // it runs before.
+  std::function<void(const MigrationProgress&)> on_progress;
+  absl::Duration progress_interval = absl::Milliseconds(100);
   // Testing only: called for every page about to be sent, after its hash was
   // recorded; true leaves it out (a page the sender thinks it sent).
   std::function<bool(uint32_t region, uint64_t page)> test_drop_page;

@@ -21,7 +21,8 @@ std::string MigrationStats::ToJson() const {
                     ",\"bandwidth-bytes-per-s\":", Num(r.bandwidth_bytes_per_s),
                     ",\"dirtied-during-round\":", r.dirtied_during_round,
                     ",\"expected-downtime-ms\":", Num(r.expected_downtime_ms),
-                    ",\"throttle-percent\":", r.throttle_percent, "}");
+                    ",\"throttle-percent\":", r.throttle_percent,
+                    ",\"final\":", r.final ? "true" : "false", "}");
   }
   std::string addrs;
   for (uint64_t a : audit.first_addrs) {

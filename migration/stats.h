@@ -22,6 +22,19 @@ struct RoundStats {
   uint64_t dirtied_during_round = 0;  // Pages found dirty after it.
   double expected_downtime_ms = 0;    // Estimate made after the round.
   int throttle_percent = 0;
+  bool final = false;  // The switchover round, sent with the guest paused.
+};
+
+// Where a live round stands, between round ends (SenderOptions::on_progress):
+// enough for a progress bar. A plain value.
+struct MigrationProgress {
+  uint32_t round = 0;
+  uint64_t round_pages = 0;       // Pages this round sends (harvested).
+  uint64_t round_pages_sent = 0;  // Of those, handed to the sockets so far.
+  uint64_t transferred = 0;       // Bytes written so far, all rounds.
+  uint64_t total = 0;             // Guest memory size in bytes.
+  double elapsed_ms = 0;          // Since Migrate() began.
+  double round_bytes_per_s = 0;   // This round's rate so far.
 };
 
 // Where the pause (Pause() to the destination's commit confirmation) went.

@@ -23,6 +23,7 @@ TEST(MigrationStats, JsonUsesQemuQueryMigrateFieldNames) {
   RoundStats round;
   round.round = 2;
   round.dirty_pages = 11;
+  round.final = true;
   stats.round_stats.push_back(round);
   stats.downtime_breakdown.completion_ms = 9;
   stats.downtime_breakdown.verify_ms = 4;
@@ -41,7 +42,7 @@ TEST(MigrationStats, JsonUsesQemuQueryMigrateFieldNames) {
         "\"normal-bytes\":12288", "\"dirty-pages-rate\":", "\"mbps\":",
         "\"dirty-sync-count\":4", "\"pages-per-second\":",
         "\"cpu-throttle-percentage\":30", "\"completion-ms\":9.000",
-        "{\"round\":2,\"dirty-pages\":11,", "\"verify-ms\":4.000", "\"expected-ms\":12.000",
+        "{\"round\":2,\"dirty-pages\":11,", "\"final\":true}", "\"verify-ms\":4.000", "\"expected-ms\":12.000",
         "\"verify\":\"full\"",
         "\"audit\":{\"ran\":true,\"ms\":25.000,\"bytes\":2147483648,\"ms-per-gib\":12.500,"
         "\"untracked-pages\":2,\"first-addrs\":[\"0x1000\",\"0x40002000\"]}"}) {

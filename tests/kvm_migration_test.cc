@@ -228,7 +228,8 @@ class UntrackedGuest : public ::testing::Test {
     options.on_limit = SenderOptions::OnLimit::kForce;
     // Long enough that the guest writes behind the engine's back: two
     // pre-copy rounds at least.
-    options.on_round = [this](const MigrationStats&) {
+    options.on_round = [this](const MigrationStats& stats) {
+      if (stats.round_stats.back().final) return;  // The guest is paused.
       const uint64_t granted = vm_->pages_granted();
       WaitFor([&] { return vm_->pages_granted() >= granted + 500; }, "guest writes");
     };

@@ -45,7 +45,9 @@ ABSL_FLAG(std::string, workload, "idle", "send: idle, uniform:rate=R, hotset:siz
           "sequential:rate=R, zipf:s=X,rate=R (add ,threads=N)");
 ABSL_FLAG(int32_t, downtime_ms, 300, "send: downtime limit in milliseconds");
 ABSL_FLAG(int32_t, max_rounds, 30, "send: round limit");
-ABSL_FLAG(double, timeout_s, 0, "send: overall limit in seconds (0 = none)");
+ABSL_FLAG(double, timeout_s, 600,
+          "send: limit in seconds on the pre-copy phase, then --on-timeout applies "
+          "(0 = none)");
 ABSL_FLAG(std::string, on_timeout, "cancel", "send: at the round/time limit: cancel or force");
 ABSL_FLAG(bool, auto_converge, false, "send: throttle the workload when it dirties too fast");
 ABSL_FLAG(int32_t, stall_rounds, 5, "send: rounds without the dirty volume shrinking before "
@@ -217,7 +219,7 @@ int main(int argc, char** argv) {
       "  livemig send --connect=HOST:PORT|--unix=PATH|--fd=N[,N...] (--memory=SIZE | "
       "--region=gpa=ADDR,size=SIZE[,file=PATH,offset=OFF,name=REL]...)\n"
       "       [--fill=random|zero|text|keep] [--workload=SPEC] [--channels=N]\n"
-      "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=S] "
+      "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=600 (0: none)] "
       "[--on-timeout=cancel|force]\n"
       "       [--auto-converge] [--throttle-steps=20,10,99] [--stall-rounds=5]\n"
       "       [--max-bandwidth=RATE] [--verify=sent|full|off] [--tracker=api|uffd] [--json]\n"

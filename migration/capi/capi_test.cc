@@ -1,7 +1,9 @@
 // File: migration/capi/capi_test.cc
 //
 // The C ABI from C++: the failure paths, with the exact codes and messages
-// livemig.h documents, and one round trip through the C receiver.
+// livemig.h documents, and round trips through the C receiver. ABI 2's
+// additions (fds, device sections, provided memory, file-backed regions) are
+// tested in vmm_features_test.cc.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -19,156 +21,20 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "migration/capi/livemig.h"
+#include "migration/capi/testing/c_fixtures.h"
 
 namespace {
 
+using ::livemig::capi_testing::CReceiver;
+using ::livemig::capi_testing::DeviceState;
+using ::livemig::capi_testing::Err;
+using ::livemig::capi_testing::FakeVm;
+using ::livemig::capi_testing::Guest;
+using ::livemig::capi_testing::kOps;
+using ::livemig::capi_testing::NoSuchSocket;
+using ::livemig::capi_testing::SenderTo;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-// Owns a livemig_error* filled through error_out.
-class Err {
- public:
-  ~Err() { livemig_error_free(e_); }
-  livemig_error** out() {
-    livemig_error_free(e_);
-    e_ = nullptr;
-    return &e_;
-  }
-  int code() const { return livemig_error_code(e_); }
-  std::string message() const { return livemig_error_message(e_); }
-  bool empty() const { return e_ == nullptr; }
-
- private:
-  livemig_error* e_ = nullptr;
-};
-
-// Two page-aligned anonymous mappings the test owns, added as guest memory.
-class Guest {
- public:
-  static constexpr size_t kSize = 64 * 4096;
-  Guest() {
-    for (int i = 0; i < 2; ++i) {
-      void* p = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
-      EXPECT_NE(p, MAP_FAILED);
-      ptr[i] = static_cast<uint8_t*>(p);
-      for (size_t j = 0; j < kSize / 2; ++j) ptr[i][j] = static_cast<uint8_t>(j * 13 + i);
-    }
-    memory = livemig_memory_new();
-    Err err;
-    EXPECT_EQ(livemig_memory_add_region(memory, 0, ptr[0], kSize, err.out()), LIVEMIG_OK);
-    EXPECT_EQ(livemig_memory_add_region(memory, 1 << 30, ptr[1], kSize, err.out()),
-              LIVEMIG_OK);
-  }
-  ~Guest() {
-    livemig_memory_free(memory);
-    for (uint8_t* p : ptr) munmap(p, kSize);
-  }
-  uint8_t* ptr[2] = {nullptr, nullptr};
-  livemig_memory* memory = nullptr;
-};
-
-// A VM whose callbacks count and can fail or run a hook.
-struct FakeVm {
-  int pauses = 0;
-  int resumes = 0;
-  int pause_rc = LIVEMIG_OK;
-  const char* pause_message = "";
-  int device_rc = LIVEMIG_OK;
-  const char* device_message = "";
-  std::string device_state = "dev-state";
-  std::function<void()> on_pause;
-  std::function<void()> on_size_hint;  // After every pre-copy round.
-};
-
-int Pause(void* ud, char* message, size_t size) {
-  auto* vm = static_cast<FakeVm*>(ud);
-  if (vm->pause_rc != LIVEMIG_OK) {
-    std::snprintf(message, size, "%s", vm->pause_message);
-    return vm->pause_rc;
-  }
-  ++vm->pauses;
-  if (vm->on_pause) vm->on_pause();
-  return LIVEMIG_OK;
-}
-int Resume(void* ud, char*, size_t) {
-  ++static_cast<FakeVm*>(ud)->resumes;
-  return LIVEMIG_OK;
-}
-int DeviceState(void* ud, const void** data, size_t* size, char* message, size_t msize) {
-  auto* vm = static_cast<FakeVm*>(ud);
-  if (vm->device_rc != LIVEMIG_OK) {
-    std::snprintf(message, msize, "%s", vm->device_message);
-    return vm->device_rc;
-  }
-  *data = vm->device_state.data();
-  *size = vm->device_state.size();
-  return LIVEMIG_OK;
-}
-uint64_t SizeHint(void* ud) {
-  auto* vm = static_cast<FakeVm*>(ud);
-  if (vm->on_size_hint) vm->on_size_hint();
-  return vm->device_state.size();
-}
-const livemig_vm_ops kOps = {Pause, Resume, nullptr, DeviceState, SizeHint, nullptr};
-
-// A C receiver on 127.0.0.1 with receive_one running on a thread.
-class CReceiver {
- public:
-  CReceiver() {
-    livemig_options* o = livemig_options_new();
-    Err err;
-    EXPECT_EQ(livemig_options_set_tcp(o, "127.0.0.1", 0, err.out()), LIVEMIG_OK);
-    receiver_ = livemig_receiver_listen(o, err.out());
-    livemig_options_free(o);
-    EXPECT_NE(receiver_, nullptr) << err.message();
-    livemig_receiver_endpoint(receiver_, nullptr, 0, &port_);
-    thread_ = std::thread([this] {
-      rc_ = livemig_receiver_receive_one(receiver_, &result_, error_.out());
-    });
-  }
-  // Joins (cancelling a receive still running: the sender has returned).
-  void Join() {
-    if (!thread_.joinable()) return;
-    livemig_receiver_cancel(receiver_);
-    thread_.join();
-  }
-  ~CReceiver() {
-    Join();
-    livemig_received_free(result_);
-    livemig_receiver_free(receiver_);
-  }
-  livemig_sender* NewSender() {
-    livemig_options* o = livemig_options_new();
-    Err err;
-    EXPECT_EQ(livemig_options_set_tcp(o, "127.0.0.1", port_, err.out()), LIVEMIG_OK);
-    livemig_sender* s = livemig_sender_new(o, err.out());
-    livemig_options_free(o);
-    EXPECT_NE(s, nullptr) << err.message();
-    return s;
-  }
-  uint16_t port_ = 0;
-  int rc_ = -1;
-  livemig_received* result_ = nullptr;
-  Err error_;
-
- private:
-  livemig_receiver* receiver_ = nullptr;
-  std::thread thread_;
-};
-
-livemig_sender* SenderTo(const std::string& unix_path) {
-  livemig_options* o = livemig_options_new();
-  Err err;
-  EXPECT_EQ(livemig_options_set_unix(o, unix_path.c_str(), err.out()), LIVEMIG_OK);
-  livemig_sender* s = livemig_sender_new(o, err.out());
-  livemig_options_free(o);
-  return s;
-}
-
-std::string NoSuchSocket() {
-  return "/tmp/livemig-capi-test-no-such-" + std::to_string(getpid()) + ".sock";
-}
 
 TEST(CapiError, AccessorsAcceptNull) {
   EXPECT_EQ(livemig_abi_version(), LIVEMIG_ABI_VERSION);
@@ -458,6 +324,14 @@ TEST(CapiSender, RoundTripThroughTheCReceiver) {
   size_t size = 0;
   const void* state = livemig_received_device_state(receiver.result_, &size);
   EXPECT_EQ(std::string(static_cast<const char*>(state), size), "dev-state");
+  // The one blob travels as section "vmm".
+  ASSERT_EQ(livemig_received_num_device_sections(receiver.result_), 1u);
+  livemig_device_section section;
+  ASSERT_EQ(livemig_received_device_section_at(receiver.result_, 0, &section, err.out()),
+            LIVEMIG_OK);
+  EXPECT_STREQ(section.id, "vmm");
+  EXPECT_EQ(section.format_version, 1u);
+  EXPECT_EQ(std::string(static_cast<const char*>(section.data), section.size), "dev-state");
   livemig_sender_free(s);
 }
 

@@ -13,6 +13,11 @@
  * Part 2: the same memory to a livemig_receiver in this process (TCP,
  * 127.0.0.1, port 0) on a second thread; checks the received regions (host
  * pointers and files) and the device state byte for byte.
+ * Part 3 (ABI 2): over two socketpairs handed to both sides as connected
+ * fds, a memory whose second region is file-backed (the memfd, sent as
+ * BACKING_FILE and rebuilt into a named file at its offset), device state as
+ * named sections, and a receiver that takes region 0 into a memfd mapping
+ * of its own through the region_memory callback.
  *
  * Exit status 0 when every check held; otherwise 1, the failure on stderr.
  */
@@ -25,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -97,7 +103,27 @@ static uint64_t vm_device_state_size_hint(void* user_data) {
 
 static const livemig_vm_ops kVmOps = {vm_pause,        vm_resume,
                                       vm_set_throttle, vm_device_state,
-                                      vm_device_state_size_hint, NULL};
+                                      vm_device_state_size_hint, NULL, NULL};
+
+/* Part 3's device state: one section per device. */
+static const char kCpuState[] = "rip=0xfff0,rax=42";
+static const char kBlkState[] = "virtio-blk:queue=3";
+static const livemig_device_section kSections[] = {
+    {"cpu0", 2, kCpuState, sizeof kCpuState - 1},
+    {"virtio-blk", 1, kBlkState, sizeof kBlkState - 1}};
+
+static int vm_device_sections(void* user_data, const livemig_device_section** sections,
+                              size_t* count, char* message, size_t message_size) {
+  (void)user_data;
+  (void)message;
+  (void)message_size;
+  *sections = kSections;
+  *count = sizeof kSections / sizeof kSections[0];
+  return LIVEMIG_OK;
+}
+
+static const livemig_vm_ops kSectionVmOps = {vm_pause, vm_resume, vm_set_throttle, NULL,
+                                             NULL,     NULL,      vm_device_sections};
 
 /* Compares the file at `path` with `size` bytes at `expected`. */
 static void check_file(const char* path, const unsigned char* expected, size_t size) {
@@ -303,6 +329,135 @@ static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
   fprintf(stderr, "part 2: received regions and device state match the source\n");
 }
 
+/* Part 3's destination memory for region 0: a memfd mapping the receiver
+ * fills and never unmaps. */
+typedef struct dest_ram {
+  void* addr;
+  size_t size;
+  int calls;
+} dest_ram;
+
+static int provide_ram(void* user_data, const livemig_region_info* region, void** addr_out,
+                       size_t* size_out, char* message, size_t message_size) {
+  dest_ram* ram = user_data;
+  ram->calls++;
+  if (region->index != 0) return LIVEMIG_OK; /* Declined: the receiver's own. */
+  if (region->size > ram->size) {
+    snprintf(message, message_size, "region %u: %llu bytes, more than the VMM's %zu",
+             region->index, (unsigned long long)region->size, ram->size);
+    return LIVEMIG_RESOURCE_EXHAUSTED;
+  }
+  *addr_out = ram->addr;
+  *size_out = ram->size;
+  return LIVEMIG_OK;
+}
+
+/* Part 3: connected fds, a file-backed region, sections, provided memory. */
+static void migrate_over_fds(const char* work, int memfd, const unsigned char* a,
+                             const unsigned char* b) {
+  char dir[256], path[300];
+  int pairs[2][2], source[2], destination[2], i, dest_fd;
+  livemig_options* options;
+  livemig_receiver* receiver;
+  livemig_sender* sender;
+  livemig_memory* memory;
+  livemig_error* err = NULL;
+  livemig_stats stats;
+  livemig_received_region region;
+  livemig_device_section section;
+  receive_job job;
+  pthread_t thread;
+  fake_vm vm = {0, 0, -1};
+  dest_ram ram;
+
+  for (i = 0; i < 2; ++i) {
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, pairs[i]) == 0);
+    source[i] = pairs[i][0];
+    destination[i] = pairs[i][1];
+  }
+  dest_fd = memfd_create("dest-ram-a", 0);
+  CHECK(dest_fd >= 0);
+  CHECK(ftruncate(dest_fd, kRegionA) == 0);
+  ram.addr = mmap(NULL, kRegionA, PROT_READ | PROT_WRITE, MAP_SHARED, dest_fd, 0);
+  CHECK(ram.addr != MAP_FAILED);
+  ram.size = kRegionA;
+  ram.calls = 0;
+
+  /* The destination: the fds are borrowed (dup'ed by listen), so closed at once. */
+  snprintf(dir, sizeof dir, "%s/fd-out", work);
+  CHECK(mkdir(dir, 0755) == 0);
+  options = livemig_options_new();
+  CHECK(options != NULL);
+  check_ok(livemig_options_set_fds(options, destination, 2, &err), err, "set_fds");
+  check_ok(livemig_options_set_root_dir(options, dir, 0, &err), err, "set_root_dir");
+  check_ok(livemig_options_set_region_memory(options, provide_ram, &ram, &err), err,
+           "set_region_memory");
+  receiver = livemig_receiver_listen(options, &err);
+  check_ok(receiver != NULL ? LIVEMIG_OK : livemig_error_code(err), err, "receiver_listen");
+  livemig_options_free(options);
+  close(destination[0]);
+  close(destination[1]);
+  memset(&job, 0, sizeof job);
+  job.receiver = receiver;
+  CHECK(pthread_create(&thread, NULL, receive_thread, &job) == 0);
+
+  /* The source: region A anonymous, region B the memfd as a file. */
+  memory = livemig_memory_new();
+  CHECK(memory != NULL);
+  check_ok(livemig_memory_add_region(memory, kGuestA, (void*)a, kRegionA, &err), err,
+           "add_region a");
+  check_ok(livemig_memory_add_file_region(memory, kGuestB, kRegionB, memfd, 0, "ram/b.img",
+                                          &err),
+           err, "add_file_region b");
+  options = livemig_options_new();
+  CHECK(options != NULL);
+  check_ok(livemig_options_set_fds(options, source, 2, &err), err, "set_fds");
+  sender = livemig_sender_new(options, &err);
+  check_ok(sender != NULL ? LIVEMIG_OK : livemig_error_code(err), err, "sender_new");
+  livemig_options_free(options);
+  check_ok(livemig_sender_migrate(sender, memory, &kSectionVmOps, &vm, &stats, &err), err,
+           "sender_migrate over fds");
+  livemig_sender_free(sender);
+  close(source[0]);
+  close(source[1]);
+  CHECK(pthread_join(thread, NULL) == 0);
+  check_ok(job.rc, job.error, "receiver_receive_one over fds");
+  CHECK(strcmp(stats.status, "completed") == 0);
+  CHECK(stats.channels == 2);
+  CHECK(vm.pauses == 1 && vm.resumes == 0);
+  CHECK(ram.calls == 2);
+
+  CHECK(livemig_received_num_regions(job.result) == 2);
+  check_ok(livemig_received_region_at(job.result, 0, &region), NULL, "region_at(0)");
+  CHECK(region.host_ptr == ram.addr && region.file_path == NULL);
+  CHECK(memcmp(ram.addr, a, kRegionA) == 0);
+  check_ok(livemig_received_region_at(job.result, 1, &region), NULL, "region_at(1)");
+  snprintf(path, sizeof path, "%s/ram/b.img", dir);
+  CHECK(region.file_path != NULL && strcmp(region.file_path, path) == 0);
+  check_file(path, b, kRegionB);
+
+  CHECK(livemig_received_num_device_sections(job.result) == 2);
+  for (i = 0; i < 2; ++i) {
+    check_ok(livemig_received_device_section_at(job.result, (size_t)i, &section, &err), err,
+             "device_section_at");
+    CHECK(strcmp(section.id, kSections[i].id) == 0);
+    CHECK(section.format_version == kSections[i].format_version);
+    CHECK(section.size == kSections[i].size &&
+          memcmp(section.data, kSections[i].data, section.size) == 0);
+  }
+  CHECK(livemig_received_find_device_section(job.result, "vmm", &section, &err) ==
+        LIVEMIG_NOT_FOUND);
+  livemig_error_free(err);
+  livemig_received_free(job.result);
+  livemig_receiver_free(receiver);
+  livemig_memory_free(memory);
+  /* Still the VMM's: mapped and holding the guest's bytes after the free. */
+  CHECK(memcmp(ram.addr, a, kRegionA) == 0);
+  munmap(ram.addr, kRegionA);
+  close(dest_fd);
+  fprintf(stderr, "part 3: fds, file-backed region, sections and provided memory match\n");
+}
+
 int main(int argc, char** argv) {
   unsigned char *a, *b;
   int memfd;
@@ -347,6 +502,7 @@ int main(int argc, char** argv) {
 
   migrate_to_cli(argv[1], argv[2], memory, a, b);
   migrate_to_c_receiver(argv[2], memory, a, b);
+  migrate_over_fds(argv[2], memfd, a, b);
 
   livemig_memory_free(memory);
   munmap(a, kRegionA);

@@ -7,7 +7,11 @@
 // so none crosses into C.
 #include "migration/capi/livemig.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <atomic>
@@ -77,6 +81,16 @@ int Report(const absl::Status& status, livemig_error** out) noexcept {
 
 absl::Status NullArgument(const char* name) {
   return absl::InvalidArgumentError(absl::StrCat(name, ": NULL"));
+}
+
+absl::Status FromCallback(int rc, char* message, const char* name) {
+  if (rc == LIVEMIG_OK) return absl::OkStatus();
+  message[kMessageSize - 1] = '\0';
+  const absl::StatusCode code = rc >= 1 && rc <= LIVEMIG_UNAUTHENTICATED
+                                    ? static_cast<absl::StatusCode>(rc)
+                                    : absl::StatusCode::kUnknown;
+  if (message[0] != '\0') return absl::Status(code, message);
+  return absl::Status(code, absl::StrCat(name, " failed (returned ", rc, ")"));
 }
 
 absl::StatusOr<absl::Duration> DurationMs(const char* field, uint64_t ms) {
@@ -183,6 +197,34 @@ int livemig_options_set_unix(livemig_options* options, const char* path,
   });
 }
 
+int livemig_options_set_fds(livemig_options* options, const int* fds, size_t num_fds,
+                            livemig_error** error_out) {
+  return SetOption(options, error_out, [&](livemig_options& o) -> absl::Status {
+    if (fds == nullptr) return NullArgument("fds");
+    if (num_fds < 1 || num_fds > kMaxChannels) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "endpoint.fds: ", num_fds, " descriptors, must be 1 .. ", kMaxChannels,
+          " (one per channel)"));
+    }
+    std::vector<int> copy(fds, fds + num_fds);
+    for (size_t i = 0; i < copy.size(); ++i) {
+      if (copy[i] < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("endpoint.fds[", i, "]: ", copy[i], " is not a descriptor"));
+      }
+      for (size_t j = 0; j < i; ++j) {
+        if (copy[j] == copy[i]) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "endpoint.fds[", i, "]: descriptor ", copy[i], " repeats endpoint.fds[", j,
+              "] (one socket per channel)"));
+        }
+      }
+    }
+    o.endpoint = Endpoint::Fds(std::move(copy));
+    return absl::OkStatus();
+  });
+}
+
 int livemig_options_set_channels(livemig_options* options, uint32_t channels,
                                  livemig_error** error_out) {
   return SetOption(options, error_out, [&](livemig_options& o) -> absl::Status {
@@ -278,6 +320,15 @@ int livemig_options_set_root_dir(livemig_options* options, const char* dir,
   });
 }
 
+int livemig_options_set_region_memory(livemig_options* options, livemig_region_memory_fn fn,
+                                      void* user_data, livemig_error** error_out) {
+  return SetOption(options, error_out, [&](livemig_options& o) -> absl::Status {
+    o.region_memory = fn;
+    o.region_memory_user_data = fn == nullptr ? nullptr : user_data;
+    return absl::OkStatus();
+  });
+}
+
 }  // extern "C"
 
 // ------------------------------------------------------------ Guest memory
@@ -289,11 +340,15 @@ absl::StatusOr<livemig::GuestMemory<AtomicBitmap>> BuildMemory(
   std::vector<livemig::GuestRegion<AtomicBitmap>> regions;
   regions.reserve(specs.size());
   for (const livemig_memory::Spec& s : specs) {
-    // PROT/flags describe the caller's mapping for the region table; BuildRaw
-    // never maps or unmaps.
+    // A file-backed region is our own shared mapping of the file (its
+    // FileOffset makes the region table say BACKING_FILE); otherwise
+    // PROT/flags describe the caller's mapping for the region table, and
+    // BuildRaw never maps or unmaps.
     absl::StatusOr<livemig::MmapRegion<AtomicBitmap>> raw =
-        livemig::MmapRegion<AtomicBitmap>::BuildRaw(s.host_ptr, s.size,
-                                                    PROT_READ | PROT_WRITE, MAP_SHARED);
+        s.file.has_value()
+            ? livemig::MmapRegion<AtomicBitmap>::FromFile(*s.file, s.size)
+            : livemig::MmapRegion<AtomicBitmap>::BuildRaw(s.host_ptr, s.size,
+                                                          PROT_READ | PROT_WRITE, MAP_SHARED);
     if (!raw.ok()) return raw.status();
     absl::StatusOr<livemig::GuestRegion<AtomicBitmap>> region =
         livemig::GuestRegion<AtomicBitmap>::Create(std::move(*raw),
@@ -302,6 +357,45 @@ absl::StatusOr<livemig::GuestMemory<AtomicBitmap>> BuildMemory(
     regions.push_back(std::move(*region));
   }
   return livemig::GuestMemory<AtomicBitmap>::FromRegions(std::move(regions));
+}
+
+// Adds `spec` to `memory`: validates the whole set by building it (so an
+// overlap is refused and nothing changes), then publishes it.
+absl::Status AddSpec(livemig_memory& memory, livemig_memory::Spec spec) {
+  std::lock_guard<std::mutex> lock(memory.mu);
+  if (memory.sealed.load(std::memory_order_relaxed)) {  // Written under mu.
+    return absl::FailedPreconditionError(
+        "memory: sealed by its first use (mark_dirty, write, read or migrate); add "
+        "every region before");
+  }
+  std::vector<livemig_memory::Spec> specs = memory.specs;
+  specs.push_back(std::move(spec));
+  absl::StatusOr<livemig::GuestMemory<AtomicBitmap>> built = BuildMemory(specs);
+  if (!built.ok()) return built.status();
+  std::vector<std::string> names;
+  for (const auto& region : built->regions()) {
+    std::string name;
+    for (const livemig_memory::Spec& s : specs) {
+      if (s.guest_addr == region.start_addr().value) name = s.file_name;
+    }
+    names.push_back(std::move(name));
+  }
+  memory.specs = std::move(specs);
+  memory.memory.emplace(std::move(*built));
+  memory.file_names = std::move(names);
+  return absl::OkStatus();
+}
+
+absl::Status CheckAligned(const char* field, uint64_t value, size_t page) {
+  if (value % page == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": 0x", absl::Hex(value), " is not aligned to the page size (", page, ")"));
+}
+
+absl::Status CheckSize(size_t size, size_t page) {
+  if (size != 0 && size % page == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "size: ", size, " is not a non-zero multiple of the page size (", page, ")"));
 }
 
 absl::Status CheckRange(uint64_t guest_addr, uint64_t len) {
@@ -362,28 +456,52 @@ int livemig_memory_add_region(livemig_memory* memory, uint64_t guest_addr, void*
           absl::StrCat("host_ptr: ", absl::Hex(reinterpret_cast<uintptr_t>(host_ptr)),
                        " is not aligned to the page size (", page, ")"));
     }
-    if (size == 0 || size % page != 0) {
+    absl::Status checked = CheckSize(size, page);
+    if (checked.ok()) checked = CheckAligned("guest_addr", guest_addr, page);
+    if (!checked.ok()) return checked;
+    return AddSpec(*memory, {guest_addr, host_ptr, size, std::nullopt, ""});
+  });
+}
+
+int livemig_memory_add_file_region(livemig_memory* memory, uint64_t guest_addr, size_t size,
+                                   int fd, uint64_t file_offset, const char* file_name,
+                                   livemig_error** error_out) {
+  return Guard(error_out, [&]() -> absl::Status {
+    if (memory == nullptr) return NullArgument("memory");
+    if (fd < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("fd: ", fd, " is not a descriptor"));
+    }
+    const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    absl::Status checked = CheckSize(size, page);
+    if (checked.ok()) checked = CheckAligned("file_offset", file_offset, page);
+    if (checked.ok()) checked = CheckAligned("guest_addr", guest_addr, page);
+    if (!checked.ok()) return checked;
+    if (file_name != nullptr && *file_name == '\0') {
+      return absl::InvalidArgumentError("file_name: empty (NULL for the default name)");
+    }
+    if (file_name != nullptr && *file_name == '/') {
       return absl::InvalidArgumentError(absl::StrCat(
-          "size: ", size, " is not a non-zero multiple of the page size (", page, ")"));
+          "file_name: \"", file_name, "\" is absolute; it must be relative to the "
+          "receiver's root dir"));
     }
-    if (guest_addr % page != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "guest_addr: 0x", absl::Hex(guest_addr), " is not aligned to the page size (",
-          page, ")"));
+    if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+      return absl::InvalidArgumentError(absl::StrCat("fd: ", fd, " is not open"));
     }
-    std::lock_guard<std::mutex> lock(memory->mu);
-    if (memory->sealed.load(std::memory_order_relaxed)) {  // Written under mu.
-      return absl::FailedPreconditionError(
-          "memory: sealed by its first use (mark_dirty, write, read or migrate); add "
-          "every region before");
+    struct stat st;
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        (file_offset > static_cast<uint64_t>(st.st_size) ||
+         size > static_cast<uint64_t>(st.st_size) - file_offset)) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "fd: ", fd, " is a file of ", st.st_size, " bytes, too short for size ", size,
+          " at file_offset ", file_offset));
     }
-    std::vector<livemig_memory::Spec> specs = memory->specs;
-    specs.push_back({guest_addr, host_ptr, size});
-    absl::StatusOr<livemig::GuestMemory<AtomicBitmap>> built = BuildMemory(specs);
-    if (!built.ok()) return built.status();
-    memory->specs = std::move(specs);
-    memory->memory.emplace(std::move(*built));
-    return absl::OkStatus();
+    absl::StatusOr<livemig::FileOffset> file = livemig::FileOffset::Dup(fd, file_offset);
+    if (!file.ok()) {
+      return absl::Status(file.status().code(),
+                          absl::StrCat("fd: ", file.status().message()));
+    }
+    return AddSpec(*memory, {guest_addr, nullptr, size, std::move(*file),
+                             file_name == nullptr ? "" : file_name});
   });
 }
 

@@ -12,7 +12,7 @@
  *   livemig_memory_add_region(m, 0, ram, ram_size, &err);   // caller's mmap
  *   ... the guest runs; the VMM calls livemig_memory_mark_dirty() after
  *   ... every write it does not make through livemig_memory_write() ...
- *   livemig_vm_ops ops = {my_pause, my_resume, NULL, my_device_state, NULL, NULL};
+ *   livemig_vm_ops ops = {my_pause, my_resume, NULL, my_device_state, NULL, NULL, NULL};
  *   if (livemig_sender_migrate(s, m, &ops, vm, &stats, &err) != LIVEMIG_OK)
  *     fprintf(stderr, "%s\n", livemig_error_message(err));
  *
@@ -37,12 +37,19 @@
  * Ownership. Every handle is created by a *_new / *_listen / receive_one
  * function and released by the matching *_free, which accepts NULL. Strings
  * passed in are copied; strings and pointers returned are owned by the
- * handle they came from and live as long as it does.
+ * handle they came from and live as long as it does. File descriptors passed
+ * in (livemig_options_set_fds, livemig_memory_add_file_region) are borrowed:
+ * livemig works on its own dup() and never closes the caller's. Mappings the
+ * caller lends (add_region, the region_memory callback) are never unmapped
+ * by livemig.
  *
  * Thread safety. Handles are not synchronized unless a function says so:
  * livemig_sender_cancel(), livemig_receiver_cancel(), and, on memory with
  * every region added, livemig_memory_mark_dirty/_write/_read, may be called
- * from any thread at any time while the handle lives.
+ * from any thread at any time while the handle lives; a received result is
+ * immutable, so its accessors may run on any thread. Callbacks (vm_ops,
+ * region_memory) run on the thread of the call that takes them
+ * (livemig_sender_migrate, livemig_receiver_receive_one), one at a time.
  */
 #ifndef LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
 #define LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
@@ -61,8 +68,12 @@ extern "C" {
 #endif
 
 /* The ABI this header describes; livemig_abi_version() is the library's.
- * A caller built against another value must not use the library. */
-#define LIVEMIG_ABI_VERSION 1
+ * A caller built against another value must not use the library.
+ *   1  the first.
+ *   2  livemig_vm_ops grew device_sections (a caller's struct of ABI 1 is
+ *      one pointer shorter); added: endpoints from connected fds, VMM-provided
+ *      destination memory, file-backed regions, received device sections. */
+#define LIVEMIG_ABI_VERSION 2
 LIVEMIG_EXPORT int livemig_abi_version(void);
 
 /* ---------------------------------------------------------------- Errors */
@@ -116,8 +127,8 @@ typedef enum livemig_verify {
 
 /* Defaults: no endpoint, 2 channels (receiver: at most 64), downtime limit
  * 300 ms, verify SENT, plaintext, io timeout 30 s, no accept timeout, no
- * root dir, anonymous regions received into memory. NULL only when out of
- * memory. */
+ * root dir, anonymous regions received into memory, no region_memory
+ * callback. NULL only when out of memory. */
 LIVEMIG_EXPORT livemig_options* livemig_options_new(void);
 LIVEMIG_EXPORT void livemig_options_free(livemig_options* options);
 
@@ -128,6 +139,24 @@ LIVEMIG_EXPORT int livemig_options_set_tcp(livemig_options* options, const char*
                                            uint16_t port, livemig_error** error_out);
 LIVEMIG_EXPORT int livemig_options_set_unix(livemig_options* options, const char* path,
                                             livemig_error** error_out);
+/* The endpoint: stream sockets (TCP or Unix) already connected to the
+ * peer, one per channel, channel i on fds[i] (QEMU's "fd:" URI; `livemig
+ * send/receive --fd=N[,N]`). 1..64 descriptors, each >= 0, no repeats, else
+ * LIVEMIG_INVALID_ARGUMENT naming "endpoint.fds" (NULL fds: "fds: NULL").
+ * Ownership: the array is copied and the descriptors are borrowed, never
+ * closed by livemig: each socket is used through its own dup()
+ * (F_DUPFD_CLOEXEC), made by livemig_receiver_listen() for a receiver and by
+ * each livemig_sender_migrate() for a sender; the caller's descriptors must
+ * stay open until that call returns, and the caller closes them whenever it
+ * likes after. That is also where each is checked to be a connected stream
+ * socket (LIVEMIG_INVALID_ARGUMENT "fd N: not a socket" / "not connected").
+ * A sender opens exactly one channel per descriptor (set_channels, when
+ * called, must give the same count, else livemig_sender_new fails with
+ * LIVEMIG_INVALID_ARGUMENT naming "channels"). A receiver receives one
+ * migration over them; a later receive_one waits, with no connection left to
+ * come, until cancelled or its accept timeout (LIVEMIG_DEADLINE_EXCEEDED). */
+LIVEMIG_EXPORT int livemig_options_set_fds(livemig_options* options, const int* fds,
+                                           size_t num_fds, livemig_error** error_out);
 /* Sender: connections to open, 1..64. Receiver: the most it accepts. */
 LIVEMIG_EXPORT int livemig_options_set_channels(livemig_options* options, uint32_t channels,
                                                 livemig_error** error_out);
@@ -160,6 +189,57 @@ LIVEMIG_EXPORT int livemig_options_set_root_dir(livemig_options* options, const 
                                                 int anonymous_as_files,
                                                 livemig_error** error_out);
 
+/* How a region is backed at the source (proto RegionInfo.backing). */
+typedef enum livemig_backing {
+  LIVEMIG_BACKING_ANONYMOUS = 1,
+  LIVEMIG_BACKING_FILE = 2 /* livemig_memory_add_file_region() */
+} livemig_backing;
+
+/* A region of the table a source sent, as a receiver's region_memory
+ * callback sees it. Owned by the library, valid during the call only. */
+typedef struct livemig_region_info {
+  uint32_t index;        /* in the table: guest address order, from 0 */
+  uint64_t guest_addr;
+  uint64_t size;         /* bytes, a multiple of the page size */
+  int backing;           /* a livemig_backing */
+  const char* file_path; /* BACKING_FILE: the path under the root dir; else "" */
+  uint64_t file_offset;  /* BACKING_FILE: where the region starts in it; else 0 */
+} livemig_region_info;
+
+/* A receiver's source of destination memory (C++ ReceiverOptions::
+ * region_memory): called once per region, in table order, when a source's
+ * region table arrives (after the table was validated, before anything is
+ * created), on the thread running livemig_receiver_receive_one(), with the
+ * `user_data` given to livemig_options_set_region_memory().
+ *   - To provide memory: store in *addr_out a page-aligned mapping, readable
+ *     and writable, of *size_out >= region->size bytes, and return
+ *     LIVEMIG_OK. The receiver writes every page of the region into it (its
+ *     content need not be zero); the received result's host_ptr is then
+ *     addr and its file_path NULL (no file is made for it, even for a
+ *     file-backed region). The caller keeps owning the mapping: the receiver
+ *     never unmaps it; it must stay mapped until livemig_received_free() of
+ *     the result, or, when receive_one fails, until receive_one returns.
+ *   - To decline: leave *addr_out NULL (it starts NULL) and return
+ *     LIVEMIG_OK; the receiver creates the region itself as without a
+ *     callback.
+ *   - To refuse: return an error code (outside 1..16: LIVEMIG_UNKNOWN) and
+ *     optionally a NUL-terminated message in `message` (at most message_size
+ *     bytes with the NUL); receive_one fails with that code and "region I:
+ *     the VMM's memory: MESSAGE", and the source with the destination's
+ *     error.
+ * A provided mapping that is not page-aligned or smaller than the region
+ * fails receive_one with LIVEMIG_INVALID_ARGUMENT "region I: the VMM's
+ * memory (...) must be page-aligned and hold the region's N bytes". */
+typedef int (*livemig_region_memory_fn)(void* user_data, const livemig_region_info* region,
+                                        void** addr_out, size_t* size_out, char* message,
+                                        size_t message_size);
+/* Receiver: sets (NULL `fn`: clears) the region_memory callback. `user_data`
+ * must outlive every receive_one of a receiver listening with these options. */
+LIVEMIG_EXPORT int livemig_options_set_region_memory(livemig_options* options,
+                                                     livemig_region_memory_fn fn,
+                                                     void* user_data,
+                                                     livemig_error** error_out);
+
 /* ---------------------------------------------------------- Guest memory */
 
 /* Guest physical memory made of mappings the caller owns: livemig never
@@ -182,6 +262,30 @@ LIVEMIG_EXPORT void livemig_memory_free(livemig_memory* memory);
 LIVEMIG_EXPORT int livemig_memory_add_region(livemig_memory* memory, uint64_t guest_addr,
                                              void* host_ptr, size_t size,
                                              livemig_error** error_out);
+
+/* Adds a file-backed region: `size` bytes of the file `fd` from byte
+ * `file_offset`, at guest address `guest_addr`. Unlike add_region, livemig
+ * maps the range itself (MAP_SHARED, read-write) and the source describes
+ * it as BACKING_FILE at that offset, so a receiver with a root dir rebuilds
+ * it into the file `file_name` under its root dir, at the same offset
+ * (NULL `file_name`: "region-<index>.mem", index in guest address order);
+ * the C++ API's MmapRegion::FromFile path.
+ * The VMM's own mappings of the file must be MAP_SHARED (then its writes
+ * and livemig's reads share the page cache; marking them dirty is as for
+ * any region); a MAP_PRIVATE mapping's writes never reach the file and are
+ * not migrated. Ownership: `fd` is borrowed: livemig works on its own dup()
+ * (F_DUPFD_CLOEXEC), so the caller may close `fd` when this returns; the
+ * mapping and the dup are released by livemig_memory_free(). Not
+ * synchronized. Errors (LIVEMIG_INVALID_ARGUMENT unless said): "fd": < 0 or
+ * not open (dup's error); "size": 0 or not a multiple of the page size;
+ * "file_offset": not page-aligned; "guest_addr": not page-aligned;
+ * "file_name": empty or absolute; LIVEMIG_OUT_OF_RANGE when the file is
+ * shorter than file_offset + size; an overlap as add_region;
+ * LIVEMIG_FAILED_PRECONDITION once sealed. */
+LIVEMIG_EXPORT int livemig_memory_add_file_region(livemig_memory* memory, uint64_t guest_addr,
+                                                  size_t size, int fd, uint64_t file_offset,
+                                                  const char* file_name,
+                                                  livemig_error** error_out);
 
 /* Marks every page that [guest_addr, guest_addr + len) touches dirty, so the
  * next round sends it again. Call it AFTER the write (a page marked before
@@ -219,12 +323,34 @@ LIVEMIG_EXPORT int livemig_memory_read(livemig_memory* memory, uint64_t guest_ad
  *   device_state  optional (NULL: empty): called once while paused; stores in
  *           *data / *size bytes the callback owns, which the library copies
  *           before it returns to anything else (they may be freed at the next
- *           callback). An error fails the migration; the VM is resumed.
+ *           callback). An error fails the migration; the VM is resumed. It
+ *           travels as one section "vmm" (what livemig_received_device_state
+ *           returns).
  *   device_state_size_hint  optional: the expected size of the device state.
  *   collect_dirty  optional: OR into words[0..num_words) (bit i of word w =
  *           page 64w+i of region `region_index`, regions numbered in guest
  *           address order) the pages the hypervisor saw written since the
- *           last call (KVM_GET_DIRTY_LOG layout). */
+ *           last call (KVM_GET_DIRTY_LOG layout).
+ *   device_sections  optional (ABI 2), instead of device_state for a VMM
+ *           with many devices: called once while paused; stores in *sections
+ *           an array of *count livemig_device_section the callback owns (ids,
+ *           bytes and array copied before the library returns to anything
+ *           else). Limits (livemig's C++ CheckDeviceSections): 1..4096
+ *           sections, ids non-empty, at most 256 bytes, unique, each
+ *           section's bytes under 1 MiB; a breach fails the migration with
+ *           LIVEMIG_INVALID_ARGUMENT naming the section and nothing of it is
+ *           sent. A NULL id, or NULL data with a non-zero size, is
+ *           LIVEMIG_INVALID_ARGUMENT "vm_ops.device_sections: section I: ...".
+ *           An error fails the migration; the VM is resumed. Setting both
+ *           device_state and device_sections is LIVEMIG_INVALID_ARGUMENT
+ *           "vm_ops: device_state and device_sections are both set". */
+typedef struct livemig_device_section {
+  const char* id;          /* NUL-terminated */
+  uint32_t format_version; /* the VMM's own versioning of the bytes (0 -> 1) */
+  const void* data;
+  size_t size;
+} livemig_device_section;
+
 typedef struct livemig_vm_ops {
   int (*pause)(void* user_data, char* message, size_t message_size);
   int (*resume)(void* user_data, char* message, size_t message_size);
@@ -234,6 +360,8 @@ typedef struct livemig_vm_ops {
   uint64_t (*device_state_size_hint)(void* user_data);
   int (*collect_dirty)(void* user_data, size_t region_index, uint64_t* words,
                        size_t num_words, char* message, size_t message_size);
+  int (*device_sections)(void* user_data, const livemig_device_section** sections,
+                         size_t* count, char* message, size_t message_size);
 } livemig_vm_ops;
 
 /* ----------------------------------------------------------------- Stats */
@@ -323,8 +451,9 @@ LIVEMIG_EXPORT int livemig_receiver_receive_one(livemig_receiver* receiver,
 LIVEMIG_EXPORT void livemig_receiver_cancel(livemig_receiver* receiver);
 
 /* One received region. host_ptr: its rebuilt bytes, mapped read-write,
- * valid until livemig_received_free(). file_path: the rebuilt file, or NULL
- * for a region held only in this process's memory; owned by the result. */
+ * valid until livemig_received_free() (for memory the region_memory callback
+ * provided: that mapping, which stays the caller's). file_path: the rebuilt
+ * file, or NULL for a region held only in memory; owned by the result. */
 typedef struct livemig_received_region {
   uint64_t guest_addr;
   uint64_t size;
@@ -338,10 +467,29 @@ LIVEMIG_EXPORT size_t livemig_received_num_regions(const livemig_received* resul
  * LIVEMIG_INVALID_ARGUMENT. */
 LIVEMIG_EXPORT int livemig_received_region_at(const livemig_received* result, size_t index,
                                               livemig_received_region* region_out);
-/* The device state bytes (owned by the result; may be non-NULL with size 0).
- * NULL result: NULL, *size_out 0. */
+/* The bytes of the device state section "vmm" (what a source's device_state
+ * callback gave; owned by the result; may be non-NULL with size 0), or size
+ * 0 when there is no such section. NULL result: NULL, *size_out 0. */
 LIVEMIG_EXPORT const void* livemig_received_device_state(const livemig_received* result,
                                                          size_t* size_out);
+/* The device state's sections, in the order the source sent them (one "vmm"
+ * section for a source that used device_state). NULL result: 0. */
+LIVEMIG_EXPORT size_t livemig_received_num_device_sections(const livemig_received* result);
+/* Section `index` into *section_out: id (NUL-terminated) and data are owned
+ * by the result and valid until livemig_received_free(); data may be
+ * non-NULL with size 0. NULL result or section_out: LIVEMIG_INVALID_ARGUMENT
+ * naming it; past the end: LIVEMIG_OUT_OF_RANGE naming the index and the
+ * count. Thread-safe (the result is immutable). */
+LIVEMIG_EXPORT int livemig_received_device_section_at(const livemig_received* result,
+                                                      size_t index,
+                                                      livemig_device_section* section_out,
+                                                      livemig_error** error_out);
+/* The section whose id is `id`, as device_section_at; none: LIVEMIG_NOT_FOUND
+ * naming the id. NULL result, id or section_out: LIVEMIG_INVALID_ARGUMENT. */
+LIVEMIG_EXPORT int livemig_received_find_device_section(const livemig_received* result,
+                                                        const char* id,
+                                                        livemig_device_section* section_out,
+                                                        livemig_error** error_out);
 /* 1 if the page-hash digests were compared and matched, 0 otherwise. */
 LIVEMIG_EXPORT int livemig_received_verified(const livemig_received* result);
 /* Unmaps the rebuilt memory (files stay). NULL: no-op. */

@@ -161,7 +161,10 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
       g.features = hello.features() & kSupportedFeatures;
       g.compression = CodecFromWire(hello.compression()).value_or(wire::Codec::kNone);
     }
-    if (++g.present == g.count && complete_.empty()) complete_ = id;
+    if (++g.present == g.count && complete_.empty()) {
+      complete_ = id;
+      listener_.Wake();  // Run() returns it now, not after its accept poll.
+    }
   } else if (!status.ok()) {
     if (reserved && group != groups_.end()) group->second.reserved[index] = false;
     last_refusal_ = status;

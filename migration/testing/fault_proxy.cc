@@ -2,10 +2,15 @@
 #include "migration/testing/fault_proxy.h"
 
 #include <algorithm>
+#include <array>
+#include <cstring>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "migration/wire/frame_codec.h"
+#include "migration/wire/frame_format.h"
 
 namespace livemig {
 namespace {
@@ -15,6 +20,70 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
 constexpr absl::Duration kConnectTimeout = absl::Seconds(5);
 constexpr absl::Duration kWriteTimeout = absl::Seconds(10);
 constexpr size_t kBufferSize = 64 * 1024;
+constexpr uint64_t kNoCut = UINT64_MAX;
+
+// Follows the frames of one direction's stream to find the stream position
+// of a cut given as "`offset` bytes into PAGE_BATCH `batch` of `round`".
+class FrameTracker {
+ public:
+  FrameTracker(int round, int batch, uint64_t offset)
+      : round_(static_cast<uint32_t>(round)), batch_(batch), offset_(offset) {}
+
+  // Consumes the next `n` stream bytes.
+  void Feed(const char* data, size_t n) {
+    while (n > 0 && !lost_) {
+      if (body_left_ > 0) {
+        const uint64_t take = std::min<uint64_t>(body_left_, n);
+        body_left_ -= take;
+        position_ += take;
+        data += take;
+        n -= take;
+        continue;
+      }
+      const size_t take = std::min(n, header_.size() - have_);
+      std::memcpy(header_.data() + have_, data, take);
+      have_ += take;
+      position_ += take;
+      data += take;
+      n -= take;
+      if (have_ == header_.size()) Header();
+    }
+  }
+
+  uint64_t cut() const { return cut_; }
+
+ private:
+  void Header() {
+    have_ = 0;
+    absl::StatusOr<wire::FrameHeader> header = wire::DecodeFrameHeader(
+        absl::MakeConstSpan(header_.data(), header_.size()));
+    if (!header.ok()) {  // Not livemig frames (e.g. TLS): nothing to follow.
+      lost_ = true;
+      return;
+    }
+    const uint64_t frame_start = position_ - wire::kFrameHeaderSize;
+    body_left_ = header->message_len + header->payload_len;
+    const uint64_t size = wire::kFrameHeaderSize + body_left_;
+    if (cut_ == kNoCut && rounds_seen_ == round_ &&
+        header->type == wire::FrameType::kPageBatch && batches_seen_++ == batch_) {
+      cut_ = frame_start +
+             std::clamp<uint64_t>(offset_, wire::kFrameHeaderSize + 1, size - 1);
+    }
+    if (header->type == wire::FrameType::kIterationMarker) ++rounds_seen_;
+  }
+
+  const uint32_t round_;
+  const int batch_;
+  const uint64_t offset_;
+  int batches_seen_ = 0;  // Of round_.
+  std::array<uint8_t, wire::kFrameHeaderSize> header_{};
+  size_t have_ = 0;
+  uint64_t body_left_ = 0;
+  uint64_t position_ = 0;
+  uint32_t rounds_seen_ = 0;
+  bool lost_ = false;
+  uint64_t cut_ = kNoCut;
+};
 
 }  // namespace
 
@@ -121,16 +190,22 @@ void FaultProxy::Pump(Session& session, bool client_to_server) {
       (fault_.connection_index < 0 || fault_.connection_index == session.index);
   const bool cut = armed && fault_.kind == Fault::Kind::kCutAfter;
   const bool corrupt = armed && fault_.kind == Fault::Kind::kCorruptAt;
+  std::optional<FrameTracker> tracker;
+  if (cut && fault_.in_round >= 0) {
+    tracker.emplace(fault_.in_round, fault_.batch, fault_.offset);
+  }
+  // Where the cut goes: known up front, or once the tracker found it.
+  uint64_t cut_at = cut && !tracker ? fault_.offset : kNoCut;
 
   std::vector<char> buffer(kBufferSize);
   uint64_t position = 0;  // Bytes seen in this direction so far.
   while (!stopping_.load(std::memory_order_acquire)) {
-    if (cut && position >= fault_.offset) {
+    if (position >= cut_at) {
       session.ShutdownBoth();
       break;
     }
     size_t want = buffer.size();
-    if (cut) want = std::min<uint64_t>(want, fault_.offset - position);
+    if (cut_at != kNoCut) want = std::min<uint64_t>(want, cut_at - position);
     absl::StatusOr<size_t> n =
         from.ReadSome(buffer.data(), want, kPollInterval);
     if (absl::IsDeadlineExceeded(n.status())) continue;
@@ -146,13 +221,21 @@ void FaultProxy::Pump(Session& session, bool client_to_server) {
     if (corrupt && fault_.offset >= position && fault_.offset < position + *n) {
       buffer[fault_.offset - position] ^= 0x01;
     }
-    position += *n;
-    const iovec piece = {buffer.data(), *n};
+    size_t forward = *n;
+    if (tracker) {
+      // The cut is at least a header past where the tracker learns it, so
+      // it is never behind bytes already forwarded.
+      tracker->Feed(buffer.data(), *n);
+      cut_at = tracker->cut();
+      if (cut_at < position + forward) forward = cut_at - position;
+    }
+    position += forward;
+    const iovec piece = {buffer.data(), forward};
     if (!to.WriteAll(absl::MakeConstSpan(&piece, 1), kWriteTimeout).ok()) {
       session.ShutdownBoth();
       break;
     }
-    bytes_forwarded_.fetch_add(*n, std::memory_order_relaxed);
+    bytes_forwarded_.fetch_add(forward, std::memory_order_relaxed);
   }
   session.pumps_done.fetch_add(1, std::memory_order_acq_rel);
 }

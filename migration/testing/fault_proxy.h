@@ -12,6 +12,13 @@
 //   kCorruptAt  the byte at `offset` in that direction has its lowest bit
 //               flipped; forwarding continues.
 //
+// A cut may also be placed at a protocol event instead of a stream offset
+// (`in_round` >= 0): `offset` then counts bytes into the `batch`-th
+// PAGE_BATCH frame of that round in that direction (rounds counted by the
+// ITERATION_MARKER frames passing; the proxy follows the frame headers,
+// frame_format.h), so where it lands does not depend on how large earlier
+// rounds were. If that round carries fewer page batches, nothing is cut.
+//
 //   ASSERT_OK_AND_ASSIGN(auto proxy, FaultProxy::Start(
 //       listener->local_endpoint(),
 //       {.kind = FaultProxy::Fault::Kind::kCorruptAt, .offset = 100}));
@@ -50,6 +57,11 @@ class FaultProxy {
     bool client_to_server = true;
     // -1 = every connection, else only the i-th accepted one (0-based).
     int connection_index = -1;
+    // kCutAfter: -1 = `offset` is into the stream; else into PAGE_BATCH
+    // frame `batch` (0-based) of this round (see the file comment), at
+    // least one byte past its header and at most its last byte but one.
+    int in_round = -1;
+    int batch = 0;
   };
 
   // Listens on 127.0.0.1 (a free port) and starts the accept thread.

@@ -14,6 +14,8 @@
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
 #include "migration/transport/listener.h"
+#include "migration/wire/frame_codec.h"
+#include "proto/migration.pb.h"
 
 namespace livemig {
 namespace {
@@ -210,6 +212,59 @@ TEST(FaultProxy, DestructorStopsWithConnectionsOpen) {
   const iovec in[] = {Piece(&byte, 1)};
   EXPECT_THAT(rig.server->ReadExact(in, kTimeout),
               StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// A cut placed at a protocol event: bytes into the second PAGE_BATCH of
+// round 1, wherever the frames before it end.
+TEST(FaultProxy, CutsInsideTheChosenPageBatchOfTheChosenRound) {
+  Fault fault;
+  fault.kind = Fault::Kind::kCutAfter;
+  fault.in_round = 1;
+  fault.batch = 1;
+  fault.offset = 100;
+  Rig rig;
+  ASSERT_NO_FATAL_FAILURE(MakeRig(fault, &rig));
+  auto frame = [](wire::FrameType type, const google::protobuf::MessageLite& m,
+                  size_t payload) {
+    const std::vector<uint8_t> bytes(payload, 0xab);
+    const absl::Span<const uint8_t> piece(bytes);
+    absl::StatusOr<wire::EncodedFrame> f = wire::EncodeFrame(
+        type, m, payload ? wire::PayloadPieces(&piece, 1) : wire::PayloadPieces());
+    EXPECT_OK(f.status());
+    std::string all(f->header.begin(), f->header.end());
+    all += f->message;
+    all.append(bytes.begin(), bytes.end());
+    return all;
+  };
+  proto::PageBatch batch;
+  batch.set_encoding(proto::ENCODING_RAW);
+  batch.add_runs()->set_count(1);
+  proto::IterationMarker marker;
+  // Round 0: two batches and its marker; round 1: a batch, then the one cut.
+  std::string stream;
+  for (int i = 0; i < 2; ++i) stream += frame(wire::FrameType::kPageBatch, batch, 4096);
+  stream += frame(wire::FrameType::kIterationMarker, marker, 0);
+  stream += frame(wire::FrameType::kPageBatch, batch, 4096);
+  const size_t cut = stream.size() + 100;
+  stream += frame(wire::FrameType::kPageBatch, batch, 4096);
+  stream += frame(wire::FrameType::kPageBatch, batch, 4096);
+  std::string got(stream.size(), '\0');
+  absl::StatusOr<size_t> read_total = size_t{0};
+  std::thread reader([&] {
+    size_t total = 0;
+    while (total < got.size()) {
+      absl::StatusOr<size_t> n = rig.server->ReadSome(&got[total], got.size() - total, kTimeout);
+      if (!n.ok()) break;
+      total += *n;
+    }
+    read_total = total;
+  });
+  const iovec out[] = {Piece(stream.data(), stream.size())};
+  (void)rig.client->WriteAll(out, kTimeout);  // May fail once the cut resets it.
+  reader.join();
+  ASSERT_OK(read_total.status());
+  EXPECT_EQ(*read_total, cut);
+  EXPECT_EQ(got.substr(0, cut), stream.substr(0, cut));
 }
 
 }  // namespace

@@ -193,10 +193,21 @@ void Listener::Close() {
   if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }
 
+void Listener::Wake() { transport_internal::SignalWakeFd(wake_fd_); }
+
 absl::StatusOr<std::unique_ptr<Connection>> Listener::Accept(
     absl::Duration timeout) {
   const Deadline deadline(timeout);
   const std::string where = local_.ToString();
+  // The wake fd fired: Close() (which sets closed_ before it signals, so a
+  // later Accept() sees it at its start) or Wake().
+  auto woken = [this, &where]() -> absl::Status {
+    if (closed_.load(std::memory_order_acquire)) {
+      return absl::CancelledError(absl::StrCat("accept on ", where, ": listener was closed"));
+    }
+    transport_internal::DrainWakeFd(wake_fd_);
+    return absl::DeadlineExceededError(absl::StrCat("accept on ", where, ": woken"));
+  };
   auto cancelled = [&where] {
     return absl::CancelledError(
         absl::StrCat("accept on ", where, ": listener was closed"));
@@ -209,7 +220,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Listener::Accept(
       return next;
     }
     LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited, WaitReady(-1, 0, wake_fd_, deadline));
-    if (waited == WaitResult::kWoken) return cancelled();
+    if (waited == WaitResult::kWoken) return woken();
     return absl::DeadlineExceededError(absl::StrCat(
         "accept on ", where, ": every descriptor was taken; no more connections come"));
   }
@@ -244,7 +255,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Listener::Accept(
         ec == boost::asio::error::try_again) {
       LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
                                WaitReady(fd_, POLLIN, wake_fd_, deadline));
-      if (waited == WaitResult::kWoken) return cancelled();
+      if (waited == WaitResult::kWoken) return woken();
       if (waited == WaitResult::kTimedOut) {
         return absl::DeadlineExceededError(
             absl::StrCat("accept on ", where, ": no connection within ",

@@ -58,7 +58,7 @@ class Listener {
   Endpoint local_endpoint() const { return local_; }
 
   // Waits up to `timeout` for one connection. DeadlineExceeded when none
-  // arrived; Cancelled after Close().
+  // arrived, or at once after Wake() ("woken"); Cancelled after Close().
   [[nodiscard]] absl::StatusOr<std::unique_ptr<Connection>> Accept(
       absl::Duration timeout);
 
@@ -66,6 +66,12 @@ class Listener {
   // Accept() returns Cancelled promptly. Idempotent; thread-safe. The
   // descriptor itself is closed by the destructor.
   void Close();
+
+  // Makes the Accept() running now, or the next one, return DeadlineExceeded
+  // ("woken") at once without a connection: for a thread that waits for
+  // something besides connections (the channel acceptor's handshakes) and
+  // must not wait out the accept timeout. Thread-safe; wakes once.
+  void Wake();
 
  private:
   Listener(std::unique_ptr<transport_internal::AnyAcceptor> acceptor,

@@ -77,6 +77,26 @@ TEST(Listener, CloseUnblocksAcceptWithCancelled) {
               StatusIs(absl::StatusCode::kCancelled));
 }
 
+TEST(Listener, WakeEndsOneAcceptEarlyAndTheListenerKeepsWorking) {
+  ASSERT_OK_AND_ASSIGN(auto listener,
+                       Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)));
+  absl::Status accepted;
+  std::thread acceptor(
+      [&] { accepted = listener->Accept(absl::Seconds(60)).status(); });
+  listener->Wake();  // Before or during the Accept: either way it ends it.
+  acceptor.join();
+  EXPECT_THAT(accepted, StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded, ": woken"));
+  // Woken once: the next Accept waits for its timeout or a connection.
+  EXPECT_THAT(listener->Accept(absl::Milliseconds(20)),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded, "no connection within"));
+  ASSERT_OK_AND_ASSIGN(auto client,
+                       Connection::Connect(listener->local_endpoint(), absl::Seconds(5)));
+  EXPECT_OK(listener->Accept(absl::Seconds(5)).status());
+  listener->Wake();
+  listener->Close();  // Close wins over a pending wake-up.
+  EXPECT_THAT(listener->Accept(absl::Seconds(1)), StatusIs(absl::StatusCode::kCancelled));
+}
+
 TEST(Listener, ClosedListenerRefusesConnections) {
   ASSERT_OK_AND_ASSIGN(auto listener,
                        Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)));

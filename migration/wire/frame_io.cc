@@ -107,6 +107,32 @@ absl::Status ReadPayloadAndVerify(Connection& conn, IncomingFrame& frame,
   return VerifyChecksum(frame.header, frame.checksum.Finish());
 }
 
+absl::Status ReadPayloadPiece(Connection& conn, IncomingFrame& frame,
+                              absl::Span<uint8_t> piece, absl::Duration timeout) {
+  if (piece.size() > frame.header.payload_len - frame.payload_read) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame ", FrameTypeName(frame.header.type), " has ",
+        frame.header.payload_len - frame.payload_read,
+        " payload bytes left, not ", piece.size()));
+  }
+  if (piece.empty()) return absl::OkStatus();
+  const iovec to{piece.data(), piece.size()};
+  absl::Status read = conn.ReadExact(absl::MakeConstSpan(&to, 1), timeout);
+  if (!read.ok()) return MidFrame(std::move(read), frame.header, "payload");
+  frame.payload_read += piece.size();
+  if (PayloadIsChecksummed(frame.header)) frame.checksum.Update(piece);
+  return absl::OkStatus();
+}
+
+absl::Status FinishPayload(const IncomingFrame& frame) {
+  if (frame.payload_read != frame.header.payload_len) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame ", FrameTypeName(frame.header.type), ": ", frame.payload_read, " of ",
+        frame.header.payload_len, " payload bytes read"));
+  }
+  return VerifyChecksum(frame.header, frame.checksum.Finish());
+}
+
 absl::Status FinishFrame(const IncomingFrame& frame,
                          google::protobuf::MessageLite* out) {
   if (frame.header.payload_len != 0) {

@@ -75,7 +75,22 @@ struct IncomingFrame {
   // Has consumed header + message; ReadPayloadAndVerify feeds the payload and
   // checks it (or FinishFrame checks it for payload-less frames).
   FrameChecksum checksum{FrameHeader{}};
+  uint64_t payload_read = 0;  // Payload bytes ReadPayloadPiece has read.
 };
+
+// For a payload that passes through a bounce buffer (e.g. on its way to a
+// file): reads the next piece.size() payload bytes into `piece`, feeding the
+// frame checksum when it covers the payload, so the buffer stays small
+// whatever payload_len the frame announces. InvalidArgument if the piece
+// would go past payload_len; an EOF is DataLoss (mid-frame). Call
+// FinishPayload once every byte was read.
+[[nodiscard]] absl::Status ReadPayloadPiece(Connection& conn, IncomingFrame& frame,
+                                            absl::Span<uint8_t> piece,
+                                            absl::Duration timeout);
+
+// After ReadPayloadPiece: InvalidArgument unless all payload_len bytes were
+// read; then the frame checksum is verified (DataLoss on a mismatch).
+[[nodiscard]] absl::Status FinishPayload(const IncomingFrame& frame);
 
 // Reads one header (validated by DecodeFrameHeader: DataLoss or
 // ResourceExhausted for a bad one) and its message bytes. A clean EOF before

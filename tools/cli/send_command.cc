@@ -123,7 +123,7 @@ int RunSend(const SendFlags& flags) {
       return Usage(absl::InvalidArgumentError(absl::StrCat(
           "--timeout-s=", timeout, ": expected 0 (none) or a finite number of seconds")));
     }
-    if (timeout > 0) options.timeout = absl::Seconds(timeout);
+    options.timeout = timeout > 0 ? absl::Seconds(timeout) : absl::InfiniteDuration();
   }
   const std::string& on_timeout = flags.on_timeout;
   if (on_timeout == "force") {
@@ -277,6 +277,15 @@ int RunSend(const SendFlags& flags) {
   }
   Workload workload(*memory, *spec);
   const bool tty = ::isatty(STDERR_FILENO);
+  if (tty) {  // A live line while a round's pages go out; logs get rounds only.
+    options.on_progress = [](const MigrationProgress& p) {
+      std::fprintf(stderr, "\r\033[Kround %u: %.0f%% of its %s sent, %s", p.round,
+                   p.round_pages ? 100.0 * p.round_pages_sent / p.round_pages : 100.0,
+                   FormatBytes(static_cast<double>(p.round_pages * kPage)).c_str(),
+                   FormatRate(p.round_bytes_per_s).c_str());
+      std::fflush(stderr);
+    };
+  }
   options.on_round = [tty, &memory, untracked_write](const MigrationStats& s) {
     PrintProgress(s, tty);
     // Between rounds the channels are idle: a write behind the tracker, as

@@ -47,7 +47,7 @@ struct SendFlags {
   int32_t channels = 0;             // --channels; 0 means 2.
   int32_t downtime_ms = 0;          // --downtime-ms
   int32_t max_rounds = 0;           // --max-rounds
-  double timeout_s = 0;             // --timeout-s; 0 means none.
+  double timeout_s = 600;           // --timeout-s; 0 means none.
   std::string on_timeout;           // --on-timeout
   bool auto_converge = false;       // --auto-converge
   int32_t stall_rounds = 0;         // --stall-rounds

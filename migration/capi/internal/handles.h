@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "core/atomic_bitmap.h"
+#include "core/file_offset.h"
 #include "core/guest_memory.h"
 #include "migration/capi/livemig.h"
 #include "migration/sender.h"
@@ -46,6 +47,8 @@ struct livemig_options {
   absl::Duration accept_timeout = absl::InfiniteDuration();
   std::string root_dir;
   bool anonymous_as_files = false;
+  livemig_region_memory_fn region_memory = nullptr;  // Receiver; null: its own.
+  void* region_memory_user_data = nullptr;
 };
 
 // Regions are collected until the first use, which builds the GuestMemory
@@ -54,12 +57,18 @@ struct livemig_options {
 struct livemig_memory {
   struct Spec {
     uint64_t guest_addr;
-    void* host_ptr;
+    void* host_ptr;  // Null for a file-backed region (livemig maps `file`).
     size_t size;
+    std::optional<livemig::FileOffset> file;  // add_file_region: our dup.
+    std::string file_name;  // add_file_region: the destination's; "" default.
   };
 
   std::mutex mu;
   std::vector<Spec> specs ABSL_GUARDED_BY(mu);
+  // Per region of `memory` (guest address order): the file name a receiver
+  // rebuilds it into (SenderOptions::file_names); "" default or anonymous.
+  // Written with `memory`, under the same rule.
+  std::vector<std::string> file_names;
   // Rebuilt by every add (from clean bitmaps: nothing can mark before the
   // seal), under mu; never written once `sealed` is true.
   std::optional<livemig::GuestMemory<livemig::AtomicBitmap>> memory;
@@ -109,6 +118,10 @@ int Guard(livemig_error** out, Fn&& fn) noexcept {
 }
 
 absl::Status NullArgument(const char* name);
+// A C callback's result as a Status: its code (outside 1..16: Unknown) and
+// the message it wrote into `message` (kMessageSize bytes), or one saying
+// `name` failed.
+absl::Status FromCallback(int rc, char* message, const char* name);
 // `ms` as a duration for `field`: 1 ms to a day, else InvalidArgument.
 absl::StatusOr<absl::Duration> DurationMs(const char* field, uint64_t ms);
 // The TLS context `o` asks for in `role`; null without a TLS dir.

@@ -151,6 +151,12 @@ void SignalWakeFd(int wake_fd) {
   [[maybe_unused]] const ssize_t n = ::write(wake_fd, &one, sizeof(one));
 }
 
+void DrainWakeFd(int wake_fd) {
+  uint64_t count = 0;
+  // EAGAIN: nothing to drain (someone else drained it).
+  [[maybe_unused]] const ssize_t n = ::read(wake_fd, &count, sizeof(count));
+}
+
 absl::StatusOr<std::vector<boost::asio::ip::tcp::endpoint>> ResolveTcp(
     const Endpoint& endpoint) {
   using boost::asio::ip::tcp;

@@ -89,6 +89,9 @@ absl::StatusOr<std::unique_ptr<AnySocket>> AdoptConnectedFd(int fd, std::string*
 absl::StatusOr<int> MakeWakeFd();
 // Makes `wake_fd` readable forever; safe from any thread, any number of times.
 void SignalWakeFd(int wake_fd);
+// Makes `wake_fd` unreadable again (reads its counter), after a wake-up that
+// was not a shutdown.
+void DrainWakeFd(int wake_fd);
 
 // The addresses a kTcp endpoint names, in the resolver's order of
 // preference. Numeric hosts are not looked up. InvalidArgument for an empty

@@ -1,0 +1,93 @@
+#include "migration/internal/space_claim.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/posix_error.h"
+
+namespace livemig::migration_internal {
+namespace {
+
+uint64_t FreeBytes(int fd) {
+  struct statvfs fs;
+  return ::fstatvfs(fd, &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
+}
+
+absl::Status NoSpace(int fd, uint64_t size, int region, const std::string& path,
+                     const char* why) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "region ", region, ": \"", path, "\" needs ", size, " bytes; its filesystem has ",
+      FreeBytes(fd), " free (", why, ")"));
+}
+
+// fallocate of [offset, offset + length), for a file of `size` bytes.
+absl::Status Allocate(int fd, uint64_t offset, uint64_t length, uint64_t size, int region,
+                      const std::string& path) {
+  if (length == 0 ||
+      ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length)) == 0) {
+    return absl::OkStatus();
+  }
+  const int error = errno;
+  if (error == ENOSPC || error == EDQUOT) {
+    return NoSpace(fd, size, region, path, std::strerror(error));
+  }
+  if (error == EOPNOTSUPP) return absl::OkStatus();  // Nothing to claim ahead with.
+  return PosixError(absl::StrCat("region ", region, ": fallocate \"", path, "\" bytes [",
+                                 offset, ", ", offset + length, ")"),
+                    error);
+}
+
+}  // namespace
+
+absl::StatusOr<SpaceClaim> ClaimSpace(int fd, uint64_t size, int region,
+                                      const std::string& path) {
+  struct statfs fs;
+  if (::fstatfs(fd, &fs) != 0) {
+    return PosixError(absl::StrCat("region ", region, ": fstatfs \"", path, "\""), errno);
+  }
+  SpaceClaim claim;
+  if (fs.f_type == TMPFS_MAGIC) {
+    if (FreeBytes(fd) < size) return NoSpace(fd, size, region, path, "checked with statvfs");
+    claim.deferred = true;
+    return claim;
+  }
+  claim.writable = fs.f_type != HUGETLBFS_MAGIC;
+  if (absl::Status s = Allocate(fd, 0, size, size, region, path); !s.ok()) return s;
+  return claim;
+}
+
+absl::Status ClaimHoles(int fd, uint64_t size, int region, const std::string& path) {
+  off_t at = 0;
+  while (static_cast<uint64_t>(at) < size) {
+    const off_t hole = ::lseek(fd, at, SEEK_HOLE);
+    if (hole < 0) {
+      if (errno == ENXIO) return absl::OkStatus();  // No hole past `at`.
+      return PosixError(absl::StrCat("region ", region, ": SEEK_HOLE in \"", path, "\""),
+                        errno);
+    }
+    if (static_cast<uint64_t>(hole) >= size) return absl::OkStatus();
+    off_t data = ::lseek(fd, hole, SEEK_DATA);
+    if (data < 0 && errno != ENXIO) {
+      return PosixError(absl::StrCat("region ", region, ": SEEK_DATA in \"", path, "\""),
+                        errno);
+    }
+    const uint64_t end =
+        data < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(data), size);
+    if (absl::Status s = Allocate(fd, static_cast<uint64_t>(hole),
+                                  end - static_cast<uint64_t>(hole), size, region, path);
+        !s.ok()) {
+      return s;
+    }
+    at = static_cast<off_t>(end);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace livemig::migration_internal
