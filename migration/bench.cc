@@ -37,6 +37,18 @@
 //                              (certificates made with `openssl` at start),
 //                              alternating, three of each; ratio_tls_2conn is
 //                              the median TLS over the median plaintext.
+//   compress_{random,text}_{off,zstd,lz4}_2conn
+//                              random memory and text memory (FakeVm
+//                              Fill::kText: compresses ~5x), unlimited,
+//                              compression off / zstd:1 / lz4:1, alternating,
+//                              three of each, medians; ratio_compress_* is a
+//                              codec's median over off's (random: the cost of
+//                              trying, which the back-off must keep small;
+//                              text: the gain on a fast link), with the
+//                              compression ratio and codec busy time.
+//   compress_capped_text_{off,zstd,lz4}_2conn
+//                              text memory over a 125 MB/s cap (a 1 Gbit/s
+//                              link), one of each: total-time based.
 // plus downtime_ms (and its final-round / completion parts), rounds, total
 // and setup time per migration. GB is 1e9 bytes. An untimed warm-up
 // migration runs first (see Main). --only=CASE runs a subset, for profiling.
@@ -71,6 +83,7 @@
 #include "migration/transport/listener.h"
 #include "migration/transport/testing/test_certs.h"
 #include "migration/transport/tls_context.h"
+#include "migration/wire/compression.h"
 
 namespace livemig {
 namespace {
@@ -223,6 +236,7 @@ struct MigrationResult {
   double audit_ms = 0;  // Source audit (sent: after the commit; full: in the pause).
   double total_incl_setup = 0;  // bytes/s over total_time (setup included)
   double prealloc_ms = 0;       // ReceivedMigration::prealloc_ms
+  CompressionStats compression;
 };
 
 struct TlsPair {
@@ -237,7 +251,9 @@ struct Destination {
 
 MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
                         SenderOptions::Verify verify = SenderOptions::Verify::kSent,
-                        const TlsPair& tls = {}, const Destination& destination = {}) {
+                        const TlsPair& tls = {}, const Destination& destination = {},
+                        const wire::CompressionSpec& compression = {},
+                        uint64_t max_bandwidth = 0) {
   ReceiverOptions ropts;
   ropts.prealloc = destination.prealloc;
   ropts.anonymous_regions_as_files = destination.as_files;
@@ -256,6 +272,8 @@ MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
   sopts.io_timeout = kIoTimeout;
   sopts.verify = verify;
   sopts.tls = tls.source;
+  sopts.compression = compression;
+  sopts.max_bandwidth = max_bandwidth;
   Sender sender(sopts);
   absl::StatusOr<MigrationStats> stats = sender.Migrate(vm.memory(), vm);
   if (!stats.ok()) receiver->Cancel();
@@ -277,6 +295,7 @@ MigrationResult Migrate(FakeVm& vm, uint32_t channels, const std::string& root,
   r.audit_ms = stats->audit.ms;
   r.total_incl_setup = memory / (stats->total_time_ms / 1000.0);
   r.prealloc_ms = received->prealloc_ms;
+  r.compression = stats->compression;
   return r;
 }
 
@@ -317,9 +336,9 @@ int Main(int argc, char** argv) {
     }
     std::fprintf(stderr, "usage: %s [--gib=N] [--only=CASE]...\n"
                  "  --gib: memory size, default 2; fractions allowed\n"
-"  --only: raw1, raw2, raw_fresh, raw_prealloc, random1, random2, prealloc, zero,\n"
-                 "          verify or tls (for"
-                 " profiling; default: all)\n",
+                 "  --only: raw1, raw2, raw_fresh, raw_prealloc, random1, random2, prealloc,\n"
+                 "          zero, verify, tls, compress or compress_capped (for profiling;\n"
+                 "          default: all)\n",
                  argv[0]);
     return 2;
   }
@@ -486,6 +505,53 @@ int Main(int argc, char** argv) {
     Print("tls_plain_2conn_median", plain[1] / 1e9, "GB/s");
     Print("tls_tls_2conn_median", secure[1] / 1e9, "GB/s");
     Print("ratio_tls_2conn", secure[1] / plain[1], "x");
+  }
+  if (run("compress")) {
+    for (const auto& [fill, fill_name] :
+         {std::pair{Fill::kRandom, "random"}, std::pair{Fill::kText, "text"}}) {
+      const std::vector<FakeRegionSpec> specs = {Region(bytes)};
+      auto vm = Check(FakeVm::Create(specs, fill, 45), "fake vm (compress)");
+      (void)Migrate(*vm, 2, root);  // Warm-up, as above.
+      const std::pair<wire::CompressionSpec, const char*> codecs[] = {
+          {{wire::Codec::kNone, 0}, "off"},
+          {{wire::Codec::kZstd, 1}, "zstd"},
+          {{wire::Codec::kLz4, 1}, "lz4"}};
+      std::vector<double> rates[3];
+      MigrationResult last[3];
+      for (int i = 0; i < 3; ++i) {
+        for (int c = 0; c < 3; ++c) {
+          last[c] = Migrate(*vm, 2, root, SenderOptions::Verify::kSent, {}, {}, codecs[c].first);
+          rates[c].push_back(last[c].total_based);
+          Print(absl::StrCat("compress_", fill_name, "_", codecs[c].second, "_2conn_", i),
+                rates[c].back() / 1e9, "GB/s");
+        }
+      }
+      for (int c = 0; c < 3; ++c) {
+        std::sort(rates[c].begin(), rates[c].end());
+        const std::string name = absl::StrCat("compress_", fill_name, "_", codecs[c].second);
+        Print(name + "_2conn_median", rates[c][1] / 1e9, "GB/s");
+        if (c == 0) continue;
+        Print(absl::StrCat("ratio_", name, "_2conn"), rates[c][1] / rates[0][1], "x");
+        Print(name + "_compression_rate", last[c].compression.ratio(), "x");
+        Print(name + "_busy_ms", last[c].compression.busy_ms, "ms");
+        Print(name + "_raw_batches",
+              static_cast<double>(last[c].compression.incompressible_batches +
+                                  last[c].compression.skipped_batches),
+              "batches");
+      }
+    }
+  }
+  if (run("compress_capped")) {
+    const std::vector<FakeRegionSpec> specs = {Region(bytes)};
+    auto vm = Check(FakeVm::Create(specs, Fill::kText, 46), "fake vm (compress capped)");
+    constexpr uint64_t kCap = 125 * 1000 * 1000;  // A 1 Gbit/s link.
+    for (const auto& [spec, name] : {std::pair{wire::CompressionSpec{wire::Codec::kNone, 0}, "off"},
+                                     std::pair{wire::CompressionSpec{wire::Codec::kZstd, 1}, "zstd"},
+                                     std::pair{wire::CompressionSpec{wire::Codec::kLz4, 1}, "lz4"}}) {
+      const MigrationResult r =
+          Migrate(*vm, 2, root, SenderOptions::Verify::kSent, {}, {}, spec, kCap);
+      Print(absl::StrCat("compress_capped_text_", name, "_2conn_total_ms"), r.total_ms, "ms");
+    }
   }
   if (run("zero")) {
     const std::vector<FakeRegionSpec> specs = {Region(bytes)};

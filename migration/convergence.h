@@ -61,7 +61,10 @@ struct ConvergencePolicy {
 struct RoundSample {
   uint64_t bytes_sent = 0;          // bytes the link carried during the round
   double seconds = 0;               // how long the round took (clamped to >= 1e-6 when dividing)
-  uint64_t pending_bytes = 0;       // dirty bytes found right after it (pages * page size)
+  // Dirty bytes found right after it (pages * page size; with compression,
+  // scaled by the round's wire bytes per page byte, so they compare with
+  // bytes_sent).
+  uint64_t pending_bytes = 0;
   uint64_t device_state_bytes = 0;  // VmControl::DeviceStateSizeHint()
   double completion_ms = 0;         // expected cost of the completion step (verification, flush,
                                     // handover round trips), measured by the caller

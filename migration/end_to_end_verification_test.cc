@@ -16,6 +16,7 @@
 #include "migration/sender.h"
 #include "migration/testing/fake_vm.h"
 #include "migration/testing/migration_harness.h"
+#include "migration/wire/compression.h"
 
 namespace livemig {
 namespace {
@@ -40,9 +41,9 @@ constexpr uint64_t kTotalPages = 2 * 4 * kMiB / kPage;
 constexpr uint64_t kPageInRegion = 100;
 constexpr uint64_t kPageAddr = kSecondRegion + kPageInRegion * kPage;
 
-std::unique_ptr<FakeVm> TwoRegionVm() {
+std::unique_ptr<FakeVm> TwoRegionVm(Fill fill = Fill::kRandom) {
   auto vm = FakeVm::Create({{0, 4 * kMiB, "", 0}, {kSecondRegion, 4 * kMiB, "", 0}},
-                           Fill::kRandom, 11);
+                           fill, 11);
   EXPECT_TRUE(vm.ok()) << vm.status();
   if (!vm.ok()) return nullptr;
   // Every page dirty before the attempt: a failed attempt must give every
@@ -112,12 +113,36 @@ void ExpectDataLossNaming(Sender& sender, FakeVm& vm, std::unique_ptr<ReceiverTh
               IsEmpty());
 }
 
-TEST(EndToEndVerification, SentModeMigratesExactlyAndTheAuditFindsNothing) {
-  auto vm = TwoRegionVm();
+// The tests of the page-hash path run uncompressed (random memory) and with
+// each codec (text memory, so the batches do travel compressed: the hashes
+// are those of the uncompressed pages).
+class EndToEndVerificationCodecs : public ::testing::TestWithParam<wire::Codec> {
+ protected:
+  wire::Codec codec() const { return GetParam(); }
+  std::unique_ptr<FakeVm> Vm() const {
+    return TwoRegionVm(codec() == wire::Codec::kNone ? Fill::kRandom : Fill::kText);
+  }
+  SenderOptions OptionsFor(const Endpoint& to, SenderOptions::Verify verify) const {
+    SenderOptions options = Options(to, verify);
+    options.compression.codec = codec();
+    return options;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Codecs, EndToEndVerificationCodecs,
+                         ::testing::Values(wire::Codec::kNone, wire::Codec::kZstd,
+                                           wire::Codec::kLz4),
+                         [](const ::testing::TestParamInfo<wire::Codec>& info) {
+                           return std::string(wire::CodecName(info.param));
+                         });
+
+TEST_P(EndToEndVerificationCodecs, SentModeMigratesExactlyAndTheAuditFindsNothing) {
+  auto vm = Vm();
   ASSERT_NE(vm, nullptr);
   auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0),
                                         ReceiverAt(TempDir("e2e_sent")));
-  SenderOptions options = Options(receiver->receiver->endpoint(), SenderOptions::Verify::kSent);
+  SenderOptions options =
+      OptionsFor(receiver->receiver->endpoint(), SenderOptions::Verify::kSent);
   options.on_round = WriteAfterRound0(*vm, kPageAddr, /*tracked=*/true);
   Sender sender(options);
   ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
@@ -129,13 +154,17 @@ TEST(EndToEndVerification, SentModeMigratesExactlyAndTheAuditFindsNothing) {
   EXPECT_EQ(stats.audit.bytes, kTotalPages * kPage);
   EXPECT_EQ(stats.audit.untracked_pages, 0u);
   EXPECT_EQ(stats.downtime_breakdown.verify_ms, 0);
+  if (codec() != wire::Codec::kNone) {
+    EXPECT_GT(stats.compression.compressed_batches, 0u);
+    EXPECT_EQ(got.compressed_batches, stats.compression.compressed_batches);
+  }
 }
 
 // A page that the receiver's mapping changed between landing and being
 // hashed (memory corruption on the destination) fails the migration in the
 // paused final round: the source resumes, nothing is published.
-TEST(EndToEndVerification, PageChangedInTheReceiversMappingFailsNamingTheRegionAndPage) {
-  auto vm = TwoRegionVm();
+TEST_P(EndToEndVerificationCodecs, PageChangedInTheReceiversMappingFailsNamingTheRegionAndPage) {
+  auto vm = Vm();
   ASSERT_NE(vm, nullptr);
   const std::string root = TempDir("e2e_landed");
   ReceiverOptions receiver_options = ReceiverAt(root);
@@ -149,7 +178,8 @@ TEST(EndToEndVerification, PageChangedInTheReceiversMappingFailsNamingTheRegionA
     if (landings.fetch_add(1) == 1) data[(kPageInRegion - first) * kPage + 7] ^= 0x01;
   };
   auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
-  SenderOptions options = Options(receiver->receiver->endpoint(), SenderOptions::Verify::kSent);
+  SenderOptions options =
+      OptionsFor(receiver->receiver->endpoint(), SenderOptions::Verify::kSent);
   options.on_round = WriteAfterRound0(*vm, kPageAddr, /*tracked=*/true);
   Sender sender(options);
   ExpectDataLossNaming(sender, *vm, std::move(receiver), root,
@@ -159,14 +189,15 @@ TEST(EndToEndVerification, PageChangedInTheReceiversMappingFailsNamingTheRegionA
 
 // A page the sender recorded as sent but never put on the wire is caught at
 // completion and named after the receiver asked for the chunk's hashes.
-TEST(EndToEndVerification, PageTheSenderSkippedFailsNamingTheRegionAndPage) {
-  auto vm = TwoRegionVm();
+TEST_P(EndToEndVerificationCodecs, PageTheSenderSkippedFailsNamingTheRegionAndPage) {
+  auto vm = Vm();
   ASSERT_NE(vm, nullptr);
   const std::string root = TempDir("e2e_skipped");
   ReceiverOptions receiver_options = ReceiverAt(root);
   receiver_options.anonymous_regions_as_files = true;
   auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
-  SenderOptions options = Options(receiver->receiver->endpoint(), SenderOptions::Verify::kSent);
+  SenderOptions options =
+      OptionsFor(receiver->receiver->endpoint(), SenderOptions::Verify::kSent);
   options.on_round = WriteAfterRound0(*vm, kPageAddr, /*tracked=*/true);
   std::atomic<int> sends{0};
   options.test_drop_page = [&sends](uint32_t region, uint64_t page) {

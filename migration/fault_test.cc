@@ -29,6 +29,7 @@
 #include "migration/testing/fake_vm.h"
 #include "migration/testing/migration_harness.h"
 #include "migration/testing/fault_proxy.h"
+#include "migration/wire/compression.h"
 #include "migration/wire/frame_codec.h"
 #include "migration/wire/frame_format.h"
 #include "proto/migration.pb.h"
@@ -44,6 +45,7 @@ using ::livemig::testing::ReceiverThread;
 using ::livemig::testing::TempDir;
 using ::livemig::testing::WorkloadSpec;
 using ::testing::AnyOf;
+using ::testing::HasSubstr;
 
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kMemorySize = 8 * kMiB;
@@ -297,9 +299,24 @@ INSTANTIATE_TEST_SUITE_P(
                 /*in_doubt=*/true}),
     [](const ::testing::TestParamInfo<CutCase>& info) { return info.param.name; });
 
-TEST(CorruptedByte, InRound0PageDataFailsTheReceiverWithDataLossAndRetryIsExact) {
-  const Measurement clean = FrameSizes(kLiveRounds);
-  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kMemorySize, "", 0}}, Fill::kMixed, 77));
+// Uncompressed, and compressed (text memory: every batch compresses, so the
+// flipped bit lands in a compressed payload).
+class CorruptedByte : public ::testing::TestWithParam<wire::Codec> {};
+
+INSTANTIATE_TEST_SUITE_P(Codecs, CorruptedByte,
+                         ::testing::Values(wire::Codec::kNone, wire::Codec::kZstd,
+                                           wire::Codec::kLz4),
+                         [](const ::testing::TestParamInfo<wire::Codec>& info) {
+                           return std::string(wire::CodecName(info.param));
+                         });
+
+TEST_P(CorruptedByte, InRound0PageDataFailsTheReceiverWithDataLossAndRetryIsExact) {
+  const Measurement clean = FrameSizes(kLiveRounds);  // An uncompressed Hello's size.
+  const wire::Codec codec = GetParam();
+  ASSERT_OK_AND_ASSIGN(auto vm,
+                       FakeVm::Create({{0, kMemorySize, "", 0}},
+                                      codec == wire::Codec::kNone ? Fill::kMixed : Fill::kText,
+                                      77));
   vm->memory().region(0).bitmap().SetAddrRange(0, kMemorySize);
   vm->StartWorkload(LightWorkload(79));
   auto receiver = StartReceiver(TempDir("corrupt"));
@@ -309,17 +326,23 @@ TEST(CorruptedByte, InRound0PageDataFailsTheReceiverWithDataLossAndRetryIsExact)
   // few hundred bytes and (about half of 32 pages being random) several
   // pages of payload. The flipped bit lands 12 KiB after the Hello: inside
   // that payload, past the small RegionTable and the batch's header.
+  // Compressed, 32 text pages take 20-40 KiB: 12 KiB is inside them too.
   FaultProxy::Fault fault;
   fault.kind = FaultProxy::Fault::Kind::kCorruptAt;
   fault.offset = clean.source_hello + 12 * 1024;
   fault.client_to_server = true;
   fault.connection_index = 0;
   ASSERT_OK_AND_ASSIGN(auto proxy, FaultProxy::Start(receiver->receiver->endpoint(), fault));
-  Sender sender(FaultOptions(proxy->endpoint(), kLiveRounds));
+  SenderOptions options = FaultOptions(proxy->endpoint(), kLiveRounds);
+  options.compression.codec = codec;
+  Sender sender(options);
   absl::StatusOr<MigrationStats> failed = sender.Migrate(vm->memory(), *vm);
   EXPECT_THAT(failed, AnyOf(StatusIs(absl::StatusCode::kUnavailable),
                             StatusIs(absl::StatusCode::kDataLoss)));
-  EXPECT_THAT(receiver->Join(), StatusIs(absl::StatusCode::kDataLoss));
+  const absl::Status received = receiver->Join().status();
+  EXPECT_THAT(received, StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(std::string(received.message()), HasSubstr("region 0"));
+  EXPECT_THAT(std::string(received.message()), HasSubstr("round 0"));
   proxy.reset();
   receiver.reset();
   EXPECT_FALSE(vm->paused());
@@ -327,10 +350,13 @@ TEST(CorruptedByte, InRound0PageDataFailsTheReceiverWithDataLossAndRetryIsExact)
 
   auto retry = StartReceiver(TempDir("corrupt_retry"));
   ASSERT_NE(retry, nullptr);
-  Sender second(FaultOptions(retry->receiver->endpoint(), kLiveRounds));
+  SenderOptions retry_options = FaultOptions(retry->receiver->endpoint(), kLiveRounds);
+  retry_options.compression.codec = codec;
+  Sender second(retry_options);
   ASSERT_OK_AND_ASSIGN(MigrationStats stats, second.Migrate(vm->memory(), *vm));
   ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(retry->Join()));
   EXPECT_EQ(stats.status, "completed");
+  if (codec != wire::Codec::kNone) EXPECT_GT(stats.compression.compressed_batches, 0u);
   ExpectSameMemory(vm->memory(), got.memory);
 }
 

@@ -25,6 +25,7 @@
 #include "migration/sender.h"
 #include "migration/testing/fake_vm.h"
 #include "migration/testing/migration_harness.h"
+#include "migration/wire/compression.h"
 
 namespace livemig {
 namespace {
@@ -66,9 +67,12 @@ SenderOptions Options(const Endpoint& to, uint32_t channels) {
   return options;
 }
 
-TEST(Migration, RandomizedRunsRebuildTheSourceExactlyWhileWritersRun) {
-  std::mt19937_64 rng(20261126);
-  for (int run = 0; run < 20; ++run) {
+// Random layouts (1-3 regions, file-backed or anonymous, holes, TCP or
+// Unix), fills and writer rates, `runs` times, each sent with `compression`.
+void RandomizedRunsRebuildTheSourceExactly(int runs, uint64_t seed,
+                                           const wire::CompressionSpec& compression) {
+  std::mt19937_64 rng(seed);
+  for (int run = 0; run < runs; ++run) {
     SCOPED_TRACE(absl::StrCat("run ", run));
     const std::string src_dir = TempDir(absl::StrCat("src", run));
     const std::string dst_dir = TempDir(absl::StrCat("dst", run));
@@ -86,7 +90,7 @@ TEST(Migration, RandomizedRunsRebuildTheSourceExactlyWhileWritersRun) {
       specs.push_back(spec);
       gpa += spec.size + (rng() % 2) * kMiB;  // Sometimes a hole.
     }
-    const Fill fill = static_cast<Fill>(rng() % 3);
+    const Fill fill = static_cast<Fill>(rng() % 4);
     ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create(specs, fill, rng()));
     const bool unix_socket = run % 4 == 3;
     // Unix socket paths are limited to 107 bytes; TEST_TMPDIR is longer.
@@ -107,6 +111,7 @@ TEST(Migration, RandomizedRunsRebuildTheSourceExactlyWhileWritersRun) {
     work.seed = rng();
     vm->StartWorkload(work);
     SenderOptions options = Options(receiver->receiver->endpoint(), 1 + rng() % 4);
+    options.compression = compression;
     for (size_t r = 0; r < specs.size(); ++r) {
       options.file_names.push_back(specs[r].file.empty() ? "" : absl::StrCat("disk", r, ".img"));
     }
@@ -123,9 +128,77 @@ TEST(Migration, RandomizedRunsRebuildTheSourceExactlyWhileWritersRun) {
       if (specs[r].file.empty()) continue;
       ExpectSameFileRange(specs[r].file, got.files[r], specs[r].file_offset, specs[r].size);
     }
+    EXPECT_EQ(got.compression, compression.codec);
+    EXPECT_EQ(got.compressed_batches, stats->compression.compressed_batches);
     receiver.reset();  // Closes the listener (and removes the socket file).
     std::filesystem::remove_all(sock_dir);
   }
+}
+
+TEST(Migration, RandomizedRunsRebuildTheSourceExactlyWhileWritersRun) {
+  RandomizedRunsRebuildTheSourceExactly(20, 20261126, {});
+}
+
+// The representative end-to-end tests again with each codec (and level).
+class CompressedMigration : public ::testing::TestWithParam<wire::CompressionSpec> {};
+
+INSTANTIATE_TEST_SUITE_P(
+    Codecs, CompressedMigration,
+    ::testing::Values(wire::CompressionSpec{wire::Codec::kZstd, 1},
+                      wire::CompressionSpec{wire::Codec::kZstd, 3},
+                      wire::CompressionSpec{wire::Codec::kLz4, 1}),
+    [](const ::testing::TestParamInfo<wire::CompressionSpec>& info) {
+      return absl::StrCat(wire::CodecName(info.param.codec), info.param.level);
+    });
+
+TEST_P(CompressedMigration, RandomizedRunsRebuildTheSourceExactlyWhileWritersRun) {
+  RandomizedRunsRebuildTheSourceExactly(5, 20261202, GetParam());
+}
+
+TEST_P(CompressedMigration, CompressibleMemoryTravelsCompressedAndConvergesExactly) {
+  const std::string dst = TempDir("compressed_slow");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 16 * kMiB, "", 0}}, Fill::kText, 3));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  vm->StartWorkload({2, 5000, 0, 9});
+  SenderOptions options = Options(receiver->receiver->endpoint(), 2);
+  options.compression = GetParam();
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
+  const CompressionStats& z = stats.compression;
+  EXPECT_EQ(z.codec, wire::CodecName(GetParam().codec));
+  EXPECT_EQ(z.level, GetParam().level);
+  // Round 0 alone is 16 batches of 256 text pages, each shrinking.
+  EXPECT_GE(z.compressed_batches, 16u);
+  EXPECT_EQ(z.incompressible_batches, 0u);
+  EXPECT_GT(z.ratio(), 2.0);
+  EXPECT_GE(z.bytes_in, 16 * kMiB);
+  // What went on the wire is the compressed pages, not their bytes.
+  EXPECT_LT(stats.transferred, stats.normal_bytes - z.bytes_in + z.bytes_out + kMiB);
+  EXPECT_EQ(got.compression, GetParam().codec);
+  EXPECT_EQ(got.compressed_batches, z.compressed_batches);
+  EXPECT_GT(got.decompress_ms, 0);
+}
+
+TEST_P(CompressedMigration, RandomMemoryIsSentRawAndTheChannelsBackOff) {
+  const std::string dst = TempDir("compressed_random");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 16 * kMiB, "", 0}}, Fill::kRandom, 6));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  SenderOptions options = Options(receiver->receiver->endpoint(), 2);
+  options.compression = GetParam();
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
+  const CompressionStats& z = stats.compression;
+  EXPECT_EQ(z.compressed_batches, 0u);
+  EXPECT_EQ(got.compressed_batches, 0u);
+  // 16 batches over 2 channels: each channel tried, then skipped some.
+  EXPECT_GE(z.incompressible_batches, 2u);
+  EXPECT_GE(z.skipped_batches, 2u);
+  EXPECT_EQ(z.incompressible_batches + z.skipped_batches, 16u);  // Every RAW batch.
+  EXPECT_GE(stats.transferred, 16 * kMiB);
 }
 
 TEST(Migration, SlowWriterConvergesUnderTheDowntimeLimit) {

@@ -1,6 +1,7 @@
 #include "migration/protocol.h"
 
 #include <algorithm>
+#include <cassert>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -58,6 +59,71 @@ absl::Status CheckHello(const proto::Hello& hello, proto::Role expected_role) {
         "channel index ", hello.channel_index(), " of ", hello.channel_count()));
   }
   return absl::OkStatus();
+}
+
+proto::Compression CompressionToWire(wire::Codec codec) {
+  switch (codec) {
+    case wire::Codec::kNone:
+      return proto::COMPRESSION_NONE;
+    case wire::Codec::kZstd:
+      return proto::COMPRESSION_ZSTD;
+    case wire::Codec::kLz4:
+      return proto::COMPRESSION_LZ4;
+  }
+  return proto::COMPRESSION_UNSPECIFIED;
+}
+
+absl::StatusOr<wire::Codec> CodecFromWire(proto::Compression compression) {
+  switch (compression) {
+    case proto::COMPRESSION_UNSPECIFIED:
+    case proto::COMPRESSION_NONE:
+      return wire::Codec::kNone;
+    case proto::COMPRESSION_ZSTD:
+      return wire::Codec::kZstd;
+    case proto::COMPRESSION_LZ4:
+      return wire::Codec::kLz4;
+    default:
+      return absl::FailedPreconditionError(absl::StrCat(
+          "peer names compression ", static_cast<int>(compression),
+          ", which this build does not know (it speaks zstd and lz4)"));
+  }
+}
+
+proto::Encoding EncodingFor(wire::Codec codec) {
+  assert(codec != wire::Codec::kNone);
+  return codec == wire::Codec::kZstd ? proto::ENCODING_ZSTD : proto::ENCODING_LZ4;
+}
+
+void OfferCompression(const wire::CompressionSpec& spec, proto::Hello* hello) {
+  if (spec.codec == wire::Codec::kNone) return;
+  hello->set_compression(CompressionToWire(spec.codec));
+  hello->set_compression_level(static_cast<uint32_t>(wire::EffectiveLevel(spec)));
+}
+
+absl::Status CheckCompressionRequest(const proto::Hello& hello,
+                                     absl::Span<const wire::Codec> accepted) {
+  LIVEMIG_ASSIGN_OR_RETURN(const wire::Codec asked, CodecFromWire(hello.compression()));
+  if (asked == wire::Codec::kNone) return absl::OkStatus();
+  std::string list;
+  for (wire::Codec c : accepted) {
+    if (c == asked) return absl::OkStatus();
+    if (c == wire::Codec::kNone) continue;
+    absl::StrAppend(&list, list.empty() ? "" : ", ", wire::CodecName(c));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the source asks for ", wire::CodecName(asked),
+      " compression; this destination accepts ", list.empty() ? "no compression" : list));
+}
+
+absl::Status CheckCompressionAnswer(const proto::Hello& reply, wire::Codec asked) {
+  if (asked == wire::Codec::kNone) return absl::OkStatus();
+  absl::StatusOr<wire::Codec> answered = CodecFromWire(reply.compression());
+  if (answered.ok() && *answered == asked) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the destination does not accept ", wire::CodecName(asked),
+      " compression (its Hello answers ",
+      answered.ok() ? wire::CodecName(*answered) : "an unknown codec",
+      "): send without compression, or with a codec it accepts"));
 }
 
 proto::Abort AbortFromStatus(const absl::Status& status, proto::Role role) {

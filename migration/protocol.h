@@ -33,6 +33,14 @@
 //                                                    goes on waiting)
 //   chK: Hello{index K, count N, id}  (K>0)    --->  grouped by id; K unused
 //                                              <---  Hello{DESTINATION} | Abort
+//   Compression (opt-in, SenderOptions::compression): every source Hello
+//   says which codec it wants (Hello.compression, ZSTD or LZ4, + level for
+//   logs); the destination answers with the same codec when it accepts it
+//   (ReceiverOptions::accept_compression, default both), else with
+//   Abort{FAILED_PRECONDITION, "... asks for zstd compression; this
+//   destination accepts ..."}. A source whose answer names another codec
+//   (an older destination leaves it unset) fails with FailedPrecondition
+//   naming the codec. Either way before any page is sent.
 //   Channels may connect in any order; channel 0 (by index) is the control
 //   channel. A migration starts once all N of its channels said Hello; a
 //   Hello of another id never touches it.
@@ -43,8 +51,12 @@
 //                                                    (RESOURCE_EXHAUSTED: no
 //                                                    room, before any page)
 //   ---- rounds r = 0, 1, ... (r = 0 sends every page) ---------------------
-//   any: PageBatch{region, RAW|ZERO, runs, r,  --->  RAW: the frame checksum
-//          page_hashes (RAW)} [+ page bytes]         covers header + message
+//   any: PageBatch{region, RAW|ZERO|ZSTD|LZ4,  --->  RAW: the frame checksum
+//          runs, r, page_hashes (not ZERO)}          covers header + message
+//          [+ page bytes, or their compressed
+//          bytes: ZSTD|LZ4, only with the codec
+//          agreed in the Hellos, only when the
+//          batch shrank; else RAW]
 //                                                    (kFramePagesHashed), so
 //                                                    the message is trusted
 //                                                    before any byte lands;
@@ -54,7 +66,19 @@
 //                                                    (else Abort{DATA_LOSS}
 //                                                    naming region and page);
 //                                                    both sides record every
-//                                                    page's hash
+//                                                    page's hash.
+//                                                    ZSTD|LZ4: the same, but
+//                                                    the payload (0 < len <
+//                                                    pages x 4096, pages x
+//                                                    4096 <= 64 MiB) is read
+//                                                    into a buffer first and
+//                                                    must decompress to
+//                                                    exactly pages x 4096
+//                                                    bytes (never more is
+//                                                    written), else
+//                                                    Abort{DATA_LOSS} naming
+//                                                    region and round; then
+//                                                    the RAW page-hash check
 //   all: IterationMarker{r, END}               --->  each channel waits at a
 //                                                    barrier until every
 //                                                    channel reached END r, so
@@ -127,7 +151,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "migration/page_hashes.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "migration/transport/connection.h"
+#include "migration/wire/compression.h"
 #include "migration/wire/frame_format.h"
 #include "migration/wire/frame_io.h"
 #include "proto/migration.pb.h"
@@ -188,6 +215,25 @@ absl::Status StatusFromAbort(const proto::Abort& abort);
 // The first whole Abort frame among the frames back to back in `bytes`
 // (which starts at a frame boundary), if any: what a failed peer said last.
 std::optional<proto::Abort> FindAbort(absl::string_view bytes);
+
+// Compression in the Hello (see the diagram above). Hello.compression for
+// `codec`, and back: unset and COMPRESSION_NONE are kNone; a value this
+// build does not know is FailedPrecondition.
+proto::Compression CompressionToWire(wire::Codec codec);
+[[nodiscard]] absl::StatusOr<wire::Codec> CodecFromWire(proto::Compression compression);
+// The PageBatch encoding of a codec (REQUIRES: not kNone).
+proto::Encoding EncodingFor(wire::Codec codec);
+// Sets the source's request in `hello` (nothing for kNone).
+void OfferCompression(const wire::CompressionSpec& spec, proto::Hello* hello);
+// Destination: the source's Hello asks for a codec in `accepted` (or for
+// none). FailedPrecondition naming the codec asked for and the accepted
+// ones otherwise.
+[[nodiscard]] absl::Status CheckCompressionRequest(const proto::Hello& hello,
+                                                   absl::Span<const wire::Codec> accepted);
+// Source: the destination's answer carries the codec asked for.
+// FailedPrecondition naming it otherwise.
+[[nodiscard]] absl::Status CheckCompressionAnswer(const proto::Hello& reply,
+                                                  wire::Codec asked);
 
 // ReadExpected for a frame whose start was read already.
 [[nodiscard]] absl::Status ParseExpected(const wire::IncomingFrame& frame,

@@ -20,6 +20,7 @@
 #include "migration/device_state.h"
 #include "migration/protocol.h"
 #include "migration/internal/channel_acceptor.h"
+#include "migration/internal/compressed_batch.h"
 #include "migration/internal/file_landing.h"
 #include "migration/internal/round_barrier.h"
 #include "migration/internal/writeback_thread.h"
@@ -55,7 +56,8 @@ class ReceiveSession {
   absl::Status AcceptChannels();
   absl::Status ReadChannel(size_t index);
   absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
-                          uint32_t channel_round, migration_internal::FileLanding& landing);
+                          uint32_t channel_round, migration_internal::FileLanding& landing,
+                          wire::BatchDecompressor& decompressor);
   // At each round's end, every channel waiting: refreshes the page-hash
   // digests (so completion only digests the final round) and, when durable,
   // flushes the round's data; measures both for the round acknowledgement.
@@ -97,6 +99,7 @@ class ReceiveSession {
   std::vector<PageHashes> landed_;
   std::string migration_id_;
   uint64_t features_ = 0;  // In effect for this migration (proto::Feature bits).
+  wire::Codec compression_ = wire::Codec::kNone;  // Agreed in the Hellos.
   // Set once the channels are accepted; CheckSessionDeadline() compares.
   absl::Time session_deadline_ = absl::InfiniteFuture();
   // Serializes writes on channel 0 during the rounds: channel 0's reader
@@ -120,6 +123,8 @@ class ReceiveSession {
   std::atomic<uint64_t> raw_pages_{0};
   std::atomic<uint64_t> file_pages_{0};  // Of raw_pages_, landed by FileLanding.
   std::atomic<uint64_t> zero_pages_{0};
+  std::atomic<uint64_t> compressed_batches_{0};
+  std::atomic<uint64_t> decompress_ns_{0};
   std::atomic<uint32_t> rounds_{0};
   std::atomic<bool> abort_sent_{false};  // SendAbort runs once.
 };
@@ -159,12 +164,14 @@ absl::Status ReceiveSession::AcceptChannels() {
   accept.io_timeout = options_.io_timeout;
   accept.max_channels = options_.max_channels;
   accept.max_pending = options_.max_pending_handshakes;
+  accept.accept_compression = options_.accept_compression;
   absl::StatusOr<migration_internal::AcceptedMigration> got =
       migration_internal::AcceptMigration(*receiver_.listener_, accept, receiver_.cancelled_);
   if (absl::IsCancelled(got.status())) return absl::CancelledError(kCancelledWhileWaiting);
   LIVEMIG_ASSIGN_OR_RETURN(migration_internal::AcceptedMigration accepted, std::move(got));
   migration_id_ = std::move(accepted.migration_id);
   features_ = accepted.features;
+  compression_ = accepted.compression;
   channels_ = std::move(accepted.channels);
   session_deadline_ = absl::Now() + options_.session_timeout;
   {
@@ -176,7 +183,8 @@ absl::Status ReceiveSession::AcceptChannels() {
 
 absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
                                         uint32_t channel_round,
-                                        migration_internal::FileLanding& landing) {
+                                        migration_internal::FileLanding& landing,
+                                        wire::BatchDecompressor& decompressor) {
   proto::PageBatch batch;
   if (!batch.ParseFromString(frame.message)) {
     return absl::DataLossError("PAGE_BATCH message does not parse");
@@ -216,8 +224,9 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
                                 run.count() * kMigrationPageSize});
   }
   PageHashes& landed = landed_[batch.region_index()];
-  if (batch.encoding() == proto::ENCODING_RAW) {
-    if (frame.header.payload_len != total * kMigrationPageSize) {
+  const bool compressed = migration_internal::IsCompressedEncoding(batch.encoding());
+  if (batch.encoding() == proto::ENCODING_RAW || compressed) {
+    if (!compressed && frame.header.payload_len != total * kMigrationPageSize) {
       return absl::DataLossError(absl::StrCat(
           "PAGE_BATCH of ", total, " pages carries ", frame.header.payload_len,
           " payload bytes"));
@@ -225,7 +234,8 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     if (wire::PayloadIsChecksummed(frame.header) ||
         static_cast<uint64_t>(batch.page_hashes_size()) != total) {
       return absl::DataLossError(absl::StrCat(
-          "RAW PAGE_BATCH of ", total, " pages carries ", batch.page_hashes_size(),
+          compressed ? proto::Encoding_Name(batch.encoding()) : "RAW", " PAGE_BATCH of ",
+          total, " pages carries ", batch.page_hashes_size(),
           " page hashes", wire::PayloadIsChecksummed(frame.header)
                               ? " and no PAGES_HASHED flag" : ""));
     }
@@ -235,8 +245,15 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     // every page first); then every page is hashed where it landed and must
     // match the hash the source sent, or the migration fails: the bytes are
     // garbage.
+    // Compressed: the same, once the pages are decompressed in place (into
+    // the mapping: file landing is for RAW batches only).
     const std::optional<FileOffset>& file = region.file_offset();
-    if (channel_round == 0 && regions[batch.region_index()].lands_through_file && file) {
+    if (compressed) {
+      LIVEMIG_RETURN_IF_ERROR(migration_internal::LandCompressedBatch(
+          conn, frame, batch, total, destination, compression_, decompressor,
+          options_.io_timeout));
+      compressed_batches_.fetch_add(1, std::memory_order_relaxed);
+    } else if (channel_round == 0 && regions[batch.region_index()].lands_through_file && file) {
       LIVEMIG_RETURN_IF_ERROR(landing.Land(conn, frame, batch, *file, options_.io_timeout,
                                            absl::StrCat("region ", batch.region_index())));
       file_pages_.fetch_add(total, std::memory_order_relaxed);
@@ -314,6 +331,7 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
   Connection& conn = *channels_[index];
   migration_internal::FileLanding landing;
   uint32_t round = 0;
+  wire::BatchDecompressor decompressor;  // This channel's (compressed batches).
   while (true) {
     LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
     LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
@@ -321,7 +339,8 @@ absl::Status ReceiveSession::ReadChannel(size_t index) {
                              wire::ReadFrameStart(conn, options_.io_timeout));
     switch (frame.header.type) {
       case wire::FrameType::kPageBatch:
-        LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round, landing));
+        LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round, landing, decompressor));
+        decompress_ns_.fetch_add(decompressor.TakeBusyNs(), std::memory_order_relaxed);
         break;
       case wire::FrameType::kIterationMarker: {
         proto::IterationMarker marker;
@@ -593,6 +612,9 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
   out->channels = static_cast<uint32_t>(channels_.size());
   out->prealloc_ms = store_->prealloc().ms;
   out->prealloc_bytes = store_->prealloc().bytes;
+  out->compression = compression_;
+  out->compressed_batches = compressed_batches_.load();
+  out->decompress_ms = static_cast<double>(decompress_ns_.load()) / 1e6;
   for (const auto& c : channels_) out->bytes_received += c->bytes_read();
   return out;
 }

@@ -60,6 +60,7 @@
 #include "migration/transport/listener.h"
 #include "migration/transport/tls_context.h"
 #include "migration/vm_control.h"
+#include "migration/wire/compression.h"
 #include "proto/migration.pb.h"
 
 namespace livemig {
@@ -117,6 +118,10 @@ struct ReceiverOptions {
   // memory (region_memory) is prefaulted too, and populated files take
   // round 0 through their mappings, not write(2).
   bool prealloc = false;
+  // Compression codecs a source may ask for in its Hello (protocol.h); a
+  // source asking for another one is refused, before any page, with an
+  // Abort naming the codec (FailedPrecondition). Empty: none accepted.
+  std::vector<wire::Codec> accept_compression = {wire::Codec::kZstd, wire::Codec::kLz4};
   // The VMM's own memory for regions it wants in it (memfd, shared,
   // hugetlbfs), asked per region when the table arrives
   // (RegionStoreOptions::provide, region_store.h): ReceiveOne()'s memory is
@@ -153,6 +158,11 @@ struct ReceivedMigration {
   uint64_t pages_written_to_files = 0;
   uint64_t zero_pages = 0;
   uint64_t bytes_received = 0;
+  // Compression (none unless the source asked): the codec agreed, batches
+  // that arrived compressed, time the channels spent decompressing.
+  wire::Codec compression = wire::Codec::kNone;
+  uint64_t compressed_batches = 0;
+  double decompress_ms = 0;
   uint32_t rounds = 0;
   uint32_t channels = 0;
   // ReceiverOptions::prealloc: how long making every region resident took

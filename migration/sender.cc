@@ -178,7 +178,16 @@ absl::Status Migration::Setup() {
         "destination ", to.ToString(), " has ", to.fds.size(), " descriptors for ",
         options_.channels, " channels: give one connected socket per channel"));
   }
+  const wire::Codec codec = options_.compression.codec;
   for (uint32_t i = 0; i < options_.channels; ++i) {
+    // Made first: a bad level is refused before anything is sent.
+    std::unique_ptr<wire::BatchCompressor> compressor;
+    if (codec != wire::Codec::kNone) {
+      LIVEMIG_ASSIGN_OR_RETURN(
+          compressor, wire::BatchCompressor::Create(
+                          options_.compression,
+                          size_t{options_.batch_pages} * kMigrationPageSize));
+    }
     LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn,
                              to.kind == Endpoint::Kind::kFd
                                  ? Connection::FromFd(to.fds[i])
@@ -192,14 +201,17 @@ absl::Status Migration::Setup() {
     LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled while connecting.
     Connection& c = channels_.back()->connection();
     const absl::Time hello_start = absl::Now();
-    LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(
-        c, wire::FrameType::kHello, MakeHello(proto::ROLE_SOURCE, i, options_.channels, id),
-        options_.io_timeout));
+    proto::Hello hello = MakeHello(proto::ROLE_SOURCE, i, options_.channels, id);
+    OfferCompression(options_.compression, &hello);
+    LIVEMIG_RETURN_IF_ERROR(
+        wire::WriteFrame(c, wire::FrameType::kHello, hello, options_.io_timeout));
     proto::Hello reply;
     LIVEMIG_RETURN_IF_ERROR(
         ReadExpected(c, wire::FrameType::kHello, &reply, options_.io_timeout));
     rtt_ = std::min(rtt_, absl::Now() - hello_start);
     LIVEMIG_RETURN_IF_ERROR(CheckHello(reply, proto::ROLE_DESTINATION));
+    LIVEMIG_RETURN_IF_ERROR(CheckCompressionAnswer(reply, codec));
+    if (compressor != nullptr) channels_.back()->EnableCompression(std::move(compressor));
   }
   LIVEMIG_ASSIGN_OR_RETURN(const proto::RegionTable table,
                            RegionTableFor(memory_, options_.file_names));
@@ -336,6 +348,15 @@ void Migration::RecordTotals() {
   stats_.normal_bytes = stats_.normal * kMigrationPageSize;
   stats_.duplicate = counters_.zero_pages.load(std::memory_order_relaxed);
   stats_.total_time_ms = Ms(absl::Now() - start_);
+  CompressionStats& z = stats_.compression;
+  z.codec = wire::CodecName(options_.compression.codec);
+  z.level = wire::EffectiveLevel(options_.compression);
+  z.compressed_batches = counters_.compressed_batches.load(std::memory_order_relaxed);
+  z.incompressible_batches = counters_.incompressible_batches.load(std::memory_order_relaxed);
+  z.skipped_batches = counters_.skipped_batches.load(std::memory_order_relaxed);
+  z.bytes_in = counters_.compress_bytes_in.load(std::memory_order_relaxed);
+  z.bytes_out = counters_.compress_bytes_out.load(std::memory_order_relaxed);
+  z.busy_ms = static_cast<double>(counters_.compress_ns.load(std::memory_order_relaxed)) / 1e6;
 }
 
 absl::Status Migration::Run() {
@@ -360,6 +381,9 @@ absl::Status Migration::Run() {
     const uint64_t bytes_before = BytesWritten();
     const uint64_t raw_before = counters_.raw_pages.load(std::memory_order_relaxed);
     const uint64_t zero_before = counters_.zero_pages.load(std::memory_order_relaxed);
+    const uint64_t packed_in_before = counters_.compress_bytes_in.load(std::memory_order_relaxed);
+    const uint64_t packed_out_before =
+        counters_.compress_bytes_out.load(std::memory_order_relaxed);
     RoundStats rs;
     rs.round = round;
     rs.throttle_percent = convergence_.throttle();
@@ -395,6 +419,18 @@ absl::Status Migration::Run() {
     sample.bytes_sent = rs.bytes;
     sample.seconds = seconds;
     sample.pending_bytes = rs.dirtied_during_round * kMigrationPageSize;
+    if (raw_pages > 0 && options_.compression.codec != wire::Codec::kNone) {
+      // Compressed, the pending pages will cost about what this round's
+      // page bytes cost on the wire (bandwidth counts wire bytes).
+      const double page_bytes = static_cast<double>(raw_pages * kMigrationPageSize);
+      const double packed_in = static_cast<double>(
+          counters_.compress_bytes_in.load(std::memory_order_relaxed) - packed_in_before);
+      const double packed_out = static_cast<double>(
+          counters_.compress_bytes_out.load(std::memory_order_relaxed) - packed_out_before);
+      const double wire_share = std::clamp((page_bytes - packed_in + packed_out) / page_bytes,
+                                           0.0, 1.0);
+      sample.pending_bytes = static_cast<uint64_t>(sample.pending_bytes * wire_share);
+    }
     sample.device_state_bytes = vm_.DeviceStateSizeHint();
     sample.completion_ms = ExpectedCompletionMs(receiver_completion);
     sample.elapsed = absl::Now() - start_;
@@ -406,7 +442,7 @@ absl::Status Migration::Run() {
     stats_.rounds = round + 1;
     stats_.expected_downtime_ms = rs.expected_downtime_ms;
     stats_.downtime_breakdown.expected_ms = rs.expected_downtime_ms;
-    stats_.remaining = sample.pending_bytes + sample.device_state_bytes;
+    stats_.remaining = rs.dirtied_during_round * kMigrationPageSize + sample.device_state_bytes;
     stats_.dirty_pages_rate = rs.dirtied_during_round / seconds;
     stats_.pages_per_second = (raw_pages + rs.zero_pages) / seconds;
     stats_.cpu_throttle_percentage = convergence_.throttle();

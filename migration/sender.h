@@ -88,6 +88,7 @@
 #include "migration/transport/endpoint.h"
 #include "migration/transport/tls_context.h"
 #include "migration/vm_control.h"
+#include "migration/wire/compression.h"
 
 namespace livemig {
 
@@ -129,6 +130,13 @@ struct SenderOptions {
   // userfaultfd; core/dirty_sources/), borrowed for each Migrate(): started
   // before round 0, collected before every harvest, stopped when it returns.
   std::vector<DirtySource*> dirty_sources;
+  // Page-batch compression (opt-in; protocol.h): every Hello asks for the
+  // codec, and a destination that does not accept it makes Migrate() fail
+  // with FailedPrecondition naming the codec before any page is sent. Each
+  // channel compresses its batches; one that does not shrink is sent raw,
+  // and incompressible memory makes the channel back off
+  // (migration/wire/compression.h). max_bandwidth counts compressed bytes.
+  wire::CompressionSpec compression;
   enum class Verify { kSent, kFull, kOff };
   Verify verify = Verify::kSent;  // See the file comment.
   // Called on the migration thread after every pre-copy round, while the

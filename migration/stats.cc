@@ -55,6 +55,15 @@ std::string MigrationStats::ToJson() const {
       ",\"verify-ms\":", Num(downtime_breakdown.verify_ms),
       ",\"completion-ms\":", Num(downtime_breakdown.completion_ms),
       ",\"expected-ms\":", Num(downtime_breakdown.expected_ms), "}",
+      ",\"compression\":{\"codec\":\"", compression.codec, "\",\"level\":", compression.level,
+      ",\"pages\":", compression.bytes_in / 4096,
+      ",\"compressed-batches\":", compression.compressed_batches,
+      ",\"incompressible-batches\":", compression.incompressible_batches,
+      ",\"skipped-batches\":", compression.skipped_batches,
+      ",\"bytes-in\":", compression.bytes_in, ",\"compressed-size\":", compression.bytes_out,
+      ",\"compression-rate\":", Num(compression.ratio()),
+      ",\"busy-ms\":", Num(compression.busy_ms),
+      ",\"busy-rate\":", Num(total_time_ms > 0 ? compression.busy_ms / total_time_ms : 0), "}",
       ",\"round-stats\":[", rounds_json, "]}");
 }
 

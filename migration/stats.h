@@ -60,6 +60,27 @@ struct AuditStats {
   std::vector<uint64_t> first_addrs;   // Guest addresses of the first few.
 };
 
+// Page-batch compression (SenderOptions::compression), over all channels.
+// ToJson(): "compression":{"codec", "level", "pages" (sent compressed),
+// "compressed-batches", "incompressible-batches" (tried, sent raw),
+// "skipped-batches" (sent raw untried: back-off), "bytes-in",
+// "compressed-size", "compression-rate" (bytes-in / compressed-size),
+// "busy-ms" (time in the codec), "busy-rate" (busy-ms / total-time)}.
+struct CompressionStats {
+  std::string codec = "none";  // none, zstd or lz4
+  int level = 0;               // zstd level, lz4 acceleration (0: none)
+  uint64_t compressed_batches = 0;
+  uint64_t incompressible_batches = 0;
+  uint64_t skipped_batches = 0;
+  uint64_t bytes_in = 0;   // Page bytes of the batches sent compressed.
+  uint64_t bytes_out = 0;  // Their compressed size.
+  double busy_ms = 0;      // Summed over the channels' threads.
+  // bytes_in / bytes_out; 0 when nothing was compressed.
+  double ratio() const {
+    return bytes_out > 0 ? static_cast<double>(bytes_in) / static_cast<double>(bytes_out) : 0;
+  }
+};
+
 struct MigrationStats {
   // "completed", "failed", "cancelled", or "in-doubt" (the handover was sent
   // but never confirmed: see Sender).
@@ -86,6 +107,7 @@ struct MigrationStats {
   AuditStats audit;
   std::vector<RoundStats> round_stats;
   DowntimeBreakdown downtime_breakdown;
+  CompressionStats compression;
 
   // One JSON object on one line.
   std::string ToJson() const;

@@ -51,5 +51,26 @@ TEST(MigrationStats, JsonUsesQemuQueryMigrateFieldNames) {
   EXPECT_EQ(json.find('\n'), std::string::npos);  // One line.
 }
 
+TEST(MigrationStats, JsonCarriesCompressionSizesRatioAndBusyTime) {
+  MigrationStats stats;
+  stats.total_time_ms = 200;
+  stats.compression.codec = "zstd";
+  stats.compression.level = 3;
+  stats.compression.compressed_batches = 5;
+  stats.compression.incompressible_batches = 2;
+  stats.compression.skipped_batches = 6;
+  stats.compression.bytes_in = 5 * 4096 * 256;
+  stats.compression.bytes_out = 5 * 4096 * 64;
+  stats.compression.busy_ms = 50;
+  EXPECT_DOUBLE_EQ(stats.compression.ratio(), 4.0);
+  EXPECT_THAT(stats.ToJson(),
+              HasSubstr("\"compression\":{\"codec\":\"zstd\",\"level\":3,\"pages\":1280,"
+                        "\"compressed-batches\":5,\"incompressible-batches\":2,"
+                        "\"skipped-batches\":6,\"bytes-in\":5242880,"
+                        "\"compressed-size\":1310720,\"compression-rate\":4.000,"
+                        "\"busy-ms\":50.000,\"busy-rate\":0.250}"));
+  EXPECT_EQ(MigrationStats().compression.ratio(), 0);  // Nothing compressed.
+}
+
 }  // namespace
 }  // namespace livemig

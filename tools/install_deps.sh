@@ -5,6 +5,7 @@ set -uo pipefail
 PACKAGES=(bazel-bootstrap bazel-rules-java libabsl-dev libboost-dev
           libprotobuf-dev protobuf-compiler libgtest-dev libgmock-dev
           libbenchmark-dev libxxhash-dev pkg-config python3
+          libzstd-dev liblz4-dev  # --compress=zstd|lz4 (migration/wire/compression.h)
           libssl-dev openssl      # TLS (Asio SSL) and the tests' certificates
           clang-14 libclang-rt-14-dev)  # libFuzzer and its sanitizers: tools/fuzz.sh
 missing=()

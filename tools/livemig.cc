@@ -55,6 +55,10 @@ ABSL_FLAG(int32_t, stall_rounds, 5, "send: rounds without the dirty volume shrin
 ABSL_FLAG(std::string, throttle_steps, "20,10,99", "send: auto-converge throttle "
           "INITIAL,INCREMENT,MAX in percent");
 ABSL_FLAG(std::string, max_bandwidth, "", "send: bandwidth cap, e.g. 200MB/s (default none)");
+ABSL_FLAG(std::string, compress, "none", "send: compress page batches on the channel threads: "
+          "none, zstd[:LEVEL] (1..19, default 1) or lz4[:ACCELERATION] (1..65537, default 1); "
+          "a batch that does not shrink is sent raw, and a channel meeting incompressible "
+          "memory backs off; the receiver must accept the codec (it accepts both)");
 ABSL_FLAG(double, io_timeout_s, 30, "deadline for every network read and write, seconds");
 ABSL_FLAG(std::string, verify, "sent", "send: end-to-end verification: sent (the destination "
           "holds every page version sent; the source is audited after the commit), full "
@@ -108,6 +112,7 @@ absl::Status CheckOnlyFlagsOf(const std::string& command) {
       {"stall-rounds", Given(FLAGS_stall_rounds)},
       {"throttle-steps", Given(FLAGS_throttle_steps)},
       {"max-bandwidth", Given(FLAGS_max_bandwidth)}, {"verify", Given(FLAGS_verify)},
+      {"compress", Given(FLAGS_compress)},
       {"tls-hostname", Given(FLAGS_tls_hostname)}, {"tracker", Given(FLAGS_tracker)},
       {"vm", Given(FLAGS_vm)},
       {"test-untracked-write", Given(FLAGS_test_untracked_write)}};
@@ -166,6 +171,7 @@ cli::SendFlags SendFlagsFromFlags(const std::vector<std::string>& regions) {
   f.stall_rounds = absl::GetFlag(FLAGS_stall_rounds);
   f.throttle_steps = absl::GetFlag(FLAGS_throttle_steps);
   f.max_bandwidth = absl::GetFlag(FLAGS_max_bandwidth);
+  f.compress = absl::GetFlag(FLAGS_compress);
   f.io_timeout_s = absl::GetFlag(FLAGS_io_timeout_s);
   f.verify = absl::GetFlag(FLAGS_verify);
   f.json = absl::GetFlag(FLAGS_json);
@@ -222,6 +228,7 @@ int main(int argc, char** argv) {
       "[--on-timeout=cancel|force]\n"
       "       [--auto-converge] [--throttle-steps=20,10,99] [--stall-rounds=5]\n"
       "       [--max-bandwidth=RATE] [--verify=sent|full|off] [--tracker=api|uffd] [--json]\n"
+      "       [--compress=none|zstd[:LEVEL]|lz4[:ACCELERATION]]\n"
       "  livemig send --vm=kvm[:vcpus=N,pattern=counter|uniform|hotset,rate=R,size=S]\n"
       "       [--tracker=kvm-log|kvm-ring|uffd|api] ...\n"
       "  livemig receive ... [--durable] [--prealloc] [--resume-vm[=DURATION]]\n"

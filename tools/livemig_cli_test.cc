@@ -240,6 +240,11 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"receive", to, dir, "--resume-vm=soon"}, "--resume-vm=soon: expected a duration"},
       {{"send", to, "--memory=1MiB", "--resume-vm"}, "--resume-vm is a receive flag"},
       {{"receive", to, dir, "--vm=kvm"}, "--vm is a send flag"},
+      {{"send", to, "--memory=1MiB", "--compress=gzip"},
+       "--compress=\"gzip\": expected none, zstd, zstd:LEVEL (1..19), lz4 or lz4:ACCELERATION"},
+      {{"send", to, "--memory=1MiB", "--compress=zstd:0"}, "--compress=\"zstd:0\": zstd levels are 1..19"},
+      {{"send", to, "--memory=1MiB", "--compress=lz4:x"}, "--compress=\"lz4:x\": lz4 accelerations"},
+      {{"receive", to, dir, "--compress=zstd"}, "--compress is a send flag"},
       // Not usage: a migration that failed (nobody listens).
       {{"send", to, "--memory=1MiB"}, "UNAVAILABLE: connect to unix:", 1},
   };
@@ -383,6 +388,20 @@ TEST_F(LivemigCli, KvmGuestMigratesLiveAndResumesOnTheDestination) {
 
 // --verify=off: nothing is compared end to end, and the receiver says so
 // instead of claiming a verified copy.
+TEST_F(LivemigCli, CompressedMigrationReportsItsRatioOnBothSides) {
+  Process receiver = StartReceiver(/*json=*/true);
+  Process sender = Process::Start({kBinary, "send", "--unix=" + Socket(), "--memory=8MiB",
+                                   "--fill=text", "--compress=zstd:3", "--json"},
+                                  dir_, "sender");
+  ASSERT_EQ(sender.Wait(), 0) << sender.Err();
+  ASSERT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_THAT(sender.Out(), HasSubstr("\"compression\":{\"codec\":\"zstd\",\"level\":3,"
+                                      "\"pages\":2048,"));
+  EXPECT_THAT(sender.Err(), HasSubstr("livemig: compression zstd:3: 8.0 MiB of pages sent as"));
+  EXPECT_THAT(receiver.Out(), HasSubstr("\"compression\":\"zstd\",\"compressed_batches\":"));
+  EXPECT_THAT(receiver.Out(), HasSubstr("\"verified\":true"));
+}
+
 TEST_F(LivemigCli, VerifyOffIsReportedAsNotVerifiedOnBothSides) {
   Process receiver = StartReceiver(/*json=*/true);
   Process sender = Process::Start(

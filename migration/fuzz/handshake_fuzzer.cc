@@ -15,7 +15,10 @@
 //     versions, FEATURE_PAGE_HASHES, page size, role, channel index < count),
 //     with the documented code for the first rule broken; the reply a
 //     receiver builds for an accepted Hello is itself acceptable to the
-//     source; PeerText of the migration id is printable and bounded.
+//     source; PeerText of the migration id is printable and bounded; a
+//     compression request is refused (FailedPrecondition) exactly when its
+//     codec is unknown, and the answer to an accepted one satisfies the
+//     source.
 //   - RegionStore::Create accepts only tables within the documented limits:
 //     dense indexes, sizes non-zero multiples of the page sizes, no overlap in
 //     guest addresses or within a file, canonical relative paths of few
@@ -94,6 +97,24 @@ void CheckHelloInput(absl::string_view bytes) {
   reply.set_features(hello.features() & kSupportedFeatures);
   const absl::Status back = CheckHello(reply, proto::ROLE_DESTINATION);
   LIVEMIG_FUZZ_CHECK(back.ok(), "the reply to an accepted Hello is refused: ", back.ToString());
+  // Compression: a destination accepting both codecs refuses only a value
+  // this build does not know, and its answer satisfies the source.
+  const wire::Codec both[] = {wire::Codec::kZstd, wire::Codec::kLz4};
+  const absl::Status codec = CheckCompressionRequest(hello, both);
+  const bool known = hello.compression() >= proto::COMPRESSION_UNSPECIFIED &&
+                     hello.compression() <= proto::COMPRESSION_LZ4;
+  LIVEMIG_FUZZ_CHECK(codec.ok() == known, "compression ", static_cast<int>(hello.compression()),
+                     ": ", codec.ToString());
+  if (!codec.ok()) {
+    LIVEMIG_FUZZ_CHECK(absl::IsFailedPrecondition(codec), "refused with ", codec.ToString());
+    return;
+  }
+  if (hello.compression() != proto::COMPRESSION_UNSPECIFIED) {
+    reply.set_compression(hello.compression());
+  }
+  const absl::Status answer =
+      CheckCompressionAnswer(reply, CodecFromWire(hello.compression()).value());
+  LIVEMIG_FUZZ_CHECK(answer.ok(), "the compression answer is refused: ", answer.ToString());
 }
 
 bool PowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }

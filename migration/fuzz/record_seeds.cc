@@ -44,6 +44,7 @@
 #include "migration/sender.h"
 #include "migration/testing/fake_vm.h"
 #include "migration/transport/endpoint.h"
+#include "migration/wire/compression.h"
 #include "migration/wire/frame_codec.h"
 #include "migration/wire/frame_format.h"
 
@@ -112,6 +113,7 @@ struct Recording {
   SenderOptions::Verify verify;
   Fill fill;
   bool writers;
+  wire::Codec compression = wire::Codec::kNone;  // ZSTD/LZ4 batches in the stream.
 };
 
 std::string Record(const std::string& tmp, const Recording& r) {
@@ -148,6 +150,7 @@ std::string Record(const std::string& tmp, const Recording& r) {
   options.channels = 1;
   options.batch_pages = 2;  // Several batches per region, runs of several pages.
   options.verify = r.verify;
+  options.compression.codec = r.compression;
   options.migration_id = r.name;
   options.io_timeout = absl::Seconds(10);
   options.downtime_limit = r.writers ? absl::Microseconds(1) : absl::Milliseconds(300);
@@ -243,6 +246,10 @@ int main(int argc, char** argv) {
       {"full-random", SenderOptions::Verify::kFull, Fill::kRandom, false},
       {"off-zero", SenderOptions::Verify::kOff, Fill::kZero, false},
       {"sent-rounds", SenderOptions::Verify::kSent, Fill::kMixed, true},
+      {"zstd-text", SenderOptions::Verify::kSent, Fill::kText, false,
+       livemig::wire::Codec::kZstd},
+      {"lz4-text", SenderOptions::Verify::kSent, Fill::kText, false,
+       livemig::wire::Codec::kLz4},
   };
   bool first = true;
   for (const auto& r : recordings) {

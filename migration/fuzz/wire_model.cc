@@ -1,8 +1,11 @@
 // File: migration/fuzz/wire_model.cc — see wire_model.h. Reads the layout
-// table of migration/wire/frame_format.h; uses XXH3 directly, not the codec.
+// table of migration/wire/frame_format.h; uses XXH3, libzstd and liblz4
+// directly, not the codec (nor migration/wire/compression.h).
 #include "migration/fuzz/wire_model.h"
 
+#include <lz4.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 #include <cstring>
 #include <memory>
@@ -30,6 +33,28 @@ void Store(std::string& bytes, size_t offset, T value) {
   for (size_t i = 0; i < sizeof(T); ++i) {
     bytes[offset + i] = static_cast<char>((value >> (8 * i)) & 0xff);
   }
+}
+
+// A ZSTD or LZ4 batch's pages (proto PageBatch.encoding): its payload
+// decompressed with the library directly, if that gives exactly the runs'
+// pages (at most kMaxPayloadSize bytes).
+bool DecompressedPages(const proto::PageBatch& batch, absl::string_view payload,
+                       std::string* pages) {
+  uint64_t count = 0;
+  for (const proto::PageRun& run : batch.runs()) {
+    if (run.count() > wire::kMaxPayloadSize / kHashedPageSize) return false;
+    count += run.count();
+  }
+  if (count == 0 || count > wire::kMaxPayloadSize / kHashedPageSize) return false;
+  pages->assign(count * kHashedPageSize, '\0');
+  if (batch.encoding() == proto::ENCODING_ZSTD) {
+    const size_t n = ZSTD_decompress(pages->data(), pages->size(), payload.data(), payload.size());
+    return !ZSTD_isError(n) && n == pages->size();
+  }
+  if (payload.size() > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) return false;
+  const int n = LZ4_decompress_safe(payload.data(), pages->data(), static_cast<int>(payload.size()),
+                                    static_cast<int>(pages->size()));
+  return n >= 0 && static_cast<size_t>(n) == pages->size();
 }
 
 }  // namespace
@@ -109,12 +134,25 @@ std::string RepairStream(absl::string_view stream) {
         stream.substr(kFrameHeaderSize + h.message_len, h.payload_len);
     stream.remove_prefix(kFrameHeaderSize + h.message_len + h.payload_len);
     proto::PageBatch batch;
-    if (h.type == static_cast<uint16_t>(wire::FrameType::kPageBatch) &&
-        (h.flags & wire::kFramePagesHashed) != 0 && batch.ParseFromString(message) &&
-        batch.encoding() == proto::ENCODING_RAW) {
+    const bool hashed_batch = h.type == static_cast<uint16_t>(wire::FrameType::kPageBatch) &&
+                              (h.flags & wire::kFramePagesHashed) != 0 &&
+                              batch.ParseFromString(message);
+    // The pages a hashed batch carries: RAW's payload, or what a ZSTD/LZ4
+    // payload decompresses to (none if it does not decompress to the runs'
+    // pages exactly: the receiver refuses that before any hash is checked).
+    std::string pages;
+    bool rehash = false;
+    if (hashed_batch && batch.encoding() == proto::ENCODING_RAW) {
+      pages.assign(payload.data(), payload.size());
+      rehash = true;
+    } else if (hashed_batch && (batch.encoding() == proto::ENCODING_ZSTD ||
+                                batch.encoding() == proto::ENCODING_LZ4)) {
+      rehash = DecompressedPages(batch, payload, &pages);
+    }
+    if (rehash) {
       batch.clear_page_hashes();
-      for (size_t off = 0; off + kHashedPageSize <= payload.size(); off += kHashedPageSize) {
-        batch.add_page_hashes(HashPage(reinterpret_cast<const uint8_t*>(payload.data() + off)));
+      for (size_t off = 0; off + kHashedPageSize <= pages.size(); off += kHashedPageSize) {
+        batch.add_page_hashes(HashPage(reinterpret_cast<const uint8_t*>(pages.data() + off)));
       }
       message = batch.SerializeAsString();
       if (message.size() > wire::kMaxMessageSize) break;

@@ -8,7 +8,8 @@
 //     frame's bytes are according to the documented layout, so a target can
 //     check that what the codec accepts (and refuses) is what the format says;
 //   - repair: RepairStream rewrites the checksums (and the page hashes of
-//     hashed RAW batches) of the frames of a byte stream, so mutated inputs
+//     hashed RAW batches, and of ZSTD/LZ4 batches whose payload decompresses
+//     to their pages) of the frames of a byte stream, so mutated inputs
 //     get past the checksums and reach the code behind them. Without repair
 //     nearly every mutation would die at the first checksum.
 //

@@ -29,6 +29,7 @@ struct Group {
   uint32_t present = 0;
   absl::Time first;
   uint64_t features = 0;  // Of channel 0's Hello, once it came.
+  wire::Codec compression = wire::Codec::kNone;  // Of channel 0's Hello.
 };
 
 class Acceptor {
@@ -64,6 +65,7 @@ class Acceptor {
   uint32_t pending_ = 0;
   std::list<std::thread> threads_;
   std::vector<std::thread::id> finished_;  // Threads done, to be joined.
+  absl::Status last_refusal_;  // The last Hello refused, for the deadline's message.
 };
 
 absl::Status Acceptor::ReadHello(Connection& conn, proto::Hello* hello) {
@@ -81,6 +83,7 @@ absl::Status Acceptor::ReadHello(Connection& conn, proto::Hello* hello) {
         "source asks for ", hello->channel_count(),
         " channels without offering FEATURE_MULTI_CHANNEL"));
   }
+  LIVEMIG_RETURN_IF_ERROR(CheckCompressionRequest(*hello, options_.accept_compression));
   if (hello->channel_count() > options_.max_channels) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "source asks for ", hello->channel_count(), " channels; at most ",
@@ -142,6 +145,9 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
     proto::Hello reply =
         MakeHello(proto::ROLE_DESTINATION, index, hello.channel_count(), id);
     reply.set_features(hello.features() & kSupportedFeatures);  // What both speak.
+    if (hello.compression() != proto::COMPRESSION_UNSPECIFIED) {
+      reply.set_compression(hello.compression());  // Accepted by ReadHello.
+    }
     status = wire::WriteFrame(*conn, wire::FrameType::kHello, reply, options_.io_timeout);
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -151,13 +157,17 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   if (status.ok() && !done_ && group != groups_.end()) {
     Group& g = group->second;
     g.slots[index] = std::move(conn);
-    if (index == 0) g.features = hello.features() & kSupportedFeatures;
+    if (index == 0) {
+      g.features = hello.features() & kSupportedFeatures;
+      g.compression = CodecFromWire(hello.compression()).value_or(wire::Codec::kNone);
+    }
     if (++g.present == g.count && complete_.empty()) {
       complete_ = id;
       listener_.Wake();  // Run() returns it now, not after its accept poll.
     }
   } else if (!status.ok()) {
     if (reserved && group != groups_.end()) group->second.reserved[index] = false;
+    last_refusal_ = status;
     // The stranger learns why; nothing else is touched.
     if (answer) SendAbortBestEffort(*conn, status, proto::ROLE_DESTINATION);
     conn->Shutdown();
@@ -192,6 +202,7 @@ absl::StatusOr<AcceptedMigration> Acceptor::Run() {
         AcceptedMigration out;
         out.migration_id = complete_;
         out.features = groups_[complete_].features;
+        out.compression = groups_[complete_].compression;
         out.channels = std::move(groups_[complete_].slots);
         groups_.erase(complete_);
         return out;
@@ -211,7 +222,9 @@ absl::StatusOr<AcceptedMigration> Acceptor::Run() {
       if (absl::Now() >= deadline) {
         return absl::DeadlineExceededError(absl::StrCat(
             "no source connected all its channels within ",
-            absl::FormatDuration(options_.accept_timeout)));
+            absl::FormatDuration(options_.accept_timeout),
+            last_refusal_.ok() ? ""
+                               : absl::StrCat(" (last refused: ", last_refusal_.message(), ")")));
       }
       if (pending_ >= options_.max_pending) {
         changed_.wait_for(lock, absl::ToChronoMilliseconds(kPoll));

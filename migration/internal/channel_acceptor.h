@@ -13,7 +13,8 @@
 // migration forms its own group, dropped when it is not complete within
 // group_timeout of its first channel; a channel index given twice in one
 // group is refused, and so is a migration of several channels whose Hello
-// does not offer FEATURE_MULTI_CHANNEL. With TLS, a connection must finish
+// does not offer FEATURE_MULTI_CHANNEL, and so is a source asking for a
+// compression codec not in accept_compression. With TLS, a connection must finish
 // a mutual TLS handshake first: one whose certificate is refused is closed
 // without a word (the TLS alert told it); one that speaks plaintext livemig
 // ("LMIG" first) gets a plaintext Abort saying TLS is required. At most max_pending handshakes run at once (the rest
@@ -35,6 +36,7 @@
 #include "migration/transport/connection.h"
 #include "migration/transport/listener.h"
 #include "migration/transport/tls_context.h"
+#include "migration/wire/compression.h"
 
 namespace livemig::migration_internal {
 
@@ -47,15 +49,20 @@ struct AcceptOptions {
   uint32_t max_pending = 64;
   // Mutual TLS first, within handshake_timeout (borrowed; null: plaintext).
   const TlsContext* tls = nullptr;
+  // Codecs a source may ask for (Hello.compression); one asking for another
+  // is refused with an Abort naming it (protocol.h CheckCompressionRequest).
+  std::vector<wire::Codec> accept_compression = {wire::Codec::kZstd, wire::Codec::kLz4};
 };
 
 struct AcceptedMigration {
   std::vector<std::unique_ptr<Connection>> channels;  // channels[i]: channel index i.
   std::string migration_id;
   uint64_t features = 0;  // In effect: channel 0's offer & kSupportedFeatures.
+  wire::Codec compression = wire::Codec::kNone;  // Channel 0's, accepted.
 };
 
-// DeadlineExceeded when no migration completed within accept_timeout;
+// DeadlineExceeded when no migration completed within accept_timeout (its
+// message ends with the last refusal, if any, e.g. a codec not accepted);
 // Cancelled when `cancelled` was set; an Accept() error of the listener.
 [[nodiscard]] absl::StatusOr<AcceptedMigration> AcceptMigration(
     Listener& listener, const AcceptOptions& options, const std::atomic<bool>& cancelled);

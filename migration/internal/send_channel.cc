@@ -69,6 +69,10 @@ SendChannel::SendChannel(std::unique_ptr<Connection> connection,
 
 SendChannel::~SendChannel() { Stop(); }
 
+void SendChannel::EnableCompression(std::unique_ptr<wire::BatchCompressor> compressor) {
+  compressor_ = std::move(compressor);
+}
+
 void SendChannel::Start() { worker_ = std::thread([this] { Run(); }); }
 
 void SendChannel::Enqueue(PageWork work) {
@@ -195,8 +199,9 @@ absl::Status SendChannel::Send(const PageWork& work) {
       std::memory_order_relaxed);
   if (raw_pages > 0) {
     const size_t bytes = raw_pages * kMigrationPageSize;
-    limiter_->Acquire(bytes, failure_->flag());
-    const iovec payload{buffer_.data(), bytes};
+    iovec payload{buffer_.data(), bytes};
+    if (compressor_ != nullptr) CompressPayload(raw, &payload);
+    limiter_->Acquire(payload.iov_len, failure_->flag());
     absl::Status status = wire::WriteFrame(*connection_, wire::FrameType::kPageBatch,
                                            raw, absl::MakeConstSpan(&payload, 1),
                                            io_timeout_, wire::kFramePagesHashed);
@@ -210,6 +215,25 @@ absl::Status SendChannel::Send(const PageWork& work) {
     counters_->zero_pages.fetch_add(zero_pages, std::memory_order_relaxed);
   }
   return absl::OkStatus();
+}
+
+// ---- Compression (opt-in) ---------------------------------------------------
+// Kept apart from Send()'s RAW path: called with the batch's page bytes as
+// copied and hashed into buffer_.
+void SendChannel::CompressPayload(proto::PageBatch& batch, iovec* payload) {
+  const std::optional<absl::Span<const uint8_t>> packed = compressor_->Compress(
+      absl::Span<const uint8_t>(static_cast<const uint8_t*>(payload->iov_base), payload->iov_len));
+  const wire::CompressorCounters c = compressor_->TakeCounters();
+  counters_->compressed_batches.fetch_add(c.compressed_batches, std::memory_order_relaxed);
+  counters_->incompressible_batches.fetch_add(c.incompressible_batches,
+                                              std::memory_order_relaxed);
+  counters_->skipped_batches.fetch_add(c.skipped_batches, std::memory_order_relaxed);
+  counters_->compress_bytes_in.fetch_add(c.bytes_in, std::memory_order_relaxed);
+  counters_->compress_bytes_out.fetch_add(c.bytes_out, std::memory_order_relaxed);
+  counters_->compress_ns.fetch_add(c.busy_ns, std::memory_order_relaxed);
+  if (!packed.has_value()) return;  // Did not shrink, or backing off: RAW.
+  batch.set_encoding(EncodingFor(compressor_->codec()));
+  *payload = iovec{const_cast<uint8_t*>(packed->data()), packed->size()};
 }
 
 }  // namespace livemig::migration_internal

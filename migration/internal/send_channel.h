@@ -8,7 +8,9 @@
 // keeps writing), hashes every page once from that buffer — the hash goes
 // into the batch (which vouches for the payload, frame_format.h) and into
 // the migration's sent-page hashes — and writes each batch with one gathered
-// write.
+// write. With compression enabled, each RAW batch is compressed from that
+// buffer into the compressor's (the hashes stay those of the uncompressed
+// pages) and sent ZSTD or LZ4 when it shrank.
 //
 // Thread safety: Enqueue/WaitIdle/Stop are called by the migration thread;
 // the worker is the only writer of the connection while it runs. Errors are
@@ -36,6 +38,8 @@
 #include "migration/internal/rate_limiter.h"
 #include "migration/page_hashes.h"
 #include "migration/transport/connection.h"
+#include "migration/wire/compression.h"
+#include "proto/migration.pb.h"
 
 namespace livemig::migration_internal {
 
@@ -79,6 +83,13 @@ struct ChannelCounters {
   // re-hashing memory costs per page, for the verify=full estimate.
   std::atomic<uint64_t> scanned_pages{0};
   std::atomic<uint64_t> scan_ns{0};
+  // Compression (EnableCompression; wire::CompressorCounters).
+  std::atomic<uint64_t> compressed_batches{0};
+  std::atomic<uint64_t> incompressible_batches{0};
+  std::atomic<uint64_t> skipped_batches{0};
+  std::atomic<uint64_t> compress_bytes_in{0};
+  std::atomic<uint64_t> compress_bytes_out{0};
+  std::atomic<uint64_t> compress_ns{0};
 };
 
 // Testing only: called for every page a channel is about to send, after its
@@ -99,6 +110,10 @@ class SendChannel {
               const DropPageHook* drop = nullptr);
   ~SendChannel();  // Stops the worker.
 
+  // Compresses every RAW batch with `compressor` from now on (a batch that
+  // does not shrink stays RAW; migration/wire/compression.h). Before
+  // Start(); the codec must be the one the Hellos agreed on.
+  void EnableCompression(std::unique_ptr<wire::BatchCompressor> compressor);
   void Start();
   void Enqueue(PageWork work);
   uint64_t queued_pages() const;
@@ -113,6 +128,13 @@ class SendChannel {
  private:
   void Run();
   absl::Status Send(const PageWork& work);
+  // Compression's own path (EnableCompression): replaces `*payload`, the
+  // batch's page bytes in buffer_, by their compressed bytes and sets the
+  // batch's encoding, when the compressor says so; updates the counters.
+  // REQUIRES: `*payload` is the stable copy the page hashes were taken of
+  // (guest memory may change under a direct read, and the compressed bytes
+  // must decompress to exactly the hashed pages).
+  void CompressPayload(proto::PageBatch& batch, iovec* payload);
 
   std::unique_ptr<Connection> connection_;
   const GuestMemory<AtomicBitmap>* memory_;
@@ -123,6 +145,7 @@ class SendChannel {
   const absl::Duration io_timeout_;
   const DropPageHook* drop_;
   std::vector<uint8_t> buffer_;  // Worker only.
+  std::unique_ptr<wire::BatchCompressor> compressor_;  // Worker only; null: none.
 
   // std::mutex, not absl::Mutex: Debian's Abseil is not built for TSan, and
   // absl::Condition predicates run on whichever thread unlocks, which TSan

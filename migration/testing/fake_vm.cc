@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,19 @@ absl::StatusOr<std::unique_ptr<FakeVm>> FakeVm::Create(
   for (const auto& r : vm->memory_->regions()) {
     uint8_t* p = r.region().as_ptr();
     const size_t pages = r.len() / 4096;
+    if (fill == Fill::kText) {
+      static const char* const kWords[] = {"static ", "inline ", "return ", "const ",
+                                           "{\n",     "};\n",    "if (",    ") ",
+                                           "int ",    "x; "};
+      for (size_t at = 0; at < r.len();) {
+        const char* w = kWords[rng() % 10];
+        const size_t n = std::min(std::strlen(w), r.len() - at);
+        std::memcpy(p + at, w, n);
+        at += n;
+      }
+      r.bitmap().ResetAddrRange(0, r.len());
+      continue;
+    }
     for (size_t page = 0; page < pages; ++page) {
       const bool random =
           fill == Fill::kRandom || (fill == Fill::kMixed && rng() % 2);

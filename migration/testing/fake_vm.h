@@ -34,7 +34,9 @@ struct FakeRegionSpec {
   uint64_t file_offset = 0;
 };
 
-enum class Fill { kZero, kRandom, kMixed };
+// kText: compressible pages (words of a small vocabulary, as code and
+// headers are), for the compression tests.
+enum class Fill { kZero, kRandom, kMixed, kText };
 
 struct WorkloadSpec {
   int writers = 2;

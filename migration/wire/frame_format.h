@@ -43,12 +43,23 @@
 // The payload of a kPageBatch frame with ENCODING_RAW is the pages' bytes, run
 // after run: payload_len == sum(run.count) * Hello.page_size.
 //
-// kFramePagesHashed (kPageBatch only, and every RAW batch since protocol
-// version 2): the message carries one hash per payload page
+// With ENCODING_ZSTD or ENCODING_LZ4 (only when the Hellos agreed on that
+// codec: migration/protocol.h) the payload is those same bytes compressed
+// (zstd frames; one LZ4 block), and
+//   0 < payload_len < sum(run.count) * Hello.page_size <= kMaxPayloadSize,
+// and it decompresses to exactly sum(run.count) * Hello.page_size bytes
+// (migration/wire/compression.h; a receiver never writes more, whatever the
+// stream says). A batch that would not shrink is sent ENCODING_RAW instead.
+// Such a frame always has kFramePagesHashed, and its page hashes are those
+// of the uncompressed pages.
+//
+// kFramePagesHashed (kPageBatch only, and every RAW, ZSTD and LZ4 batch
+// since protocol version 2): the message carries one hash per payload page
 // (PageBatch.page_hashes) and frame_checksum covers the header and the
 // message only. The receiver verifies that checksum before it trusts the
-// message (so before any payload byte lands), then hashes every page as it
-// lands in its mapping and compares it with the message's hash. Each side
+// message (so before any payload byte lands, or is decompressed), then
+// hashes every page as it lands in its mapping and compares it with the
+// message's hash. Each side
 // hashes each page once: the same hash vouches for the frame and is kept for
 // the end-to-end verification (migration/page_hashes.h).
 //

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "proto/migration.pb.h"
 #include "tools/cli/json_escape.h"
 
@@ -27,7 +28,10 @@ std::string ManifestJson(const ReceivedMigration& got) {
                       ",\"zero_pages\":", got.zero_pages,
                       ",\"bytes_received\":", got.bytes_received,
                       ",\"rounds\":", got.rounds, ",\"channels\":", got.channels,
-                      ",\"device_state_bytes\":", got.device_state.size(), "}}");
+                      ",\"device_state_bytes\":", got.device_state.size(),
+                      ",\"compression\":\"", wire::CodecName(got.compression),
+                      "\",\"compressed_batches\":", got.compressed_batches,
+                      ",\"decompress_ms\":", absl::StrFormat("%.3f", got.decompress_ms), "}}");
 }
 
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {

@@ -21,6 +21,7 @@
 #include "migration/sender.h"
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
+#include "migration/wire/compression.h"
 #include "tools/cli/connection_flags.h"
 #include "tools/cli/exit_status.h"
 #include "tools/cli/interrupt.h"
@@ -161,6 +162,14 @@ int RunSend(const SendFlags& flags) {
           absl::StrCat("--max-bandwidth: ", rate.status().message())));
     }
     options.max_bandwidth = static_cast<uint64_t>(*rate);
+  }
+  if (!flags.compress.empty()) {
+    absl::StatusOr<wire::CompressionSpec> compress = wire::ParseCompressionSpec(flags.compress);
+    if (!compress.ok()) {
+      return Usage(absl::InvalidArgumentError(
+          absl::StrCat("--compress=", compress.status().message())));
+    }
+    options.compression = *compress;
   }
   {
     absl::StatusOr<absl::Duration> io_timeout = IoTimeoutFromFlag(flags.io_timeout_s);
@@ -353,6 +362,17 @@ int RunSend(const SendFlags& flags) {
                : options.verify == SenderOptions::Verify::kFull
                    ? "yes (every page sent, and the paused source re-hashed)"
                    : "yes (every page sent)");
+  if (const CompressionStats& z = stats->compression; z.codec != "none") {
+    std::fprintf(stderr,
+                 "livemig: compression %s:%d: %s of pages sent as %s (ratio %.2f) in %llu "
+                 "batches, %llu raw (%llu tried, %llu skipped), %.0f ms in the codec\n",
+                 z.codec.c_str(), z.level, FormatBytes(static_cast<double>(z.bytes_in)).c_str(),
+                 FormatBytes(static_cast<double>(z.bytes_out)).c_str(), z.ratio(),
+                 static_cast<unsigned long long>(z.compressed_batches),
+                 static_cast<unsigned long long>(z.incompressible_batches + z.skipped_batches),
+                 static_cast<unsigned long long>(z.incompressible_batches),
+                 static_cast<unsigned long long>(z.skipped_batches), z.busy_ms);
+  }
   const AuditStats& audit = stats->audit;
   if (audit.ran && options.verify == SenderOptions::Verify::kSent) {
     std::fprintf(stderr, "livemig: source audit: %s re-hashed in %.0f ms, %llu untracked pages\n",

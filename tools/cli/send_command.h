@@ -53,6 +53,7 @@ struct SendFlags {
   int32_t stall_rounds = 0;         // --stall-rounds
   std::string throttle_steps;       // --throttle-steps
   std::string max_bandwidth;        // --max-bandwidth; empty: none.
+  std::string compress;             // --compress; empty or "none": none.
   double io_timeout_s = 0;          // --io-timeout-s
   std::string verify;               // --verify
   bool json = false;                // --json
