@@ -251,6 +251,29 @@ TEST_F(RawSourceTest, HelloAskingForAnUnknownCodecIsAnsweredWithFailedPreconditi
   ASSERT_NO_FATAL_FAILURE(ExpectTheNextSourceIsReceived());
 }
 
+// Every channel of a migration asks for the same codec: channel 1 asking
+// for zstd while channel 0 asked for none is refused at its Hello (before,
+// the receiver took channel 0's choice and failed the first zstd batch).
+TEST_F(RawSourceTest, ChannelsAskingForDifferentCodecsAreRefusedAtTheHello) {
+  proto::Hello first = MakeHello(proto::ROLE_SOURCE, 0, 2, "id");
+  first.set_features(first.features() | proto::FEATURE_MULTI_CHANNEL);
+  ASSERT_OK(Send(wire::FrameType::kHello, first));
+  proto::Hello reply;
+  ASSERT_OK(Read(wire::FrameType::kHello, &reply));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Connection> second,
+                       Connection::Connect(receiver_->endpoint(), kIo));
+  proto::Hello hello = MakeHello(proto::ROLE_SOURCE, 1, 2, "id");
+  hello.set_features(hello.features() | proto::FEATURE_MULTI_CHANNEL);
+  OfferCompression(wire::CompressionSpec{wire::Codec::kZstd, 1}, &hello);
+  ASSERT_OK(wire::WriteFrame(*second, wire::FrameType::kHello, hello, kIo));
+  ASSERT_OK_AND_ASSIGN(wire::IncomingFrame frame, wire::ReadFrameStart(*second, kIo));
+  proto::Hello unused;
+  EXPECT_THAT(ParseExpected(frame, wire::FrameType::kHello, &unused),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "peer aborted: channel 1 asks for compression COMPRESSION_ZSTD; "
+                                  "channel 0 of the same migration asked for COMPRESSION_NONE"));
+}
+
 // A destination that accepts only `accepted`.
 std::unique_ptr<Receiver> ReceiverAccepting(std::vector<wire::Codec> accepted,
                                             const std::string& root) {

@@ -537,8 +537,8 @@ TEST(Migration, ReceivesIntoMemoryTheDestinationVmmProvides) {
   receiver_options.root_dir = TempDir("provided");
   receiver_options.io_timeout = absl::Seconds(20);
   receiver_options.region_memory =
-      [ram](const proto::RegionInfo& info) -> absl::StatusOr<ProvidedMemory> {
-    return ProvidedMemory{ram, static_cast<size_t>(info.size())};
+      [ram](const RegionDescription& info) -> absl::StatusOr<ProvidedMemory> {
+    return ProvidedMemory{ram, static_cast<size_t>(info.size)};
   };
   auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
   Sender sender(Options(receiver->receiver->endpoint(), 2));
@@ -592,6 +592,15 @@ TEST(Migration, RoundZeroLandsThroughTheFilesTheReceiverCreated) {
     const uint64_t file_pages = 2 * kMiB / 4096 + (anonymous_as_files ? kMiB / 4096 : 0);
     EXPECT_EQ(got.pages_written_to_files, file_pages);
     EXPECT_GT(got.raw_pages, got.pages_written_to_files);  // Round 1's page.
+    // The table as the VMM sees it (destination_memory.h), as rebuilt.
+    ASSERT_EQ(got.regions.size(), 2u);
+    EXPECT_EQ(got.regions[0].backing, RegionDescription::Backing::kFile);
+    EXPECT_EQ(got.regions[0].file_path, "region-0.mem");
+    EXPECT_EQ(got.regions[0].size, 2 * kMiB);
+    EXPECT_EQ(got.regions[1].index, 1u);
+    EXPECT_EQ(got.regions[1].guest_addr, 4 * kMiB);
+    EXPECT_EQ(got.regions[1].backing, anonymous_as_files ? RegionDescription::Backing::kFile
+                                                         : RegionDescription::Backing::kAnonymous);
     ASSERT_OK(vm->Resume());
   }
 }

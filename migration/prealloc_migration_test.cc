@@ -130,8 +130,8 @@ TEST_P(PreallocBacking, EveryPageIsResidentBeforeTheFirstBatchLandsAndTheCopyIsE
     ::close(memfd);
     ASSERT_NE(ram, MAP_FAILED);
     ASSERT_EQ(ResidentPages(ram, kSize), 0);
-    options.region_memory = [ram](const proto::RegionInfo& info) -> absl::StatusOr<ProvidedMemory> {
-      return ProvidedMemory{ram, static_cast<size_t>(info.size())};
+    options.region_memory = [ram](const RegionDescription& info) -> absl::StatusOr<ProvidedMemory> {
+      return ProvidedMemory{ram, static_cast<size_t>(info.size)};
     };
   }
   auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), options);
@@ -280,8 +280,8 @@ TEST(Prealloc, VmmMemoryThatCannotBeBackedIsRefusedBeforeAnyPage) {
   ::close(memfd);
   ASSERT_NE(ram, MAP_FAILED);
   ReceiverOptions options = BaseOptions(TempDir("short_vmm"), true);
-  options.region_memory = [ram](const proto::RegionInfo& info) -> absl::StatusOr<ProvidedMemory> {
-    return ProvidedMemory{ram, static_cast<size_t>(info.size())};
+  options.region_memory = [ram](const RegionDescription& info) -> absl::StatusOr<ProvidedMemory> {
+    return ProvidedMemory{ram, static_cast<size_t>(info.size)};
   };
   LandingProbe probe;
   probe.Install(options, kRegion);

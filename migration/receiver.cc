@@ -23,6 +23,7 @@
 #include "migration/internal/compressed_batch.h"
 #include "migration/internal/file_landing.h"
 #include "migration/internal/round_barrier.h"
+#include "migration/internal/space_claim.h"
 #include "migration/internal/writeback_thread.h"
 #include "migration/page_hashes.h"
 #include "migration/region_store.h"
@@ -246,14 +247,25 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     // match the hash the source sent, or the migration fails: the bytes are
     // garbage.
     // Compressed: the same, once the pages are decompressed in place (into
-    // the mapping: file landing is for RAW batches only).
+    // the mapping: file landing is for RAW batches only). In round 0 a
+    // file's space may not be claimed yet (tmpfs, space_claim.h): the runs
+    // are claimed first, so a full filesystem is an error, not SIGBUS.
     const std::optional<FileOffset>& file = region.file_offset();
+    const StoredRegion& stored = regions[batch.region_index()];
+    if (compressed && channel_round == 0 && stored.lands_through_file && file) {
+      for (const proto::PageRun& run : batch.runs()) {
+        LIVEMIG_RETURN_IF_ERROR(migration_internal::ClaimRange(
+            file->fd(), file->start() + run.first_page() * kMigrationPageSize,
+            run.count() * kMigrationPageSize, static_cast<int>(batch.region_index()),
+            stored.staging_path));
+      }
+    }
     if (compressed) {
       LIVEMIG_RETURN_IF_ERROR(migration_internal::LandCompressedBatch(
           conn, frame, batch, total, destination, compression_, decompressor,
           options_.io_timeout));
       compressed_batches_.fetch_add(1, std::memory_order_relaxed);
-    } else if (channel_round == 0 && regions[batch.region_index()].lands_through_file && file) {
+    } else if (channel_round == 0 && stored.lands_through_file && file) {
       LIVEMIG_RETURN_IF_ERROR(landing.Land(conn, frame, batch, *file, options_.io_timeout,
                                            absl::StrCat("region ", batch.region_index())));
       file_pages_.fetch_add(total, std::memory_order_relaxed);
@@ -307,8 +319,10 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   LIVEMIG_RETURN_IF_ERROR(
       wire::ReadPayloadAndVerify(conn, frame, {}, options_.io_timeout));
   // The mappings start zeroed and round 0 visits every page once, so in
-  // round 0 only a page that already landed (a broken source sent it twice)
-  // needs clearing; later rounds clear every page.
+  // round 0 only a page that already landed with bytes (a broken source sent
+  // it twice) needs clearing — and is allocated (a page that landed as ZERO
+  // may be a hole of a file whose space is not claimed yet: writing it
+  // through the mapping could be SIGBUS); later rounds clear every page.
   // Memory the VMM provided holds whatever it held: cleared like a later
   // round's.
   const bool zeroed = regions[batch.region_index()].starts_zeroed;
@@ -317,7 +331,8 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   }
   for (const proto::PageRun& run : batch.runs()) {
     for (uint64_t p = run.first_page(); p < run.first_page() + run.count(); ++p) {
-      if (channel_round == 0 && zeroed && landed.Get(p) != kNoPageHash) {
+      if (channel_round == 0 && zeroed && landed.Get(p) != kNoPageHash &&
+          landed.Get(p) != ZeroPageHash()) {
         std::memset(region.as_ptr() + p * kMigrationPageSize, 0, kMigrationPageSize);
       }
       landed.Set(p, ZeroPageHash());
@@ -513,10 +528,10 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
     }
     Step("flushed");
   }
-  std::vector<proto::RegionInfo> infos;
+  std::vector<RegionDescription> infos;
   std::vector<std::string> files;
   for (const StoredRegion& r : store_->regions()) {
-    infos.push_back(r.info);
+    infos.push_back(DescribeRegion(r.info));
     files.push_back(r.final_path);
   }
   std::vector<uint64_t> roots;

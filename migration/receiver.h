@@ -54,7 +54,7 @@
 #include <mutex>  // Not absl::Mutex: Debian's Abseil is not TSan-instrumented.
 #include "absl/time/time.h"
 #include "core/guest_memory.h"
-#include "migration/region_store.h"
+#include "migration/destination_memory.h"
 #include "migration/transport/connection.h"
 #include "migration/transport/endpoint.h"
 #include "migration/transport/listener.h"
@@ -126,7 +126,7 @@ struct ReceiverOptions {
   // hugetlbfs), asked per region when the table arrives
   // (RegionStoreOptions::provide, region_store.h): ReceiveOne()'s memory is
   // then that mapping, which the VMM keeps owning. Null: the receiver's own.
-  std::function<absl::StatusOr<ProvidedMemory>(const proto::RegionInfo&)> region_memory;
+  std::function<absl::StatusOr<ProvidedMemory>(const RegionDescription&)> region_memory;
   // Testing only: called after a RAW batch's pages landed in region
   // `region`'s mapping at `data`, before they are hashed.
   std::function<void(uint32_t region, uint64_t first_page, uint8_t* data,
@@ -146,7 +146,7 @@ struct ReceivedMigration {
   // The source VMM's device state (VmControl::DeviceSections), in order.
   std::vector<DeviceSection> device_sections;
   std::string device_state;  // The bytes of section "vmm" (DeviceState()), if any.
-  std::vector<proto::RegionInfo> regions;
+  std::vector<RegionDescription> regions;  // The table, in order.
   std::vector<std::string> files;     // Final path per region ("" anonymous).
   // Per region, in table order: the root of the page hashes that landed
   // (proto RegionDigest.root), equal to the source's when it verified.

@@ -268,7 +268,7 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
     std::set<std::string> needed;  // Files a region without VMM memory maps.
     for (int i = 0; i < table.regions_size(); ++i) {
       const proto::RegionInfo& info = table.regions(i);
-      absl::StatusOr<ProvidedMemory> got = options.provide(info);
+      absl::StatusOr<ProvidedMemory> got = options.provide(DescribeRegion(info));
       if (!got.ok()) {
         return absl::Status(got.status().code(), absl::StrCat("region ", i, ": the VMM's memory: ",
                                                               got.status().message()));
@@ -377,6 +377,15 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
     LIVEMIG_ASSIGN_OR_RETURN(raw->claim, migration_internal::ClaimSpace(
                                              fd, raw->size, plan.first_index, raw->staging_path));
   }
+  // Deferred claims were checked one file at a time: together they must fit
+  // too (two files of 3/4 of a tmpfs each would both pass alone).
+  std::vector<migration_internal::DeferredFile> deferred;
+  for (const auto& file : files_) {
+    if (file->claim.deferred) {
+      deferred.push_back({file->fd->get(), file->size, file->first_region, file->staging_path});
+    }
+  }
+  LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckDeferredFit(deferred));
 
   regions_.reserve(table.regions_size());
   for (const proto::RegionInfo& info : table.regions()) {
@@ -441,6 +450,21 @@ absl::Status RegionStore::Prealloc(int threads) {
   // bounce buffer (internal/file_landing.h) would only add a copy.
   for (StoredRegion& r : regions_) r.lands_through_file = false;
   return status;
+}
+
+RegionDescription DescribeRegion(const proto::RegionInfo& info) {
+  RegionDescription d;
+  d.index = info.index();
+  d.guest_addr = info.guest_addr();
+  d.size = info.size();
+  d.page_size = info.page_size();
+  d.backing = info.backing() == proto::BACKING_FILE ? RegionDescription::Backing::kFile
+                                                    : RegionDescription::Backing::kAnonymous;
+  d.file_path = info.file_path();
+  d.file_offset = info.file_offset();
+  d.prot = static_cast<int>(info.prot());
+  d.hugetlbfs = info.hugetlbfs();
+  return d;
 }
 
 RegionStore::RegionStore() = default;

@@ -65,6 +65,7 @@
 #include "core/file_offset.h"
 #include "core/guest_memory.h"
 #include "core/mmap_region.h"
+#include "migration/destination_memory.h"
 #include "proto/migration.pb.h"
 
 namespace livemig {
@@ -74,14 +75,9 @@ namespace livemig {
 // staging file).
 inline constexpr char kStagingSuffix[] = ".livemig-partial";
 
-// A mapping the VMM owns, lent to the store for one region: at least the
-// region's size, page-aligned, readable and writable, and mapped until the
-// memory TakeGuestMemory() returns is destroyed. Its content need not be
-// zero (the receiver writes every page, zeros included).
-struct ProvidedMemory {
-  void* addr = nullptr;  // Null: the store makes its own mapping.
-  size_t size = 0;
-};
+// The plain description of a table's region that VMMs see
+// (destination_memory.h).
+RegionDescription DescribeRegion(const proto::RegionInfo& info);
 
 struct RegionStoreOptions {
   // Optional: asked once per region, in table order, after the whole table
@@ -89,7 +85,7 @@ struct RegionStoreOptions {
   // (memfd, shared, hugetlbfs: whatever its devices need). A region given
   // memory gets no mapping and no file of the store's; an error is returned
   // as is, prefixed with the region. Null, or a null addr: the store's own.
-  std::function<absl::StatusOr<ProvidedMemory>(const proto::RegionInfo&)> provide;
+  std::function<absl::StatusOr<ProvidedMemory>(const RegionDescription&)> provide;
   // Where file-backed regions are rebuilt. Must be an existing directory
   // (NotFound otherwise) when the table has a file-backed region; unused
   // otherwise.
@@ -174,8 +170,9 @@ class RegionStore {
 //   Every staging file's blocks are allocated up front, so a full disk is
 //   refused before any page arrives and writes into the mappings never fault
 //   for lack of space (filesystems without fallocate are used as they are) —
-//   except on tmpfs, where only the free space is checked now (statvfs; less
-//   than needed is the same ResourceExhausted) and ClaimDeferredSpace()
+//   except on tmpfs, where only the free space is checked now (statvfs, all
+//   files of a filesystem together; less than needed is the same
+//   ResourceExhausted) and ClaimDeferredSpace()
 //   allocates what round 0 left (internal/space_claim.h).
   //   With options.prealloc, also a region that cannot be made resident
   //   (see RegionStoreOptions::prealloc).

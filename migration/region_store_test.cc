@@ -272,10 +272,10 @@ TEST_F(RegionStoreTest, RegionsTheVmmGivesMemoryForUseItAndNothingElse) {
   void* ram = ::mmap(nullptr, 8 * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   ASSERT_NE(ram, MAP_FAILED);
   std::vector<uint32_t> asked;
-  options_.provide = [&](const proto::RegionInfo& info) -> absl::StatusOr<ProvidedMemory> {
-    asked.push_back(info.index());
-    if (info.index() == 2) return ProvidedMemory{};  // This one: the store's own.
-    const size_t offset = info.index() == 0 ? 0 : 4 * kPage;
+  options_.provide = [&](const RegionDescription& info) -> absl::StatusOr<ProvidedMemory> {
+    asked.push_back(info.index);
+    if (info.index == 2) return ProvidedMemory{};  // This one: the store's own.
+    const size_t offset = info.index == 0 ? 0 : 4 * kPage;
     return ProvidedMemory{static_cast<uint8_t*>(ram) + offset, 4 * kPage};
   };
   {
@@ -308,15 +308,15 @@ TEST_F(RegionStoreTest, VmmMemoryThatDoesNotFitIsRefusedBeforeAnythingIsCreated)
   std::vector<uint8_t> small(2 * kPage + kPage);
   uint8_t* aligned = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(small.data()) + kPage - 1) / kPage * kPage);
-  options_.provide = [&](const proto::RegionInfo& info) -> absl::StatusOr<ProvidedMemory> {
-    if (info.index() == 0) return ProvidedMemory{};
+  options_.provide = [&](const RegionDescription& info) -> absl::StatusOr<ProvidedMemory> {
+    if (info.index == 0) return ProvidedMemory{};
     return ProvidedMemory{aligned, kPage};
   };
   EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "a/mem", 0),
                             Anonymous(1, 0x100000, 2 * kPage)})),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
                                   "region 1: the VMM's memory (4096 bytes at 0x"));
-  options_.provide = [](const proto::RegionInfo&) -> absl::StatusOr<ProvidedMemory> {
+  options_.provide = [](const RegionDescription&) -> absl::StatusOr<ProvidedMemory> {
     return absl::ResourceExhaustedError("no hugepages left");
   };
   EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "a/mem", 0)})),

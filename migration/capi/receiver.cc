@@ -37,18 +37,18 @@ using livemig::capi_internal::NullArgument;
 namespace {
 
 // ReceiverOptions::region_memory over the C callback.
-std::function<absl::StatusOr<livemig::ProvidedMemory>(const livemig::proto::RegionInfo&)>
+std::function<absl::StatusOr<livemig::ProvidedMemory>(const livemig::RegionDescription&)>
 RegionMemory(livemig_region_memory_fn fn, void* user_data) {
-  return [fn, user_data](const livemig::proto::RegionInfo& info)
+  return [fn, user_data](const livemig::RegionDescription& info)
              -> absl::StatusOr<livemig::ProvidedMemory> {
     livemig_region_info region{};
-    region.index = info.index();
-    region.guest_addr = info.guest_addr();
-    region.size = info.size();
-    const bool file = info.backing() == livemig::proto::BACKING_FILE;
+    region.index = info.index;
+    region.guest_addr = info.guest_addr;
+    region.size = info.size;
+    const bool file = info.backing == livemig::RegionDescription::Backing::kFile;
     region.backing = file ? LIVEMIG_BACKING_FILE : LIVEMIG_BACKING_ANONYMOUS;
-    region.file_path = file ? info.file_path().c_str() : "";
-    region.file_offset = file ? info.file_offset() : 0;
+    region.file_path = file ? info.file_path.c_str() : "";
+    region.file_offset = file ? info.file_offset : 0;
     void* addr = nullptr;
     size_t size = 0;
     char message[kMessageSize] = {0};
@@ -145,7 +145,7 @@ int livemig_receiver_receive_one(livemig_receiver* receiver, livemig_received** 
     for (const auto& region : g.memory.regions()) {
       std::string path;
       for (size_t i = 0; i < g.regions.size() && i < g.files.size(); ++i) {
-        if (g.regions[i].guest_addr() == region.start_addr().value) path = g.files[i];
+        if (g.regions[i].guest_addr == region.start_addr().value) path = g.files[i];
       }
       result->paths.push_back(std::move(path));
     }

@@ -203,7 +203,7 @@ void CheckSucceeded(const ReceivedMigration& got, const StreamModel& model,
       const GuestRegion<NoBitmap>& region = got.memory.region(m);
       size_t index = got.regions.size();
       for (size_t i = 0; i < got.regions.size(); ++i) {
-        if (got.regions[i].guest_addr() == region.start_addr().value) index = i;
+        if (got.regions[i].guest_addr == region.start_addr().value) index = i;
       }
       LIVEMIG_FUZZ_CHECK(index < got.regions.size(), "a rebuilt region at 0x",
                          absl::Hex(region.start_addr().value), " is in no table entry");

@@ -4,6 +4,7 @@
 
 #include <condition_variable>
 #include <list>
+#include <optional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -30,6 +31,10 @@ struct Group {
   absl::Time first;
   uint64_t features = 0;  // Of channel 0's Hello, once it came.
   wire::Codec compression = wire::Codec::kNone;  // Of channel 0's Hello.
+  // What the first channel to arrive asked for: every channel of a
+  // migration must ask for the same compression (UNSPECIFIED == NONE).
+  std::optional<proto::Compression> asked;
+  uint32_t asked_by = 0;
 };
 
 class Acceptor {
@@ -136,7 +141,19 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
           " channels; its channel 0 said ", g.count));
     } else if (g.reserved[index]) {
       status = absl::InvalidArgumentError(absl::StrCat("channel index ", index, " used twice"));
+    } else if (const proto::Compression asks = hello.compression() == proto::COMPRESSION_UNSPECIFIED
+                                                   ? proto::COMPRESSION_NONE
+                                                   : hello.compression();
+               g.asked.has_value() && *g.asked != asks) {
+      status = absl::InvalidArgumentError(absl::StrCat(
+          "channel ", index, " asks for compression ", proto::Compression_Name(asks),
+          "; channel ", g.asked_by, " of the same migration asked for ",
+          proto::Compression_Name(*g.asked)));
     } else {
+      if (!g.asked.has_value()) {
+        g.asked = asks;
+        g.asked_by = index;
+      }
       g.reserved[index] = true;
       reserved = true;
     }

@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/statfs.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+
+#include <map>
 
 #include <cerrno>
 #include <cstring>
@@ -61,6 +64,37 @@ absl::StatusOr<SpaceClaim> ClaimSpace(int fd, uint64_t size, int region,
   claim.writable = fs.f_type != HUGETLBFS_MAGIC;
   if (absl::Status s = Allocate(fd, 0, size, size, region, path); !s.ok()) return s;
   return claim;
+}
+
+absl::Status CheckDeferredFit(const std::vector<DeferredFile>& files) {
+  struct Device {
+    uint64_t total = 0;
+    const DeferredFile* first = nullptr;
+  };
+  std::map<dev_t, Device> devices;
+  for (const DeferredFile& f : files) {
+    struct stat st;
+    if (::fstat(f.fd, &st) != 0) {
+      return PosixError(absl::StrCat("region ", f.region, ": fstat \"", f.path, "\""), errno);
+    }
+    Device& d = devices[st.st_dev];
+    d.total += f.size;
+    if (d.first == nullptr) d.first = &f;
+  }
+  for (const auto& [device, d] : devices) {
+    if (FreeBytes(d.first->fd) < d.total) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "region ", d.first->region, ": \"", d.first->path, "\" and the other files on its "
+          "filesystem need ", d.total, " bytes together; it has ", FreeBytes(d.first->fd),
+          " free (checked with statvfs)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ClaimRange(int fd, uint64_t offset, uint64_t length, int region,
+                        const std::string& path) {
+  return Allocate(fd, offset, length, length, region, path);
 }
 
 absl::Status ClaimHoles(int fd, uint64_t size, int region, const std::string& path) {

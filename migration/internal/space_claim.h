@@ -8,9 +8,14 @@
 // What claiming costs depends on the filesystem, and so does when it is done:
 //   tmpfs      fallocate allocates every page (about 0.3 s per GiB here,
 //              before round 0 could start). The free space is checked now
-//              (statvfs), and the receiver claims what is still a hole once
-//              round 0 has landed through write(2), which allocates the
-//              pages it writes anyway (ClaimHoles: only zero pages are left).
+//              (statvfs; every deferred file of a filesystem together:
+//              CheckDeferredFit), and the receiver claims what is still a
+//              hole once round 0 has landed through write(2), which
+//              allocates the pages it writes anyway (ClaimHoles: only zero
+//              pages are left). Until then nothing may be written through
+//              the mapping into a hole: round 0's compressed batches claim
+//              their runs first (ClaimRange), and a page that came as ZERO
+//              is never cleared through the mapping.
 //   hugetlbfs  claimed now (it reserves the huge pages); it has no write(2),
 //              so its pages land through the mapping.
 //   others     claimed now: fallocate only records extents.
@@ -23,6 +28,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -43,6 +49,25 @@ struct SpaceClaim {
 // PosixError.
 [[nodiscard]] absl::StatusOr<SpaceClaim> ClaimSpace(int fd, uint64_t size, int region,
                                                     const std::string& path);
+
+// A staging file whose claim was deferred, for CheckDeferredFit.
+struct DeferredFile {
+  int fd = -1;
+  uint64_t size = 0;
+  int region = 0;
+  std::string path;
+};
+
+// The deferred files' sizes added up per filesystem must fit its free space
+// together (ClaimSpace checks each alone): ResourceExhausted naming the
+// first file and the total otherwise.
+[[nodiscard]] absl::Status CheckDeferredFit(const std::vector<DeferredFile>& files);
+
+// Allocates [offset, offset + length) of `fd` now: for a write through the
+// mapping of a file whose claim is still deferred (round 0's compressed
+// batches). Errors as ClaimSpace.
+[[nodiscard]] absl::Status ClaimRange(int fd, uint64_t offset, uint64_t length, int region,
+                                      const std::string& path);
 
 // Allocates every hole left in [0, size) of `fd` (SEEK_HOLE/SEEK_DATA), so
 // that no page of the file needs a new block any more. Errors as ClaimSpace.

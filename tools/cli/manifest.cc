@@ -14,12 +14,12 @@ namespace livemig::cli {
 std::string ManifestJson(const ReceivedMigration& got) {
   std::string regions;
   for (size_t i = 0; i < got.regions.size(); ++i) {
-    const proto::RegionInfo& info = got.regions[i];
+    const RegionDescription& info = got.regions[i];
     if (!regions.empty()) regions += ",";
     absl::StrAppend(
-        &regions, "{\"index\":", info.index(), ",\"guest_addr\":", info.guest_addr(),
-        ",\"size\":", info.size(), ",\"file\":\"", JsonEscape(got.files[i]),
-        "\",\"file_offset\":", info.file_offset(), ",\"page_hash_root\":\"",
+        &regions, "{\"index\":", info.index, ",\"guest_addr\":", info.guest_addr,
+        ",\"size\":", info.size, ",\"file\":\"", JsonEscape(got.files[i]),
+        "\",\"file_offset\":", info.file_offset, ",\"page_hash_root\":\"",
         absl::Hex(got.digests[i], absl::kZeroPad16), "\"}");
   }
   return absl::StrCat("{\"status\":\"completed\",\"verified\":",

@@ -1,0 +1,55 @@
+// File: migration/destination_memory.h
+//
+// What a destination VMM is told about each region of an incoming migration,
+// and what it may lend for it: plain values, no protobuf (the wire's
+// RegionInfo stays inside livemig).
+//
+//   options.region_memory = [&](const RegionDescription& r)
+//       -> absl::StatusOr<ProvidedMemory> {
+//     if (r.index != 0) return ProvidedMemory{};  // The receiver's own.
+//     return ProvidedMemory{my_memfd_mapping, r.size};
+//   };
+//
+// Thread safety: plain values.
+#ifndef LIVEMIG_MIGRATION_DESTINATION_MEMORY_H_
+#define LIVEMIG_MIGRATION_DESTINATION_MEMORY_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace livemig {
+
+// One region of the table the source sent.
+struct RegionDescription {
+  enum class Backing { kAnonymous, kFile };
+
+  uint32_t index = 0;       // Its place in the table (and in ReceivedMigration).
+  uint64_t guest_addr = 0;  // Guest physical address of its first byte.
+  uint64_t size = 0;        // Bytes.
+  uint32_t page_size = 0;   // Of the source's backing (4096, or a huge page).
+  Backing backing = Backing::kAnonymous;
+  // kFile: where the receiver rebuilds it, relative to its root directory,
+  // and the offset of the region's first byte in that file. Empty and 0 for
+  // kAnonymous.
+  std::string file_path;
+  uint64_t file_offset = 0;
+  int prot = 0;            // PROT_* bits of the source's mapping.
+  bool hugetlbfs = false;  // The source's file lives on hugetlbfs.
+
+  friend bool operator==(const RegionDescription&, const RegionDescription&) = default;
+};
+
+// A mapping the VMM owns, lent to the receiver for one region: at least the
+// region's size, page-aligned, readable and writable, and mapped until the
+// memory ReceiveOne() returns is destroyed. Its content need not be zero
+// (the receiver writes every page, zeros included). Null addr: the receiver
+// makes its own mapping.
+struct ProvidedMemory {
+  void* addr = nullptr;
+  size_t size = 0;
+};
+
+}  // namespace livemig
+
+#endif  // LIVEMIG_MIGRATION_DESTINATION_MEMORY_H_
