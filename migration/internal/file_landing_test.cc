@@ -53,6 +53,17 @@ proto::PageBatch Batch(std::vector<std::pair<uint64_t, uint64_t>> runs) {
   return batch;
 }
 
+// Writes `batch` with `payload` on a thread of its own (the reader may take
+// the payload in pieces smaller than the socket buffers).
+std::thread SendBatch(Connection& to, const proto::PageBatch& batch,
+                      const std::vector<uint8_t>& payload) {
+  return std::thread([&to, &batch, &payload] {
+    const iovec piece{const_cast<uint8_t*>(payload.data()), payload.size()};
+    EXPECT_OK(wire::WriteFrame(to, wire::FrameType::kPageBatch, batch,
+                               absl::MakeConstSpan(&piece, 1), kTimeout));
+  });
+}
+
 std::vector<uint8_t> Pages(uint64_t n) {
   std::vector<uint8_t> bytes(n * kPage);
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 7 + i / kPage);
@@ -80,11 +91,7 @@ TEST(FileLanding, WritesEveryRunAtItsFileOffsetThroughASmallBuffer) {
   const std::vector<uint8_t> payload = Pages(7);
   File file(12, 3 * kPage);
   Pair p = SocketPair();
-  std::thread send([&] {
-    const iovec piece{const_cast<uint8_t*>(payload.data()), payload.size()};
-    ASSERT_OK(wire::WriteFrame(*p.a, wire::FrameType::kPageBatch, batch,
-                               absl::MakeConstSpan(&piece, 1), kTimeout));
-  });
+  std::thread send = SendBatch(*p.a, batch, payload);
   ASSERT_OK_AND_ASSIGN(wire::IncomingFrame frame, wire::ReadFrameStart(*p.b, kTimeout));
   FileLanding landing(3 * kPage);
   ASSERT_OK(landing.Land(*p.b, frame, batch, *file.offset, kTimeout, "region 2"));
@@ -132,11 +139,7 @@ TEST(FileLanding, AFileThatCannotBeWrittenNamesTheRegionAndOffset) {
   ::close(fd);
   FileOffset file(ScopedFd(ro), 0);
   Pair p = SocketPair();
-  std::thread send([&] {
-    const iovec piece{const_cast<uint8_t*>(payload.data()), payload.size()};
-    ASSERT_OK(wire::WriteFrame(*p.a, wire::FrameType::kPageBatch, batch,
-                               absl::MakeConstSpan(&piece, 1), kTimeout));
-  });
+  std::thread send = SendBatch(*p.a, batch, payload);
   ASSERT_OK_AND_ASSIGN(wire::IncomingFrame frame, wire::ReadFrameStart(*p.b, kTimeout));
   FileLanding landing;
   EXPECT_THAT(landing.Land(*p.b, frame, batch, file, kTimeout, "region 2"),
