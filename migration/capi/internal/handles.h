@@ -30,6 +30,7 @@
 #include "migration/sender.h"
 #include "migration/transport/endpoint.h"
 #include "migration/transport/tls_context.h"
+#include "migration/wire/compression.h"
 
 struct livemig_error {
   int code;
@@ -49,6 +50,16 @@ struct livemig_options {
   bool anonymous_as_files = false;
   livemig_region_memory_fn region_memory = nullptr;  // Receiver; null: its own.
   void* region_memory_user_data = nullptr;
+  // ABI 3.
+  livemig::wire::CompressionSpec compression;  // Sender.
+  std::vector<livemig::wire::Codec> accept_compression = {  // Receiver.
+      livemig::wire::Codec::kZstd, livemig::wire::Codec::kLz4};
+  bool prealloc = false;  // Receiver.
+  livemig_progress_fn progress = nullptr;  // Sender; null: none.
+  void* progress_user_data = nullptr;
+  absl::Duration progress_interval = absl::Milliseconds(100);
+  livemig_round_fn round = nullptr;  // Sender; null: none.
+  void* round_user_data = nullptr;
 };
 
 // Regions are collected until the first use, which builds the GuestMemory
