@@ -135,7 +135,8 @@ typedef enum livemig_verify {
 /* Defaults: no endpoint, 2 channels (receiver: at most 64), downtime limit
  * 300 ms, verify SENT, plaintext, io timeout 30 s, no accept timeout, no
  * root dir, anonymous regions received into memory, no region_memory
- * callback. NULL only when out of memory. */
+ * callback; ABI 3: no compression (a receiver accepts zstd and lz4), no
+ * prealloc, no progress or round callback. NULL only when out of memory. */
 LIVEMIG_EXPORT livemig_options* livemig_options_new(void);
 LIVEMIG_EXPORT void livemig_options_free(livemig_options* options);
 
