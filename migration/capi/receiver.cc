@@ -92,12 +92,12 @@ livemig_receiver* livemig_receiver_listen(const livemig_options* options,
     }
     livemig::ReceiverOptions ro;
     ro.root_dir = options->root_dir;
+    ro.accept_compression = options->accept_compression;  // ABI 3.
+    ro.prealloc = options->prealloc;
     ro.anonymous_regions_as_files = options->anonymous_as_files;
     ro.io_timeout = options->io_timeout;
     ro.accept_timeout = options->accept_timeout;
     ro.max_channels = options->channels.value_or(kMaxChannels);
-    ro.accept_compression = options->accept_compression;
-    ro.prealloc = options->prealloc;
     if (options->region_memory != nullptr) {
       ro.region_memory = RegionMemory(options->region_memory, options->region_memory_user_data);
     }

@@ -46,10 +46,6 @@ struct livemig_options {
   std::string tls_hostname;
   absl::Duration io_timeout = absl::Seconds(30);
   absl::Duration accept_timeout = absl::InfiniteDuration();
-  std::string root_dir;
-  bool anonymous_as_files = false;
-  livemig_region_memory_fn region_memory = nullptr;  // Receiver; null: its own.
-  void* region_memory_user_data = nullptr;
   // ABI 3.
   livemig::wire::CompressionSpec compression;  // Sender.
   std::vector<livemig::wire::Codec> accept_compression = {  // Receiver.
@@ -60,6 +56,10 @@ struct livemig_options {
   absl::Duration progress_interval = absl::Milliseconds(100);
   livemig_round_fn round = nullptr;  // Sender; null: none.
   void* round_user_data = nullptr;
+  std::string root_dir;
+  bool anonymous_as_files = false;
+  livemig_region_memory_fn region_memory = nullptr;  // Receiver; null: its own.
+  void* region_memory_user_data = nullptr;
 };
 
 // Regions are collected until the first use, which builds the GuestMemory
