@@ -36,7 +36,8 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 // A sender to 127.0.0.1:`port` with more options set by `configure`.
-livemig_sender* SenderWith(uint16_t port, const std::function<void(livemig_options*)>& configure) {
+livemig_sender* SenderWith(uint16_t port,
+                           const std::function<void(livemig_options*)>& configure) {
   livemig_options* o = livemig_options_new();
   Err err;
   EXPECT_EQ(livemig_options_set_tcp(o, "127.0.0.1", port, err.out()), LIVEMIG_OK);
@@ -245,7 +246,8 @@ TEST(CapiCompression, DestinationAcceptingOnlyZstdRefusesLz4AndTakesZstd) {
   Err err;
   EXPECT_EQ(livemig_sender_migrate(s, guest.memory, &kOps, &vm, nullptr, err.out()),
             LIVEMIG_FAILED_PRECONDITION);
-  EXPECT_THAT(err.message(), HasSubstr("asks for lz4 compression; this destination accepts zstd"));
+  EXPECT_THAT(err.message(),
+              HasSubstr("asks for lz4 compression; this destination accepts zstd"));
   livemig_sender_free(s);
 
   CReceiver taking([](livemig_options* o) {

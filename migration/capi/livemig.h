@@ -48,8 +48,9 @@
  * every region added, livemig_memory_mark_dirty/_write/_read, may be called
  * from any thread at any time while the handle lives; a received result is
  * immutable, so its accessors may run on any thread. Callbacks (vm_ops,
- * progress and round callbacks, region_memory) run on the thread of the call that takes them
- * (livemig_sender_migrate, livemig_receiver_receive_one), one at a time.
+ * the progress and round callbacks, region_memory) run on the thread of the
+ * call that takes them (livemig_sender_migrate,
+ * livemig_receiver_receive_one), one at a time.
  */
 #ifndef LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
 #define LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
