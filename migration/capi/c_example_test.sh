@@ -34,7 +34,8 @@ if [[ -n "$strays" ]]; then
   echo "liblivemig.so exports non-livemig symbols:"; echo "$strays"; exit 1
 fi
 # Every function livemig.h declares is exported (at its version: the ones
-# livemig.map lists under LIVEMIG_2 there, the others at LIVEMIG_1), and
+# livemig.map lists under LIVEMIG_2 and LIVEMIG_3 there, the others at
+# LIVEMIG_1), and
 # nothing else is.
 dynsyms="$(readelf --dyn-syms -W "$capi/liblivemig.so" | awk '$7 != "UND" && $8 ~ /^livemig_/ {print $8}' | sort)"
 declared="$(grep -o '^LIVEMIG_EXPORT [^(]*(' "$capi/include/livemig.h" |
@@ -42,8 +43,13 @@ declared="$(grep -o '^LIVEMIG_EXPORT [^(]*(' "$capi/include/livemig.h" |
 abi2="livemig_options_set_fds livemig_options_set_region_memory livemig_memory_add_file_region
 livemig_received_num_device_sections livemig_received_device_section_at
 livemig_received_find_device_section"
+abi3="livemig_options_set_compression livemig_options_set_accept_compression
+livemig_options_set_prealloc livemig_options_set_progress livemig_options_set_round_callback
+livemig_sender_compression_stats livemig_received_get_stats"
 expected="$(for f in $declared; do
-  if grep -qw "$f" <<<"$abi2"; then echo "$f@@LIVEMIG_2"; else echo "$f@@LIVEMIG_1"; fi
+  if grep -qw "$f" <<<"$abi2"; then echo "$f@@LIVEMIG_2"
+  elif grep -qw "$f" <<<"$abi3"; then echo "$f@@LIVEMIG_3"
+  else echo "$f@@LIVEMIG_1"; fi
 done | sort)"
 if [[ "$dynsyms" != "$expected" ]]; then
   echo "liblivemig.so's livemig_* symbols differ from livemig.h's functions:"

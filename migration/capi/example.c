@@ -12,7 +12,9 @@
  * files byte for byte.
  * Part 2: the same memory to a livemig_receiver in this process (TCP,
  * 127.0.0.1, port 0) on a second thread; checks the received regions (host
- * pointers and files) and the device state byte for byte.
+ * pointers and files) and the device state byte for byte; ABI 3: the pages
+ * go zstd-compressed, and a round callback sees every round, the last one
+ * flagged final.
  * Part 3 (ABI 2): over two socketpairs handed to both sides as connected
  * fds, a memory whose second region is file-backed (the memfd, sent as
  * BACKING_FILE and rebuilt into a named file at its offset), device state as
@@ -257,6 +259,18 @@ static void* receive_thread(void* arg) {
   return NULL;
 }
 
+/* Part 2's round callback (ABI 3): runs on the migrating thread. */
+typedef struct round_log {
+  uint32_t count;
+  int last_final;
+} round_log;
+
+static void on_round(void* user_data, const livemig_round* round) {
+  round_log* log = user_data;
+  if (round->round == log->count) log->count++;
+  log->last_final = round->final;
+}
+
 /* Part 2: to a livemig_receiver in this process, over 127.0.0.1. */
 static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
                                   const unsigned char* a, const unsigned char* b) {
@@ -273,6 +287,9 @@ static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
   fake_vm vm = {0, 0, -1};
   const void* state;
   size_t state_size = 0;
+  round_log rounds = {0, 0};
+  livemig_compression_stats compression;
+  livemig_received_stats received;
 
   snprintf(dir, sizeof dir, "%s/c-out", work);
   CHECK(mkdir(dir, 0755) == 0);
@@ -296,12 +313,31 @@ static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
   check_ok(livemig_options_set_tcp(options, "127.0.0.1", port, &err), err, "set_tcp");
   check_ok(livemig_options_set_channels(options, 3, &err), err, "set_channels");
   check_ok(livemig_options_set_verify(options, LIVEMIG_VERIFY_FULL, &err), err, "set_verify");
+  check_ok(livemig_options_set_compression(options, "zstd:3", &err), err, "set_compression");
+  CHECK(livemig_options_set_compression(options, "zstd:99", &err) == LIVEMIG_INVALID_ARGUMENT);
+  CHECK(strstr(livemig_error_message(err), "zstd levels are 1..19") != NULL);
+  livemig_error_free(err);
+  err = NULL;
+  check_ok(livemig_options_set_round_callback(options, on_round, &rounds, &err), err,
+           "set_round_callback");
   sender = livemig_sender_new(options, &err);
   check_ok(sender != NULL ? LIVEMIG_OK : livemig_error_code(err), err, "sender_new");
   livemig_options_free(options);
   check_ok(livemig_sender_migrate(sender, memory, &kVmOps, &vm, &stats, &err), err,
            "sender_migrate to livemig_receiver");
+  check_ok(livemig_sender_compression_stats(sender, &compression, &err), err,
+           "sender_compression_stats");
   livemig_sender_free(sender);
+  CHECK(compression.codec == LIVEMIG_CODEC_ZSTD && compression.level == 3);
+  CHECK(rounds.count == stats.rounds && rounds.last_final == 1);
+  fprintf(stderr,
+          "part 2: %u rounds, zstd: %llu of %llu batches compressed, %llu -> %llu bytes\n",
+          (unsigned)stats.rounds, (unsigned long long)compression.compressed_batches,
+          (unsigned long long)(compression.compressed_batches +
+                               compression.incompressible_batches +
+                               compression.skipped_batches),
+          (unsigned long long)compression.bytes_in,
+          (unsigned long long)compression.compressed_bytes);
   CHECK(pthread_join(thread, NULL) == 0);
   check_ok(job.rc, job.error, "receiver_receive_one");
   CHECK(strcmp(stats.status, "completed") == 0);
@@ -309,6 +345,9 @@ static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
   CHECK(vm.pauses == 1 && vm.resumes == 0);
 
   CHECK(livemig_received_verified(job.result) == 1);
+  check_ok(livemig_received_get_stats(job.result, &received, &err), err, "received_get_stats");
+  CHECK(received.compression == LIVEMIG_CODEC_ZSTD);
+  CHECK(received.compressed_batches == compression.compressed_batches);
   CHECK(livemig_received_num_regions(job.result) == 2);
   check_ok(livemig_received_region_at(job.result, 0, &region), NULL, "region_at(0)");
   CHECK(region.guest_addr == kGuestA && region.size == kRegionA);

@@ -48,8 +48,9 @@
  * every region added, livemig_memory_mark_dirty/_write/_read, may be called
  * from any thread at any time while the handle lives; a received result is
  * immutable, so its accessors may run on any thread. Callbacks (vm_ops,
- * region_memory) run on the thread of the call that takes them
- * (livemig_sender_migrate, livemig_receiver_receive_one), one at a time.
+ * the progress and round callbacks, region_memory) run on the thread of the
+ * call that takes them (livemig_sender_migrate,
+ * livemig_receiver_receive_one), one at a time.
  */
 #ifndef LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
 #define LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_
@@ -72,8 +73,15 @@ extern "C" {
  *   1  the first.
  *   2  livemig_vm_ops grew device_sections (a caller's struct of ABI 1 is
  *      one pointer shorter); added: endpoints from connected fds, VMM-provided
- *      destination memory, file-backed regions, received device sections. */
-#define LIVEMIG_ABI_VERSION 2
+ *      destination memory, file-backed regions, received device sections.
+ *   3  no struct changed; added: page-batch compression (sender spec,
+ *      receiver's accepted codecs, livemig_sender_compression_stats),
+ *      receiver preallocation, progress and round callbacks
+ *      (livemig_progress, livemig_round), the received result's figures
+ *      (livemig_received_get_stats).
+ *      Every struct ABI 3 added keeps its layout for ever: a later field
+ *      comes with a new struct and a new function. */
+#define LIVEMIG_ABI_VERSION 3
 LIVEMIG_EXPORT int livemig_abi_version(void);
 
 /* ---------------------------------------------------------------- Errors */
@@ -128,7 +136,8 @@ typedef enum livemig_verify {
 /* Defaults: no endpoint, 2 channels (receiver: at most 64), downtime limit
  * 300 ms, verify SENT, plaintext, io timeout 30 s, no accept timeout, no
  * root dir, anonymous regions received into memory, no region_memory
- * callback. NULL only when out of memory. */
+ * callback; ABI 3: no compression (a receiver accepts zstd and lz4), no
+ * prealloc, no progress or round callback. NULL only when out of memory. */
 LIVEMIG_EXPORT livemig_options* livemig_options_new(void);
 LIVEMIG_EXPORT void livemig_options_free(livemig_options* options);
 
@@ -239,6 +248,122 @@ LIVEMIG_EXPORT int livemig_options_set_region_memory(livemig_options* options,
                                                      livemig_region_memory_fn fn,
                                                      void* user_data,
                                                      livemig_error** error_out);
+
+/* ------------------------------------------------- ABI 3: more options */
+
+/* Page-batch compression codecs (the values of the C++ wire::Codec). */
+typedef enum livemig_codec {
+  LIVEMIG_CODEC_NONE = 0,
+  LIVEMIG_CODEC_ZSTD = 1,
+  LIVEMIG_CODEC_LZ4 = 2
+} livemig_codec;
+
+/* Sender (ABI 3): compresses page batches (C++ SenderOptions::compression)
+ * with `spec`, the strings `livemig send --compress=` takes: "none"
+ * (default), "zstd", "zstd:LEVEL" (1..19; plain "zstd" is 1), "lz4" or
+ * "lz4:ACCELERATION" (1..65537; plain "lz4" is 1), strictly (no spaces, no
+ * sign, nothing after the number). Each channel compresses its batches; one
+ * that does not shrink is sent raw, and incompressible memory makes the
+ * channel back off (migration/wire/compression.h). A destination that does
+ * not accept the codec fails livemig_sender_migrate() with
+ * LIVEMIG_FAILED_PRECONDITION naming the codec, before any page is sent.
+ * Errors: NULL spec: LIVEMIG_INVALID_ARGUMENT "compression: NULL"; a bad
+ * string: LIVEMIG_INVALID_ARGUMENT "compression: \"SPEC\": ..." listing the
+ * accepted forms (the option left unchanged). `spec` is copied. Not
+ * synchronized (as every setter). */
+LIVEMIG_EXPORT int livemig_options_set_compression(livemig_options* options,
+                                                   const char* spec,
+                                                   livemig_error** error_out);
+
+/* Receiver (ABI 3): the codecs a source may ask for (C++
+ * ReceiverOptions::accept_compression), as a bit set: bit
+ * (1u << LIVEMIG_CODEC_ZSTD) accepts zstd, (1u << LIVEMIG_CODEC_LZ4) lz4;
+ * 0 accepts none. Default: both. A source asking for another is refused
+ * before any page: its migrate fails with LIVEMIG_FAILED_PRECONDITION
+ * naming the codec ("... asks for zstd compression; this destination
+ * accepts no compression"), while receive_one goes on waiting for a source
+ * it can take (at the accept timeout: LIVEMIG_DEADLINE_EXCEEDED "... last
+ * refused: ..."). Any other bit (including
+ * 1u << LIVEMIG_CODEC_NONE: uncompressed is always accepted):
+ * LIVEMIG_INVALID_ARGUMENT "accept_compression: ..." naming the bits. */
+#define LIVEMIG_ACCEPT_ZSTD (1u << LIVEMIG_CODEC_ZSTD)
+#define LIVEMIG_ACCEPT_LZ4 (1u << LIVEMIG_CODEC_LZ4)
+LIVEMIG_EXPORT int livemig_options_set_accept_compression(livemig_options* options,
+                                                          uint32_t codecs,
+                                                          livemig_error** error_out);
+
+/* Receiver (ABI 3): `prealloc` non-zero makes every region resident
+ * (allocated, zeroed, prefaulted on helper threads; VMM-provided memory
+ * too) when the source's region table arrives, before round 0 (C++
+ * ReceiverOptions::prealloc); 0 (default): pages are faulted in as they
+ * land. A destination that cannot fails receive_one with
+ * LIVEMIG_RESOURCE_EXHAUSTED naming the region, its file and its bytes (the
+ * source gets it as an abort before round 0). Populating must finish within
+ * the source's io timeout. livemig_received_get_stats() reports its time
+ * and bytes. Never fails but for NULL options. */
+LIVEMIG_EXPORT int livemig_options_set_prealloc(livemig_options* options, int prealloc,
+                                                livemig_error** error_out);
+
+/* Where a live pre-copy round stands (C++ MigrationProgress): enough for a
+ * progress bar. Its layout is fixed (ABI 3). */
+typedef struct livemig_progress {
+  uint32_t round;             /* 0: the first, full round */
+  uint64_t round_pages;       /* pages this round sends (harvested) */
+  uint64_t round_pages_sent;  /* of those, handed to the sockets so far */
+  uint64_t transferred_bytes; /* written so far, all rounds, all frames */
+  uint64_t total_bytes;       /* guest memory size */
+  double elapsed_ms;          /* since livemig_sender_migrate() began */
+  double round_bytes_per_s;   /* this round's rate so far */
+} livemig_progress;
+
+/* Called with a progress report owned by the library, valid during the
+ * call only. */
+typedef void (*livemig_progress_fn)(void* user_data, const livemig_progress* progress);
+
+/* Sender (ABI 3): sets (NULL `fn`: clears) a progress callback (C++
+ * SenderOptions::on_progress), called about every `interval_ms` (1 ms ..
+ * 1 day, else LIVEMIG_INVALID_ARGUMENT "progress_interval_ms: ...") while a
+ * live round's pages are being sent: never in the pause (so never for the
+ * final round), never between rounds (the round callback covers those).
+ * Within one migrate, reports come in order: (round, round_pages_sent) and
+ * transferred_bytes never decrease. It runs on the thread of
+ * livemig_sender_migrate(), never concurrently with the vm_ops or the round
+ * callback, and delays the round it reports on: keep it short; it must not
+ * call livemig_sender_free() (livemig_sender_cancel() is fine). `user_data`
+ * must outlive every migrate of a sender made with these options. The
+ * callback is fixed at livemig_sender_new(). */
+LIVEMIG_EXPORT int livemig_options_set_progress(livemig_options* options,
+                                                livemig_progress_fn fn, void* user_data,
+                                                uint64_t interval_ms,
+                                                livemig_error** error_out);
+
+/* One finished round (C++ RoundStats). Its layout is fixed (ABI 3). */
+typedef struct livemig_round {
+  uint32_t round;
+  int final;                     /* 1: the switchover round, sent paused */
+  uint64_t dirty_pages;          /* pages this round sent (harvested) */
+  uint64_t zero_pages;           /* of those, sent as zero runs */
+  uint64_t bytes;                /* written to the sockets */
+  double duration_ms;
+  double bandwidth_bytes_per_s;
+  uint64_t dirtied_during_round; /* pages found dirty after it */
+  double expected_downtime_ms;   /* the estimate made after it */
+  int throttle_percent;
+} livemig_round;
+
+/* Called with a round record owned by the library, valid during the call
+ * only. */
+typedef void (*livemig_round_fn)(void* user_data, const livemig_round* round);
+
+/* Sender (ABI 3): sets (NULL `fn`: clears) a callback for every finished
+ * round (C++ SenderOptions::on_round): after each pre-copy round, while the
+ * guest runs and the channels are idle, and once more for the final round
+ * (final = 1) after the handover, once the pause is over, so a successful
+ * migrate reports every round, the last with final = 1; never inside the
+ * pause. Same thread and rules as the progress callback. */
+LIVEMIG_EXPORT int livemig_options_set_round_callback(livemig_options* options,
+                                                      livemig_round_fn fn, void* user_data,
+                                                      livemig_error** error_out);
 
 /* ---------------------------------------------------------- Guest memory */
 
@@ -418,6 +543,30 @@ LIVEMIG_EXPORT int livemig_sender_migrate(livemig_sender* sender, livemig_memory
  * LIVEMIG_CANCELLED at once. Thread-safe, async-signal-unsafe. NULL: no-op. */
 LIVEMIG_EXPORT void livemig_sender_cancel(livemig_sender* sender);
 
+/* A migration's page-batch compression (C++ CompressionStats), over all
+ * channels. Its layout is fixed (ABI 3). */
+typedef struct livemig_compression_stats {
+  int codec;                       /* a livemig_codec */
+  int level;                       /* zstd level, lz4 acceleration; 0: none */
+  uint64_t compressed_batches;     /* sent compressed */
+  uint64_t incompressible_batches; /* tried (or sampled), sent raw */
+  uint64_t skipped_batches;        /* sent raw untried (back-off) */
+  uint64_t bytes_in;               /* page bytes of the batches sent compressed */
+  uint64_t compressed_bytes;       /* their compressed size ("compressed-size") */
+  double compression_rate;         /* bytes_in / compressed_bytes; 0: none compressed */
+  double busy_ms;                  /* time in the codec, summed over the channels */
+  double busy_rate;                /* busy_ms / the migration's total time; 0: none */
+} livemig_compression_stats;
+
+/* ABI 3: the compression figures of the last livemig_sender_migrate() on
+ * `sender` (also after it failed: what the attempt compressed), into
+ * *stats_out; before any migrate: codec LIVEMIG_CODEC_NONE and zeros.
+ * NULL sender or stats_out: LIVEMIG_INVALID_ARGUMENT naming it. Thread-safe
+ * (a migrate running at the same time: the previous one's figures). */
+LIVEMIG_EXPORT int livemig_sender_compression_stats(const livemig_sender* sender,
+                                                    livemig_compression_stats* stats_out,
+                                                    livemig_error** error_out);
+
 /* -------------------------------------------------------------- Receiver */
 
 typedef struct livemig_receiver livemig_receiver;
@@ -490,6 +639,27 @@ LIVEMIG_EXPORT int livemig_received_find_device_section(const livemig_received* 
                                                         const char* id,
                                                         livemig_device_section* section_out,
                                                         livemig_error** error_out);
+/* What a receiver counted for one migration (C++ ReceivedMigration). Its
+ * layout is fixed (ABI 3). */
+typedef struct livemig_received_stats {
+  uint32_t rounds;
+  uint32_t channels;
+  uint64_t raw_pages;              /* pages received with their bytes */
+  uint64_t zero_pages;             /* pages received as zero runs */
+  uint64_t bytes_received;
+  uint64_t pages_written_to_files; /* of raw_pages: through the file, not the mapping */
+  int compression;                 /* the codec agreed, a livemig_codec */
+  uint64_t compressed_batches;     /* batches that arrived compressed */
+  double decompress_ms;            /* summed over the channels */
+  double prealloc_ms;              /* livemig_options_set_prealloc: making regions resident */
+  uint64_t prealloc_bytes;         /* bytes it populated; 0 without prealloc */
+} livemig_received_stats;
+
+/* ABI 3: the result's figures into *stats_out. NULL result or stats_out:
+ * LIVEMIG_INVALID_ARGUMENT naming it. Thread-safe (immutable result). */
+LIVEMIG_EXPORT int livemig_received_get_stats(const livemig_received* result,
+                                              livemig_received_stats* stats_out,
+                                              livemig_error** error_out);
 /* 1 if the page-hash digests were compared and matched, 0 otherwise. */
 LIVEMIG_EXPORT int livemig_received_verified(const livemig_received* result);
 /* Unmaps the rebuilt memory (files stay). NULL: no-op. */

@@ -23,6 +23,7 @@
 #include "migration/transport/endpoint.h"
 #include "migration/transport/tls_context.h"
 #include "migration/vm_control.h"
+#include "migration/wire/compression.h"
 #include "migration/capi/internal/handles.h"
 #include "proto/migration.pb.h"
 
@@ -91,6 +92,8 @@ livemig_receiver* livemig_receiver_listen(const livemig_options* options,
     }
     livemig::ReceiverOptions ro;
     ro.root_dir = options->root_dir;
+    ro.accept_compression = options->accept_compression;  // ABI 3.
+    ro.prealloc = options->prealloc;
     ro.anonymous_regions_as_files = options->anonymous_as_files;
     ro.io_timeout = options->io_timeout;
     ro.accept_timeout = options->accept_timeout;
@@ -229,6 +232,32 @@ int livemig_received_find_device_section(const livemig_received* result, const c
     }
     return absl::NotFoundError(absl::StrCat("id: no device section \"", id, "\" among the ",
                                             result->got.device_sections.size(), " received"));
+  });
+}
+
+int livemig_received_get_stats(const livemig_received* result,
+                               livemig_received_stats* stats_out, livemig_error** error_out) {
+  return Guard(error_out, [&]() -> absl::Status {
+    if (result == nullptr) return NullArgument("result");
+    if (stats_out == nullptr) return NullArgument("stats_out");
+    const livemig::ReceivedMigration& g = result->got;
+    std::memset(stats_out, 0, sizeof *stats_out);
+    stats_out->rounds = g.rounds;
+    stats_out->channels = g.channels;
+    stats_out->raw_pages = g.raw_pages;
+    stats_out->zero_pages = g.zero_pages;
+    stats_out->bytes_received = g.bytes_received;
+    stats_out->pages_written_to_files = g.pages_written_to_files;
+    switch (g.compression) {
+      case livemig::wire::Codec::kZstd: stats_out->compression = LIVEMIG_CODEC_ZSTD; break;
+      case livemig::wire::Codec::kLz4: stats_out->compression = LIVEMIG_CODEC_LZ4; break;
+      default: stats_out->compression = LIVEMIG_CODEC_NONE; break;
+    }
+    stats_out->compressed_batches = g.compressed_batches;
+    stats_out->decompress_ms = g.decompress_ms;
+    stats_out->prealloc_ms = g.prealloc_ms;
+    stats_out->prealloc_bytes = g.prealloc_bytes;
+    return absl::OkStatus();
   });
 }
 

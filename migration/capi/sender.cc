@@ -150,6 +150,54 @@ void FillStats(const livemig::MigrationStats& s, livemig_stats* out) {
   out->audit_untracked_pages = s.audit.untracked_pages;
 }
 
+livemig_compression_stats CompressionOf(const livemig::MigrationStats& s) {
+  livemig_compression_stats out;
+  std::memset(&out, 0, sizeof out);
+  const livemig::CompressionStats& c = s.compression;
+  out.codec = c.codec == "zstd"  ? LIVEMIG_CODEC_ZSTD
+              : c.codec == "lz4" ? LIVEMIG_CODEC_LZ4
+                                 : LIVEMIG_CODEC_NONE;
+  out.level = c.level;
+  out.compressed_batches = c.compressed_batches;
+  out.incompressible_batches = c.incompressible_batches;
+  out.skipped_batches = c.skipped_batches;
+  out.bytes_in = c.bytes_in;
+  out.compressed_bytes = c.bytes_out;
+  out.compression_rate = c.ratio();
+  out.busy_ms = c.busy_ms;
+  out.busy_rate = s.total_time_ms > 0 ? c.busy_ms / s.total_time_ms : 0;
+  return out;
+}
+
+livemig_round RoundOf(const livemig::RoundStats& r) {
+  livemig_round out;
+  std::memset(&out, 0, sizeof out);
+  out.round = r.round;
+  out.final = r.final ? 1 : 0;
+  out.dirty_pages = r.dirty_pages;
+  out.zero_pages = r.zero_pages;
+  out.bytes = r.bytes;
+  out.duration_ms = r.duration_ms;
+  out.bandwidth_bytes_per_s = r.bandwidth_bytes_per_s;
+  out.dirtied_during_round = r.dirtied_during_round;
+  out.expected_downtime_ms = r.expected_downtime_ms;
+  out.throttle_percent = r.throttle_percent;
+  return out;
+}
+
+livemig_progress ProgressOf(const livemig::MigrationProgress& p) {
+  livemig_progress out;
+  std::memset(&out, 0, sizeof out);
+  out.round = p.round;
+  out.round_pages = p.round_pages;
+  out.round_pages_sent = p.round_pages_sent;
+  out.transferred_bytes = p.transferred;
+  out.total_bytes = p.total;
+  out.elapsed_ms = p.elapsed_ms;
+  out.round_bytes_per_s = p.round_bytes_per_s;
+  return out;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ Sender
@@ -164,6 +212,9 @@ struct livemig_sender {
   std::mutex mu;
   livemig::Sender* running ABSL_GUARDED_BY(mu) = nullptr;
   bool cancel_pending ABSL_GUARDED_BY(mu) = false;
+  // The last migrate's compression figures (livemig_sender_compression_stats).
+  mutable std::mutex stats_mu;
+  livemig_compression_stats last_compression ABSL_GUARDED_BY(stats_mu) = {};
 };
 
 extern "C" {
@@ -194,6 +245,23 @@ livemig_sender* livemig_sender_new(const livemig_options* options,
     so.downtime_limit = options->downtime_limit;
     so.verify = options->verify;
     so.io_timeout = options->io_timeout;
+    so.compression = options->compression;
+    if (options->progress != nullptr) {
+      so.on_progress = [fn = options->progress,
+                        ud = options->progress_user_data](const livemig::MigrationProgress& p) {
+        const livemig_progress c = ProgressOf(p);
+        fn(ud, &c);
+      };
+      so.progress_interval = options->progress_interval;
+    }
+    if (options->round != nullptr) {
+      so.on_round = [fn = options->round,
+                     ud = options->round_user_data](const livemig::MigrationStats& s) {
+        if (s.round_stats.empty()) return;
+        const livemig_round c = RoundOf(s.round_stats.back());
+        fn(ud, &c);
+      };
+    }
     absl::StatusOr<std::shared_ptr<const livemig::TlsContext>> tls =
         LoadTls(*options, livemig::TlsContext::Role::kSource);
     if (!tls.ok()) return tls.status();
@@ -243,7 +311,12 @@ int livemig_sender_migrate(livemig_sender* sender, livemig_memory* memory,
     } unpublish{*sender};
     CVmControl vm(*vm_ops, user_data);
     absl::StatusOr<livemig::MigrationStats> stats = one.Migrate(**m, vm);
-    if (stats_out != nullptr) FillStats(stats.ok() ? *stats : one.last_stats(), stats_out);
+    const livemig::MigrationStats& got = stats.ok() ? *stats : one.last_stats();
+    if (stats_out != nullptr) FillStats(got, stats_out);
+    {
+      std::lock_guard<std::mutex> lock(sender->stats_mu);
+      sender->last_compression = CompressionOf(got);
+    }
     return stats.status();
   });
 }
@@ -257,6 +330,18 @@ void livemig_sender_cancel(livemig_sender* sender) {
     } else {
       sender->cancel_pending = true;
     }
+    return absl::OkStatus();
+  });
+}
+
+int livemig_sender_compression_stats(const livemig_sender* sender,
+                                     livemig_compression_stats* stats_out,
+                                     livemig_error** error_out) {
+  return Guard(error_out, [&]() -> absl::Status {
+    if (sender == nullptr) return NullArgument("sender");
+    if (stats_out == nullptr) return NullArgument("stats_out");
+    std::lock_guard<std::mutex> lock(sender->stats_mu);
+    *stats_out = sender->last_compression;
     return absl::OkStatus();
   });
 }

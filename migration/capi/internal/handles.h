@@ -30,6 +30,7 @@
 #include "migration/sender.h"
 #include "migration/transport/endpoint.h"
 #include "migration/transport/tls_context.h"
+#include "migration/wire/compression.h"
 
 struct livemig_error {
   int code;
@@ -45,6 +46,16 @@ struct livemig_options {
   std::string tls_hostname;
   absl::Duration io_timeout = absl::Seconds(30);
   absl::Duration accept_timeout = absl::InfiniteDuration();
+  // ABI 3.
+  livemig::wire::CompressionSpec compression;  // Sender.
+  std::vector<livemig::wire::Codec> accept_compression = {  // Receiver.
+      livemig::wire::Codec::kZstd, livemig::wire::Codec::kLz4};
+  bool prealloc = false;  // Receiver.
+  livemig_progress_fn progress = nullptr;  // Sender; null: none.
+  void* progress_user_data = nullptr;
+  absl::Duration progress_interval = absl::Milliseconds(100);
+  livemig_round_fn round = nullptr;  // Sender; null: none.
+  void* round_user_data = nullptr;
   std::string root_dir;
   bool anonymous_as_files = false;
   livemig_region_memory_fn region_memory = nullptr;  // Receiver; null: its own.
