@@ -58,6 +58,20 @@ absl::Status CheckDeviceSections(const std::vector<DeviceSection>& sections) {
   return absl::OkStatus();
 }
 
+std::vector<proto::DeviceState> DeviceStateFrames(std::vector<DeviceSection> sections) {
+  std::vector<proto::DeviceState> frames(sections.size());
+  for (size_t i = 0; i < sections.size(); ++i) {
+    proto::DeviceState& frame = frames[i];
+    frame.set_device_id(sections[i].id);
+    frame.set_format_version(sections[i].format_version);
+    frame.set_state_hash(HashDeviceState(sections[i].bytes));
+    frame.set_state(std::move(sections[i].bytes));
+    frame.set_index(static_cast<uint32_t>(i));
+    frame.set_count(static_cast<uint32_t>(sections.size()));
+  }
+  return frames;
+}
+
 absl::Status DeviceStateAssembler::Add(proto::DeviceState frame) {
   const size_t index = sections_.size();
   // A source from before sections: one frame, index = count = 0.

@@ -6,7 +6,8 @@
 // count and the XXH3-64 of its bytes (proto/migration.proto, DeviceState).
 //
 //   Source:       LIVEMIG_RETURN_IF_ERROR(CheckDeviceSections(sections));
-//                 ... frame.set_state_hash(HashDeviceState(section.bytes)) ...
+//                 for (const proto::DeviceState& frame :
+//                      DeviceStateFrames(std::move(sections))) { ... write it ... }
 //   Destination:  DeviceStateAssembler sections;
 //                 while (!sections.complete()) {
 //                   ... read a frame ...; LIVEMIG_RETURN_IF_ERROR(sections.Add(frame));
@@ -45,6 +46,10 @@ inline constexpr size_t kMaxDeviceIdLength = 256;
 uint64_t HashDeviceState(const std::string& bytes);
 
 [[nodiscard]] absl::Status CheckDeviceSections(const std::vector<DeviceSection>& sections);
+
+// The DEVICE_STATE frames for `sections` (checked), in order: id, format
+// version, bytes, their hash, index and count.
+std::vector<proto::DeviceState> DeviceStateFrames(std::vector<DeviceSection> sections);
 
 class DeviceStateAssembler {
  public:

@@ -56,6 +56,20 @@ TEST(DeviceSections, TheDestinationTakesSectionsInOrderUntilTheCount) {
                                     DeviceSection{"vcpu1", 3, ""}));
 }
 
+// What the source writes is what the destination assembles back.
+TEST(DeviceSections, TheSourcesFramesAssembleBackIntoTheSections) {
+  const std::vector<DeviceSection> sections = {{"vcpu0", 3, "regs0"}, {"rtc", 7, ""}};
+  const std::vector<proto::DeviceState> frames = DeviceStateFrames(sections);
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[1].index(), 1u);
+  EXPECT_EQ(frames[1].count(), 2u);
+  EXPECT_EQ(frames[0].state_hash(), HashDeviceState("regs0"));
+  DeviceStateAssembler a;
+  for (const proto::DeviceState& f : frames) ASSERT_OK(a.Add(f));
+  EXPECT_TRUE(a.complete());
+  EXPECT_EQ(a.Take(), sections);
+}
+
 TEST(DeviceSections, AnOlderSourcesSingleFrameIsTheOnlySection) {
   DeviceStateAssembler a;
   proto::DeviceState legacy;

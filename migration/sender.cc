@@ -513,14 +513,7 @@ absl::Status Migration::Switchover(uint32_t round) {
   const absl::Time verified = absl::Now();
   LIVEMIG_ASSIGN_OR_RETURN(std::vector<DeviceSection> sections, vm_.DeviceSections());
   LIVEMIG_RETURN_IF_ERROR(CheckDeviceSections(sections));
-  for (size_t i = 0; i < sections.size(); ++i) {
-    proto::DeviceState device;
-    device.set_device_id(sections[i].id);
-    device.set_format_version(sections[i].format_version);
-    device.set_state_hash(HashDeviceState(sections[i].bytes));
-    device.set_state(std::move(sections[i].bytes));
-    device.set_index(static_cast<uint32_t>(i));
-    device.set_count(static_cast<uint32_t>(sections.size()));
+  for (const proto::DeviceState& device : DeviceStateFrames(std::move(sections))) {
     LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kDeviceState,
                                              device, options_.io_timeout));
   }
