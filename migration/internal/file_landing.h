@@ -17,6 +17,10 @@
 // already there, the mapping wins (5.0 vs 3.9 GB/s): the receiver uses this
 // only for round 0 of regions it created itself (every page fresh).
 //
+// Cost: one pwrite(2) per run (per MiB of a long run). Round 0's runs are
+// long unless zero pages break them up; a batch of single-page runs costs a
+// system call per page, about what the page fault it replaces cost.
+//
 // The bytes still end up exactly where the mapping shows them (MAP_SHARED of
 // the same file), and the receiver hashes every page from the mapping after
 // it landed, as for the direct path.
