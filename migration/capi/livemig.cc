@@ -51,6 +51,7 @@ using livemig::capi_internal::DurationMs;
 using livemig::capi_internal::Guard;
 using livemig::capi_internal::kMaxChannels;
 using livemig::capi_internal::NullArgument;
+using livemig::capi_internal::SetOption;
 using livemig::capi_internal::Report;
 
 // ------------------------------------------------------------------ Errors
@@ -145,19 +146,6 @@ const char* livemig_code_name(int code) {
 }  // extern "C"
 
 // ----------------------------------------------------------------- Options
-
-namespace {
-
-// Runs `set` on a valid options handle.
-template <typename Fn>
-int SetOption(livemig_options* options, livemig_error** out, Fn&& set) noexcept {
-  return Guard(out, [&]() -> absl::Status {
-    if (options == nullptr) return NullArgument("options");
-    return set(*options);
-  });
-}
-
-}  // namespace
 
 extern "C" {
 

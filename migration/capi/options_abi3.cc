@@ -5,7 +5,7 @@
 // preallocation, and the sender's progress and round callbacks. They only
 // fill livemig_options (internal/handles.h); livemig_sender_new
 // (sender.cc) and livemig_receiver_listen (receiver.cc) hand them to the
-// C++ options. Every entry point runs its body inside Guard(), so no C++
+// C++ options. Every entry point runs its body inside SetOption() (Guard()), so no C++
 // exception crosses into C.
 #include <cstdint>
 #include <vector>
@@ -20,19 +20,10 @@
 #include "migration/wire/compression.h"
 
 using livemig::capi_internal::DurationMs;
-using livemig::capi_internal::Guard;
 using livemig::capi_internal::NullArgument;
+using livemig::capi_internal::SetOption;
 
 namespace {
-
-// Runs `set` on a valid options handle.
-template <typename Fn>
-int SetOption(livemig_options* options, livemig_error** out, Fn&& set) noexcept {
-  return Guard(out, [&]() -> absl::Status {
-    if (options == nullptr) return NullArgument("options");
-    return set(*options);
-  });
-}
 
 constexpr uint32_t kKnownCodecs = LIVEMIG_ACCEPT_ZSTD | LIVEMIG_ACCEPT_LZ4;
 

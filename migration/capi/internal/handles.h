@@ -129,6 +129,17 @@ int Guard(livemig_error** out, Fn&& fn) noexcept {
 }
 
 absl::Status NullArgument(const char* name);
+
+// Runs `set` (livemig_options& -> absl::Status) on a valid options handle,
+// inside Guard(): every livemig_options_set_* is one call of it.
+template <typename Fn>
+int SetOption(livemig_options* options, livemig_error** out, Fn&& set) noexcept {
+  return Guard(out, [&]() -> absl::Status {
+    if (options == nullptr) return NullArgument("options");
+    return set(*options);
+  });
+}
+
 // A C callback's result as a Status: its code (outside 1..16: Unknown) and
 // the message it wrote into `message` (kMessageSize bytes), or one saying
 // `name` failed.
