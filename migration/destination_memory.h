@@ -25,6 +25,7 @@ struct RegionDescription {
   enum class Backing { kAnonymous, kFile };
 
   uint32_t index = 0;       // Its place in the table (and in ReceivedMigration).
+  uint32_t table_regions = 0;  // How many regions the whole table has.
   uint64_t guest_addr = 0;  // Guest physical address of its first byte.
   uint64_t size = 0;        // Bytes.
   uint32_t page_size = 0;   // Of the source's backing (4096, or a huge page).

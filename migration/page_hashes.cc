@@ -1,6 +1,13 @@
 #include "migration/page_hashes.h"
 
 #include <xxhash.h>
+#if defined(__x86_64__)
+// Debian's libxxhash picks the widest vector unit at run time (AVX2 here)
+// behind these names; plain XXH3_64bits is its SSE2 build. Same hashes,
+// ~3x faster on a page that is in cache (40 vs 14 GB/s on this machine's
+// AMD EPYC), which is where the sender and the receiver hash it.
+#include <xxh_x86dispatch.h>
+#endif
 
 #include <algorithm>
 #include <atomic>

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -98,6 +99,10 @@ class ReceiveSession {
   std::optional<RegionStore> store_;
   // landed_[r]: the hash of every page of region r as it landed.
   std::vector<PageHashes> landed_;
+  // file_writes_[r]: taken by the readers landing round-0 pages in region
+  // r's file (file_landing.h: they take turns, asleep, not spinning in the
+  // kernel's inode lock).
+  std::deque<std::mutex> file_writes_;
   std::string migration_id_;
   uint64_t features_ = 0;  // In effect for this migration (proto::Feature bits).
   wire::Codec compression_ = wire::Codec::kNone;  // Agreed in the Hellos.
@@ -243,9 +248,9 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     // Straight from the socket into the mapping (the message, checksummed,
     // was verified before any byte landed) — or, into fresh pages of a file
     // the store created, through the file (file_landing.h: no clearing of
-    // every page first); then every page is hashed where it landed and must
-    // match the hash the source sent, or the migration fails: the bytes are
-    // garbage.
+    // every page first); then every page is hashed where it landed (through
+    // the file: in the buffer pwrite(2) copied it from) and must match the
+    // hash the source sent, or the migration fails: the bytes are garbage.
     // Compressed: the same, once the pages are decompressed in place (into
     // the mapping: file landing is for RAW batches only). In round 0 a
     // file's space may not be claimed yet (tmpfs, space_claim.h): the runs
@@ -260,15 +265,20 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
             stored.staging_path));
       }
     }
+    // Through the file, each page was hashed on its way (landing.hashes()).
+    bool file_landed = false;
     if (compressed) {
       LIVEMIG_RETURN_IF_ERROR(migration_internal::LandCompressedBatch(
           conn, frame, batch, total, destination, compression_, decompressor,
           options_.io_timeout));
       compressed_batches_.fetch_add(1, std::memory_order_relaxed);
     } else if (channel_round == 0 && stored.lands_through_file && file) {
-      LIVEMIG_RETURN_IF_ERROR(landing.Land(conn, frame, batch, *file, options_.io_timeout,
+      LIVEMIG_RETURN_IF_ERROR(landing.Land(conn, frame, batch, *file,
+                                           file_writes_[batch.region_index()],
+                                           options_.io_timeout,
                                            absl::StrCat("region ", batch.region_index())));
       file_pages_.fetch_add(total, std::memory_order_relaxed);
+      file_landed = true;
     } else {
       LIVEMIG_RETURN_IF_ERROR(wire::ReadPayloadAndVerify(
           conn, frame, absl::MakeConstSpan(destination), options_.io_timeout));
@@ -281,7 +291,8 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
                                     run.count() * kMigrationPageSize);
       }
       for (uint64_t i = 0; i < run.count(); ++i, ++next) {
-        const uint64_t hash = HashPage(data + i * kMigrationPageSize);
+        const uint64_t hash =
+            file_landed ? landing.hashes()[next] : HashPage(data + i * kMigrationPageSize);
         if (hash != batch.page_hashes(next)) {
           const uint64_t page = run.first_page() + i;
           return absl::DataLossError(absl::StrCat(
@@ -531,7 +542,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   std::vector<RegionDescription> infos;
   std::vector<std::string> files;
   for (const StoredRegion& r : store_->regions()) {
-    infos.push_back(DescribeRegion(r.info));
+    infos.push_back(DescribeRegion(r.info, static_cast<uint32_t>(store_->regions().size())));
     files.push_back(r.final_path);
   }
   std::vector<uint64_t> roots;
@@ -583,6 +594,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     store_.emplace(std::move(store));
     for (const StoredRegion& r : store_->regions()) {
       landed_.emplace_back(r.region.size() / kMigrationPageSize);
+      file_writes_.emplace_back();
     }
     proto::Ack ack;
     ack.set_kind(proto::ACK_REGION_TABLE);

@@ -268,7 +268,8 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
     std::set<std::string> needed;  // Files a region without VMM memory maps.
     for (int i = 0; i < table.regions_size(); ++i) {
       const proto::RegionInfo& info = table.regions(i);
-      absl::StatusOr<ProvidedMemory> got = options.provide(DescribeRegion(info));
+      absl::StatusOr<ProvidedMemory> got = options.provide(
+          DescribeRegion(info, static_cast<uint32_t>(table.regions_size())));
       if (!got.ok()) {
         return absl::Status(got.status().code(), absl::StrCat("region ", i, ": the VMM's memory: ",
                                                               got.status().message()));
@@ -452,9 +453,10 @@ absl::Status RegionStore::Prealloc(int threads) {
   return status;
 }
 
-RegionDescription DescribeRegion(const proto::RegionInfo& info) {
+RegionDescription DescribeRegion(const proto::RegionInfo& info, uint32_t table_regions) {
   RegionDescription d;
   d.index = info.index();
+  d.table_regions = table_regions;
   d.guest_addr = info.guest_addr();
   d.size = info.size();
   d.page_size = info.page_size();

@@ -77,7 +77,7 @@ inline constexpr char kStagingSuffix[] = ".livemig-partial";
 
 // The plain description of a table's region that VMMs see
 // (destination_memory.h).
-RegionDescription DescribeRegion(const proto::RegionInfo& info);
+RegionDescription DescribeRegion(const proto::RegionInfo& info, uint32_t table_regions);
 
 struct RegionStoreOptions {
   // Optional: asked once per region, in table order, after the whole table

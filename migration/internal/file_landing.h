@@ -22,14 +22,26 @@
 // system call per page, about what the page fault it replaces cost.
 //
 // The bytes still end up exactly where the mapping shows them (MAP_SHARED of
-// the same file), and the receiver hashes every page from the mapping after
-// it landed, as for the direct path.
+// the same file). Each page is hashed in the buffer, right before pwrite(2)
+// copies exactly those bytes into the file: hashing it from the mapping
+// afterwards would fault every page into this process's page tables (the
+// most expensive part of a fault on this machine's PVM guests) only to read
+// it back from memory. The receiver checks these hashes against the batch's,
+// as it checks those of pages hashed in the mapping.
 //
-// Thread safety: one FileLanding per channel reader; not shared.
+// Writers of one file take turns (`file_writes`): tmpfs serializes writes
+// to one inode under its inode lock anyway, and a second channel reader
+// waiting there spins on the CPU the sender needs (16% of the receiver's
+// CPU with 2 channels into one 2 GiB region); waiting on our own mutex it
+// sleeps.
+//
+// Thread safety: one FileLanding per channel reader; not shared. The mutex
+// passed to Land() is shared by every reader landing in the same file.
 #ifndef LIVEMIG_MIGRATION_INTERNAL_FILE_LANDING_H_
 #define LIVEMIG_MIGRATION_INTERNAL_FILE_LANDING_H_
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -52,13 +64,20 @@ class FileLanding {
   // region at file.start() + p * kMigrationPageSize of `file`; then checks
   // the frame checksum (wire::FinishPayload). Errors: the connection's and
   // frame_io's; a failed pwrite is PosixError's (ENOSPC: ResourceExhausted)
-  // naming `what` (the region) and the file offset.
+  // naming `what` (the region) and the file offset. pwrite(2)s hold
+  // `file_writes`. After it returns OK, hashes() holds HashPage() of every
+  // page of the batch, in run order.
   [[nodiscard]] absl::Status Land(Connection& conn, wire::IncomingFrame& frame,
                                   const proto::PageBatch& batch, const FileOffset& file,
-                                  absl::Duration timeout, const std::string& what);
+                                  std::mutex& file_writes, absl::Duration timeout,
+                                  const std::string& what);
+
+  // The last Land()'s page hashes (valid until the next Land()).
+  const std::vector<uint64_t>& hashes() const { return hashes_; }
 
  private:
   std::vector<uint8_t> buffer_;
+  std::vector<uint64_t> hashes_;
 };
 
 }  // namespace livemig::migration_internal

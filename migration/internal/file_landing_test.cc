@@ -7,12 +7,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/testing/status_matchers.h"
 #include "gtest/gtest.h"
+#include "migration/page_hashes.h"
 #include "migration/protocol.h"
 #include "migration/transport/connection.h"
 #include "migration/wire/frame_io.h"
@@ -94,7 +96,8 @@ TEST(FileLanding, WritesEveryRunAtItsFileOffsetThroughASmallBuffer) {
   std::thread send = SendBatch(*p.a, batch, payload);
   ASSERT_OK_AND_ASSIGN(wire::IncomingFrame frame, wire::ReadFrameStart(*p.b, kTimeout));
   FileLanding landing(3 * kPage);
-  ASSERT_OK(landing.Land(*p.b, frame, batch, *file.offset, kTimeout, "region 2"));
+  std::mutex writes;
+  ASSERT_OK(landing.Land(*p.b, frame, batch, *file.offset, writes, kTimeout, "region 2"));
   send.join();
   const uint8_t* region = file.map + 3 * kPage;
   EXPECT_EQ(0, std::memcmp(region + 1 * kPage, payload.data(), 5 * kPage));
@@ -105,6 +108,30 @@ TEST(FileLanding, WritesEveryRunAtItsFileOffsetThroughASmallBuffer) {
     EXPECT_EQ(region[page * kPage], 0) << "page " << page;
   }
   EXPECT_EQ(file.map[0], 0);
+  // Every page's hash, in run order, of the bytes that went into the file.
+  std::vector<uint64_t> expected;
+  for (uint64_t i = 0; i < 7; ++i) expected.push_back(HashPage(payload.data() + i * kPage));
+  EXPECT_EQ(landing.hashes(), expected);
+}
+
+TEST(FileLanding, EachLandReportsOnlyItsOwnBatchsHashes) {
+  const proto::PageBatch first = Batch({{0, 2}});
+  const proto::PageBatch second = Batch({{3, 1}});
+  const std::vector<uint8_t> payload = Pages(2);
+  File file(4, 0);
+  Pair p = SocketPair();
+  FileLanding landing(kPage);
+  std::mutex writes;
+  for (const proto::PageBatch* batch : {&first, &second}) {
+    const std::vector<uint8_t> bytes(payload.begin(),
+                                     payload.begin() + batch->runs(0).count() * kPage);
+    std::thread send = SendBatch(*p.a, *batch, bytes);
+    ASSERT_OK_AND_ASSIGN(wire::IncomingFrame frame, wire::ReadFrameStart(*p.b, kTimeout));
+    ASSERT_OK(landing.Land(*p.b, frame, *batch, *file.offset, writes, kTimeout, "region 2"));
+    send.join();
+  }
+  EXPECT_EQ(landing.hashes(), std::vector<uint64_t>{HashPage(payload.data())});
+  EXPECT_EQ(0, std::memcmp(file.map + 3 * kPage, payload.data(), kPage));
 }
 
 TEST(FileLanding, APayloadThatEndsEarlyIsDataLoss) {
@@ -123,7 +150,8 @@ TEST(FileLanding, APayloadThatEndsEarlyIsDataLoss) {
   p.a->Shutdown();  // The peer sees EOF.
   ASSERT_OK_AND_ASSIGN(wire::IncomingFrame frame, wire::ReadFrameStart(*p.b, kTimeout));
   FileLanding landing(kPage);
-  EXPECT_THAT(landing.Land(*p.b, frame, batch, *file.offset, kTimeout, "region 2"),
+  std::mutex writes;
+  EXPECT_THAT(landing.Land(*p.b, frame, batch, *file.offset, writes, kTimeout, "region 2"),
               StatusIsWithMessage(absl::StatusCode::kDataLoss,
                                   "frame PAGE_BATCH truncated in its payload"));
 }
@@ -142,7 +170,8 @@ TEST(FileLanding, AFileThatCannotBeWrittenNamesTheRegionAndOffset) {
   std::thread send = SendBatch(*p.a, batch, payload);
   ASSERT_OK_AND_ASSIGN(wire::IncomingFrame frame, wire::ReadFrameStart(*p.b, kTimeout));
   FileLanding landing;
-  EXPECT_THAT(landing.Land(*p.b, frame, batch, file, kTimeout, "region 2"),
+  std::mutex writes;
+  EXPECT_THAT(landing.Land(*p.b, frame, batch, file, writes, kTimeout, "region 2"),
               StatusIsWithMessage(absl::StatusCode::kInternal,
                                   "region 2: write 4096 bytes at file offset 8192"));
   send.join();
