@@ -142,7 +142,8 @@ class Migration {
   // The handover was sent and not refused: a failure now leaves the outcome
   // in doubt (see HandOver).
   bool handed_over_ = false;
-  absl::Duration rtt_ = absl::InfiniteDuration();  // Fastest hello round trip.
+  // Smallest round trip seen: Hellos, then round acknowledgements.
+  absl::Duration rtt_ = absl::InfiniteDuration();
   absl::Duration refresh_ = absl::ZeroDuration();  // Last digest refresh.
   absl::Time start_;
   absl::Time pause_time_;
@@ -401,9 +402,18 @@ absl::Status Migration::Run() {
     progress_.total = stats_.total;
     progress_pages_before_ = raw_before + zero_before;
     LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/false));
+    const absl::Time markers_sent = absl::Now();
     refresh_ = RefreshDigests();
     LIVEMIG_ASSIGN_OR_RETURN(const absl::Duration receiver_completion,
                              ReadRoundAck(round));
+    // The acknowledgement's turnaround, less the receiver's own round-end
+    // work, is another upper bound of the round trip (with the time the
+    // receiver took to drain what was in flight); the smallest bound wins.
+    // The Hello's alone is inflated by a destination slow to answer its
+    // first Hello (still making its memory, still flushing the last
+    // migration), and 2 round trips are part of every pause estimate.
+    rtt_ = std::min(rtt_, std::max(absl::ZeroDuration(),
+                                   absl::Now() - markers_sent - receiver_completion));
     const absl::Duration took = absl::Now() - round_start;
     rs.duration_ms = Ms(took);
     rs.bytes = BytesWritten() - bytes_before;

@@ -67,7 +67,8 @@ ABSL_FLAG(bool, durable, false, "receive: flush the rebuilt files to disk before
           "source they are verified (in the source's downtime); default: flush after the commit");
 ABSL_FLAG(bool, prealloc, false, "receive: allocate every region's memory (prefault it, on one "
           "helper thread per core) before the first page is accepted; a destination that cannot "
-          "is refused up front (ResourceExhausted, naming the region and file)");
+          "is refused up front (ResourceExhausted, naming the region and file). With --region: "
+          "when that memory is made, before a source connects");
 ABSL_FLAG(std::string, test_untracked_write, "", "send, testing only: after round 0, change "
           "the byte at this guest address through the raw pointer, without marking it dirty");
 ABSL_FLAG(std::string, tls_dir, "", "send/receive: mutual TLS 1.3 on every channel with the "
@@ -232,6 +233,8 @@ int main(int argc, char** argv) {
       "  livemig send --vm=kvm[:vcpus=N,pattern=counter|uniform|hotset,rate=R,size=S]\n"
       "       [--tracker=kvm-log|kvm-ring|uffd|api] ...\n"
       "  livemig receive ... [--durable] [--prealloc] [--resume-vm[=DURATION]]\n"
+      "       [--region=gpa=ADDR,size=SIZE...]  the destination's memory, made (with\n"
+      "       --prealloc: populated) before a source connects, as a VMM's at start-up\n"
       "  both: [--tls-dir=DIR] (send: [--tls-hostname=NAME]) for mutual TLS 1.3\n"
       "Sizes: 4096, 0x1000, 64K, 1GiB (binary). Rates: 200MB/s (decimal), 64MiB/s.\n"
       "Exit status: 0 done; 1 failed (send: the workload was resumed); 2 bad usage;\n"
@@ -254,11 +257,9 @@ int main(int argc, char** argv) {
   }
   livemig::cli::StartSignalThread();
   if (command == "receive") {
-    if (!regions.empty()) {
-      std::fprintf(stderr, "livemig: --region is a send flag\n");
-      return livemig::cli::kExitUsage;
-    }
-    return livemig::cli::RunReceive(livemig::ReceiveFlagsFromFlags());
+    livemig::cli::ReceiveFlags flags = livemig::ReceiveFlagsFromFlags();
+    flags.regions = regions;
+    return livemig::cli::RunReceive(flags);
   }
   return livemig::cli::RunSend(livemig::SendFlagsFromFlags(regions));
 }

@@ -216,6 +216,10 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"receive", to, dir, "--channels=100000"}, "--channels=100000: expected 1 to 64"},
       {{"receive", to, dir, "--io-timeout-s=-1"}, "--io-timeout-s=-1: expected"},
       {{"receive", to, dir, "--memory=1GiB"}, "--memory is a send flag, not a receive one"},
+      {{"receive", to, dir, "--region=gpa=0,size=1MiB,file=x"},
+       "--region=gpa=0,size=1MiB,file=x: unknown key \"file\""},
+      {{"receive", to, dir, "--region=gpa=0,size=2MiB", "--region=gpa=1MiB,size=1MiB"},
+       "--region=gpa=1MiB,size=1MiB overlaps --region=gpa=0,size=2MiB"},
       {{"receive", to, dir, "--verify=full"}, "--verify is a send flag"},
       {{"migrate"}, "expected one command, send or receive"},
       {{"send", to, "--memory=1MiB", "--verify=maybe"},
@@ -463,8 +467,48 @@ TEST_F(LivemigCli, PreallocatingReceiverReportsItInItsJsonLine) {
   ASSERT_EQ(receiver.Wait(), 0) << receiver.Err();
   EXPECT_THAT(receiver.Out(), HasSubstr("\"verified\":true"));
   EXPECT_THAT(receiver.Out(), HasSubstr(",\"prealloc\":{\"ms\":"));
-  EXPECT_THAT(receiver.Out(), HasSubstr(",\"bytes\":16777216}}"));
+  EXPECT_THAT(receiver.Out(), HasSubstr(",\"bytes\":16777216,\"before-connect\":false}}"));
   EXPECT_THAT(Process::Slurp(dir_ + "/dst/manifest.json"), Not(HasSubstr("prealloc")));
+}
+
+// --region on receive: the destination's memory is made and populated as
+// the command starts, the guest lands in it, and it is published under the
+// name the source gave the region; nothing prepared is left over.
+TEST_F(LivemigCli, DeclaredMemoryIsPreparedBeforeTheSourceAndTakesTheGuest) {
+  Process receiver = StartReceiver(
+      /*json=*/true, {"--prealloc", "--region=gpa=0,size=16MiB", "--region=gpa=1GiB,size=4MiB"});
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--region=gpa=0,size=16MiB",
+       "--region=gpa=0x40000000,size=4MiB", "--fill=random", "--workload=uniform:rate=20MB/s",
+       "--channels=2", "--json"},
+      dir_, "sender");
+  ASSERT_EQ(sender.Wait(), 0) << sender.Err();
+  ASSERT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_THAT(receiver.Err(), HasSubstr("prepared 20.0 MiB of destination memory in"));
+  EXPECT_THAT(receiver.Out(), HasSubstr("\"verified\":true"));
+  EXPECT_THAT(receiver.Out(), HasSubstr(",\"bytes\":20971520,\"before-connect\":true}}"));
+  EXPECT_EQ(std::filesystem::file_size(dir_ + "/dst/region-0.mem"), 16u << 20);
+  EXPECT_EQ(std::filesystem::file_size(dir_ + "/dst/region-1.mem"), 4u << 20);
+  const std::string manifest = Process::Slurp(dir_ + "/dst/manifest.json");
+  EXPECT_THAT(manifest, HasSubstr(dir_ + "/dst/region-0.mem"));
+  EXPECT_THAT(manifest, HasSubstr(dir_ + "/dst/region-1.mem"));
+  for (const auto& e : std::filesystem::directory_iterator(dir_ + "/dst")) {
+    EXPECT_THAT(e.path().filename().string(), Not(HasSubstr(".livemig-"))) << e.path();
+  }
+}
+
+// A guest that does not fit the declared memory is refused at the region
+// table, before any page: the source keeps running, nothing is left behind.
+TEST_F(LivemigCli, AGuestThatDoesNotFitTheDeclaredMemoryIsRefusedBeforeAnyPage) {
+  Process receiver = StartReceiver(/*json=*/false, {"--region=gpa=0,size=8MiB"});
+  Process sender = Process::Start(
+      {kBinary, "send", "--unix=" + Socket(), "--memory=16MiB", "--fill=random"}, dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 1) << sender.Err();
+  EXPECT_THAT(sender.Err(),
+              HasSubstr("FAILED_PRECONDITION: peer aborted: region 0: the VMM's memory: region 0 "
+                        "(guest 0x0, 16.0 MiB) matches no --region; declared: gpa=0,size=8MiB"));
+  EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ + "/dst"));
 }
 
 // A region backed by a file called like the receiver's own output is

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <system_error>
@@ -22,6 +23,7 @@
 #include "tools/cli/interrupt.h"
 #include "tools/cli/json_escape.h"
 #include "tools/cli/manifest.h"
+#include "tools/cli/prepared_memory.h"
 #include "tools/cli/units.h"
 #include "tools/vmm/resume.h"
 
@@ -92,6 +94,13 @@ int RunReceive(const ReceiveFlags& flags) {
     }
     resume_for = d;
   }
+  std::vector<DeclaredRegion> declared;
+  for (const std::string& text : flags.regions) {
+    absl::StatusOr<DeclaredRegion> region = ParseDeclaredRegion(text);
+    if (!region.ok()) return Usage(region.status());
+    declared.push_back(*region);
+  }
+  if (absl::Status fits = CheckDeclaredRegions(declared); !fits.ok()) return Usage(fits);
   ReceiverOptions options;
   options.root_dir = dir;
   options.max_channels = max_channels > 0 ? static_cast<uint32_t>(max_channels) : 64;
@@ -100,7 +109,15 @@ int RunReceive(const ReceiveFlags& flags) {
   // What this command writes beside the regions: never a region's name.
   options.reserved_paths = {"manifest.json", "manifest.json.tmp"};
   options.durable = flags.durable;
-  options.prealloc = flags.prealloc;
+  // Declared memory is populated when it is made, before any source
+  // connects; the receiver's own prealloc is for the memory it makes.
+  options.prealloc = flags.prealloc && declared.empty();
+  // The current migration's prepared memory (set before each ReceiveOne(),
+  // which calls it on its own thread while this one waits).
+  std::function<absl::StatusOr<ProvidedMemory>(const RegionDescription&)> lend;
+  if (!declared.empty()) {
+    options.region_memory = [&lend](const RegionDescription& r) { return lend(r); };
+  }
   {
     auto tls = DestinationTlsFromFlags(flags.tls_dir);
     if (!tls.ok()) return Usage(tls.status());
@@ -136,6 +153,20 @@ int RunReceive(const ReceiveFlags& flags) {
       return Fail(absl::InternalError(
           absl::StrCat("cannot remove ", manifest_path, ": ", std::strerror(errno))));
     }
+    // The next migration's memory, when declared: made (and populated)
+    // before ReceiveOne() accepts its source, while a source that already
+    // connected waits in the listen backlog.
+    absl::StatusOr<PreparedMemory> prepared =
+        PreparedMemory::Make(dir, declared, flags.prealloc);
+    if (!prepared.ok()) return Fail(prepared.status());
+    if (!prepared->empty()) {
+      lend = prepared->Provider();
+      if (flags.prealloc) {
+        std::fprintf(stderr, "livemig: prepared %s of destination memory in %.0f ms\n",
+                     FormatBytes(static_cast<double>(prepared->populated_bytes())).c_str(),
+                     prepared->populate_ms());
+      }
+    }
     absl::StatusOr<ReceivedMigration> got = r->ReceiveOne();
     if (!got.ok() && absl::IsCancelled(got.status()) &&
         got.status().message() == kCancelledWhileWaiting) {
@@ -151,6 +182,12 @@ int RunReceive(const ReceiveFlags& flags) {
       }
       if (flags.once || at->kind == Endpoint::Kind::kFd || Interrupted()) return kExitFailed;
       continue;
+    }
+    if (!prepared->empty()) {
+      absl::StatusOr<std::vector<std::string>> files =
+          prepared->Publish(got->files, flags.durable);
+      if (!files.ok()) return Fail(files.status());
+      got->files = *std::move(files);
     }
     const std::string manifest = ManifestJson(*got);
     absl::Status written = WriteFileAtomically(manifest_path, manifest);
@@ -169,9 +206,13 @@ int RunReceive(const ReceiveFlags& flags) {
     if (flags.json) {
       std::string line = manifest;
       if (flags.prealloc) {
+        // Declared memory: populated before the source connected.
         line.pop_back();  // The closing brace.
-        absl::StrAppend(&line, ",\"prealloc\":{\"ms\":", got->prealloc_ms,
-                        ",\"bytes\":", got->prealloc_bytes, "}}");
+        absl::StrAppend(&line, ",\"prealloc\":{\"ms\":",
+                        prepared->empty() ? got->prealloc_ms : prepared->populate_ms(),
+                        ",\"bytes\":",
+                        prepared->empty() ? got->prealloc_bytes : prepared->populated_bytes(),
+                        ",\"before-connect\":", prepared->empty() ? "false" : "true", "}}");
       }
       if (resume_for.has_value()) {
         line.pop_back();

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace livemig::cli {
 
@@ -43,6 +44,9 @@ struct ReceiveFlags {
   bool once = false;       // --once
   bool durable = false;    // --durable
   bool prealloc = false;   // --prealloc
+  // --region (repeatable): the destination's own memory, made before a
+  // source connects (prepared_memory.h); empty: made when the table comes.
+  std::vector<std::string> regions;
   std::string tls_dir;     // --tls-dir; empty: plaintext.
   std::string resume_vm;   // --resume-vm: a duration ("1s"); empty: no.
   bool test_hang_after_commit = false;  // --test-hang-after-commit

@@ -1,0 +1,216 @@
+#include "tools/cli/prepared_memory.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/dirty_tracker.h"
+#include "core/file_offset.h"
+#include "core/mmap_region.h"
+#include "core/posix_error.h"
+#include "core/status_macros.h"
+#include "migration/internal/prealloc.h"
+#include "tools/cli/units.h"
+
+namespace livemig::cli {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+// What the receiver would have named the region (RegionStore): a file
+// region by its path, an anonymous one "region-<index>.mem".
+std::string FinalName(const RegionDescription& r) {
+  return r.backing == RegionDescription::Backing::kFile
+             ? r.file_path
+             : absl::StrCat("region-", r.index, ".mem");
+}
+
+std::vector<DeclaredRegion> SortedByAddress(std::vector<DeclaredRegion> specs) {
+  std::sort(specs.begin(), specs.end(),
+            [](const DeclaredRegion& a, const DeclaredRegion& b) { return a.gpa < b.gpa; });
+  return specs;
+}
+
+}  // namespace
+
+absl::Status CheckDeclaredRegions(const std::vector<DeclaredRegion>& specs) {
+  const std::vector<DeclaredRegion> sorted = SortedByAddress(specs);
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    if (sorted[i].gpa < sorted[i - 1].gpa + sorted[i - 1].size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--region=", sorted[i].text, " overlaps --region=", sorted[i - 1].text));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DeclaredRegion> ParseDeclaredRegion(const std::string& text) {
+  DeclaredRegion out;
+  out.text = text;
+  bool have_gpa = false, have_size = false;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    if (kv.first != "gpa" && kv.first != "size") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--region=", text, ": unknown key \"", kv.first,
+          "\" (receive takes gpa=ADDR,size=SIZE: the destination's own memory)"));
+    }
+    absl::StatusOr<uint64_t> value = ParseSize(kv.second);
+    if (!value.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--region=", text, ": ", kv.first, ": ", value.status().message()));
+    }
+    (kv.first == "gpa" ? out.gpa : out.size) = *value;
+    (kv.first == "gpa" ? have_gpa : have_size) = true;
+  }
+  if (!have_gpa || !have_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--region=", text, ": needs both gpa= and size="));
+  }
+  if (out.size == 0 || out.size % kPage != 0 || out.gpa % kPage != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--region=", text, ": gpa and size must be multiples of 4 KiB, size above 0"));
+  }
+  return out;
+}
+
+struct PreparedMemory::State {
+  struct Prepared {
+    DeclaredRegion spec;
+    std::string path;  // Where it was made, until Publish renames it.
+    std::optional<MmapRegion<NoBitmap>> region;  // Set once mapped.
+    std::optional<RegionDescription> lent;  // The incoming region it holds.
+    bool published = false;
+  };
+  std::string dir;
+  std::vector<Prepared> regions;
+  double populate_ms = 0;
+  uint64_t populated_bytes = 0;
+
+  ~State() {
+    for (const Prepared& p : regions) {
+      if (!p.published) (void)::unlink(p.path.c_str());
+    }
+  }
+};
+
+PreparedMemory::PreparedMemory(std::unique_ptr<State> state) : state_(std::move(state)) {}
+PreparedMemory::PreparedMemory(PreparedMemory&&) noexcept = default;
+PreparedMemory& PreparedMemory::operator=(PreparedMemory&&) noexcept = default;
+PreparedMemory::~PreparedMemory() = default;
+
+bool PreparedMemory::empty() const { return state_->regions.empty(); }
+double PreparedMemory::populate_ms() const { return state_->populate_ms; }
+uint64_t PreparedMemory::populated_bytes() const { return state_->populated_bytes; }
+
+absl::StatusOr<PreparedMemory> PreparedMemory::Make(const std::string& dir,
+                                                    const std::vector<DeclaredRegion>& specs,
+                                                    bool populate) {
+  LIVEMIG_RETURN_IF_ERROR(CheckDeclaredRegions(specs));
+  std::vector<DeclaredRegion> sorted = SortedByAddress(specs);
+  auto state = std::make_unique<State>();
+  state->dir = dir;
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    const std::string path = absl::StrCat(dir, "/.livemig-prepared-", i);
+    (void)::unlink(path.c_str());  // A leftover of a killed run.
+    absl::StatusOr<FileOffset> file = FileOffset::Open(path, 0, O_CREAT | O_EXCL);
+    if (!file.ok()) return file.status();
+    // Listed before anything can fail, so the destructor removes it.
+    state->regions.push_back({sorted[i], path, std::nullopt, std::nullopt, false});
+    if (::ftruncate(file->fd(), static_cast<off_t>(sorted[i].size)) != 0) {
+      return PosixError(absl::StrCat("--region=", sorted[i].text, ": size ", path), errno);
+    }
+    absl::StatusOr<MmapRegion<NoBitmap>> mapped =
+        MmapRegion<NoBitmap>::FromFile(std::move(*file), sorted[i].size);
+    if (!mapped.ok()) return mapped.status();
+    state->regions.back().region.emplace(std::move(*mapped));
+  }
+  if (populate && !state->regions.empty()) {
+    std::vector<migration_internal::PopulateTarget> targets;
+    for (size_t i = 0; i < state->regions.size(); ++i) {
+      const State::Prepared& p = state->regions[i];
+      targets.push_back({static_cast<uint32_t>(i), p.region->as_ptr(), p.region->size(),
+                         absl::StrCat(p.path, " (--region=", p.spec.text, ")")});
+    }
+    migration_internal::Populator populator(std::move(targets));
+    populator.Start(migration_internal::Populator::DefaultThreads());
+    absl::Status populated = populator.Wait();
+    if (!populated.ok()) return populated;
+    state->populate_ms = populator.stats().ms;
+    state->populated_bytes = populator.stats().populated_bytes;
+  }
+  return PreparedMemory(std::move(state));
+}
+
+std::function<absl::StatusOr<ProvidedMemory>(const RegionDescription&)>
+PreparedMemory::Provider() {
+  State* state = state_.get();
+  return [state](const RegionDescription& r) -> absl::StatusOr<ProvidedMemory> {
+    State::Prepared* match = nullptr;
+    for (State::Prepared& p : state->regions) {
+      if (p.spec.gpa == r.guest_addr && p.spec.size == r.size) match = &p;
+    }
+    if (match == nullptr) {
+      std::vector<std::string> declared;
+      for (const State::Prepared& p : state->regions) declared.push_back(p.spec.text);
+      return absl::FailedPreconditionError(absl::StrCat(
+          "region ", r.index, " (guest 0x", absl::Hex(r.guest_addr), ", ",
+          FormatBytes(static_cast<double>(r.size)), ") matches no --region; declared: ",
+          absl::StrJoin(declared, " ")));
+    }
+    match->lent = r;
+    // The table's last region: every declared one must have been asked for
+    // (the guest the source sends is the one this memory was made for).
+    if (r.index + 1 == r.table_regions) {
+      for (const State::Prepared& p : state->regions) {
+        if (!p.lent.has_value()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "--region=", p.spec.text, ": the source's guest has no region there (its ",
+              r.table_regions, " regions match the others)"));
+        }
+      }
+    }
+    return ProvidedMemory{match->region->as_ptr(), match->region->size()};
+  };
+}
+
+absl::StatusOr<std::vector<std::string>> PreparedMemory::Publish(std::vector<std::string> files,
+                                                                bool durable) {
+  for (State::Prepared& p : state_->regions) {
+    if (!p.lent.has_value()) continue;  // Provider() refused such a table.
+    const std::string final_path = absl::StrCat(state_->dir, "/", FinalName(*p.lent));
+    if (durable) {
+      if (::msync(p.region->as_ptr(), p.region->size(), MS_SYNC) != 0 ||
+          ::fsync(p.region->file_offset()->fd()) != 0) {
+        return PosixError(absl::StrCat("flush ", p.path), errno);
+      }
+    }
+    if (::rename(p.path.c_str(), final_path.c_str()) != 0) {
+      return PosixError(absl::StrCat("rename ", p.path, " to ", final_path), errno);
+    }
+    p.published = true;
+    if (files.size() < p.lent->table_regions) files.resize(p.lent->table_regions);
+    files[p.lent->index] = final_path;
+  }
+  if (durable) {
+    const int fd = ::open(state_->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) {
+      const int error = errno;
+      if (fd >= 0) ::close(fd);
+      return PosixError(absl::StrCat("flush directory ", state_->dir), error);
+    }
+    ::close(fd);
+  }
+  return files;
+}
+
+}  // namespace livemig::cli

@@ -1,0 +1,164 @@
+#include "tools/cli/prepared_memory.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/testing/status_matchers.h"
+#include "gtest/gtest.h"
+
+namespace livemig::cli {
+namespace {
+
+using ::livemig::testing::StatusIs;
+using ::livemig::testing::StatusIsWithMessage;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+std::string TempDir(const std::string& name) {
+  const std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::vector<DeclaredRegion> Declared(const std::vector<std::string>& texts) {
+  std::vector<DeclaredRegion> out;
+  for (const std::string& t : texts) {
+    absl::StatusOr<DeclaredRegion> r = ParseDeclaredRegion(t);
+    EXPECT_OK(r.status());
+    if (r.ok()) out.push_back(*r);
+  }
+  return out;
+}
+
+RegionDescription Incoming(uint32_t index, uint32_t of, uint64_t gpa, uint64_t size,
+                           const std::string& file = "") {
+  RegionDescription r;
+  r.index = index;
+  r.table_regions = of;
+  r.guest_addr = gpa;
+  r.size = size;
+  r.page_size = 4096;
+  if (!file.empty()) {
+    r.backing = RegionDescription::Backing::kFile;
+    r.file_path = file;
+  }
+  return r;
+}
+
+// Entries of `dir` (names only).
+std::vector<std::string> Entries(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(ParseDeclaredRegion, ReadsAddressAndSize) {
+  ASSERT_OK_AND_ASSIGN(DeclaredRegion r, ParseDeclaredRegion("gpa=1GiB,size=0x200000"));
+  EXPECT_EQ(r.gpa, 1ull << 30);
+  EXPECT_EQ(r.size, 2 * kMiB);
+  EXPECT_EQ(r.text, "gpa=1GiB,size=0x200000");
+}
+
+TEST(ParseDeclaredRegion, RefusesWhatReceiveCannotUseNamingTheFlag) {
+  EXPECT_THAT(ParseDeclaredRegion("gpa=0,size=1M,file=/x"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--region=gpa=0,size=1M,file=/x: unknown key \"file\""));
+  EXPECT_THAT(ParseDeclaredRegion("size=1M"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--region=size=1M: needs both gpa= and size="));
+  EXPECT_THAT(ParseDeclaredRegion("gpa=0,size=1000"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--region=gpa=0,size=1000: gpa and size must be multiples"));
+  EXPECT_THAT(ParseDeclaredRegion("gpa=0,size=lots"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "--region=gpa=0,size=lots: size:"));
+}
+
+TEST(PreparedMemory, OverlappingRegionsAreRefusedNamingBoth) {
+  const std::string dir = TempDir("overlap");
+  EXPECT_THAT(PreparedMemory::Make(dir, Declared({"gpa=0,size=2M", "gpa=1M,size=1M"}), false),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--region=gpa=1M,size=1M overlaps --region=gpa=0,size=2M"));
+  EXPECT_TRUE(Entries(dir).empty());
+}
+
+TEST(PreparedMemory, PopulatesBeforeAnySourceAndLendsTheMatchingRegion) {
+  const std::string dir = TempDir("lend");
+  ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                       PreparedMemory::Make(dir, Declared({"gpa=0,size=2M", "gpa=1G,size=1M"}),
+                                            /*populate=*/true));
+  EXPECT_EQ(prepared.populated_bytes(), 3 * kMiB);
+  // Made in the directory, under hidden names, before any table.
+  EXPECT_EQ(Entries(dir), (std::vector<std::string>{".livemig-prepared-0", ".livemig-prepared-1"}));
+  struct stat st;
+  ASSERT_EQ(::stat((dir + "/.livemig-prepared-0").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(2 * kMiB));
+  EXPECT_GE(st.st_blocks * 512, static_cast<blkcnt_t>(2 * kMiB));  // Allocated.
+
+  auto provide = prepared.Provider();
+  ASSERT_OK_AND_ASSIGN(ProvidedMemory a, provide(Incoming(0, 2, 0, 2 * kMiB, "guest.img")));
+  ASSERT_OK_AND_ASSIGN(ProvidedMemory b, provide(Incoming(1, 2, 1ull << 30, kMiB)));
+  ASSERT_NE(a.addr, nullptr);
+  EXPECT_EQ(a.size, 2 * kMiB);
+  EXPECT_EQ(b.size, kMiB);
+  std::memset(a.addr, 0xab, 4096);  // What the receiver would land.
+
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> files,
+                       prepared.Publish({"", ""}, /*durable=*/true));
+  EXPECT_EQ(files, (std::vector<std::string>{dir + "/guest.img", dir + "/region-1.mem"}));
+  EXPECT_EQ(Entries(dir), (std::vector<std::string>{"guest.img", "region-1.mem"}));
+  std::ifstream in(dir + "/guest.img", std::ios::binary);
+  char first = 0;
+  in.read(&first, 1);
+  EXPECT_EQ(static_cast<unsigned char>(first), 0xab);
+}
+
+TEST(PreparedMemory, ARegionMatchingNoDeclaredOneIsRefusedNamingBoth) {
+  const std::string dir = TempDir("nomatch");
+  ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                       PreparedMemory::Make(dir, Declared({"gpa=0,size=2M"}), false));
+  EXPECT_THAT(prepared.Provider()(Incoming(0, 1, 0, 4 * kMiB)),
+              StatusIsWithMessage(absl::StatusCode::kFailedPrecondition,
+                                  "region 0 (guest 0x0, 4.0 MiB) matches no --region; "
+                                  "declared: gpa=0,size=2M"));
+}
+
+TEST(PreparedMemory, ATableLeavingADeclaredRegionUnusedIsRefusedAtItsLastRegion) {
+  const std::string dir = TempDir("unused");
+  ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                       PreparedMemory::Make(dir, Declared({"gpa=0,size=2M", "gpa=4M,size=1M"}),
+                                            false));
+  EXPECT_THAT(prepared.Provider()(Incoming(0, 1, 0, 2 * kMiB)),
+              StatusIsWithMessage(absl::StatusCode::kFailedPrecondition,
+                                  "--region=gpa=4M,size=1M: the source's guest has no region there"));
+}
+
+TEST(PreparedMemory, FilesNeverPublishedAreRemoved) {
+  const std::string dir = TempDir("removed");
+  {
+    ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                         PreparedMemory::Make(dir, Declared({"gpa=0,size=1M"}), false));
+    EXPECT_EQ(Entries(dir).size(), 1u);
+  }  // A failed migration: ReceiveOne() returned an error, nothing published.
+  EXPECT_TRUE(Entries(dir).empty());
+}
+
+TEST(PreparedMemory, AFileThatCannotBeMadeNamesIt) {
+  const std::string dir = TempDir("cannot") + "/missing";
+  EXPECT_THAT(PreparedMemory::Make(dir, Declared({"gpa=0,size=1M"}), false),
+              StatusIsWithMessage(absl::StatusCode::kNotFound, dir + "/.livemig-prepared-0"));
+}
+
+}  // namespace
+}  // namespace livemig::cli
