@@ -220,6 +220,8 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
        "--region=gpa=0,size=1MiB,file=x: unknown key \"file\""},
       {{"receive", to, dir, "--region=gpa=0,size=2MiB", "--region=gpa=1MiB,size=1MiB"},
        "--region=gpa=1MiB,size=1MiB overlaps --region=gpa=0,size=2MiB"},
+      {{"receive", to, dir, "--region=gpa=0,size=2MiB", "--durable"},
+       "--durable cannot be combined with --region"},
       {{"receive", to, dir, "--verify=full"}, "--verify is a send flag"},
       {{"migrate"}, "expected one command, send or receive"},
       {{"send", to, "--memory=1MiB", "--verify=maybe"},

@@ -183,16 +183,13 @@ PreparedMemory::Provider() {
   };
 }
 
-absl::StatusOr<std::vector<std::string>> PreparedMemory::Publish(std::vector<std::string> files,
-                                                                bool durable) {
+absl::StatusOr<std::vector<std::string>> PreparedMemory::Publish(std::vector<std::string> files) {
   for (State::Prepared& p : state_->regions) {
     if (!p.lent.has_value()) continue;  // Provider() refused such a table.
     const std::string final_path = absl::StrCat(state_->dir, "/", FinalName(*p.lent));
-    if (durable) {
-      if (::msync(p.region->as_ptr(), p.region->size(), MS_SYNC) != 0 ||
-          ::fsync(p.region->file_offset()->fd()) != 0) {
-        return PosixError(absl::StrCat("flush ", p.path), errno);
-      }
+    if (::msync(p.region->as_ptr(), p.region->size(), MS_SYNC) != 0 ||
+        ::fsync(p.region->file_offset()->fd()) != 0) {
+      return PosixError(absl::StrCat("flush ", p.path), errno);
     }
     if (::rename(p.path.c_str(), final_path.c_str()) != 0) {
       return PosixError(absl::StrCat("rename ", p.path, " to ", final_path), errno);
@@ -201,15 +198,13 @@ absl::StatusOr<std::vector<std::string>> PreparedMemory::Publish(std::vector<std
     if (files.size() < p.lent->table_regions) files.resize(p.lent->table_regions);
     files[p.lent->index] = final_path;
   }
-  if (durable) {
-    const int fd = ::open(state_->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || ::fsync(fd) != 0) {
-      const int error = errno;
-      if (fd >= 0) ::close(fd);
-      return PosixError(absl::StrCat("flush directory ", state_->dir), error);
-    }
-    ::close(fd);
+  const int fd = ::open(state_->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const int error = errno;
+    if (fd >= 0) ::close(fd);
+    return PosixError(absl::StrCat("flush directory ", state_->dir), error);
   }
+  ::close(fd);
   return files;
 }
 

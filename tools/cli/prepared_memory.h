@@ -16,7 +16,7 @@
 //                    PreparedMemory::Make(dir, specs, /*populate=*/true));
 //   options.region_memory = prepared.Provider();
 //   ... got = receiver->ReceiveOne() ...
-//   ASSIGN_OR_RETURN(got->files, prepared.Publish(got->files, durable));
+//   ASSIGN_OR_RETURN(got->files, prepared.Publish(got->files));
 //
 // Errors:
 //   Make: InvalidArgument for a bad or overlapping --region (named as given),
@@ -82,12 +82,14 @@ class PreparedMemory {
   // For ReceiverOptions::region_memory. Valid while this object lives.
   std::function<absl::StatusOr<ProvidedMemory>(const RegionDescription&)> Provider();
 
-  // After ReceiveOne() succeeded: renames every lent file onto its region's
-  // name under the directory (fsyncing the file and the directory first
-  // when `durable`) and returns `files` (ReceivedMigration::files: "" for
-  // memory the receiver did not make) with those paths filled in.
-  [[nodiscard]] absl::StatusOr<std::vector<std::string>> Publish(std::vector<std::string> files,
-                                                                bool durable);
+  // After ReceiveOne() succeeded (the migration committed): flushes every
+  // lent file (msync, fsync), renames it onto its region's name under the
+  // directory, flushes the directory — what the receiver does with its own
+  // files once committed — and returns `files` (ReceivedMigration::files:
+  // "" for memory the receiver did not make) with those paths filled in.
+  // `livemig receive --durable` (flush before VERIFIED) is refused with
+  // --region: this flush comes after the commit.
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>> Publish(std::vector<std::string> files);
 
  private:
   struct State;

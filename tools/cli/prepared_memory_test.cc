@@ -115,7 +115,7 @@ TEST(PreparedMemory, PopulatesBeforeAnySourceAndLendsTheMatchingRegion) {
   std::memset(a.addr, 0xab, 4096);  // What the receiver would land.
 
   ASSERT_OK_AND_ASSIGN(std::vector<std::string> files,
-                       prepared.Publish({"", ""}, /*durable=*/true));
+                       prepared.Publish({"", ""}));
   EXPECT_EQ(files, (std::vector<std::string>{dir + "/guest.img", dir + "/region-1.mem"}));
   EXPECT_EQ(Entries(dir), (std::vector<std::string>{"guest.img", "region-1.mem"}));
   std::ifstream in(dir + "/guest.img", std::ios::binary);
