@@ -61,7 +61,11 @@
 //                                                    the message is trusted
 //                                                    before any byte lands;
 //                                                    each page is hashed
-//                                                    where it landed and must
+//                                                    where it landed (round
+//                                                    0 into a file of the
+//                                                    receiver's: in the
+//                                                    buffer its pwrite
+//                                                    copies) and must
 //                                                    equal its page hash
 //                                                    (else Abort{DATA_LOSS}
 //                                                    naming region and page);
