@@ -49,6 +49,14 @@ struct RegionDescription {
 struct ProvidedMemory {
   void* addr = nullptr;
   size_t size = 0;
+  // Optional: the file `addr` maps (MAP_SHARED: a memfd, a tmpfs or disk
+  // file) and the offset in it of addr's first byte. With it, round 0's
+  // pages may be written into the file with pwrite(2) instead of through
+  // the mapping: pages the file does not hold yet are then allocated
+  // without being cleared first (internal/file_landing.h), and the mapping
+  // is never faulted in by the receiver. The receiver dup()s it; -1: none.
+  int fd = -1;
+  uint64_t file_offset = 0;
 };
 
 }  // namespace livemig

@@ -585,6 +585,49 @@ TEST(Migration, ReceivesIntoMemoryTheDestinationVmmProvides) {
   ::close(memfd);
 }
 
+// The same memfd, lent with its descriptor: round 0 writes it with pwrite
+// (no page of the mapping is faulted in by the receiver, and pages the memfd
+// does not hold yet are not cleared first), the garbage it held is
+// overwritten page for page, zero pages included, and the result is exact.
+TEST(Migration, RoundZeroLandsThroughTheFileOfTheVmmsMemory) {
+  constexpr uint64_t kSize = 8 * kMiB;
+  constexpr uint64_t kOffset = 2 * kMiB;  // The region starts inside the file.
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kSize, "", 0}}, Fill::kMixed, 24));
+  const int memfd = ::memfd_create("guest-ram", MFD_CLOEXEC);
+  ASSERT_GE(memfd, 0);
+  ASSERT_EQ(::ftruncate(memfd, kOffset + kSize), 0);
+  uint8_t* file = static_cast<uint8_t*>(
+      ::mmap(nullptr, kOffset + kSize, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0));
+  ASSERT_NE(file, MAP_FAILED);
+  std::memset(file, 0xee, kOffset + kSize / 2);  // Half garbage, half holes.
+  uint8_t* ram = file + kOffset;
+  ReceiverOptions receiver_options;
+  receiver_options.root_dir = TempDir("provided_fd");
+  receiver_options.io_timeout = absl::Seconds(20);
+  receiver_options.region_memory =
+      [ram, memfd](const RegionDescription& info) -> absl::StatusOr<ProvidedMemory> {
+    return ProvidedMemory{ram, static_cast<size_t>(info.size), memfd, kOffset};
+  };
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
+  Sender sender(Options(receiver->receiver->endpoint(), 2));
+  ASSERT_OK(sender.Migrate(vm->memory(), *vm).status());
+  {
+    ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+    EXPECT_EQ(got.memory.region(0).region().as_ptr(), ram);
+    EXPECT_TRUE(got.verified);
+    EXPECT_EQ(got.pages_written_to_files, got.raw_pages);
+    EXPECT_GT(got.raw_pages, 0u);
+    ExpectSameMemory(vm->memory(), got.memory);
+    receiver.reset();
+  }
+  EXPECT_EQ(std::memcmp(ram, vm->memory().region(0).region().as_ptr(), kSize), 0);
+  // The bytes before the region's offset are the VMM's, untouched.
+  EXPECT_EQ(file[0], 0xee);
+  EXPECT_EQ(file[kOffset - 1], 0xee);
+  ::munmap(file, kOffset + kSize);
+  ::close(memfd);
+}
+
 TEST(Migration, UnreachableReceiverIsUnavailable) {
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, kMiB, "", 0}}, Fill::kZero, 1));
   SenderOptions options = Options(Endpoint::Tcp("127.0.0.1", 1), 1);

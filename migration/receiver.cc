@@ -255,8 +255,8 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     // the mapping: file landing is for RAW batches only). In round 0 a
     // file's space may not be claimed yet (tmpfs, space_claim.h): the runs
     // are claimed first, so a full filesystem is an error, not SIGBUS.
-    const std::optional<FileOffset>& file = region.file_offset();
     const StoredRegion& stored = regions[batch.region_index()];
+    const FileOffset* file = stored.landing_file();
     if (compressed && channel_round == 0 && stored.lands_through_file && file) {
       for (const proto::PageRun& run : batch.runs()) {
         LIVEMIG_RETURN_IF_ERROR(migration_internal::ClaimRange(

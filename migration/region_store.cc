@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -398,6 +400,15 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
           MmapRegion<NoBitmap>::BuildRaw(theirs.addr, size, PROT_READ | PROT_WRITE, MAP_SHARED));
       StoredRegion stored{info, std::move(region), "", ""};
       stored.starts_zeroed = false;
+      if (theirs.fd >= 0) {
+        LIVEMIG_ASSIGN_OR_RETURN(FileOffset file, FileOffset::Dup(theirs.fd, theirs.file_offset));
+        struct statfs fs;
+        if (::fstatfs(file.fd(), &fs) != 0) {
+          return PosixError(absl::StrCat("region ", info.index(), ": the VMM's memory file"), errno);
+        }
+        stored.lands_through_file = fs.f_type != HUGETLBFS_MAGIC;  // No write(2) there.
+        stored.provided_file.emplace(std::move(file));
+      }
       regions_.push_back(std::move(stored));
     } else if (info.backing() == proto::BACKING_ANONYMOUS) {
       // Private, not shared: pages that never arrive (zero runs) stay

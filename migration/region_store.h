@@ -132,10 +132,20 @@ struct StoredRegion {
   // The store made the mapping (fresh: every page reads as zero). False for
   // memory the VMM provided (RegionStoreOptions::provide).
   bool starts_zeroed = true;
-  // A file the store made whose pages may be written with write(2) as well
-  // as through the mapping (not hugetlbfs): internal/file_landing.h. False
-  // with RegionStoreOptions::prealloc (the pages are resident already).
+  // A file the store made, or the VMM's (ProvidedMemory::fd), whose pages
+  // may be written with write(2) as well as through the mapping (not
+  // hugetlbfs): internal/file_landing.h. False with
+  // RegionStoreOptions::prealloc (the pages are resident already).
   bool lands_through_file = false;
+  // The VMM's file behind its memory (a dup of ProvidedMemory::fd, at its
+  // offset); empty otherwise (the store's own files are region.file_offset()).
+  std::optional<FileOffset> provided_file;
+  // The file round 0 may be written through: provided_file, else the
+  // mapping's own; null for anonymous memory.
+  const FileOffset* landing_file() const {
+    if (provided_file.has_value()) return &*provided_file;
+    return region.file_offset().has_value() ? &*region.file_offset() : nullptr;
+  }
 };
 
 class RegionStore {

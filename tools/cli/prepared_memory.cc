@@ -93,6 +93,7 @@ struct PreparedMemory::State {
   };
   std::string dir;
   std::vector<Prepared> regions;
+  bool populated = false;
   double populate_ms = 0;
   uint64_t populated_bytes = 0;
 
@@ -145,6 +146,7 @@ absl::StatusOr<PreparedMemory> PreparedMemory::Make(const std::string& dir,
     populator.Start(migration_internal::Populator::DefaultThreads());
     absl::Status populated = populator.Wait();
     if (!populated.ok()) return populated;
+    state->populated = true;
     state->populate_ms = populator.stats().ms;
     state->populated_bytes = populator.stats().populated_bytes;
   }
@@ -179,7 +181,15 @@ PreparedMemory::Provider() {
         }
       }
     }
-    return ProvidedMemory{match->region->as_ptr(), match->region->size()};
+    ProvidedMemory lent{match->region->as_ptr(), match->region->size()};
+    // Fresh (not populated): its pages are holes, which round 0 fills
+    // fastest with pwrite(2) (no clearing first). Populated, it takes them
+    // through the mapping: 2 GiB, 2 channels, memory ready before the
+    // source: 15.9-18.0 Gbit/s through the mapping, 12.9-15.6 through
+    // pwrite into fallocate()d pages, 11.8-13.9 through pwrite into
+    // populated ones.
+    if (!state->populated) lent.fd = match->region->file_offset()->fd();
+    return lent;
   };
 }
 

@@ -5,9 +5,10 @@
 // -mem-prealloc): `livemig receive --region=gpa=ADDR,size=SIZE ...` makes
 // one file per declared region in --dir (a hidden ".livemig-prepared-<i>"
 // name), sized, and with --prealloc populated (every page allocated, on one
-// helper thread per core) before the command listens. The receiver then
-// lands the incoming region of the same guest address and size in it
-// (ReceiverOptions::region_memory: the VMM's memory), and once the
+// helper thread per core) while the command already listens. The receiver
+// then lands the incoming region of the same guest address and size in it
+// (ReceiverOptions::region_memory: the VMM's memory; not populated, also its
+// file, so that round 0 fills the holes with pwrite), and once the
 // migration committed the file is renamed onto the name the source gave the
 // region (what the receiver would have made: file regions by their path,
 // anonymous ones "region-<index>.mem").

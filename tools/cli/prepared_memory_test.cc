@@ -112,6 +112,7 @@ TEST(PreparedMemory, PopulatesBeforeAnySourceAndLendsTheMatchingRegion) {
   ASSERT_NE(a.addr, nullptr);
   EXPECT_EQ(a.size, 2 * kMiB);
   EXPECT_EQ(b.size, kMiB);
+  EXPECT_EQ(a.fd, -1);  // Populated: landed through the mapping.
   std::memset(a.addr, 0xab, 4096);  // What the receiver would land.
 
   ASSERT_OK_AND_ASSIGN(std::vector<std::string> files,
@@ -122,6 +123,21 @@ TEST(PreparedMemory, PopulatesBeforeAnySourceAndLendsTheMatchingRegion) {
   char first = 0;
   in.read(&first, 1);
   EXPECT_EQ(static_cast<unsigned char>(first), 0xab);
+}
+
+TEST(PreparedMemory, UnpopulatedMemoryIsLentWithItsFileForPwrite) {
+  const std::string dir = TempDir("unpopulated");
+  ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                       PreparedMemory::Make(dir, Declared({"gpa=0,size=1M"}), false));
+  EXPECT_EQ(prepared.populated_bytes(), 0u);
+  ASSERT_OK_AND_ASSIGN(ProvidedMemory lent, prepared.Provider()(Incoming(0, 1, 0, kMiB)));
+  ASSERT_GE(lent.fd, 0);
+  EXPECT_EQ(lent.file_offset, 0u);
+  struct stat by_fd, by_name;
+  ASSERT_EQ(::fstat(lent.fd, &by_fd), 0);
+  ASSERT_EQ(::stat((dir + "/.livemig-prepared-0").c_str(), &by_name), 0);
+  EXPECT_EQ(by_fd.st_ino, by_name.st_ino);
+  EXPECT_EQ(by_fd.st_blocks, 0);  // Still holes.
 }
 
 TEST(PreparedMemory, ARegionMatchingNoDeclaredOneIsRefusedNamingBoth) {
