@@ -550,6 +550,23 @@ TEST(Migration, NamedDeviceSectionsArriveInOrder) {
   EXPECT_EQ(got.device_state, "");
 }
 
+// Migrates `vm` over 2 channels to a receiver that lends `memory` for its
+// one region; returns what it received, the receiver gone.
+absl::StatusOr<ReceivedMigration> MigrateIntoVmmMemory(FakeVm& vm, const std::string& dir,
+                                                       ProvidedMemory memory) {
+  ReceiverOptions receiver_options;
+  receiver_options.root_dir = TempDir(dir);
+  receiver_options.io_timeout = absl::Seconds(20);
+  receiver_options.region_memory =
+      [memory](const RegionDescription&) -> absl::StatusOr<ProvidedMemory> { return memory; };
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
+  Sender sender(Options(receiver->receiver->endpoint(), 2));
+  absl::Status sent = sender.Migrate(vm.memory(), vm).status();
+  absl::StatusOr<ReceivedMigration> got = std::move(receiver->Join());
+  if (!sent.ok()) return sent;
+  return got;
+}
+
 // The destination VMM brings its own memory (a memfd it could share with a
 // vhost-user backend), holding garbage: ReceiveOne() returns that mapping,
 // every page as the source had it, zero pages included.
@@ -562,22 +579,12 @@ TEST(Migration, ReceivesIntoMemoryTheDestinationVmmProvides) {
   void* ram = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   ASSERT_NE(ram, MAP_FAILED);
   std::memset(ram, 0xee, kSize);
-  ReceiverOptions receiver_options;
-  receiver_options.root_dir = TempDir("provided");
-  receiver_options.io_timeout = absl::Seconds(20);
-  receiver_options.region_memory =
-      [ram](const RegionDescription& info) -> absl::StatusOr<ProvidedMemory> {
-    return ProvidedMemory{ram, static_cast<size_t>(info.size)};
-  };
-  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
-  Sender sender(Options(receiver->receiver->endpoint(), 2));
-  ASSERT_OK(sender.Migrate(vm->memory(), *vm).status());
   {
-    ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+    ASSERT_OK_AND_ASSIGN(ReceivedMigration got,
+                         MigrateIntoVmmMemory(*vm, "provided", ProvidedMemory{ram, kSize}));
     EXPECT_EQ(got.memory.region(0).region().as_ptr(), ram);
     EXPECT_TRUE(got.verified);
     ExpectSameMemory(vm->memory(), got.memory);
-    receiver.reset();
   }
   // Still the VMM's, still holding the guest after the receiver is gone.
   EXPECT_EQ(std::memcmp(ram, vm->memory().region(0).region().as_ptr(), kSize), 0);
@@ -601,24 +608,15 @@ TEST(Migration, RoundZeroLandsThroughTheFileOfTheVmmsMemory) {
   ASSERT_NE(file, MAP_FAILED);
   std::memset(file, 0xee, kOffset + kSize / 2);  // Half garbage, half holes.
   uint8_t* ram = file + kOffset;
-  ReceiverOptions receiver_options;
-  receiver_options.root_dir = TempDir("provided_fd");
-  receiver_options.io_timeout = absl::Seconds(20);
-  receiver_options.region_memory =
-      [ram, memfd](const RegionDescription& info) -> absl::StatusOr<ProvidedMemory> {
-    return ProvidedMemory{ram, static_cast<size_t>(info.size), memfd, kOffset};
-  };
-  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
-  Sender sender(Options(receiver->receiver->endpoint(), 2));
-  ASSERT_OK(sender.Migrate(vm->memory(), *vm).status());
   {
-    ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+    ASSERT_OK_AND_ASSIGN(
+        ReceivedMigration got,
+        MigrateIntoVmmMemory(*vm, "provided_fd", ProvidedMemory{ram, kSize, memfd, kOffset}));
     EXPECT_EQ(got.memory.region(0).region().as_ptr(), ram);
     EXPECT_TRUE(got.verified);
     EXPECT_EQ(got.pages_written_to_files, got.raw_pages);
     EXPECT_GT(got.raw_pages, 0u);
     ExpectSameMemory(vm->memory(), got.memory);
-    receiver.reset();
   }
   EXPECT_EQ(std::memcmp(ram, vm->memory().region(0).region().as_ptr(), kSize), 0);
   // The bytes before the region's offset are the VMM's, untouched.

@@ -107,8 +107,6 @@ class Migration {
   // Reads the receiver's acknowledgement of round `round`; returns its
   // expected completion cost.
   absl::StatusOr<absl::Duration> ReadRoundAck(uint32_t round);
-  // Refreshes the sent-page chunk digests (channels idle); returns the time.
-  absl::Duration RefreshDigests();
   // The completion step's expected cost, from what was measured so far.
   double ExpectedCompletionMs(absl::Duration receiver) const;
   absl::Status Switchover(uint32_t round);
@@ -142,8 +140,7 @@ class Migration {
   // The handover was sent and not refused: a failure now leaves the outcome
   // in doubt (see HandOver).
   bool handed_over_ = false;
-  // Smallest round trip seen: Hellos, then round acknowledgements.
-  absl::Duration rtt_ = absl::InfiniteDuration();
+  absl::Duration rtt_ = absl::InfiniteDuration();  // Smallest: Hellos, then round acks.
   absl::Duration refresh_ = absl::ZeroDuration();  // Last digest refresh.
   absl::Time start_;
   absl::Time pause_time_;
@@ -321,12 +318,6 @@ absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
   return absl::Microseconds(static_cast<int64_t>(std::min(ack.expected_completion_us(), kMaxUs)));
 }
 
-absl::Duration Migration::RefreshDigests() {
-  const absl::Time start = absl::Now();
-  for (PageHashes& h : sent_) h.RefreshChunks();
-  return absl::Now() - start;
-}
-
 double Migration::ExpectedCompletionMs(absl::Duration receiver) const {
   // Completion and VERIFIED, HANDOVER and COMMITTED: two round trips.
   double ms = Ms(receiver + refresh_ + 2 * rtt_);
@@ -403,15 +394,13 @@ absl::Status Migration::Run() {
     progress_pages_before_ = raw_before + zero_before;
     LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/false));
     const absl::Time markers_sent = absl::Now();
-    refresh_ = RefreshDigests();
+    for (PageHashes& h : sent_) h.RefreshChunks();  // The completion does it again: timed.
+    refresh_ = absl::Now() - markers_sent;
     LIVEMIG_ASSIGN_OR_RETURN(const absl::Duration receiver_completion,
                              ReadRoundAck(round));
-    // The acknowledgement's turnaround, less the receiver's own round-end
-    // work, is another upper bound of the round trip (with the time the
-    // receiver took to drain what was in flight); the smallest bound wins.
-    // The Hello's alone is inflated by a destination slow to answer its
-    // first Hello (still making its memory, still flushing the last
-    // migration), and 2 round trips are part of every pause estimate.
+    // The ack's turnaround less the receiver's round-end work also bounds the
+    // round trip: a late first Hello (a destination still making its memory)
+    // must not stay in every pause estimate.
     rtt_ = std::min(rtt_, std::max(absl::ZeroDuration(),
                                    absl::Now() - markers_sent - receiver_completion));
     const absl::Duration took = absl::Now() - round_start;
