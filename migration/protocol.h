@@ -117,7 +117,10 @@
 //   ---- handover (two-phase: the source decides) --------------------------
 //   ch0: Ack{HANDOVER}                         --->  the commit point: renames
 //                                                    staging files onto their
-//                                                    final names
+//                                                    final names (a file they
+//                                                    replace is freed after
+//                                                    COMMITTED, not in the
+//                                                    pause)
 //                                              <---  Ack{COMMITTED, status}
 //   ---- after the pause ---------------------------------------------------
 //   verify=sent: the source re-hashes its      not durable: the receiver

@@ -527,6 +527,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   // lost: the source then reports the handover in doubt and stays paused.
   // If publishing failed, the answer tells the source to resume.
   (void)wire::WriteFrame(control, wire::FrameType::kAck, answer, options_.io_timeout);
+  store_->ReleaseReplaced();  // Files the commit replaced: freed after the pause.
   LIVEMIG_RETURN_IF_ERROR(committed);
   Step("committed");
   if (!store_->flushed()) {

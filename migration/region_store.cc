@@ -486,6 +486,7 @@ RegionStore::RegionStore(RegionStore&& other) noexcept
     : regions_(std::move(other.regions_)),
       files_(std::move(other.files_)),
       created_dirs_(std::move(other.created_dirs_)),
+      replaced_(std::move(other.replaced_)),
       state_(other.state_),
       flushed_(other.flushed_),
       prealloc_(other.prealloc_) {
@@ -500,6 +501,7 @@ RegionStore& RegionStore::operator=(RegionStore&& other) noexcept {
     regions_ = std::move(other.regions_);
     files_ = std::move(other.files_);
     created_dirs_ = std::move(other.created_dirs_);
+    replaced_ = std::move(other.replaced_);
     state_ = other.state_;
     flushed_ = other.flushed_;
     prealloc_ = other.prealloc_;
@@ -599,6 +601,11 @@ absl::Status RegionStore::Commit() {
   state_ = State::kFailed;
   for (const auto& file : files_) {
     const int parent = file->dirs.back()->get();
+    // The file at the final name, if any, is unlinked by the rename but
+    // freed only when this last reference closes (after the pause). ENOENT
+    // is the usual case; any other failure only costs the deferral.
+    ScopedFd old(::openat(parent, file->name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (old.valid()) replaced_.push_back(std::move(old));
     if (::renameat(parent, file->staging_name.c_str(), parent,
                    file->name.c_str()) != 0) {
       return CommitError(absl::StrCat("rename \"", file->staging_path,
@@ -610,6 +617,12 @@ absl::Status RegionStore::Commit() {
   if (flushed_) LIVEMIG_RETURN_IF_ERROR(SyncDirectories());
   state_ = State::kCommitted;
   return absl::OkStatus();
+}
+
+size_t RegionStore::ReleaseReplaced() {
+  const size_t n = replaced_.size();
+  replaced_.clear();
+  return n;
 }
 
 void RegionStore::Abandon() {

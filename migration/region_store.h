@@ -223,9 +223,15 @@ class RegionStore {
   // is then failed: the remaining staging files are left for Abandon(),
   // though final files renamed before the failing step have already been
   // replaced. FailedPrecondition if Commit already succeeded or failed, or
-  // Abandon() was called.
+  // Abandon() was called. A file the rename replaces stays open (O_PATH)
+  // until ReleaseReplaced() or the destructor: freeing its pages (140 ms per
+  // GiB of tmpfs, measured) would otherwise happen inside the source's pause.
   // REQUIRES: no thread is still writing the regions.
   [[nodiscard]] absl::Status Commit();
+
+  // Closes the files Commit() replaced, so the filesystem frees them now.
+  // Call once the source has been answered. Returns how many there were.
+  size_t ReleaseReplaced();
 
   // fdatasync of every file: what was written so far reaches the disk,
   // without changing the store's state (the receiver keeps the final
@@ -287,6 +293,7 @@ class RegionStore {
     std::string name;
   };
   std::vector<CreatedDir> created_dirs_;
+  std::vector<ScopedFd> replaced_;  // Commit(): the old files at final names.
   State state_ = State::kOpen;
   bool flushed_ = false;
   PreallocStats prealloc_;

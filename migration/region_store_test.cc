@@ -72,6 +72,16 @@ void WriteFile(const std::string& path, const std::string& contents) {
 }
 
 // `len` bytes of `path` at `offset`, read with pread(2).
+// How many of this process's descriptors name `path` after its unlinking.
+int OpenButDeleted(const std::string& path) {
+  int n = 0;
+  for (const auto& fd : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    n += fs::read_symlink(fd.path(), ec) == fs::path(path + " (deleted)") ? 1 : 0;
+  }
+  return n;
+}
+
 std::string Pread(const std::string& path, uint64_t offset, size_t len) {
   std::string bytes(len, '\0');
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -349,7 +359,7 @@ TEST_F(RegionStoreTest, RegionsSharingAFileShareOneStagingFileSizedToTheMaxEnd) 
             std::string(kPage, '\0'));
 }
 
-TEST_F(RegionStoreTest, CommitRenamesStagingToFinalWithBytesAtFileOffset) {
+TEST_F(RegionStoreTest, CommitRenamesStagingToFinalWithBytesAtFileOffsetAndFreesTheOldLater) {
   WriteFile(Root("mem"), "an older file, replaced as a whole by Commit");
   ASSERT_OK_AND_ASSIGN(
       RegionStore store,
@@ -362,6 +372,11 @@ TEST_F(RegionStoreTest, CommitRenamesStagingToFinalWithBytesAtFileOffset) {
 
   ASSERT_OK(store.Commit());
 
+  // The replaced file is freed only once the store lets it go, after the
+  // source's pause, never inside it.
+  EXPECT_EQ(OpenButDeleted(Root("mem")), 1);
+  EXPECT_EQ(store.ReleaseReplaced(), 1u);
+  EXPECT_EQ(OpenButDeleted(Root("mem")), 0);
   EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
   EXPECT_FALSE(fs::exists(Root("d/e/other.livemig-partial")));
   EXPECT_EQ(fs::file_size(Root("mem")), 6 * kPage);
