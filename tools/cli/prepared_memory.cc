@@ -19,6 +19,7 @@
 #include "core/posix_error.h"
 #include "core/status_macros.h"
 #include "migration/internal/prealloc.h"
+#include "tools/cli/guest_memory_flags.h"
 #include "tools/cli/units.h"
 
 namespace livemig::cli {
@@ -54,33 +55,22 @@ absl::Status CheckDeclaredRegions(const std::vector<DeclaredRegion>& specs) {
 }
 
 absl::StatusOr<DeclaredRegion> ParseDeclaredRegion(const std::string& text) {
-  DeclaredRegion out;
-  out.text = text;
-  bool have_gpa = false, have_size = false;
+  // Only the keys that describe memory: the rest of send's --region
+  // (file=, offset=, name=) is the source's to say.
   for (absl::string_view part : absl::StrSplit(text, ',')) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
-    if (kv.first != "gpa" && kv.first != "size") {
+    const absl::string_view key = part.substr(0, part.find('='));
+    if (key != "gpa" && key != "size") {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--region=", text, ": unknown key \"", kv.first,
+          "--region=", text, ": unknown key \"", key,
           "\" (receive takes gpa=ADDR,size=SIZE: the destination's own memory)"));
     }
-    absl::StatusOr<uint64_t> value = ParseSize(kv.second);
-    if (!value.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--region=", text, ": ", kv.first, ": ", value.status().message()));
-    }
-    (kv.first == "gpa" ? out.gpa : out.size) = *value;
-    (kv.first == "gpa" ? have_gpa : have_size) = true;
   }
-  if (!have_gpa || !have_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--region=", text, ": needs both gpa= and size="));
-  }
-  if (out.size == 0 || out.size % kPage != 0 || out.gpa % kPage != 0) {
+  LIVEMIG_ASSIGN_OR_RETURN(const RegionFlag flag, ParseRegionFlag(text));
+  if (flag.size == 0 || flag.size % kPage != 0 || flag.gpa % kPage != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--region=", text, ": gpa and size must be multiples of 4 KiB, size above 0"));
   }
-  return out;
+  return DeclaredRegion{flag.gpa, flag.size, text};
 }
 
 struct PreparedMemory::State {

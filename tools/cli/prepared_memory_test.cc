@@ -77,7 +77,7 @@ TEST(ParseDeclaredRegion, RefusesWhatReceiveCannotUseNamingTheFlag) {
                                   "--region=gpa=0,size=1M,file=/x: unknown key \"file\""));
   EXPECT_THAT(ParseDeclaredRegion("size=1M"),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
-                                  "--region=size=1M: needs both gpa= and size="));
+                                  "--region=size=1M: gpa= and size= are required"));
   EXPECT_THAT(ParseDeclaredRegion("gpa=0,size=1000"),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
                                   "--region=gpa=0,size=1000: gpa and size must be multiples"));
