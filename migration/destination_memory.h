@@ -55,6 +55,10 @@ struct ProvidedMemory {
   // the mapping: pages the file does not hold yet are then allocated
   // without being cleared first (internal/file_landing.h), and the mapping
   // is never faulted in by the receiver. The receiver dup()s it; -1: none.
+  // Checked before any page lands (internal/provided_mapping.h): the range
+  // must be mapped readable and writable, and with an fd MAP_SHARED of that
+  // fd's file at file_offset, the fd open for writing without O_APPEND;
+  // otherwise the table is refused with InvalidArgument naming the region.
   int fd = -1;
   uint64_t file_offset = 0;
 };

@@ -23,6 +23,7 @@
 #include "core/posix_error.h"
 #include "core/status_macros.h"
 #include "migration/internal/prealloc.h"
+#include "migration/internal/provided_mapping.h"
 #include "migration/internal/region_paths.h"
 #include "migration/internal/space_claim.h"
 
@@ -283,6 +284,8 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
               "region ", i, ": the VMM's memory (", got->size, " bytes at 0x", absl::Hex(reinterpret_cast<uintptr_t>(got->addr)),
               ") must be page-aligned and hold the region's ", info.size(), " bytes"));
         }
+        LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckProvidedMapping(
+            got->addr, info.size(), got->fd, got->file_offset, static_cast<uint32_t>(i)));
         provided[static_cast<size_t>(i)] = *got;
       } else if (info.backing() == proto::BACKING_FILE) {
         needed.insert(info.file_path());

@@ -314,7 +314,7 @@ TEST_F(RegionStoreTest, RegionsTheVmmGivesMemoryForUseItAndNothingElse) {
   ::close(memfd);
 }
 
-TEST_F(RegionStoreTest, VmmMemoryThatDoesNotFitIsRefusedBeforeAnythingIsCreated) {
+TEST_F(RegionStoreTest, VmmMemoryThatDoesNotFitOrIsNotItsFdsIsRefusedBeforeAnythingIsCreated) {
   std::vector<uint8_t> small(2 * kPage + kPage);
   uint8_t* aligned = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(small.data()) + kPage - 1) / kPage * kPage);
@@ -326,6 +326,15 @@ TEST_F(RegionStoreTest, VmmMemoryThatDoesNotFitIsRefusedBeforeAnythingIsCreated)
                             Anonymous(1, 0x100000, 2 * kPage)})),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
                                   "region 1: the VMM's memory (4096 bytes at 0x"));
+  // An fd that is not the file the memory maps: its pages would land where
+  // the guest never sees them (provided_mapping.h has the other cases).
+  const int memfd = ::memfd_create("not-the-vmm-ram", MFD_CLOEXEC);
+  options_.provide = [&](const RegionDescription&) -> absl::StatusOr<ProvidedMemory> {
+    return ProvidedMemory{aligned, kPage, memfd, 0};
+  };
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "a/mem", 0)})),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "is a private mapping"));
+  ::close(memfd);
   options_.provide = [](const RegionDescription&) -> absl::StatusOr<ProvidedMemory> {
     return absl::ResourceExhaustedError("no hugepages left");
   };
