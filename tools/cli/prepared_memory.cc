@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 #include <utility>
 
@@ -87,7 +88,10 @@ struct PreparedMemory::State {
   double populate_ms = 0;
   uint64_t populated_bytes = 0;
 
+  bool committed = false;  // Publish() was called: never remove them again.
+
   ~State() {
+    if (committed) return;
     for (const Prepared& p : regions) {
       if (!p.published) (void)::unlink(p.path.c_str());
     }
@@ -159,6 +163,21 @@ PreparedMemory::Provider() {
           FormatBytes(static_cast<double>(r.size)), ") matches no --region; declared: ",
           absl::StrJoin(declared, " ")));
     }
+    // Publish() renames this file onto the region's own name: a layout it
+    // cannot rebuild that way is refused now, before any page.
+    if (r.backing == RegionDescription::Backing::kFile && r.file_offset != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "region ", r.index, " is at offset ", r.file_offset, " of \"", r.file_path,
+          "\" on the source, but --region=", match->spec.text,
+          " is published as a file of its own: receive this guest without --region"));
+    }
+    for (const State::Prepared& p : state->regions) {
+      if (&p != match && p.lent.has_value() && FinalName(*p.lent) == FinalName(r)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "regions ", p.lent->index, " and ", r.index, " would both be published as \"",
+            FinalName(r), "\""));
+      }
+    }
     match->lent = r;
     // The table's last region: every declared one must have been asked for
     // (the guest the source sends is the one this memory was made for).
@@ -184,15 +203,28 @@ PreparedMemory::Provider() {
 }
 
 absl::StatusOr<std::vector<std::string>> PreparedMemory::Publish(std::vector<std::string> files) {
+  // The migration committed: these files hold the guest now, whatever fails
+  // below, so they are never removed again.
+  state_->committed = true;
   for (State::Prepared& p : state_->regions) {
     if (!p.lent.has_value()) continue;  // Provider() refused such a table.
     const std::string final_path = absl::StrCat(state_->dir, "/", FinalName(*p.lent));
+    auto failed = [&](const std::string& what, int error) {
+      return PosixError(absl::StrCat("committed, but ", what, " (region ", p.lent->index,
+                                     "'s memory stays in ", p.path, ")"),
+                        error);
+    };
     if (::msync(p.region->as_ptr(), p.region->size(), MS_SYNC) != 0 ||
         ::fsync(p.region->file_offset()->fd()) != 0) {
-      return PosixError(absl::StrCat("flush ", p.path), errno);
+      return failed(absl::StrCat("flush ", p.path), errno);
     }
+    // The name may have directories ("vm/mem0": checked relative, without
+    // "..", by the receiver before the region was lent).
+    std::error_code made;
+    std::filesystem::create_directories(std::filesystem::path(final_path).parent_path(), made);
+    if (made) return failed(absl::StrCat("make the directory of ", final_path), made.value());
     if (::rename(p.path.c_str(), final_path.c_str()) != 0) {
-      return PosixError(absl::StrCat("rename ", p.path, " to ", final_path), errno);
+      return failed(absl::StrCat("rename ", p.path, " to ", final_path), errno);
     }
     p.published = true;
     if (files.size() < p.lent->table_regions) files.resize(p.lent->table_regions);

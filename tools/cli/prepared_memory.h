@@ -29,9 +29,16 @@
 //         --region; declared: gpa=0,size=2G"), or a table that leaves a
 //         declared one unused: the migration is refused before any page,
 //         and the source keeps running.
-//   Publish: PosixError's of rename/fsync, naming the file.
-// Files never published are removed by the destructor (a failed migration
-// leaves nothing behind that looks like a region).
+//         FailedPrecondition too for what Publish could not rebuild: a file
+//         region at a file offset other than 0 (its file would hold other
+//         regions too), or two regions that would be published under one
+//         name.
+//   Publish: PosixError's of mkdir/rename/fsync, naming the file and where
+//         the region's memory stays ("committed, but ...": the migration is
+//         done, and its files are never removed after that).
+// Files never published are removed by the destructor unless Publish() was
+// called (a failed migration leaves nothing behind that looks like a
+// region; a committed one never loses its memory).
 //
 // Thread safety: the Provider runs on the receiver's thread while the owner
 // waits in ReceiveOne(); nothing else touches the object meanwhile.

@@ -40,7 +40,7 @@ std::vector<DeclaredRegion> Declared(const std::vector<std::string>& texts) {
 }
 
 RegionDescription Incoming(uint32_t index, uint32_t of, uint64_t gpa, uint64_t size,
-                           const std::string& file = "") {
+                           const std::string& file = "", uint64_t file_offset = 0) {
   RegionDescription r;
   r.index = index;
   r.table_regions = of;
@@ -50,6 +50,7 @@ RegionDescription Incoming(uint32_t index, uint32_t of, uint64_t gpa, uint64_t s
   if (!file.empty()) {
     r.backing = RegionDescription::Backing::kFile;
     r.file_path = file;
+    r.file_offset = file_offset;
   }
   return r;
 }
@@ -158,6 +159,59 @@ TEST(PreparedMemory, ATableLeavingADeclaredRegionUnusedIsRefusedAtItsLastRegion)
   EXPECT_THAT(prepared.Provider()(Incoming(0, 1, 0, 2 * kMiB)),
               StatusIsWithMessage(absl::StatusCode::kFailedPrecondition,
                                   "--region=gpa=4M,size=1M: the source's guest has no region there"));
+}
+
+// One source file holding two regions (below and above a PCI hole, say):
+// published as files of their own, the second would replace the first, at
+// the wrong offset.
+TEST(PreparedMemory, ALayoutPublishCannotRebuildIsRefusedBeforeAnyPage) {
+  const std::string dir = TempDir("layout");
+  ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                       PreparedMemory::Make(dir, Declared({"gpa=0,size=2M", "gpa=4G,size=1M"}),
+                                            false));
+  auto provide = prepared.Provider();
+  ASSERT_OK(provide(Incoming(0, 2, 0, 2 * kMiB, "guest.mem")).status());
+  EXPECT_THAT(provide(Incoming(1, 2, 4ull << 30, kMiB, "guest.mem", 2 * kMiB)),
+              StatusIsWithMessage(absl::StatusCode::kFailedPrecondition,
+                                  "region 1 is at offset 2097152 of \"guest.mem\" on the source, "
+                                  "but --region=gpa=4G,size=1M is published as a file of its own"));
+  // An anonymous region whose default name a file region already has.
+  ASSERT_OK_AND_ASSIGN(PreparedMemory again,
+                       PreparedMemory::Make(TempDir("names"),
+                                            Declared({"gpa=0,size=2M", "gpa=4G,size=1M"}), false));
+  auto lend = again.Provider();
+  ASSERT_OK(lend(Incoming(0, 2, 0, 2 * kMiB, "region-1.mem")).status());
+  EXPECT_THAT(lend(Incoming(1, 2, 4ull << 30, kMiB)),
+              StatusIsWithMessage(absl::StatusCode::kFailedPrecondition,
+                                  "regions 0 and 1 would both be published as \"region-1.mem\""));
+}
+
+TEST(PreparedMemory, PublishMakesTheDirectoriesOfTheRegionsName) {
+  const std::string dir = TempDir("subdir");
+  ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                       PreparedMemory::Make(dir, Declared({"gpa=0,size=1M"}), false));
+  ASSERT_OK(prepared.Provider()(Incoming(0, 1, 0, kMiB, "vm/ram/mem0")).status());
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> files, prepared.Publish({""}));
+  EXPECT_EQ(files, (std::vector<std::string>{dir + "/vm/ram/mem0"}));
+  EXPECT_EQ(std::filesystem::file_size(dir + "/vm/ram/mem0"), kMiB);
+}
+
+// After the commit the prepared file is the guest's only copy: a failed
+// rename names where it is, and it stays there.
+TEST(PreparedMemory, AFailedPublishKeepsTheMemoryAndSaysWhereItIs) {
+  const std::string dir = TempDir("publish-fails");
+  {
+    ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                         PreparedMemory::Make(dir, Declared({"gpa=0,size=1M"}), false));
+    ASSERT_OK(prepared.Provider()(Incoming(0, 1, 0, kMiB, "taken/mem0")).status());
+    std::ofstream(dir + "/taken") << "a file where the directory would go";
+    EXPECT_THAT(prepared.Publish({""}),
+                StatusIsWithMessage(absl::StatusCode::kInternal,
+                                    "committed, but make the directory of " + dir +
+                                        "/taken/mem0 (region 0's memory stays in " + dir +
+                                        "/.livemig-prepared-0)"));
+  }
+  EXPECT_EQ(Entries(dir), (std::vector<std::string>{".livemig-prepared-0", "taken"}));
 }
 
 TEST(PreparedMemory, FilesNeverPublishedAreRemoved) {
