@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "migration/internal/zero_page.h"
 #include "migration/protocol.h"
 #include "migration/wire/frame_io.h"
 #include "proto/migration.pb.h"
@@ -33,20 +34,6 @@ absl::Status Failure::Get() const {
 void Failure::Watch(Connection* connection) {
   std::lock_guard<std::mutex> lock(mu_);
   watched_.push_back(connection);
-}
-
-// Not instrumented by TSan: it reads guest memory that writers change
-// concurrently on purpose (see the header).
-__attribute__((no_sanitize_thread)) bool IsZeroPage(const uint8_t* page,
-                                                     size_t page_size) {
-  const auto* words = reinterpret_cast<const uint64_t*>(page);
-  const size_t n = page_size / sizeof(uint64_t);
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t acc = 0;
-    for (size_t j = 0; j < 8; ++j) acc |= words[i + j];
-    if (acc != 0) return false;
-  }
-  return true;
 }
 
 SendChannel::SendChannel(std::unique_ptr<Connection> connection,

@@ -159,11 +159,6 @@ class SendChannel {
   std::thread worker_;
 };
 
-// True iff the page at `page` holds only zero bytes. Reads guest memory
-// directly (a racy read by design: a page written meanwhile is dirty again
-// and is sent in a later round).
-bool IsZeroPage(const uint8_t* page, size_t page_size);
-
 }  // namespace livemig::migration_internal
 
 #endif  // LIVEMIG_MIGRATION_INTERNAL_SEND_CHANNEL_H_
