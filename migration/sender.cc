@@ -134,6 +134,7 @@ class Migration {
   std::vector<std::unique_ptr<SendChannel>> channels_;
   // sent_[r]: the hash of the last version of every page of region r sent.
   std::vector<PageHashes> sent_;
+  std::vector<migration_internal::KnownZero> known_zero_;  // Per region.
   DirtyHarvest harvest_;
   const DirtyHarvest::Queue queue_ = [this](PageWork work) { Queue(std::move(work)); };
   bool paused_ = false;
@@ -195,7 +196,7 @@ absl::Status Migration::Setup() {
     }
     channels_.push_back(std::make_unique<SendChannel>(
         std::move(conn), &memory_, &sent_, &limiter_, &failure_, &counters_,
-        options_.io_timeout, options_.batch_pages, &options_.test_drop_page));
+        options_.io_timeout, options_.batch_pages, &options_.test_drop_page, &known_zero_));
     LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled while connecting.
     Connection& c = channels_.back()->connection();
     const absl::Time hello_start = absl::Now();
@@ -216,6 +217,7 @@ absl::Status Migration::Setup() {
   uint64_t chunks = 0;
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     sent_.emplace_back(memory_.region(r).len() / kMigrationPageSize);
+    known_zero_.push_back(migration_internal::KnownZero::For(memory_.region(r).region()));
     stats_.total += memory_.region(r).len();
     chunks += sent_.back().chunks();
   }

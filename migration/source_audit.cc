@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "migration/internal/known_zero.h"
 
 namespace livemig {
 namespace {
@@ -42,15 +43,24 @@ SourceAudit AuditSource(const GuestMemory<AtomicBitmap>& memory,
   // them to this thread.
   std::atomic<size_t> next{0};
   std::mutex mu;
+  std::vector<migration_internal::KnownZero> known;
+  for (uint32_t r = 0; r < memory.num_regions(); ++r) {
+    known.push_back(migration_internal::KnownZero::For(memory.region(r).region()));
+  }
   auto work = [&] {
+    std::vector<uint8_t> zero;
     uint64_t changed = 0;
     std::vector<ChangedPage> found;
     for (size_t s; (s = next.fetch_add(1, std::memory_order_relaxed)) < slices.size();) {
       const Slice& slice = slices[s];
       const GuestRegion<AtomicBitmap>& region = memory.region(slice.region);
       const uint8_t* base = region.region().as_ptr();
+      known[slice.region].Find(slice.first, slice.count, &zero);
       for (uint64_t p = slice.first; p < slice.first + slice.count; ++p) {
-        if (HashPage(base + p * kHashedPageSize) == sent[slice.region].Get(p)) continue;
+        // A page the kernel knows is zero is not read (known_zero.h).
+        const uint64_t now = zero[p - slice.first] != 0 ? ZeroPageHash()
+                                                        : HashPage(base + p * kHashedPageSize);
+        if (now == sent[slice.region].Get(p)) continue;
         ++changed;
         if (found.size() < max_listed) {
           found.push_back({slice.region, p, region.start_addr().value + p * kHashedPageSize});

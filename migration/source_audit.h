@@ -9,8 +9,9 @@
 // The sender runs it while the guest is paused: before the handover with
 // verify=full (a finding fails the migration, the guest resumes), after the
 // destination committed with verify=sent (a finding is reported: the
-// destination already owns the guest). It reads all memory: O(memory),
-// spread over several threads.
+// destination already owns the guest). It reads all memory the kernel does
+// not know to be zero (never-written pages are not faulted in:
+// internal/known_zero.h): O(memory), spread over several threads.
 //
 //   SourceAudit audit = AuditSource(memory, sent_hashes);
 //   if (audit.changed > 0) ... DescribeChangedPages(audit) ...

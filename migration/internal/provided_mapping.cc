@@ -6,31 +6,15 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cinttypes>
-#include <cstdio>
-#include <fstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/posix_error.h"
+#include "migration/internal/process_maps.h"
 
 namespace livemig::migration_internal {
 namespace {
-
-// One line of /proc/self/maps.
-struct Mapping {
-  uintptr_t start = 0, end = 0;
-  char perms[5] = {};
-  uint64_t offset = 0;
-  unsigned major = 0, minor = 0;
-  uint64_t inode = 0;
-};
-
-bool ParseMapping(const std::string& line, Mapping* m) {
-  return std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR " %4s %" SCNx64 " %x:%x %" SCNu64,
-                     &m->start, &m->end, m->perms, &m->offset, &m->major, &m->minor,
-                     &m->inode) == 7;
-}
 
 std::string Hex(uintptr_t v) { return absl::StrCat("0x", absl::Hex(v)); }
 
@@ -61,23 +45,20 @@ absl::Status CheckProvidedMapping(const void* addr, size_t size, int fd, uint64_
                                  ", open O_APPEND: pwrite(2) would append every page"));
     }
   }
-  std::ifstream maps("/proc/self/maps");
-  if (!maps) {
-    return absl::InternalError(
-        absl::StrCat("region ", region, ": cannot read /proc/self/maps to check the VMM's memory"));
+  absl::StatusOr<std::vector<ProcessMapping>> mappings = MappingsOver(lo, hi);
+  if (!mappings.ok()) {
+    return absl::InternalError(absl::StrCat("region ", region, ": checking the VMM's memory: ",
+                                            mappings.status().message()));
   }
   uintptr_t covered = lo;  // [lo, covered) is checked.
-  std::string line;
-  while (covered < hi && std::getline(maps, line)) {
-    Mapping m;
-    if (!ParseMapping(line, &m) || m.end <= covered) continue;
+  for (const ProcessMapping& m : *mappings) {
     if (m.start > covered) break;  // A gap: reported below.
-    if (m.perms[0] != 'r' || m.perms[1] != 'w') {
+    if (!m.read || !m.write) {
       return refuse(absl::StrCat("is mapped ", m.perms, " at ", Hex(covered),
                                  ": not readable and writable"));
     }
     if (fd >= 0) {
-      if (m.perms[3] != 's') {
+      if (!m.shared) {
         return refuse(absl::StrCat("is a private mapping at ", Hex(covered),
                                    ": what is written to its fd would not show there"));
       }
@@ -94,6 +75,7 @@ absl::Status CheckProvidedMapping(const void* addr, size_t size, int fd, uint64_
       }
     }
     covered = m.end;
+    if (covered >= hi) break;
   }
   if (covered < hi) return refuse(absl::StrCat("is not mapped at ", Hex(covered)));
   return absl::OkStatus();

@@ -41,7 +41,7 @@ SendChannel::SendChannel(std::unique_ptr<Connection> connection,
                          std::vector<PageHashes>* sent, RateLimiter* limiter,
                          Failure* failure, ChannelCounters* counters,
                          absl::Duration io_timeout, uint32_t batch_pages,
-                         const DropPageHook* drop)
+                         const DropPageHook* drop, const std::vector<KnownZero>* known_zero)
     : connection_(std::move(connection)),
       memory_(memory),
       sent_(sent),
@@ -50,7 +50,8 @@ SendChannel::SendChannel(std::unique_ptr<Connection> connection,
       counters_(counters),
       io_timeout_(io_timeout),
       drop_(drop != nullptr && *drop ? drop : nullptr),
-      buffer_(size_t{batch_pages} * kMigrationPageSize) {
+      buffer_(size_t{batch_pages} * kMigrationPageSize),
+      known_zero_(known_zero) {
   failure_->Watch(connection_.get());
 }
 
@@ -154,9 +155,12 @@ absl::Status SendChannel::Send(const PageWork& work) {
   uint64_t zero_pages = 0;
   const absl::Time scan_start = absl::Now();
   for (const auto& [first, count] : work.runs) {
+    if (known_zero_ != nullptr) (*known_zero_)[work.region].Find(first, count, &known_);
     for (uint64_t page = first; page < first + count; ++page) {
       const uint64_t offset = page * kMigrationPageSize;
-      if (IsZeroPage(base + offset, kMigrationPageSize)) {
+      // Known zero: never written, so not read either (known_zero.h).
+      if ((known_zero_ != nullptr && known_[page - first] != 0) ||
+          IsZeroPage(base + offset, kMigrationPageSize)) {
         sent.Set(page, ZeroPageHash());
         if (drop_ != nullptr && (*drop_)(work.region, page)) continue;
         append(zero, page);

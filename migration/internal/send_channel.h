@@ -35,6 +35,7 @@
 #include "absl/time/time.h"
 #include "core/atomic_bitmap.h"
 #include "core/guest_memory.h"
+#include "migration/internal/known_zero.h"
 #include "migration/internal/rate_limiter.h"
 #include "migration/page_hashes.h"
 #include "migration/transport/connection.h"
@@ -107,7 +108,8 @@ class SendChannel {
               const GuestMemory<AtomicBitmap>* memory, std::vector<PageHashes>* sent,
               RateLimiter* limiter, Failure* failure, ChannelCounters* counters,
               absl::Duration io_timeout, uint32_t batch_pages,
-              const DropPageHook* drop = nullptr);
+              const DropPageHook* drop = nullptr,
+              const std::vector<KnownZero>* known_zero = nullptr);
   ~SendChannel();  // Stops the worker.
 
   // Compresses every RAW batch with `compressor` from now on (a batch that
@@ -145,6 +147,10 @@ class SendChannel {
   const absl::Duration io_timeout_;
   const DropPageHook* drop_;
   std::vector<uint8_t> buffer_;  // Worker only.
+  // Per region, pages found zero without reading them (known_zero.h);
+  // null: every page is read. known_ is the worker's scratch.
+  const std::vector<KnownZero>* known_zero_;
+  std::vector<uint8_t> known_;
   std::unique_ptr<wire::BatchCompressor> compressor_;  // Worker only; null: none.
 
   // std::mutex, not absl::Mutex: Debian's Abseil is not built for TSan, and
