@@ -8,15 +8,15 @@
 
 namespace livemig {
 
-PauseEstimate EstimatePause(const RoundSample& sample) {
+PauseEstimate EstimatePause(const RoundSample& sample, double fallback_bandwidth) {
   PauseEstimate e;
   e.bandwidth_bytes_per_s =
       static_cast<double>(sample.bytes_sent) / std::max(sample.seconds, 1e-6);
-  if (e.bandwidth_bytes_per_s > 0) {
-    e.final_round_ms = 1000.0 * static_cast<double>(sample.pending_bytes) /
-                       e.bandwidth_bytes_per_s;
-    e.device_state_ms = 1000.0 * static_cast<double>(sample.device_state_bytes) /
-                        e.bandwidth_bytes_per_s;
+  const double bandwidth =
+      e.bandwidth_bytes_per_s > 0 ? e.bandwidth_bytes_per_s : fallback_bandwidth;
+  if (bandwidth > 0) {
+    e.final_round_ms = 1000.0 * static_cast<double>(sample.pending_bytes) / bandwidth;
+    e.device_state_ms = 1000.0 * static_cast<double>(sample.device_state_bytes) / bandwidth;
   }
   e.completion_ms = sample.completion_ms;
   return e;
@@ -40,7 +40,8 @@ Decision Convergence::AfterRound(uint32_t round, const RoundSample& sample) {
   assert(!finished_ && round == next_round_);
   ++next_round_;
   Decision d;
-  d.estimate = EstimatePause(sample);
+  d.estimate = EstimatePause(sample, last_bandwidth_);
+  if (d.estimate.bandwidth_bytes_per_s > 0) last_bandwidth_ = d.estimate.bandwidth_bytes_per_s;
   const double expected_ms = d.estimate.total_ms();
   const double limit_ms = absl::ToDoubleMilliseconds(policy_.downtime_limit);
   if (expected_ms <= limit_ms) {
@@ -52,9 +53,16 @@ Decision Convergence::AfterRound(uint32_t round, const RoundSample& sample) {
   }
 
   // Nothing left to send and still over the limit: the pause's fixed part
-  // (device state, completion) alone exceeds it, which no further round
-  // changes.
+  // (device state, completion) alone exceeds it. The receiver measured that
+  // completion at the end of this round, so a round that carried pages
+  // (round 0: all of memory; the tmpfs space claim) can make it look far
+  // larger than the pause's: one more round, with nothing to send, measures
+  // it again, and only that figure, which no further round changes, fails.
   const uint64_t pending = sample.pending_bytes;
+  if (pending == 0 && sample.bytes_sent > 0) {
+    d.throttle_percent = throttle_;
+    return d;  // kContinue.
+  }
   if (pending == 0) {
     finished_ = true;
     d.throttle_percent = throttle_;

@@ -80,9 +80,10 @@ struct PauseEstimate {
   double total_ms() const { return final_round_ms + device_state_ms + completion_ms; }
 };
 
-// Bandwidth 0 (nothing sent): the two transfer parts are 0, the total is the
-// completion step alone.
-PauseEstimate EstimatePause(const RoundSample& sample);
+// Bandwidth 0 (nothing sent): the transfer parts use `fallback_bandwidth`
+// (bytes/s; Convergence passes the last round's that sent anything), and
+// are 0 without one; the total is then the completion step alone.
+PauseEstimate EstimatePause(const RoundSample& sample, double fallback_bandwidth = 0);
 
 struct Decision {
   enum class Action {
@@ -121,6 +122,7 @@ class Convergence {
   uint32_t stalled_ = 0;
   uint32_t fast_dirtying_ = 0;
   int throttle_ = 0;
+  double last_bandwidth_ = 0;  // of the last round that sent anything
 };
 
 }  // namespace livemig

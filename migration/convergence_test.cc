@@ -119,11 +119,18 @@ TEST(Convergence, ZeroBandwidthSwitchesOverOnlyWhenTheCompletionStepFits) {
   EXPECT_EQ(d.estimate.total_ms(), 301);
 }
 
-// No round can make the fixed part smaller: with nothing pending the
-// decision is made at once, not after stall_rounds of sending nothing.
-TEST(Convergence, NothingPendingButAFixedPartOverTheLimitEndsAtOnce) {
+// The completion figure of a round that carried pages is that round's
+// (round 0: all of memory, the tmpfs space claim, durable: its flush): one
+// empty round measures the pause's own; only that figure fails, at once,
+// not after stall_rounds of sending nothing. The empty round's estimate
+// keeps the bandwidth of the round before it for the device state.
+TEST(Convergence, NothingPendingButAFixedPartOverTheLimitIsMeasuredOnceMoreThenEnds) {
   Convergence fails(Lenient());
-  const Decision d = fails.AfterRound(0, Sample(0, 350, 20'000));
+  const Decision first = fails.AfterRound(0, Sample(0, 350, 20'000));
+  EXPECT_EQ(first.action, Action::kContinue);
+  RoundSample empty = Sample(0, 350, 20'000);
+  empty.bytes_sent = 0;
+  const Decision d = fails.AfterRound(1, empty);
   EXPECT_EQ(d.action, Action::kFail);
   EXPECT_THAT(d.error, StatusIs(absl::StatusCode::kAborted));
   EXPECT_EQ(d.error.message(),
@@ -132,9 +139,19 @@ TEST(Convergence, NothingPendingButAFixedPartOverTheLimitEndsAtOnce) {
   ConvergencePolicy force = Lenient();
   force.force_at_limit = true;
   Convergence forced(force);
-  const Decision f = forced.AfterRound(0, Sample(0, 350));
+  RoundSample nothing_sent = Sample(0, 350);
+  nothing_sent.bytes_sent = 0;
+  const Decision f = forced.AfterRound(0, nothing_sent);
   EXPECT_EQ(f.action, Action::kSwitchover);
   EXPECT_FALSE(f.converged);
+  // Measured again on the empty round, the fixed part fits: switch over.
+  Convergence recovers(Lenient());
+  EXPECT_EQ(recovers.AfterRound(0, Sample(0, 350)).action, Action::kContinue);
+  RoundSample small = Sample(0, 3);
+  small.bytes_sent = 0;
+  const Decision ok = recovers.AfterRound(1, small);
+  EXPECT_EQ(ok.action, Action::kSwitchover);
+  EXPECT_TRUE(ok.converged);
 }
 
 TEST(Convergence, StallWithoutAutoConvergeFailsWithAborted) {
