@@ -55,11 +55,17 @@ Decision Convergence::AfterRound(uint32_t round, const RoundSample& sample) {
   // Nothing left to send and still over the limit: the pause's fixed part
   // (device state, completion) alone exceeds it. The receiver measured that
   // completion at the end of this round, so a round that carried pages
-  // (round 0: all of memory; the tmpfs space claim) can make it look far
-  // larger than the pause's: one more round, with nothing to send, measures
-  // it again, and only that figure, which no further round changes, fails.
+  // (round 0: all of memory; durable: its flush) can make it look far larger
+  // than the pause's: once per migration, when the completion is what goes
+  // over, one more round, with nothing to send, measures it again (unless
+  // no round or time is left), and only that figure, which no further round
+  // changes, fails. Device state over the limit fails at once.
   const uint64_t pending = sample.pending_bytes;
-  if (pending == 0 && sample.bytes_sent > 0) {
+  const bool last_round =
+      round + 1 >= policy_.max_rounds || sample.elapsed >= policy_.timeout;
+  const bool completion_decides = expected_ms - d.estimate.completion_ms <= limit_ms;
+  if (pending == 0 && completion_decides && !remeasured_ && !last_round) {
+    remeasured_ = true;
     d.throttle_percent = throttle_;
     return d;  // kContinue.
   }

@@ -123,6 +123,7 @@ class Convergence {
   uint32_t fast_dirtying_ = 0;
   int throttle_ = 0;
   double last_bandwidth_ = 0;  // of the last round that sent anything
+  bool remeasured_ = false;    // the fixed part got its one more round
 };
 
 }  // namespace livemig

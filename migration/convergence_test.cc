@@ -120,10 +120,10 @@ TEST(Convergence, ZeroBandwidthSwitchesOverOnlyWhenTheCompletionStepFits) {
 }
 
 // The completion figure of a round that carried pages is that round's
-// (round 0: all of memory, the tmpfs space claim, durable: its flush): one
-// empty round measures the pause's own; only that figure fails, at once,
-// not after stall_rounds of sending nothing. The empty round's estimate
-// keeps the bandwidth of the round before it for the device state.
+// (round 0: all of memory; durable: its flush): one more round, with
+// nothing to send, measures the pause's own; only that figure fails, at
+// once, not after stall_rounds of sending nothing. The empty round's
+// estimate keeps the bandwidth of the round before it for the device state.
 TEST(Convergence, NothingPendingButAFixedPartOverTheLimitIsMeasuredOnceMoreThenEnds) {
   Convergence fails(Lenient());
   const Decision first = fails.AfterRound(0, Sample(0, 350, 20'000));
@@ -139,11 +139,15 @@ TEST(Convergence, NothingPendingButAFixedPartOverTheLimitIsMeasuredOnceMoreThenE
   ConvergencePolicy force = Lenient();
   force.force_at_limit = true;
   Convergence forced(force);
-  RoundSample nothing_sent = Sample(0, 350);
-  nothing_sent.bytes_sent = 0;
-  const Decision f = forced.AfterRound(0, nothing_sent);
+  EXPECT_EQ(forced.AfterRound(0, Sample(0, 350)).action, Action::kContinue);
+  const Decision f = forced.AfterRound(1, Sample(0, 350));
   EXPECT_EQ(f.action, Action::kSwitchover);
   EXPECT_FALSE(f.converged);
+  // With no round left there is no second measurement.
+  ConvergencePolicy one = Lenient();
+  one.max_rounds = 1;
+  Convergence only(one);
+  EXPECT_EQ(only.AfterRound(0, Sample(0, 350)).action, Action::kFail);
   // Measured again on the empty round, the fixed part fits: switch over.
   Convergence recovers(Lenient());
   EXPECT_EQ(recovers.AfterRound(0, Sample(0, 350)).action, Action::kContinue);
