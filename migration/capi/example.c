@@ -14,12 +14,14 @@
  * 127.0.0.1, port 0) on a second thread; checks the received regions (host
  * pointers and files) and the device state byte for byte; ABI 3: the pages
  * go zstd-compressed, and a round callback sees every round, the last one
- * flagged final.
+ * flagged final; ABI 4: limits set (a refused one named), and the stats as
+ * JSON by the size-query convention.
  * Part 3 (ABI 2): over two socketpairs handed to both sides as connected
  * fds, a memory whose second region is file-backed (the memfd, sent as
  * BACKING_FILE and rebuilt into a named file at its offset), device state as
  * named sections, and a receiver that takes region 0 into a memfd mapping
- * of its own through the region_memory callback.
+ * of its own, lent with the memfd (ABI 4's region_memory_fd callback), so
+ * round 0 lands in that file.
  *
  * Exit status 0 when every check held; otherwise 1, the failure on stderr.
  */
@@ -290,6 +292,8 @@ static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
   round_log rounds = {0, 0};
   livemig_compression_stats compression;
   livemig_received_stats received;
+  size_t json_size;
+  char* json;
 
   snprintf(dir, sizeof dir, "%s/c-out", work);
   CHECK(mkdir(dir, 0755) == 0);
@@ -320,6 +324,13 @@ static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
   err = NULL;
   check_ok(livemig_options_set_round_callback(options, on_round, &rounds, &err), err,
            "set_round_callback");
+  check_ok(livemig_options_set_limits(options, 10, 60000, LIVEMIG_ON_LIMIT_FORCE, &err), err,
+           "set_limits");
+  check_ok(livemig_options_set_batch_pages(options, 64, &err), err, "set_batch_pages");
+  CHECK(livemig_options_set_batch_pages(options, 0, &err) == LIVEMIG_INVALID_ARGUMENT);
+  CHECK(strncmp(livemig_error_message(err), "batch_pages: ", 13) == 0);
+  livemig_error_free(err);
+  err = NULL;
   sender = livemig_sender_new(options, &err);
   check_ok(sender != NULL ? LIVEMIG_OK : livemig_error_code(err), err, "sender_new");
   livemig_options_free(options);
@@ -327,6 +338,13 @@ static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
            "sender_migrate to livemig_receiver");
   check_ok(livemig_sender_compression_stats(sender, &compression, &err), err,
            "sender_compression_stats");
+  json_size = livemig_sender_stats_json(sender, NULL, 0);
+  json = malloc(json_size + 1);
+  CHECK(json != NULL);
+  CHECK(livemig_sender_stats_json(sender, json, json_size + 1) == json_size);
+  CHECK(strlen(json) == json_size && strncmp(json, "{\"status\":\"completed\"", 21) == 0);
+  fprintf(stderr, "part 2: stats as JSON, %zu bytes: %.60s...\n", json_size, json);
+  free(json);
   livemig_sender_free(sender);
   CHECK(compression.codec == LIVEMIG_CODEC_ZSTD && compression.level == 3);
   CHECK(rounds.count == stats.rounds && rounds.last_final == 1);
@@ -369,15 +387,17 @@ static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
 }
 
 /* Part 3's destination memory for region 0: a memfd mapping the receiver
- * fills and never unmaps. */
+ * fills and never unmaps, lent with the memfd (which stays the VMM's). */
 typedef struct dest_ram {
   void* addr;
   size_t size;
+  int fd;
   int calls;
 } dest_ram;
 
-static int provide_ram(void* user_data, const livemig_region_info* region, void** addr_out,
-                       size_t* size_out, char* message, size_t message_size) {
+static int provide_ram(void* user_data, const livemig_region_info* region,
+                       livemig_provided_memory* memory_out, char* message,
+                       size_t message_size) {
   dest_ram* ram = user_data;
   ram->calls++;
   if (region->index != 0) return LIVEMIG_OK; /* Declined: the receiver's own. */
@@ -386,8 +406,10 @@ static int provide_ram(void* user_data, const livemig_region_info* region, void*
              region->index, (unsigned long long)region->size, ram->size);
     return LIVEMIG_RESOURCE_EXHAUSTED;
   }
-  *addr_out = ram->addr;
-  *size_out = ram->size;
+  memory_out->addr = ram->addr;
+  memory_out->size = ram->size;
+  memory_out->fd = ram->fd;
+  memory_out->file_offset = 0;
   return LIVEMIG_OK;
 }
 
@@ -404,6 +426,7 @@ static void migrate_over_fds(const char* work, int memfd, const unsigned char* a
   livemig_stats stats;
   livemig_received_region region;
   livemig_device_section section;
+  livemig_received_stats received;
   receive_job job;
   pthread_t thread;
   fake_vm vm = {0, 0, -1};
@@ -420,6 +443,7 @@ static void migrate_over_fds(const char* work, int memfd, const unsigned char* a
   ram.addr = mmap(NULL, kRegionA, PROT_READ | PROT_WRITE, MAP_SHARED, dest_fd, 0);
   CHECK(ram.addr != MAP_FAILED);
   ram.size = kRegionA;
+  ram.fd = dest_fd;
   ram.calls = 0;
 
   /* The destination: the fds are borrowed (dup'ed by listen), so closed at once. */
@@ -429,8 +453,8 @@ static void migrate_over_fds(const char* work, int memfd, const unsigned char* a
   CHECK(options != NULL);
   check_ok(livemig_options_set_fds(options, destination, 2, &err), err, "set_fds");
   check_ok(livemig_options_set_root_dir(options, dir, 0, &err), err, "set_root_dir");
-  check_ok(livemig_options_set_region_memory(options, provide_ram, &ram, &err), err,
-           "set_region_memory");
+  check_ok(livemig_options_set_region_memory_fd(options, provide_ram, &ram, &err), err,
+           "set_region_memory_fd");
   receiver = livemig_receiver_listen(options, &err);
   check_ok(receiver != NULL ? LIVEMIG_OK : livemig_error_code(err), err, "receiver_listen");
   livemig_options_free(options);
@@ -465,6 +489,11 @@ static void migrate_over_fds(const char* work, int memfd, const unsigned char* a
   CHECK(stats.channels == 2);
   CHECK(vm.pauses == 1 && vm.resumes == 0);
   CHECK(ram.calls == 2);
+  /* Round 0's pages with bytes landed through files: region 0's (the first
+   * half of a) through the VMM's memfd, all of b's through the rebuilt file. */
+  check_ok(livemig_received_get_stats(job.result, &received, &err), err, "received_get_stats");
+  CHECK(received.pages_written_to_files == received.raw_pages);
+  CHECK(received.raw_pages == kRegionA / 2 / 4096 + kRegionB / 4096);
 
   CHECK(livemig_received_num_regions(job.result) == 2);
   check_ok(livemig_received_region_at(job.result, 0, &region), NULL, "region_at(0)");

@@ -1,8 +1,9 @@
 // File: migration/capi/livemig.cc
 //
 // The C ABI (livemig.h), part one: errors, options and guest memory over
-// caller-owned mappings; the sender and the receiver are in
-// sender_receiver.cc. Every entry point runs its body inside Guard()
+// caller-owned mappings; the sender is in sender.cc, the receiver in
+// receiver.cc, ABI 3's and ABI 4's options in options_abi3.cc and
+// options_abi4.cc. Every entry point runs its body inside Guard()
 // (internal/handles.h), which turns any C++ exception into a livemig_error,
 // so none crosses into C.
 #include "migration/capi/livemig.h"
@@ -47,6 +48,8 @@
 using livemig::AtomicBitmap;
 using livemig::Endpoint;
 using livemig::GuestAddress;
+using livemig::capi_internal::CheckAligned;
+using livemig::capi_internal::CheckFileSpan;
 using livemig::capi_internal::DurationMs;
 using livemig::capi_internal::Guard;
 using livemig::capi_internal::kMaxChannels;
@@ -92,6 +95,27 @@ absl::Status FromCallback(int rc, char* message, const char* name) {
                                     : absl::StatusCode::kUnknown;
   if (message[0] != '\0') return absl::Status(code, message);
   return absl::Status(code, absl::StrCat(name, " failed (returned ", rc, ")"));
+}
+
+absl::Status CheckAligned(const char* field, uint64_t value, size_t page) {
+  if (value % page == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": 0x", absl::Hex(value), " is not aligned to the page size (", page, ")"));
+}
+
+absl::Status CheckFileSpan(int fd, uint64_t file_offset, uint64_t size) {
+  if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+    return absl::InvalidArgumentError(absl::StrCat("fd: ", fd, " is not open"));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+      (file_offset > static_cast<uint64_t>(st.st_size) ||
+       size > static_cast<uint64_t>(st.st_size) - file_offset)) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "fd: ", fd, " is a file of ", st.st_size, " bytes, too short for size ", size,
+        " at file_offset ", file_offset));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<absl::Duration> DurationMs(const char* field, uint64_t ms) {
@@ -311,8 +335,7 @@ int livemig_options_set_root_dir(livemig_options* options, const char* dir,
 int livemig_options_set_region_memory(livemig_options* options, livemig_region_memory_fn fn,
                                       void* user_data, livemig_error** error_out) {
   return SetOption(options, error_out, [&](livemig_options& o) -> absl::Status {
-    o.region_memory = fn;
-    o.region_memory_user_data = fn == nullptr ? nullptr : user_data;
+    o.region_memory = {fn, nullptr, fn == nullptr ? nullptr : user_data};
     return absl::OkStatus();
   });
 }
@@ -372,12 +395,6 @@ absl::Status AddSpec(livemig_memory& memory, livemig_memory::Spec spec) {
   memory.memory.emplace(std::move(*built));
   memory.file_names = std::move(names);
   return absl::OkStatus();
-}
-
-absl::Status CheckAligned(const char* field, uint64_t value, size_t page) {
-  if (value % page == 0) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      field, ": 0x", absl::Hex(value), " is not aligned to the page size (", page, ")"));
 }
 
 absl::Status CheckSize(size_t size, size_t page) {
@@ -472,17 +489,8 @@ int livemig_memory_add_file_region(livemig_memory* memory, uint64_t guest_addr, 
           "file_name: \"", file_name, "\" is absolute; it must be relative to the "
           "receiver's root dir"));
     }
-    if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
-      return absl::InvalidArgumentError(absl::StrCat("fd: ", fd, " is not open"));
-    }
-    struct stat st;
-    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-        (file_offset > static_cast<uint64_t>(st.st_size) ||
-         size > static_cast<uint64_t>(st.st_size) - file_offset)) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "fd: ", fd, " is a file of ", st.st_size, " bytes, too short for size ", size,
-          " at file_offset ", file_offset));
-    }
+    checked = CheckFileSpan(fd, file_offset, size);
+    if (!checked.ok()) return checked;
     absl::StatusOr<livemig::FileOffset> file = livemig::FileOffset::Dup(fd, file_offset);
     if (!file.ok()) {
       return absl::Status(file.status().code(),

@@ -17,11 +17,11 @@
  *     fprintf(stderr, "%s\n", livemig_error_message(err));
  *
  * Building against it (see BUILD.bazel):
- *   bazel build //migration/capi:sdk   # liblivemig.so, livemig.pc, include/livemig.h
+ *   bazel build //migration/capi:sdk   # liblivemig.so, livemig.pc, include/
  *   export PKG_CONFIG_PATH=$(bazel info bazel-bin)/migration/capi
  *   gcc -std=c99 vmm.c $(pkg-config --cflags --libs livemig) -o vmm
- * livemig.pc names its library and header relative to its own directory
- * (${pcfiledir}), with an rpath to it: the three files may be copied anywhere
+ * livemig.pc names its library and headers relative to its own directory
+ * (${pcfiledir}), with an rpath to it: the files may be copied anywhere
  * together.
  *
  * Errors. A function that can fail returns a livemig_code (LIVEMIG_OK, 0, on
@@ -80,8 +80,13 @@ extern "C" {
  *      (livemig_progress, livemig_round), the received result's figures
  *      (livemig_received_get_stats).
  *      Every struct ABI 3 added keeps its layout for ever: a later field
- *      comes with a new struct and a new function. */
-#define LIVEMIG_ABI_VERSION 3
+ *      comes with a new struct and a new function.
+ *   4  no struct changed; added (livemig_abi4.h, included below): the
+ *      sender's limits (bandwidth cap, rounds, timeout and on_limit, stall
+ *      rounds, auto-converge steps, batch pages), VMM-provided destination
+ *      memory with the file it maps (livemig_provided_memory), the sender's
+ *      full statistics as JSON. */
+#define LIVEMIG_ABI_VERSION 4
 LIVEMIG_EXPORT int livemig_abi_version(void);
 
 /* ---------------------------------------------------------------- Errors */
@@ -137,7 +142,9 @@ typedef enum livemig_verify {
  * 300 ms, verify SENT, plaintext, io timeout 30 s, no accept timeout, no
  * root dir, anonymous regions received into memory, no region_memory
  * callback; ABI 3: no compression (a receiver accepts zstd and lz4), no
- * prealloc, no progress or round callback. NULL only when out of memory. */
+ * prealloc, no progress or round callback; ABI 4: no bandwidth cap, 30
+ * rounds, 10 minute timeout, cancel at a limit, stall after 5 rounds, no
+ * auto-converge, 256 pages per batch. NULL only when out of memory. */
 LIVEMIG_EXPORT livemig_options* livemig_options_new(void);
 LIVEMIG_EXPORT void livemig_options_free(livemig_options* options);
 
@@ -243,7 +250,8 @@ typedef int (*livemig_region_memory_fn)(void* user_data, const livemig_region_in
                                         void** addr_out, size_t* size_out, char* message,
                                         size_t message_size);
 /* Receiver: sets (NULL `fn`: clears) the region_memory callback. `user_data`
- * must outlive every receive_one of a receiver listening with these options. */
+ * must outlive every receive_one of a receiver listening with these options.
+ * It replaces an ABI 4 region_memory_fd callback (livemig_abi4.h). */
 LIVEMIG_EXPORT int livemig_options_set_region_memory(livemig_options* options,
                                                      livemig_region_memory_fn fn,
                                                      void* user_data,
@@ -668,5 +676,7 @@ LIVEMIG_EXPORT void livemig_received_free(livemig_received* result);
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif
+
+#include "livemig_abi4.h" /* ABI 4's functions and types. */
 
 #endif /* LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_ */

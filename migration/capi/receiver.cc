@@ -1,11 +1,16 @@
 // File: migration/capi/receiver.cc
 //
 // The C ABI (livemig.h), part three: the receiver (TCP, Unix or connected
-// fds; destination memory from the VMM's region_memory callback) and the
-// received result (regions, device state sections). Every entry point runs
-// its body inside Guard() (internal/handles.h), which turns any C++
-// exception into a livemig_error, so none crosses into C.
+// fds; destination memory from the VMM's region_memory callback, or ABI 4's
+// region_memory_fd with the file it maps) and the received result
+// (regions, device state sections). Every entry point runs its body inside
+// Guard() (internal/handles.h), which turns any C++ exception into a
+// livemig_error, so none crosses into C.
 #include "migration/capi/livemig.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -18,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "migration/receiver.h"
 #include "migration/region_store.h"
 #include "migration/transport/endpoint.h"
@@ -28,6 +34,8 @@
 #include "proto/migration.pb.h"
 
 using livemig::Endpoint;
+using livemig::capi_internal::CheckAligned;
+using livemig::capi_internal::CheckFileSpan;
 using livemig::capi_internal::FromCallback;
 using livemig::capi_internal::Guard;
 using livemig::capi_internal::kMaxChannels;
@@ -37,10 +45,38 @@ using livemig::capi_internal::NullArgument;
 
 namespace {
 
-// ReceiverOptions::region_memory over the C callback.
+// One call of a C region memory callback: fills *out (which starts as
+// {NULL, 0, -1, 0}) and returns a livemig_code.
+using RegionMemoryCall = std::function<int(const livemig_region_info* region,
+                                           livemig_provided_memory* out, char* message,
+                                           size_t message_size)>;
+
+// The file the VMM lent with its memory (ABI 4): one livemig can pwrite(2)
+// round 0 into, holding the region. The engine dups it later.
+absl::Status CheckProvidedFile(const livemig_provided_memory& m, uint64_t region_size) {
+  if (m.fd < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fd: ", m.fd, " is not a descriptor (-1: none)"));
+  }
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  LIVEMIG_RETURN_IF_ERROR(CheckAligned("file_offset", m.file_offset, page));
+  LIVEMIG_RETURN_IF_ERROR(CheckFileSpan(m.fd, m.file_offset, region_size));
+  const int flags = ::fcntl(m.fd, F_GETFL);
+  if (flags < 0 || (flags & O_PATH) != 0 || (flags & O_ACCMODE) == O_RDONLY) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fd: ", m.fd, " is not open for writing"));
+  }
+  struct stat st;
+  if (::fstat(m.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("fd: ", m.fd, " is not a regular file"));
+  }
+  return absl::OkStatus();
+}
+
+// ReceiverOptions::region_memory over a C callback (`name` in its errors).
 std::function<absl::StatusOr<livemig::ProvidedMemory>(const livemig::RegionDescription&)>
-RegionMemory(livemig_region_memory_fn fn, void* user_data) {
-  return [fn, user_data](const livemig::RegionDescription& info)
+RegionMemory(RegionMemoryCall call, const char* name) {
+  return [call = std::move(call), name](const livemig::RegionDescription& info)
              -> absl::StatusOr<livemig::ProvidedMemory> {
     livemig_region_info region{};
     region.index = info.index;
@@ -50,14 +86,13 @@ RegionMemory(livemig_region_memory_fn fn, void* user_data) {
     region.backing = file ? LIVEMIG_BACKING_FILE : LIVEMIG_BACKING_ANONYMOUS;
     region.file_path = file ? info.file_path.c_str() : "";
     region.file_offset = file ? info.file_offset : 0;
-    void* addr = nullptr;
-    size_t size = 0;
+    livemig_provided_memory got{nullptr, 0, -1, 0};
     char message[kMessageSize] = {0};
-    absl::Status status = FromCallback(fn(user_data, &region, &addr, &size, message,
-                                          sizeof message),
-                                       message, "the region_memory callback");
-    if (!status.ok()) return status;
-    return livemig::ProvidedMemory{addr, addr == nullptr ? 0 : size};
+    LIVEMIG_RETURN_IF_ERROR(
+        FromCallback(call(&region, &got, message, sizeof message), message, name));
+    if (got.addr == nullptr) return livemig::ProvidedMemory{};
+    if (got.fd != -1) LIVEMIG_RETURN_IF_ERROR(CheckProvidedFile(got, info.size));
+    return livemig::ProvidedMemory{got.addr, got.size, got.fd, got.file_offset};
   };
 }
 
@@ -98,8 +133,23 @@ livemig_receiver* livemig_receiver_listen(const livemig_options* options,
     ro.io_timeout = options->io_timeout;
     ro.accept_timeout = options->accept_timeout;
     ro.max_channels = options->channels.value_or(kMaxChannels);
-    if (options->region_memory != nullptr) {
-      ro.region_memory = RegionMemory(options->region_memory, options->region_memory_user_data);
+    const livemig_options::RegionMemory& lent = options->region_memory;
+    if (lent.mapping != nullptr) {  // ABI 2: a mapping only.
+      ro.region_memory = RegionMemory(
+          [fn = lent.mapping, ud = lent.user_data](const livemig_region_info* region,
+                                                   livemig_provided_memory* out,
+                                                   char* message, size_t message_size) {
+            return fn(ud, region, &out->addr, &out->size, message, message_size);
+          },
+          "the region_memory callback");
+    } else if (lent.with_fd != nullptr) {  // ABI 4: and its file.
+      ro.region_memory = RegionMemory(
+          [fn = lent.with_fd, ud = lent.user_data](const livemig_region_info* region,
+                                                   livemig_provided_memory* out,
+                                                   char* message, size_t message_size) {
+            return fn(ud, region, out, message, message_size);
+          },
+          "the region_memory_fd callback");
     }
     absl::StatusOr<std::shared_ptr<const livemig::TlsContext>> tls =
         LoadTls(*options, livemig::TlsContext::Role::kDestination);

@@ -1,7 +1,8 @@
 // File: migration/capi/sender.cc
 //
 // The C ABI (livemig.h), part two: VmControl over livemig_vm_ops (device
-// state as one blob or as named sections) and the sender; errors, options
+// state as one blob or as named sections) and the sender (ABI 4: its
+// limits and its stats as JSON, livemig_abi4.h); errors, options
 // and guest memory are in livemig.cc, the receiver in receiver.cc. Every
 // entry point runs its body inside Guard() (internal/handles.h), which turns
 // any C++ exception into a livemig_error, so none crosses into C.
@@ -212,9 +213,11 @@ struct livemig_sender {
   std::mutex mu;
   livemig::Sender* running ABSL_GUARDED_BY(mu) = nullptr;
   bool cancel_pending ABSL_GUARDED_BY(mu) = false;
-  // The last migrate's compression figures (livemig_sender_compression_stats).
+  // The last migrate's compression figures (livemig_sender_compression_stats)
+  // and all its stats as JSON (livemig_sender_stats_json).
   mutable std::mutex stats_mu;
   livemig_compression_stats last_compression ABSL_GUARDED_BY(stats_mu) = {};
+  std::string last_json ABSL_GUARDED_BY(stats_mu) = livemig::MigrationStats().ToJson();
 };
 
 extern "C" {
@@ -242,6 +245,17 @@ livemig_sender* livemig_sender_new(const livemig_options* options,
       }
       so.channels = static_cast<uint32_t>(fds);
     }
+    const livemig::SenderOptions& limits = options->limits;  // ABI 4.
+    so.max_bandwidth = limits.max_bandwidth;
+    so.max_rounds = limits.max_rounds;
+    so.timeout = limits.timeout;
+    so.on_limit = limits.on_limit;
+    so.stall_rounds = limits.stall_rounds;
+    so.auto_converge = limits.auto_converge;
+    so.throttle_initial = limits.throttle_initial;
+    so.throttle_increment = limits.throttle_increment;
+    so.throttle_max = limits.throttle_max;
+    so.batch_pages = limits.batch_pages;
     so.downtime_limit = options->downtime_limit;
     so.verify = options->verify;
     so.io_timeout = options->io_timeout;
@@ -313,9 +327,11 @@ int livemig_sender_migrate(livemig_sender* sender, livemig_memory* memory,
     absl::StatusOr<livemig::MigrationStats> stats = one.Migrate(**m, vm);
     const livemig::MigrationStats& got = stats.ok() ? *stats : one.last_stats();
     if (stats_out != nullptr) FillStats(got, stats_out);
+    std::string json = got.ToJson();
     {
       std::lock_guard<std::mutex> lock(sender->stats_mu);
       sender->last_compression = CompressionOf(got);
+      sender->last_json = std::move(json);
     }
     return stats.status();
   });
@@ -344,6 +360,23 @@ int livemig_sender_compression_stats(const livemig_sender* sender,
     *stats_out = sender->last_compression;
     return absl::OkStatus();
   });
+}
+
+size_t livemig_sender_stats_json(const livemig_sender* sender, char* buf, size_t buf_size) {
+  if (buf != nullptr && buf_size > 0) buf[0] = '\0';
+  if (sender == nullptr) return 0;
+  size_t length = 0;
+  Guard(nullptr, [&]() -> absl::Status {
+    std::lock_guard<std::mutex> lock(sender->stats_mu);
+    length = sender->last_json.size();
+    if (buf != nullptr && buf_size > 0) {
+      const size_t n = std::min(length, buf_size - 1);
+      std::memcpy(buf, sender->last_json.data(), n);
+      buf[n] = '\0';
+    }
+    return absl::OkStatus();
+  });
+  return length;
 }
 
 }  // extern "C"

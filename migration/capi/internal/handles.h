@@ -58,8 +58,19 @@ struct livemig_options {
   void* round_user_data = nullptr;
   std::string root_dir;
   bool anonymous_as_files = false;
-  livemig_region_memory_fn region_memory = nullptr;  // Receiver; null: its own.
-  void* region_memory_user_data = nullptr;
+  // Receiver: where destination memory comes from. Each setter replaces the
+  // whole, so at most one callback is set; neither: the receiver's own.
+  struct RegionMemory {
+    livemig_region_memory_fn mapping = nullptr;     // ABI 2.
+    livemig_region_memory_fd_fn with_fd = nullptr;  // ABI 4: and its file.
+    void* user_data = nullptr;
+  } region_memory;
+  // ABI 4, sender: the limits are set straight into these SenderOptions
+  // fields, which keep their C++ defaults: max_bandwidth, max_rounds,
+  // timeout, on_limit, stall_rounds, auto_converge, throttle_initial,
+  // throttle_increment, throttle_max, batch_pages. livemig_sender_new reads
+  // those and no other field of it.
+  livemig::SenderOptions limits;
 };
 
 // Regions are collected until the first use, which builds the GuestMemory
@@ -144,6 +155,12 @@ int SetOption(livemig_options* options, livemig_error** out, Fn&& set) noexcept 
 // the message it wrote into `message` (kMessageSize bytes), or one saying
 // `name` failed.
 absl::Status FromCallback(int rc, char* message, const char* name);
+// `value` is a multiple of `page`, else InvalidArgument naming `field`.
+absl::Status CheckAligned(const char* field, uint64_t value, size_t page);
+// `fd` is open and, when it is a regular file, holds `size` bytes from
+// `file_offset`: else InvalidArgument "fd: N is not open" or OutOfRange
+// "fd: N is a file of B bytes, too short for ...".
+absl::Status CheckFileSpan(int fd, uint64_t file_offset, uint64_t size);
 // `ms` as a duration for `field`: 1 ms to a day, else InvalidArgument.
 absl::StatusOr<absl::Duration> DurationMs(const char* field, uint64_t ms);
 // The TLS context `o` asks for in `role`; null without a TLS dir.

@@ -140,10 +140,12 @@ class CReceiver {
     livemig_received_free(result_);
     livemig_receiver_free(receiver_);
   }
-  livemig_sender* NewSender() {
+  // A sender to it; `configure` may set more options (limits, callbacks).
+  livemig_sender* NewSender(const std::function<void(livemig_options*)>& configure = nullptr) {
     livemig_options* o = livemig_options_new();
     Err err;
     EXPECT_EQ(livemig_options_set_tcp(o, "127.0.0.1", port_, err.out()), LIVEMIG_OK);
+    if (configure) configure(o);
     livemig_sender* s = livemig_sender_new(o, err.out());
     livemig_options_free(o);
     EXPECT_NE(s, nullptr) << err.message();
