@@ -44,8 +44,9 @@ struct RegionDescription {
 // A mapping the VMM owns, lent to the receiver for one region: at least the
 // region's size, page-aligned, readable and writable, and mapped until the
 // memory ReceiveOne() returns is destroyed. Its content need not be zero
-// (the receiver writes every page, zeros included). Null addr: the receiver
-// makes its own mapping.
+// (the receiver writes every page, zeros included, unless `zeroed`). Lent
+// ranges must not overlap each other. Null addr: the receiver makes its own
+// mapping.
 struct ProvidedMemory {
   void* addr = nullptr;
   size_t size = 0;
@@ -61,6 +62,10 @@ struct ProvidedMemory {
   // otherwise the table is refused with InvalidArgument naming the region.
   int fd = -1;
   uint64_t file_offset = 0;
+  // The VMM vouches that every byte is zero (a fresh memfd or file): pages
+  // the source sends as ZERO are then left alone instead of cleared, so
+  // they stay holes, not written or faulted in.
+  bool zeroed = false;
 };
 
 }  // namespace livemig

@@ -262,7 +262,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
         LIVEMIG_RETURN_IF_ERROR(migration_internal::ClaimRange(
             file->fd(), file->start() + run.first_page() * kMigrationPageSize,
             run.count() * kMigrationPageSize, static_cast<int>(batch.region_index()),
-            stored.staging_path));
+            stored.provided_file.has_value() ? stored.provided_path : stored.staging_path));
       }
     }
     // Through the file, each page was hashed on its way (landing.hashes()).
@@ -334,8 +334,8 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   // it twice) needs clearing — and is allocated (a page that landed as ZERO
   // may be a hole of a file whose space is not claimed yet: writing it
   // through the mapping could be SIGBUS); later rounds clear every page.
-  // Memory the VMM provided holds whatever it held: cleared like a later
-  // round's.
+  // Memory the VMM provided holds whatever it held (unless it vouched it
+  // zeroed): cleared like a later round's.
   const bool zeroed = regions[batch.region_index()].starts_zeroed;
   if (channel_round > 0 || !zeroed) {
     for (const iovec& v : destination) std::memset(v.iov_base, 0, v.iov_len);

@@ -23,7 +23,7 @@
 #include "core/posix_error.h"
 #include "core/status_macros.h"
 #include "migration/internal/prealloc.h"
-#include "migration/internal/provided_mapping.h"
+#include "migration/internal/lent_memory.h"
 #include "migration/internal/region_paths.h"
 #include "migration/internal/space_claim.h"
 
@@ -45,6 +45,7 @@ struct RegionStore::StagingFile {
 };
 
 namespace {
+
 
 using migration_internal::CheckExistingPath;
 using migration_internal::InvalidRegionField;
@@ -278,19 +279,13 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
                                                               got.status().message()));
       }
       if (got->addr != nullptr) {
-        if (got->size < info.size() ||
-            reinterpret_cast<uintptr_t>(got->addr) % static_cast<uintptr_t>(::getpagesize()) != 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "region ", i, ": the VMM's memory (", got->size, " bytes at 0x", absl::Hex(reinterpret_cast<uintptr_t>(got->addr)),
-              ") must be page-aligned and hold the region's ", info.size(), " bytes"));
-        }
-        LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckProvidedMapping(
-            got->addr, info.size(), got->fd, got->file_offset, static_cast<uint32_t>(i)));
+        LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckLentMemory(*got, info));
         provided[static_cast<size_t>(i)] = *got;
       } else if (info.backing() == proto::BACKING_FILE) {
         needed.insert(info.file_path());
       }
     }
+    LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckLentRangesApart(provided, table));
     std::vector<std::string> kept;
     for (const std::string& path : order) {
       if (needed.count(path) != 0) {
@@ -398,20 +393,7 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
     const size_t size = static_cast<size_t>(info.size());
     const ProvidedMemory& theirs = provided[regions_.size()];
     if (theirs.addr != nullptr) {
-      LIVEMIG_ASSIGN_OR_RETURN(
-          MmapRegion<NoBitmap> region,
-          MmapRegion<NoBitmap>::BuildRaw(theirs.addr, size, PROT_READ | PROT_WRITE, MAP_SHARED));
-      StoredRegion stored{info, std::move(region), "", ""};
-      stored.starts_zeroed = false;
-      if (theirs.fd >= 0) {
-        LIVEMIG_ASSIGN_OR_RETURN(FileOffset file, FileOffset::Dup(theirs.fd, theirs.file_offset));
-        struct statfs fs;
-        if (::fstatfs(file.fd(), &fs) != 0) {
-          return PosixError(absl::StrCat("region ", info.index(), ": the VMM's memory file"), errno);
-        }
-        stored.lands_through_file = fs.f_type != HUGETLBFS_MAGIC;  // No write(2) there.
-        stored.provided_file.emplace(std::move(file));
-      }
+      LIVEMIG_ASSIGN_OR_RETURN(StoredRegion stored, migration_internal::LentRegion(info, theirs));
       regions_.push_back(std::move(stored));
     } else if (info.backing() == proto::BACKING_ANONYMOUS) {
       // Private, not shared: pages that never arrive (zero runs) stay
@@ -447,6 +429,13 @@ absl::Status RegionStore::ClaimDeferredSpace() {
         file->fd->get(), file->size, file->first_region, file->staging_path));
     file->claim.deferred = false;
   }
+  for (StoredRegion& r : regions_) {
+    if (!r.provided_claim_deferred) continue;
+    LIVEMIG_RETURN_IF_ERROR(migration_internal::ClaimHoles(
+        r.provided_file->fd(), r.info.size(), static_cast<int>(r.info.index()), r.provided_path,
+        r.provided_file->start()));
+    r.provided_claim_deferred = false;
+  }
   return absl::OkStatus();
 }
 
@@ -454,7 +443,7 @@ absl::Status RegionStore::Prealloc(int threads) {
   std::vector<migration_internal::PopulateTarget> targets;
   for (StoredRegion& r : regions_) {
     targets.push_back({r.info.index(), r.region.as_ptr(), r.region.size(),
-                       !r.starts_zeroed ? std::string("the VMM's memory") : r.staging_path});
+                       !r.region.owned() ? std::string("the VMM's memory") : r.staging_path});
   }
   migration_internal::PopulateStats stats;
   const absl::Status status = migration_internal::PopulateAll(

@@ -140,6 +140,10 @@ struct StoredRegion {
   // The VMM's file behind its memory (a dup of ProvidedMemory::fd, at its
   // offset); empty otherwise (the store's own files are region.file_offset()).
   std::optional<FileOffset> provided_file;
+  // provided_file's path (for messages), and whether its holes are to be
+  // claimed once round 0 landed (tmpfs: ClaimDeferredSpace).
+  std::string provided_path;
+  bool provided_claim_deferred = false;
   // The file round 0 may be written through: provided_file, else the
   // mapping's own; null for anonymous memory.
   const FileOffset* landing_file() const {
@@ -239,7 +243,7 @@ class RegionStore {
   [[nodiscard]] absl::Status SyncData() const;
 
   // Claims the blocks Create deferred (tmpfs): every page no write(2)
-  // allocated yet. Call once round 0 has landed, before any page is written
+  // allocated yet, in its own files and in the VMM's (ProvidedMemory::fd). Call once round 0 has landed, before any page is written
   // through a mapping that round 0 did not write through the file.
   // ResourceExhausted naming the file when the filesystem filled up
   // meanwhile; FailedPrecondition if the store is not open or committed.

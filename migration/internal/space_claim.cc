@@ -18,9 +18,13 @@
 namespace livemig::migration_internal {
 namespace {
 
+// A tmpfs mounted without a size limit (the kernel's own, behind every
+// memfd) reports 0 blocks in all: no limit, not no room.
 uint64_t FreeBytes(int fd) {
   struct statvfs fs;
-  return ::fstatvfs(fd, &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
+  if (::fstatvfs(fd, &fs) != 0) return 0;
+  if (fs.f_blocks == 0) return ~uint64_t{0};
+  return uint64_t{fs.f_bavail} * fs.f_frsize;
 }
 
 absl::Status NoSpace(int fd, uint64_t size, int region, const std::string& path,
@@ -97,23 +101,25 @@ absl::Status ClaimRange(int fd, uint64_t offset, uint64_t length, int region,
   return Allocate(fd, offset, length, length, region, path);
 }
 
-absl::Status ClaimHoles(int fd, uint64_t size, int region, const std::string& path) {
-  off_t at = 0;
-  while (static_cast<uint64_t>(at) < size) {
+absl::Status ClaimHoles(int fd, uint64_t size, int region, const std::string& path,
+                        uint64_t start) {
+  const uint64_t end_of_range = start + size;
+  off_t at = static_cast<off_t>(start);
+  while (static_cast<uint64_t>(at) < end_of_range) {
     const off_t hole = ::lseek(fd, at, SEEK_HOLE);
     if (hole < 0) {
       if (errno == ENXIO) return absl::OkStatus();  // No hole past `at`.
       return PosixError(absl::StrCat("region ", region, ": SEEK_HOLE in \"", path, "\""),
                         errno);
     }
-    if (static_cast<uint64_t>(hole) >= size) return absl::OkStatus();
+    if (static_cast<uint64_t>(hole) >= end_of_range) return absl::OkStatus();
     off_t data = ::lseek(fd, hole, SEEK_DATA);
     if (data < 0 && errno != ENXIO) {
       return PosixError(absl::StrCat("region ", region, ": SEEK_DATA in \"", path, "\""),
                         errno);
     }
-    const uint64_t end =
-        data < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(data), size);
+    const uint64_t end = data < 0 ? end_of_range
+                                  : std::min<uint64_t>(static_cast<uint64_t>(data), end_of_range);
     if (absl::Status s = Allocate(fd, static_cast<uint64_t>(hole),
                                   end - static_cast<uint64_t>(hole), size, region, path);
         !s.ok()) {

@@ -69,10 +69,11 @@ struct DeferredFile {
 [[nodiscard]] absl::Status ClaimRange(int fd, uint64_t offset, uint64_t length, int region,
                                       const std::string& path);
 
-// Allocates every hole left in [0, size) of `fd` (SEEK_HOLE/SEEK_DATA), so
-// that no page of the file needs a new block any more. Errors as ClaimSpace.
+// Allocates every hole left in [start, start + size) of `fd`
+// (SEEK_HOLE/SEEK_DATA), so that no page there needs a new block any more.
+// Errors as ClaimSpace.
 [[nodiscard]] absl::Status ClaimHoles(int fd, uint64_t size, int region,
-                                      const std::string& path);
+                                      const std::string& path, uint64_t start = 0);
 
 }  // namespace livemig::migration_internal
 

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <optional>
 #include <random>
+#include <set>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -56,8 +58,13 @@ absl::Status FillRegion(const MmapRegion<AtomicBitmap>& region, const std::strin
 absl::StatusOr<RegionFlag> ParseRegionFlag(const std::string& text) {
   RegionFlag region;
   bool have_gpa = false, have_size = false;
+  std::set<std::string> seen;
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    if (!seen.insert(kv.first).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--region=", text, ": ", kv.first, "= is given twice"));
+    }
     auto bad = [&](const absl::Status& s) {
       return absl::InvalidArgumentError(absl::StrCat("--region=", text, ": ", kv.first, ": ",
                                                      s.message()));
@@ -81,6 +88,10 @@ absl::StatusOr<RegionFlag> ParseRegionFlag(const std::string& text) {
   if (!have_gpa || !have_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("--region=", text, ": gpa= and size= are required"));
+  }
+  if (region.size > ~uint64_t{0} - region.gpa) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--region=", text, ": gpa + size is past the end of the address space"));
   }
   if (!region.name.empty() && region.file.empty()) {
     return absl::InvalidArgumentError(

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -20,6 +22,8 @@
 #include "core/posix_error.h"
 #include "core/status_macros.h"
 #include "migration/internal/prealloc.h"
+#include "migration/internal/region_paths.h"
+#include "migration/region_store.h"
 #include "tools/cli/guest_memory_flags.h"
 #include "tools/cli/units.h"
 
@@ -112,6 +116,17 @@ absl::StatusOr<PreparedMemory> PreparedMemory::Make(const std::string& dir,
                                                     bool populate) {
   LIVEMIG_RETURN_IF_ERROR(CheckDeclaredRegions(specs));
   std::vector<DeclaredRegion> sorted = SortedByAddress(specs);
+  // Room for all of it now, before any source connects: on tmpfs a page
+  // that finds no room later is SIGBUS, not an error.
+  uint64_t total = 0;
+  for (const DeclaredRegion& r : sorted) total += r.size;
+  struct statvfs fs;
+  if (::statvfs(dir.c_str(), &fs) == 0 && fs.f_blocks != 0 &&  // 0: a tmpfs without a limit.
+      uint64_t{fs.f_bavail} * fs.f_frsize < total) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "--region: the declared memory needs ", total, " bytes; the filesystem of ", dir, " has ",
+        uint64_t{fs.f_bavail} * fs.f_frsize, " free"));
+  }
   auto state = std::make_unique<State>();
   state->dir = dir;
   for (size_t i = 0; i < sorted.size(); ++i) {
@@ -171,6 +186,26 @@ PreparedMemory::Provider() {
           "\" on the source, but --region=", match->spec.text,
           " is published as a file of its own: receive this guest without --region"));
     }
+    // What the receiver checks of its own files' paths, and the hidden
+    // names of these files (a region named ".livemig-prepared-1" would be
+    // renamed over, or be removed by the next run as a leftover).
+    const std::string name = FinalName(r);
+    LIVEMIG_ASSIGN_OR_RETURN(const std::vector<std::string> parts,
+                             migration_internal::SplitFilePath(static_cast<int>(r.index), name,
+                                                               kStagingSuffix));
+    for (const std::string& part : parts) {
+      if (absl::StartsWith(part, ".livemig-")) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "region ", r.index, ": file_path \"", name,
+            "\" is a name livemig keeps for its own files (\".livemig-...\")"));
+      }
+    }
+    {
+      ScopedFd root(::open(state->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!root.valid()) return PosixError(absl::StrCat("open ", state->dir), errno);
+      LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckExistingPath(
+          root.get(), parts, static_cast<int>(r.index), name, kStagingSuffix));
+    }
     for (const State::Prepared& p : state->regions) {
       if (&p != match && p.lent.has_value() && FinalName(*p.lent) == FinalName(r)) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -191,6 +226,7 @@ PreparedMemory::Provider() {
       }
     }
     ProvidedMemory lent{match->region->as_ptr(), match->region->size()};
+    lent.zeroed = true;  // Made fresh (and populated pages are zeros too).
     // Fresh (not populated): its pages are holes, which round 0 fills
     // fastest with pwrite(2) (no clearing first). Populated, it takes them
     // through the mapping: 2 GiB, 2 channels, memory ready before the
@@ -208,35 +244,45 @@ absl::StatusOr<std::vector<std::string>> PreparedMemory::Publish(std::vector<std
   state_->committed = true;
   for (State::Prepared& p : state_->regions) {
     if (!p.lent.has_value()) continue;  // Provider() refused such a table.
-    const std::string final_path = absl::StrCat(state_->dir, "/", FinalName(*p.lent));
-    auto failed = [&](const std::string& what, int error) {
-      return PosixError(absl::StrCat("committed, but ", what, " (region ", p.lent->index,
-                                     "'s memory stays in ", p.path, ")"),
-                        error);
+    const std::string name = FinalName(*p.lent);
+    const std::string final_path = absl::StrCat(state_->dir, "/", name);
+    const int index = static_cast<int>(p.lent->index);
+    auto failed = [&](const absl::Status& why) {
+      return absl::Status(why.code(), absl::StrCat("committed, but ", why.message(), " (region ",
+                                                   index, "'s memory stays in ", p.path, ")"));
     };
     if (::msync(p.region->as_ptr(), p.region->size(), MS_SYNC) != 0 ||
         ::fsync(p.region->file_offset()->fd()) != 0) {
-      return failed(absl::StrCat("flush ", p.path), errno);
+      return failed(PosixError(absl::StrCat("flush ", p.path), errno));
     }
-    // The name may have directories ("vm/mem0": checked relative, without
-    // "..", by the receiver before the region was lent).
-    std::error_code made;
-    std::filesystem::create_directories(std::filesystem::path(final_path).parent_path(), made);
-    if (made) return failed(absl::StrCat("make the directory of ", final_path), made.value());
-    if (::rename(p.path.c_str(), final_path.c_str()) != 0) {
-      return failed(absl::StrCat("rename ", p.path, " to ", final_path), errno);
+    // The name may have directories ("vm/mem0"): made as the receiver makes
+    // its own (one component at a time, no symlink followed), and each of
+    // them fsync'ed once the rename is done.
+    absl::StatusOr<std::vector<std::string>> parts =
+        migration_internal::SplitFilePath(index, name, kStagingSuffix);
+    if (!parts.ok()) return failed(parts.status());
+    std::vector<ScopedFd> dirs;
+    dirs.emplace_back(::open(state_->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dirs.back().valid()) return failed(PosixError(absl::StrCat("open ", state_->dir), errno));
+    for (size_t i = 0; i + 1 < parts->size(); ++i) {
+      absl::StatusOr<ScopedFd> next = migration_internal::OpenDir(
+          dirs.back().get(), (*parts)[i], /*create=*/true, index, name);
+      if (!next.ok()) return failed(next.status());
+      dirs.push_back(std::move(*next));
+    }
+    if (::renameat(dirs.front().get(), std::filesystem::path(p.path).filename().c_str(),
+                   dirs.back().get(), parts->back().c_str()) != 0) {
+      return failed(PosixError(absl::StrCat("rename ", p.path, " to ", final_path), errno));
+    }
+    for (const ScopedFd& dir : dirs) {
+      if (::fsync(dir.get()) != 0) {
+        return failed(PosixError(absl::StrCat("flush the directories of ", final_path), errno));
+      }
     }
     p.published = true;
     if (files.size() < p.lent->table_regions) files.resize(p.lent->table_regions);
     files[p.lent->index] = final_path;
   }
-  const int fd = ::open(state_->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    const int error = errno;
-    if (fd >= 0) ::close(fd);
-    return PosixError(absl::StrCat("flush directory ", state_->dir), error);
-  }
-  ::close(fd);
   return files;
 }
 

@@ -82,6 +82,12 @@ TEST(ParseDeclaredRegion, RefusesWhatReceiveCannotUseNamingTheFlag) {
   EXPECT_THAT(ParseDeclaredRegion("gpa=0,size=1000"),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
                                   "--region=gpa=0,size=1000: gpa and size must be multiples"));
+  EXPECT_THAT(ParseDeclaredRegion("gpa=0,size=1M,gpa=4096"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--region=gpa=0,size=1M,gpa=4096: gpa= is given twice"));
+  EXPECT_THAT(ParseDeclaredRegion("gpa=0xfffffffffffff000,size=8K"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "gpa + size is past the end of the address space"));
   EXPECT_THAT(ParseDeclaredRegion("gpa=0,size=lots"),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "--region=gpa=0,size=lots: size:"));
 }
@@ -186,6 +192,30 @@ TEST(PreparedMemory, ALayoutPublishCannotRebuildIsRefusedBeforeAnyPage) {
                                   "regions 0 and 1 would both be published as \"region-1.mem\""));
 }
 
+// The source names the regions: a name of the hidden prepared files, or a
+// path the receiver would refuse for its own files (an existing directory,
+// a symlinked directory), is refused at the table, before any page.
+TEST(PreparedMemory, NamesPublishWouldMisuseAreRefusedAtTheTable) {
+  const std::string dir = TempDir("names-refused");
+  std::filesystem::create_directories(dir + "/region-0.mem/sub");
+  std::filesystem::create_directories(dir + "/../names-outside");
+  std::filesystem::create_symlink(dir + "/../names-outside", dir + "/vm");
+  ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                       PreparedMemory::Make(dir, Declared({"gpa=0,size=1M"}), false));
+  auto provide = prepared.Provider();
+  EXPECT_THAT(provide(Incoming(0, 1, 0, kMiB, ".livemig-prepared-1")),
+              StatusIsWithMessage(absl::StatusCode::kFailedPrecondition,
+                                  "region 0: file_path \".livemig-prepared-1\" is a name livemig "
+                                  "keeps for its own files"));
+  EXPECT_THAT(provide(Incoming(0, 1, 0, kMiB)),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "\"region-0.mem\" exists and is not a regular file"));
+  EXPECT_THAT(provide(Incoming(0, 1, 0, kMiB, "vm/mem0")),
+              StatusIsWithMessage(absl::StatusCode::kPermissionDenied, "component \"vm\" is a symlink"));
+  ASSERT_OK_AND_ASSIGN(ProvidedMemory lent, provide(Incoming(0, 1, 0, kMiB, "ok/mem0")));
+  EXPECT_TRUE(lent.zeroed);  // Fresh: ZERO pages are left as holes.
+}
+
 TEST(PreparedMemory, PublishMakesTheDirectoriesOfTheRegionsName) {
   const std::string dir = TempDir("subdir");
   ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
@@ -206,10 +236,10 @@ TEST(PreparedMemory, AFailedPublishKeepsTheMemoryAndSaysWhereItIs) {
     ASSERT_OK(prepared.Provider()(Incoming(0, 1, 0, kMiB, "taken/mem0")).status());
     std::ofstream(dir + "/taken") << "a file where the directory would go";
     EXPECT_THAT(prepared.Publish({""}),
-                StatusIsWithMessage(absl::StatusCode::kInternal,
-                                    "committed, but make the directory of " + dir +
-                                        "/taken/mem0 (region 0's memory stays in " + dir +
-                                        "/.livemig-prepared-0)"));
+                StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                    "committed, but region 0: file_path \"taken/mem0\": component "
+                                    "\"taken\" exists and is not a directory (region 0's memory "
+                                    "stays in " + dir + "/.livemig-prepared-0)"));
   }
   EXPECT_EQ(Entries(dir), (std::vector<std::string>{".livemig-prepared-0", "taken"}));
 }
