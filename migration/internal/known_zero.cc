@@ -37,6 +37,7 @@ KnownZero KnownZero::For(const MmapRegion<AtomicBitmap>& region) {
   if (region.file_offset().has_value()) {
     if ((region.flags() & MAP_SHARED) != 0) {
       k.source_ = Source::kFileHoles;
+      k.data_ = std::make_unique<DataExtent>();
       k.file_fd_ = region.file_offset()->fd();
       k.file_start_ = region.file_offset()->start();
     }
@@ -66,8 +67,16 @@ void KnownZero::Find(uint64_t first, uint64_t count, std::vector<uint8_t>* zero)
 void KnownZero::FindHoles(uint64_t first, uint64_t count, std::vector<uint8_t>* zero) const {
   const off_t start = static_cast<off_t>(file_start_ + first * kPage);
   const off_t end = static_cast<off_t>(file_start_ + (first + count) * kPage);
+  constexpr off_t kPageOff = static_cast<off_t>(kPage);
   off_t at = start;
   while (at < end) {
+    {
+      std::lock_guard<std::mutex> lock(data_->mu);
+      if (at >= data_->start && at < data_->end) {  // Data: skip its pages.
+        at = (data_->end + kPageOff - 1) / kPageOff * kPageOff;
+        continue;
+      }
+    }
     off_t data = ::lseek(file_fd_, at, SEEK_DATA);
     if (data < 0) {
       if (errno != ENXIO) return;  // Unknown: the rest stays "not known".
@@ -80,10 +89,14 @@ void KnownZero::FindHoles(uint64_t first, uint64_t count, std::vector<uint8_t>* 
     if (data >= end) return;
     const off_t hole = ::lseek(file_fd_, data, SEEK_HOLE);
     if (hole < 0) return;
+    {
+      std::lock_guard<std::mutex> lock(data_->mu);
+      data_->start = data;
+      data_->end = hole;
+    }
     // Data up to the hole; a hole that starts inside a page leaves that
     // page data.
-    at = (hole + static_cast<off_t>(kPage) - 1) / static_cast<off_t>(kPage) *
-         static_cast<off_t>(kPage);
+    at = (hole + kPageOff - 1) / kPageOff * kPageOff;
   }
 }
 

@@ -31,7 +31,11 @@
 #ifndef LIVEMIG_MIGRATION_INTERNAL_KNOWN_ZERO_H_
 #define LIVEMIG_MIGRATION_INTERNAL_KNOWN_ZERO_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "core/atomic_bitmap.h"
@@ -59,7 +63,19 @@ class KnownZero {
   void FindHoles(uint64_t first, uint64_t count, std::vector<uint8_t>* zero) const;
   void FindUnmapped(uint64_t first, uint64_t count, std::vector<uint8_t>* zero) const;
 
+  // kFileHoles: the last extent SEEK_HOLE found to hold data. SEEK_HOLE
+  // walks the file's page cache up to the next hole, so without it every
+  // batch of a fully written 2 GiB file walked to its end (the migration
+  // ran 7x slower). Only data is remembered: a page cached as data that
+  // became a hole is merely read; a hole is asked for again every time, as
+  // it may have been written since.
+  struct DataExtent {
+    std::mutex mu;
+    off_t start = 0, end = 0;  // [start, end), file offsets. Guarded by mu.
+  };
+
   Source source_ = Source::kNothing;
+  std::unique_ptr<DataExtent> data_;  // kFileHoles.
   int file_fd_ = -1;         // kFileHoles: the region's (borrowed) file.
   uint64_t file_start_ = 0;  // kFileHoles: the region's offset in it.
   ScopedFd pagemap_;         // kPagemap: /proc/self/pagemap.
