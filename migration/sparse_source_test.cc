@@ -50,6 +50,16 @@ std::vector<uint64_t> WrittenPages() {
   return pages;
 }
 
+// Guest memory of one region, `mapped`, at guest address 0.
+absl::StatusOr<GuestMemory<AtomicBitmap>> AtGuestZero(MmapRegion<AtomicBitmap> mapped) {
+  absl::StatusOr<GuestRegion<AtomicBitmap>> region =
+      GuestRegion<AtomicBitmap>::Create(std::move(mapped), GuestAddress(0));
+  if (!region.ok()) return region.status();
+  std::vector<GuestRegion<AtomicBitmap>> regions;
+  regions.push_back(std::move(*region));
+  return GuestMemory<AtomicBitmap>::FromRegions(std::move(regions));
+}
+
 // Returns what arrived; comparing it with the source reads the source, so
 // the caller counts the source's pages first.
 std::optional<ReceivedMigration> WriteAndMigrate(GuestMemory<AtomicBitmap>& memory,
@@ -84,12 +94,7 @@ TEST(SparseSource, AMemfdGuestIsNotAllocatedByItsMigration) {
     ASSERT_OK_AND_ASSIGN(FileOffset file, FileOffset::Dup(fd, 0));
     ASSERT_OK_AND_ASSIGN(MmapRegion<AtomicBitmap> mapped,
                          MmapRegion<AtomicBitmap>::FromFile(std::move(file), kGuest));
-    ASSERT_OK_AND_ASSIGN(GuestRegion<AtomicBitmap> region,
-                         GuestRegion<AtomicBitmap>::Create(std::move(mapped), GuestAddress(0)));
-    std::vector<GuestRegion<AtomicBitmap>> regions;
-    regions.push_back(std::move(region));
-    ASSERT_OK_AND_ASSIGN(GuestMemory<AtomicBitmap> memory,
-                         GuestMemory<AtomicBitmap>::FromRegions(std::move(regions)));
+    ASSERT_OK_AND_ASSIGN(GuestMemory<AtomicBitmap> memory, AtGuestZero(std::move(mapped)));
     std::optional<ReceivedMigration> got = WriteAndMigrate(memory, "sparse_memfd", verify);
     ASSERT_TRUE(got.has_value());
     struct stat st;
@@ -123,12 +128,7 @@ TEST(SparseSource, PagesOfPrivateAnonymousMemoryTheGuestNeverWroteAreNotFaultedI
   ASSERT_OK_AND_ASSIGN(MmapRegion<AtomicBitmap> mapped,
                        MmapRegion<AtomicBitmap>::BuildRaw(ram, kGuest, PROT_READ | PROT_WRITE,
                                                           MAP_PRIVATE | MAP_ANONYMOUS));
-  ASSERT_OK_AND_ASSIGN(GuestRegion<AtomicBitmap> region,
-                       GuestRegion<AtomicBitmap>::Create(std::move(mapped), GuestAddress(0)));
-  std::vector<GuestRegion<AtomicBitmap>> regions;
-  regions.push_back(std::move(region));
-  ASSERT_OK_AND_ASSIGN(GuestMemory<AtomicBitmap> memory,
-                       GuestMemory<AtomicBitmap>::FromRegions(std::move(regions)));
+  ASSERT_OK_AND_ASSIGN(GuestMemory<AtomicBitmap> memory, AtGuestZero(std::move(mapped)));
   std::optional<ReceivedMigration> got =
       WriteAndMigrate(memory, "sparse_private", SenderOptions::Verify::kSent);
   ASSERT_TRUE(got.has_value());
