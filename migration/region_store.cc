@@ -46,7 +46,6 @@ struct RegionStore::StagingFile {
 
 namespace {
 
-
 using migration_internal::CheckExistingPath;
 using migration_internal::InvalidRegionField;
 using migration_internal::OpenDir;

@@ -88,12 +88,10 @@ absl::StatusOr<StoredRegion> LentRegion(const proto::RegionInfo& info,
       // As for its own files (space_claim.h): the space is checked now,
       // and the holes round 0 leaves are claimed before any later page
       // is written through the mapping.
-      LIVEMIG_ASSIGN_OR_RETURN(migration_internal::SpaceClaim claim,
-                               migration_internal::ClaimSpace(file.fd(), info.size(),
-                                                              static_cast<int>(info.index()),
-                                                              stored.provided_path));
-      (void)claim;
-      stored.provided_claim_deferred = true;
+      LIVEMIG_ASSIGN_OR_RETURN(const SpaceClaim claim,
+                               ClaimSpace(file.fd(), info.size(), static_cast<int>(info.index()),
+                                          stored.provided_path));
+      stored.provided_claim_deferred = claim.deferred;
     }
     stored.provided_file.emplace(std::move(file));
   }

@@ -84,21 +84,17 @@ struct PreparedMemory::State {
     std::string path;  // Where it was made, until Publish renames it.
     std::optional<MmapRegion<NoBitmap>> region;  // Set once mapped.
     std::optional<RegionDescription> lent;  // The incoming region it holds.
-    bool published = false;
   };
   std::string dir;
   std::vector<Prepared> regions;
   bool populated = false;
   double populate_ms = 0;
   uint64_t populated_bytes = 0;
-
   bool committed = false;  // Publish() was called: never remove them again.
 
   ~State() {
     if (committed) return;
-    for (const Prepared& p : regions) {
-      if (!p.published) (void)::unlink(p.path.c_str());
-    }
+    for (const Prepared& p : regions) (void)::unlink(p.path.c_str());
   }
 };
 
@@ -135,7 +131,7 @@ absl::StatusOr<PreparedMemory> PreparedMemory::Make(const std::string& dir,
     absl::StatusOr<FileOffset> file = FileOffset::Open(path, 0, O_CREAT | O_EXCL);
     if (!file.ok()) return file.status();
     // Listed before anything can fail, so the destructor removes it.
-    state->regions.push_back({sorted[i], path, std::nullopt, std::nullopt, false});
+    state->regions.push_back({sorted[i], path, std::nullopt, std::nullopt});
     if (::ftruncate(file->fd(), static_cast<off_t>(sorted[i].size)) != 0) {
       return PosixError(absl::StrCat("--region=", sorted[i].text, ": size ", path), errno);
     }
@@ -207,10 +203,10 @@ PreparedMemory::Provider() {
           root.get(), parts, static_cast<int>(r.index), name, kStagingSuffix));
     }
     for (const State::Prepared& p : state->regions) {
-      if (&p != match && p.lent.has_value() && FinalName(*p.lent) == FinalName(r)) {
+      if (&p != match && p.lent.has_value() && FinalName(*p.lent) == name) {
         return absl::FailedPreconditionError(absl::StrCat(
             "regions ", p.lent->index, " and ", r.index, " would both be published as \"",
-            FinalName(r), "\""));
+            name, "\""));
       }
     }
     match->lent = r;
@@ -279,7 +275,6 @@ absl::StatusOr<std::vector<std::string>> PreparedMemory::Publish(std::vector<std
         return failed(PosixError(absl::StrCat("flush the directories of ", final_path), errno));
       }
     }
-    p.published = true;
     if (files.size() < p.lent->table_regions) files.resize(p.lent->table_regions);
     files[p.lent->index] = final_path;
   }
