@@ -88,7 +88,9 @@ TEST(Progress, OnProgressReportsLiveRoundsWhileTheirPagesAreSent) {
     EXPECT_LE(b.round_pages_sent, b.round_pages);
     EXPECT_GE(b.transferred, a.transferred);
     EXPECT_GT(b.elapsed_ms, a.elapsed_ms);
-    if (a.round == b.round) EXPECT_GE(b.round_pages_sent, a.round_pages_sent);
+    if (a.round == b.round) {
+      EXPECT_GE(b.round_pages_sent, a.round_pages_sent);
+    }
     EXPECT_LT(b.round, stats.rounds - 1) << "the final round is never reported";
   }
   // Round 0's pages went out while it was being reported: some, not all at

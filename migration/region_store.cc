@@ -16,6 +16,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -274,8 +275,12 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
       absl::StatusOr<ProvidedMemory> got = options.provide(
           DescribeRegion(info, static_cast<uint32_t>(table.regions_size())));
       if (!got.ok()) {
-        return absl::Status(got.status().code(), absl::StrCat("region ", i, ": the VMM's memory: ",
-                                                              got.status().message()));
+        // A message that already names the region is not named again.
+        const std::string region = absl::StrCat("region ", i);
+        const absl::string_view why = got.status().message();
+        const bool named = absl::StartsWith(why, region + " ") || absl::StartsWith(why, region + ":");
+        return absl::Status(got.status().code(),
+                            absl::StrCat(named ? "" : region + ": ", "the VMM's memory: ", why));
       }
       if (got->addr != nullptr) {
         LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckLentMemory(*got, info));

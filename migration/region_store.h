@@ -84,7 +84,9 @@ struct RegionStoreOptions {
   // was validated and before anything is created, for the VMM's own memory
   // (memfd, shared, hugetlbfs: whatever its devices need). A region given
   // memory gets no mapping and no file of the store's; an error is returned
-  // as is, prefixed with the region. Null, or a null addr: the store's own.
+  // as is, prefixed with "region I: the VMM's memory: " (only "the VMM's
+  // memory: " when its message starts by naming region I itself). Null, or
+  // a null addr: the store's own.
   std::function<absl::StatusOr<ProvidedMemory>(const RegionDescription&)> provide;
   // Where file-backed regions are rebuilt. Must be an existing directory
   // (NotFound otherwise) when the table has a file-backed region; unused

@@ -341,6 +341,13 @@ TEST_F(RegionStoreTest, VmmMemoryThatDoesNotFitOrIsNotItsFdsIsRefusedBeforeAnyth
   EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "a/mem", 0)})),
               StatusIsWithMessage(absl::StatusCode::kResourceExhausted,
                                   "region 0: the VMM's memory: no hugepages left"));
+  // A message that names the region already is not prefixed with it again.
+  options_.provide = [](const RegionDescription&) -> absl::StatusOr<ProvidedMemory> {
+    return absl::FailedPreconditionError("region 0 (guest 0x0) matches no --region");
+  };
+  EXPECT_EQ(Create(Table({FileBacked(0, 0, kPage, "a/mem", 0)})).status(),
+            absl::FailedPreconditionError(
+                "the VMM's memory: region 0 (guest 0x0) matches no --region"));
   EXPECT_TRUE(RootIsEmpty());
 }
 

@@ -1,6 +1,7 @@
 #include "migration/sender.h"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <random>
 #include <thread>
@@ -29,6 +30,7 @@ namespace {
 using migration_internal::ChannelCounters;
 using migration_internal::DirtyHarvest;
 using migration_internal::Failure;
+using migration_internal::PacedBatchPages;
 using migration_internal::PageWork;
 using migration_internal::RateLimiter;
 using migration_internal::SendChannel;
@@ -60,6 +62,11 @@ ConvergencePolicy PolicyOf(const SenderOptions& o) {
   return p;
 }
 
+// Pages per batch under the bandwidth cap (internal/rate_limiter.h).
+uint32_t BatchPages(const SenderOptions& o) {
+  return PacedBatchPages(o.max_bandwidth, o.io_timeout, o.batch_pages, kMigrationPageSize);
+}
+
 // One migration attempt; the Sender owns the policy knobs, this owns state.
 class Migration {
  public:
@@ -77,7 +84,7 @@ class Migration {
         publish_(std::move(publish)),
         limiter_(options.max_bandwidth),
         convergence_(PolicyOf(options)),
-        harvest_(memory, vm, options.dirty_sources, options.batch_pages) {}
+        harvest_(memory, vm, options.dirty_sources, BatchPages(options)) {}
   ~Migration() { publish_(nullptr, false); }
 
   absl::Status Run();
@@ -185,7 +192,7 @@ absl::Status Migration::Setup() {
       LIVEMIG_ASSIGN_OR_RETURN(
           compressor, wire::BatchCompressor::Create(
                           options_.compression,
-                          size_t{options_.batch_pages} * kMigrationPageSize));
+                          size_t{BatchPages(options_)} * kMigrationPageSize));
     }
     LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn,
                              to.kind == Endpoint::Kind::kFd
@@ -196,7 +203,7 @@ absl::Status Migration::Setup() {
     }
     channels_.push_back(std::make_unique<SendChannel>(
         std::move(conn), &memory_, &sent_, &limiter_, &failure_, &counters_,
-        options_.io_timeout, options_.batch_pages, &options_.test_drop_page, &known_zero_));
+        options_.io_timeout, BatchPages(options_), &options_.test_drop_page, &known_zero_));
     LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled while connecting.
     Connection& c = channels_.back()->connection();
     const absl::Time hello_start = absl::Now();
@@ -362,6 +369,19 @@ absl::Status Migration::Run() {
     return absl::InvalidArgumentError(absl::StrCat(
         "channels (", options_.channels, ") must be >= 1 and batch_pages (",
         options_.batch_pages, ") between 1 and 16384"));
+  }
+  if (options_.max_bandwidth > 0 && options_.io_timeout != absl::InfiniteDuration() &&
+      static_cast<double>(options_.max_bandwidth) * absl::ToDoubleSeconds(options_.io_timeout / 4) <
+          kMigrationPageSize) {
+    // Even a batch of one page would leave the receiver waiting longer
+    // than a quarter of the io_timeout for its bytes.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_bandwidth (", options_.max_bandwidth, " bytes/s) cannot send one ",
+        kMigrationPageSize, "-byte page within a quarter of the io_timeout (",
+        absl::FormatDuration(options_.io_timeout), "); give at least ",
+        static_cast<uint64_t>(std::ceil(kMigrationPageSize /
+                                        absl::ToDoubleSeconds(options_.io_timeout / 4))),
+        " bytes/s, or a longer io_timeout"));
   }
   LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled before it began.
   LIVEMIG_RETURN_IF_ERROR(Setup());

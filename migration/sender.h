@@ -117,7 +117,11 @@ struct SenderOptions {
   int throttle_max = 99;
   uint64_t max_bandwidth = 0;  // Bytes per second over all channels; 0: no cap.
   absl::Duration io_timeout = absl::Seconds(30);  // Every read and write.
-  uint32_t batch_pages = 256;  // Pages per PageBatch frame (1 MiB).
+  // Pages per PageBatch frame (1 MiB). Under max_bandwidth, fewer: one batch
+  // goes out within io_timeout / 4, so neither side waits out its timeout
+  // for a batch's bytes; a cap too low for one page in that time is
+  // InvalidArgument.
+  uint32_t batch_pages = 256;
   // Mutual TLS on every channel (migration/transport/tls_context.h, the
   // source's role, which names the destination); null: plaintext.
   std::shared_ptr<const TlsContext> tls;

@@ -507,7 +507,7 @@ TEST_F(LivemigCli, AGuestThatDoesNotFitTheDeclaredMemoryIsRefusedBeforeAnyPage) 
       {kBinary, "send", "--unix=" + Socket(), "--memory=16MiB", "--fill=random"}, dir_, "sender");
   EXPECT_EQ(sender.Wait(), 1) << sender.Err();
   EXPECT_THAT(sender.Err(),
-              HasSubstr("FAILED_PRECONDITION: peer aborted: region 0: the VMM's memory: region 0 "
+              HasSubstr("FAILED_PRECONDITION: peer aborted: the VMM's memory: region 0 "
                         "(guest 0x0, 16.0 MiB) matches no --region; declared: gpa=0,size=8MiB"));
   EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
   EXPECT_TRUE(std::filesystem::is_empty(dir_ + "/dst"));

@@ -289,7 +289,9 @@ TEST(CapiReceiver, PreallocPopulatesEveryRegionAndReportsItsBytes) {
     livemig_received_stats r;
     ASSERT_EQ(livemig_received_get_stats(receiver.result_, &r, err.out()), LIVEMIG_OK);
     EXPECT_EQ(r.prealloc_bytes, prealloc ? 2 * Guest::kSize : 0u);
-    if (!prealloc) EXPECT_EQ(r.prealloc_ms, 0.0);
+    if (!prealloc) {
+      EXPECT_EQ(r.prealloc_ms, 0.0);
+    }
     EXPECT_EQ(r.compression, LIVEMIG_CODEC_NONE);
     EXPECT_EQ(r.compressed_batches, 0u);
     EXPECT_EQ(r.decompress_ms, 0.0);
@@ -517,7 +519,9 @@ TEST(CapiProgress, ReportsLiveRoundsInOrderAndRoundsEndWithTheFinalOne) {
     if (i == 0) continue;
     const livemig_progress& a = reports.progress[i - 1];
     EXPECT_GE(b.round, a.round) << "report " << i;
-    if (a.round == b.round) EXPECT_GE(b.round_pages_sent, a.round_pages_sent) << "report " << i;
+    if (a.round == b.round) {
+      EXPECT_GE(b.round_pages_sent, a.round_pages_sent) << "report " << i;
+    }
     EXPECT_GE(b.transferred_bytes, a.transferred_bytes) << "report " << i;
     EXPECT_GE(b.elapsed_ms, a.elapsed_ms) << "report " << i;
   }

@@ -241,8 +241,8 @@ typedef struct livemig_region_info {
  *   - To refuse: return an error code (outside 1..16: LIVEMIG_UNKNOWN) and
  *     optionally a NUL-terminated message in `message` (at most message_size
  *     bytes with the NUL); receive_one fails with that code and "region I:
- *     the VMM's memory: MESSAGE", and the source with the destination's
- *     error.
+ *     the VMM's memory: MESSAGE" (without the leading "region I: " when
+ *     MESSAGE starts with it), and the source with the destination's error.
  * A provided mapping that is not page-aligned or smaller than the region
  * fails receive_one with LIVEMIG_INVALID_ARGUMENT "region I: the VMM's
  * memory (...) must be page-aligned and hold the region's N bytes". */

@@ -35,9 +35,12 @@ extern "C" {
  * second (C++ SenderOptions::max_bandwidth): a token bucket with a burst of
  * 1/20 s, counting bytes on the wire (compressed bytes with compression).
  * 0 (default): no cap. The switchover rule measures the capped bandwidth, so
- * a cap also makes the pause estimate longer. Keep the time one batch takes
- * at the cap (livemig_options_set_batch_pages x 4096 / bytes_per_s) well
- * under the receiver's io timeout. Never fails but for NULL options. */
+ * a cap also makes the pause estimate longer. Under a cap, batches carry
+ * fewer pages than livemig_options_set_batch_pages asks, so that one goes
+ * out within a quarter of the io timeout; a cap too low for even one 4096-
+ * byte page in that time makes the migration fail with
+ * LIVEMIG_INVALID_ARGUMENT (the message gives the lowest cap that works).
+ * Never fails but for NULL options. */
 LIVEMIG_EXPORT int livemig_options_set_max_bandwidth(livemig_options* options,
                                                      uint64_t bytes_per_s,
                                                      livemig_error** error_out);

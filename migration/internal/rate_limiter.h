@@ -3,6 +3,13 @@
 // A token bucket shared by every channel of one migration: Acquire(n) waits
 // until n bytes may be sent at `bytes_per_second`, with a burst of 1/20 s.
 // A rate of 0 means unlimited. Thread-safe.
+//
+// PacedBatchPages: how many pages one batch may carry under a cap. The
+// limiter charges a batch before its first byte goes out, so the receiver
+// sees nothing for bytes/rate; a batch of 1 MiB at 35 KB/s is 30 s of
+// silence, the default io_timeout of either side. A capped batch is made
+// small enough to go out within a quarter of the io_timeout (the sender's
+// own: the receiver's is not known here, and both default to 30 s).
 #ifndef LIVEMIG_MIGRATION_INTERNAL_RATE_LIMITER_H_
 #define LIVEMIG_MIGRATION_INTERNAL_RATE_LIMITER_H_
 
@@ -43,6 +50,19 @@ class RateLimiter {
   std::mutex mu_;
   absl::Time next_free_ ABSL_GUARDED_BY(mu_);
 };
+
+// Pages per batch: `batch_pages`, or fewer under a cap of `bytes_per_second`
+// (0: none) so that one batch is sent within io_timeout / 4; at least 1. A
+// cap too low for even one page per io_timeout / 4 is refused by the sender
+// (CheckPacedRate).
+inline uint32_t PacedBatchPages(uint64_t bytes_per_second, absl::Duration io_timeout,
+                                uint32_t batch_pages, uint32_t page_size) {
+  if (bytes_per_second == 0 || io_timeout == absl::InfiniteDuration()) return batch_pages;
+  const double fits = static_cast<double>(bytes_per_second) *
+                      absl::ToDoubleSeconds(io_timeout / 4) / page_size;
+  if (fits >= batch_pages) return batch_pages;
+  return fits < 1 ? 1 : static_cast<uint32_t>(fits);
+}
 
 }  // namespace livemig::migration_internal
 

@@ -128,7 +128,7 @@ absl::StatusOr<PreparedMemory> PreparedMemory::Make(const std::string& dir,
   for (size_t i = 0; i < sorted.size(); ++i) {
     const std::string path = absl::StrCat(dir, "/.livemig-prepared-", i);
     (void)::unlink(path.c_str());  // A leftover of a killed run.
-    absl::StatusOr<FileOffset> file = FileOffset::Open(path, 0, O_CREAT | O_EXCL);
+    absl::StatusOr<FileOffset> file = FileOffset::Open(path, 0, O_CREAT | O_EXCL, 0644);  // As the receiver's own files.
     if (!file.ok()) return file.status();
     // Listed before anything can fail, so the destructor removes it.
     state->regions.push_back({sorted[i], path, std::nullopt, std::nullopt});

@@ -112,6 +112,9 @@ TEST(PreparedMemory, PopulatesBeforeAnySourceAndLendsTheMatchingRegion) {
   ASSERT_EQ(::stat((dir + "/.livemig-prepared-0").c_str(), &st), 0);
   EXPECT_EQ(st.st_size, static_cast<off_t>(2 * kMiB));
   EXPECT_GE(st.st_blocks * 512, static_cast<blkcnt_t>(2 * kMiB));  // Allocated.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  EXPECT_EQ(st.st_mode & 0777, 0644 & ~mask) << "the mode of the receiver's own files";
 
   auto provide = prepared.Provider();
   ASSERT_OK_AND_ASSIGN(ProvidedMemory a, provide(Incoming(0, 2, 0, 2 * kMiB, "guest.img")));

@@ -1,0 +1,86 @@
+// A bandwidth cap never starves the receiver: each batch is small enough to
+// go out within a quarter of the io_timeout (internal/rate_limiter.h), and a
+// cap too low for even one page in that time is refused before connecting.
+#include <cstdint>
+
+#include "absl/time/time.h"
+#include "core/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "migration/internal/rate_limiter.h"
+#include "migration/receiver.h"
+#include "migration/sender.h"
+#include "migration/testing/fake_vm.h"
+#include "migration/testing/migration_harness.h"
+
+namespace livemig {
+namespace {
+
+using ::livemig::migration_internal::PacedBatchPages;
+using ::livemig::testing::ExpectSameMemory;
+using ::livemig::testing::FakeVm;
+using ::livemig::testing::Fill;
+using ::livemig::testing::ReceiverThread;
+using ::livemig::testing::TempDir;
+using ::testing::HasSubstr;
+
+constexpr uint32_t kPage = 4096;
+
+TEST(PacedBatchPages, UncappedOrFastLinksKeepTheConfiguredBatch) {
+  EXPECT_EQ(PacedBatchPages(0, absl::Seconds(30), 256, kPage), 256u);
+  EXPECT_EQ(PacedBatchPages(125'000'000, absl::Seconds(30), 256, kPage), 256u);
+  EXPECT_EQ(PacedBatchPages(100, absl::InfiniteDuration(), 256, kPage), 256u);
+}
+
+TEST(PacedBatchPages, ASlowCapShrinksTheBatchToAQuarterOfTheTimeout) {
+  // 128 KB/s for 0.5 s: 64000 bytes, 15 whole pages.
+  EXPECT_EQ(PacedBatchPages(128'000, absl::Seconds(2), 256, kPage), 15u);
+  // 35 KB/s (the cap that made a 1 MiB batch 30 s of silence): 64 pages.
+  EXPECT_EQ(PacedBatchPages(35'000, absl::Seconds(30), 256, kPage), 64u);
+  // Never below one page.
+  EXPECT_EQ(PacedBatchPages(1, absl::Seconds(30), 256, kPage), 1u);
+}
+
+// The limiter charges a batch to the one after it: after a batch of the
+// configured 128 pages (512 KiB) at 200 KB/s, the next waited 2.6 s before
+// its first byte, and the receiver (io_timeout 2 s) gave up with
+// DeadlineExceeded. Paced, every batch goes out within 0.5 s of the last,
+// whatever the machine's speed (the limiter never runs ahead of its rate).
+TEST(BandwidthCap, ASlowCapStillMigratesWithinBothSidesIoTimeouts) {
+  constexpr uint64_t kPages = 264;  // Two configured batches and a bit.
+  ASSERT_OK_AND_ASSIGN(auto vm,
+                       FakeVm::Create({{0, kPages * kPage, "", 0}}, Fill::kRandom, 12));
+  auto receiver =
+      ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("slow_cap"), absl::Seconds(2));
+  ASSERT_NE(receiver, nullptr);
+  SenderOptions options;
+  options.destination = receiver->receiver->endpoint();
+  options.batch_pages = 128;
+  options.max_bandwidth = 200'000;
+  options.io_timeout = absl::Seconds(2);
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
+  EXPECT_EQ(stats.round_stats.front().dirty_pages, kPages);
+  // The cap held: all but the last batch (at most 24 pages) at 200 KB/s,
+  // less the limiter's burst of 50 ms, is 4.87 s.
+  EXPECT_GE(stats.total_time_ms, 4500);
+}
+
+TEST(BandwidthCap, ACapTooLowForOnePagePerQuarterTimeoutIsRefusedBeforeConnecting) {
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kPage, "", 0}}, Fill::kRandom, 13));
+  SenderOptions options;
+  options.destination = Endpoint::Tcp("127.0.0.1", 1);  // Never reached.
+  options.max_bandwidth = 100;
+  Sender sender(options);
+  const absl::StatusOr<MigrationStats> stats = sender.Migrate(vm->memory(), *vm);
+  ASSERT_EQ(stats.status().code(), absl::StatusCode::kInvalidArgument) << stats.status();
+  EXPECT_THAT(stats.status().message(), HasSubstr("max_bandwidth (100 bytes/s)"));
+  EXPECT_THAT(stats.status().message(), HasSubstr("within a quarter of the io_timeout (30s)"));
+  EXPECT_THAT(stats.status().message(), HasSubstr("at least 547 bytes/s"));
+  EXPECT_FALSE(vm->paused());
+}
+
+}  // namespace
+}  // namespace livemig
