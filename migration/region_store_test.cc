@@ -6,11 +6,8 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <optional>
 #include <string>
 #include <utility>
@@ -18,6 +15,7 @@
 
 #include "core/guest_memory.h"
 #include "core/testing/status_matchers.h"
+#include "migration/testing/region_store_fixture.h"
 #include "migration/testing/resident_pages.h"
 #include "migration/testing/scoped_tmpfs.h"
 #include "gmock/gmock.h"
@@ -28,50 +26,16 @@ namespace livemig {
 namespace {
 
 namespace fs = std::filesystem;
-using ::livemig::testing::IsOk;
+using ::livemig::testing::Anonymous;
+using ::livemig::testing::FileBacked;
+using ::livemig::testing::kPage;
+using ::livemig::testing::ReadFile;
+using ::livemig::testing::RegionStoreTest;
 using ::livemig::testing::StatusIs;
 using ::livemig::testing::StatusIsWithMessage;
+using ::livemig::testing::Table;
+using ::livemig::testing::WriteFile;
 
-const uint64_t kPage = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-
-proto::RegionInfo Anonymous(uint32_t index, uint64_t guest_addr,
-                            uint64_t size) {
-  proto::RegionInfo info;
-  info.set_index(index);
-  info.set_guest_addr(guest_addr);
-  info.set_size(size);
-  info.set_page_size(static_cast<uint32_t>(kPage));
-  info.set_backing(proto::BACKING_ANONYMOUS);
-  info.set_prot(3);
-  return info;
-}
-
-proto::RegionInfo FileBacked(uint32_t index, uint64_t guest_addr, uint64_t size,
-                             const std::string& path, uint64_t file_offset) {
-  proto::RegionInfo info = Anonymous(index, guest_addr, size);
-  info.set_backing(proto::BACKING_FILE);
-  info.set_file_path(path);
-  info.set_file_offset(file_offset);
-  return info;
-}
-
-proto::RegionTable Table(std::vector<proto::RegionInfo> regions) {
-  proto::RegionTable table;
-  for (auto& r : regions) *table.add_regions() = std::move(r);
-  return table;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void WriteFile(const std::string& path, const std::string& contents) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << contents;
-}
-
-// `len` bytes of `path` at `offset`, read with pread(2).
 // How many of this process's descriptors name `path` after its unlinking.
 int OpenButDeleted(const std::string& path) {
   int n = 0;
@@ -82,6 +46,7 @@ int OpenButDeleted(const std::string& path) {
   return n;
 }
 
+// `len` bytes of `path` at `offset`, read with pread(2).
 std::string Pread(const std::string& path, uint64_t offset, size_t len) {
   std::string bytes(len, '\0');
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -102,35 +67,6 @@ std::string Contents(const StoredRegion& r) {
   return std::string(reinterpret_cast<const char*>(r.region.as_ptr()),
                      r.region.size());
 }
-
-// Each test gets its own root_dir (and an "outside" directory next to it for
-// escape attempts) under TEST_TMPDIR.
-class RegionStoreTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    const fs::path base =
-        fs::path(tmp != nullptr ? tmp : "/tmp") / "region_store_test" /
-        ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(base);
-    root_ = (base / "root").string();
-    outside_ = (base / "outside").string();
-    fs::create_directories(root_);
-    fs::create_directories(outside_);
-    options_.root_dir = root_;
-  }
-
-  absl::StatusOr<RegionStore> Create(const proto::RegionTable& table) {
-    return RegionStore::Create(table, kPage, options_);
-  }
-
-  std::string Root(const std::string& rel) const { return root_ + "/" + rel; }
-  bool RootIsEmpty() const { return fs::is_empty(root_); }
-
-  std::string root_;
-  std::string outside_;
-  RegionStoreOptions options_;
-};
 
 // RegionStoreOptions::prealloc: every region of the store's own, anonymous
 // and file-backed, is mapped in before Create returns, and the stats say so;
@@ -552,171 +488,6 @@ TEST_F(RegionStoreTest, TakeGuestMemoryAfterCommitPlacesRegionsAtGuestAddrs) {
 }
 
 // ---- Validation: nothing is created unless the whole table is valid. ----
-
-class RegionStoreValidationTest : public RegionStoreTest {
- protected:
-  // Expects Create to fail with `code`, a message containing `substring`, and
-  // nothing left under root_dir.
-  void ExpectRefused(const proto::RegionTable& table, absl::StatusCode code,
-                     const std::string& substring) {
-    EXPECT_THAT(Create(table), StatusIsWithMessage(code, substring));
-    EXPECT_TRUE(RootIsEmpty()) << "Create left files behind";
-  }
-};
-
-TEST_F(RegionStoreValidationTest, EmptyTableIsInvalidArgument) {
-  ExpectRefused(Table({}), absl::StatusCode::kInvalidArgument, "no regions");
-}
-
-TEST_F(RegionStoreValidationTest, IndexNotItsPositionIsInvalidArgument) {
-  ExpectRefused(Table({Anonymous(0, 0, kPage), Anonymous(2, kPage, kPage)}),
-                absl::StatusCode::kInvalidArgument, "region 1: index");
-}
-
-TEST_F(RegionStoreValidationTest, ZeroSizeIsInvalidArgument) {
-  ExpectRefused(Table({Anonymous(0, 0, 0)}),
-                absl::StatusCode::kInvalidArgument, "region 0: size");
-}
-
-TEST_F(RegionStoreValidationTest, SizeNotAPageMultipleIsInvalidArgument) {
-  ExpectRefused(Table({Anonymous(0, 0, kPage), Anonymous(1, kPage, kPage + 1)}),
-                absl::StatusCode::kInvalidArgument, "region 1: size");
-}
-
-TEST_F(RegionStoreValidationTest, UnspecifiedBackingIsInvalidArgument) {
-  proto::RegionInfo info = Anonymous(0, 0, kPage);
-  info.set_backing(proto::BACKING_UNSPECIFIED);
-  ExpectRefused(Table({info}), absl::StatusCode::kInvalidArgument,
-                "region 0: backing");
-}
-
-TEST_F(RegionStoreValidationTest, AnonymousWithFilePathIsInvalidArgument) {
-  proto::RegionInfo info = Anonymous(0, 0, kPage);
-  info.set_file_path("mem");
-  ExpectRefused(Table({info}), absl::StatusCode::kInvalidArgument,
-                "region 0: file_path");
-}
-
-TEST_F(RegionStoreValidationTest, OverlappingGuestRangesAreInvalidArgument) {
-  ExpectRefused(Table({Anonymous(0, 0x10000, 4 * kPage),
-                       FileBacked(1, 0x10000 + 3 * kPage, kPage, "mem", 0)}),
-                absl::StatusCode::kInvalidArgument, "region 1: guest_addr");
-}
-
-TEST_F(RegionStoreValidationTest, GuestRangeOverflowIsInvalidArgument) {
-  ExpectRefused(Table({Anonymous(0, UINT64_MAX - kPage + 2, kPage)}),
-                absl::StatusCode::kInvalidArgument, "region 0: guest_addr");
-}
-
-TEST_F(RegionStoreValidationTest, RegionEndingAtTopOfAddressSpaceIsAccepted) {
-  EXPECT_OK(Create(Table({Anonymous(0, UINT64_MAX - kPage + 1, kPage)})));
-}
-
-TEST_F(RegionStoreValidationTest, OverlappingFileRangesAreInvalidArgument) {
-  ExpectRefused(Table({FileBacked(0, 0, 4 * kPage, "mem", 0),
-                       FileBacked(1, 0x100000, 2 * kPage, "mem", 3 * kPage)}),
-                absl::StatusCode::kInvalidArgument, "region 1: file_offset");
-}
-
-TEST_F(RegionStoreValidationTest, UnalignedFileOffsetIsInvalidArgument) {
-  ExpectRefused(Table({FileBacked(0, 0, kPage, "mem", 512)}),
-                absl::StatusCode::kInvalidArgument, "region 0: file_offset");
-}
-
-TEST_F(RegionStoreValidationTest, FileOffsetOverflowIsInvalidArgument) {
-  ExpectRefused(
-      Table({FileBacked(0, 0, 2 * kPage, "mem", (UINT64_MAX / kPage) * kPage)}),
-      absl::StatusCode::kInvalidArgument, "region 0: file_offset");
-}
-
-TEST_F(RegionStoreValidationTest, EmptyFilePathIsInvalidArgument) {
-  ExpectRefused(Table({FileBacked(0, 0, kPage, "", 0)}),
-                absl::StatusCode::kInvalidArgument, "region 0: file_path");
-}
-
-TEST_F(RegionStoreValidationTest, AbsoluteFilePathIsInvalidArgument) {
-  ExpectRefused(Table({FileBacked(0, 0, kPage, outside_ + "/mem", 0)}),
-                absl::StatusCode::kInvalidArgument, "is absolute");
-  EXPECT_TRUE(fs::is_empty(outside_));
-}
-
-TEST_F(RegionStoreValidationTest, DotDotFilePathIsInvalidArgument) {
-  ExpectRefused(Table({FileBacked(0, 0, kPage, "../outside/mem", 0)}),
-                absl::StatusCode::kInvalidArgument, "\"..\"");
-  ExpectRefused(Table({FileBacked(0, 0, kPage, "a/../../outside/mem", 0)}),
-                absl::StatusCode::kInvalidArgument, "\"..\"");
-  EXPECT_TRUE(fs::is_empty(outside_));
-}
-
-TEST_F(RegionStoreValidationTest, NonCanonicalFilePathIsInvalidArgument) {
-  for (const char* path : {"a//mem", "./mem", "a/./mem", "mem/"}) {
-    ExpectRefused(Table({FileBacked(0, 0, kPage, path, 0)}),
-                  absl::StatusCode::kInvalidArgument, "not canonical");
-  }
-}
-
-TEST_F(RegionStoreValidationTest, StagingSuffixFilePathIsInvalidArgument) {
-  ExpectRefused(Table({FileBacked(0, 0, kPage, "mem", 0),
-                       FileBacked(1, kPage, kPage, "mem.livemig-partial", 0)}),
-                absl::StatusCode::kInvalidArgument, "region 1: file_path");
-}
-
-TEST_F(RegionStoreValidationTest, FileUsedAsDirectoryIsInvalidArgument) {
-  ExpectRefused(Table({FileBacked(0, 0, kPage, "a", 0),
-                       FileBacked(1, kPage, kPage, "a/mem", 0)}),
-                absl::StatusCode::kInvalidArgument, "region 1: file_path");
-}
-
-TEST_F(RegionStoreValidationTest, SymlinkDirectoryOutsideRootIsPermissionDenied) {
-  fs::create_directory_symlink(outside_, Root("link"));
-  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "link/mem", 0)})),
-              StatusIsWithMessage(absl::StatusCode::kPermissionDenied,
-                                  "region 0: file_path"));
-  EXPECT_TRUE(fs::is_empty(outside_));
-}
-
-TEST_F(RegionStoreValidationTest, SymlinkDirectoryInsideRootIsPermissionDenied) {
-  fs::create_directories(Root("real"));
-  fs::create_directory_symlink("real", Root("a"));
-  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "a/mem", 0)})),
-              StatusIs(absl::StatusCode::kPermissionDenied));
-  EXPECT_TRUE(fs::is_empty(Root("real")));
-}
-
-TEST_F(RegionStoreValidationTest, SymlinkFinalNameIsPermissionDenied) {
-  WriteFile(outside_ + "/victim", "victim");
-  fs::create_symlink(outside_ + "/victim", Root("mem"));
-  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "mem", 0)})),
-              StatusIs(absl::StatusCode::kPermissionDenied));
-  EXPECT_EQ(ReadFile(outside_ + "/victim"), "victim");
-  EXPECT_FALSE(fs::exists(Root("mem.livemig-partial")));
-}
-
-TEST_F(RegionStoreValidationTest, LaterInvalidRegionCreatesNothing) {
-  ExpectRefused(Table({FileBacked(0, 0, kPage, "dir/mem", 0),
-                       Anonymous(1, kPage, kPage),
-                       FileBacked(2, 2 * kPage, kPage, "/abs", 0)}),
-                absl::StatusCode::kInvalidArgument, "region 2: file_path");
-}
-
-TEST_F(RegionStoreValidationTest, MissingRootDirIsNotFound) {
-  options_.root_dir = root_ + "/missing";
-  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "mem", 0)})),
-              StatusIs(absl::StatusCode::kNotFound));
-}
-
-TEST_F(RegionStoreValidationTest, TableOverTheByteLimitIsResourceExhausted) {
-  options_.max_total_bytes = 3 * kPage;
-  ExpectRefused(Table({Anonymous(0, 0, 2 * kPage),
-                       FileBacked(1, 2 * kPage, 2 * kPage, "mem", 0)}),
-                absl::StatusCode::kResourceExhausted, "limit");
-}
-
-TEST_F(RegionStoreValidationTest, PageSizeNotAPowerOfTwoIsInvalidArgument) {
-  EXPECT_THAT(RegionStore::Create(Table({Anonymous(0, 0, kPage)}), 3000,
-                                  options_),
-              StatusIs(absl::StatusCode::kInvalidArgument));
-}
 
 }  // namespace
 }  // namespace livemig
