@@ -1,7 +1,6 @@
 #include "migration/sender.h"
 
 #include <algorithm>
-#include <cmath>
 #include <memory>
 #include <random>
 #include <thread>
@@ -370,19 +369,8 @@ absl::Status Migration::Run() {
         "channels (", options_.channels, ") must be >= 1 and batch_pages (",
         options_.batch_pages, ") between 1 and 16384"));
   }
-  if (options_.max_bandwidth > 0 && options_.io_timeout != absl::InfiniteDuration() &&
-      static_cast<double>(options_.max_bandwidth) * absl::ToDoubleSeconds(options_.io_timeout / 4) <
-          kMigrationPageSize) {
-    // Even a batch of one page would leave the receiver waiting longer
-    // than a quarter of the io_timeout for its bytes.
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_bandwidth (", options_.max_bandwidth, " bytes/s) cannot send one ",
-        kMigrationPageSize, "-byte page within a quarter of the io_timeout (",
-        absl::FormatDuration(options_.io_timeout), "); give at least ",
-        static_cast<uint64_t>(std::ceil(kMigrationPageSize /
-                                        absl::ToDoubleSeconds(options_.io_timeout / 4))),
-        " bytes/s, or a longer io_timeout"));
-  }
+  LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckPacedRate(
+      options_.max_bandwidth, options_.io_timeout, kMigrationPageSize));
   LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled before it began.
   LIVEMIG_RETURN_IF_ERROR(Setup());
   stats_.setup_time_ms = Ms(absl::Now() - start_);

@@ -14,9 +14,12 @@
 #define LIVEMIG_MIGRATION_INTERNAL_RATE_LIMITER_H_
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include <mutex>  // Not absl::Mutex: Debian's Abseil is not TSan-instrumented.
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -51,17 +54,41 @@ class RateLimiter {
   absl::Time next_free_ ABSL_GUARDED_BY(mu_);
 };
 
+// Whole pages of `page_size` a cap of `bytes_per_second` sends within
+// io_timeout / 4 (fractional; the caller rounds). REQUIRES a cap (> 0) and
+// a finite io_timeout.
+inline double PagesPerQuarterTimeout(uint64_t bytes_per_second, absl::Duration io_timeout,
+                                     uint32_t page_size) {
+  return static_cast<double>(bytes_per_second) * absl::ToDoubleSeconds(io_timeout / 4) /
+         page_size;
+}
+
 // Pages per batch: `batch_pages`, or fewer under a cap of `bytes_per_second`
 // (0: none) so that one batch is sent within io_timeout / 4; at least 1. A
-// cap too low for even one page per io_timeout / 4 is refused by the sender
-// (CheckPacedRate).
+// cap too low for even one page in that time is refused by CheckPacedRate.
 inline uint32_t PacedBatchPages(uint64_t bytes_per_second, absl::Duration io_timeout,
                                 uint32_t batch_pages, uint32_t page_size) {
   if (bytes_per_second == 0 || io_timeout == absl::InfiniteDuration()) return batch_pages;
-  const double fits = static_cast<double>(bytes_per_second) *
-                      absl::ToDoubleSeconds(io_timeout / 4) / page_size;
+  const double fits = PagesPerQuarterTimeout(bytes_per_second, io_timeout, page_size);
   if (fits >= batch_pages) return batch_pages;
   return fits < 1 ? 1 : static_cast<uint32_t>(fits);
+}
+
+// InvalidArgument when even a batch of one page would leave the receiver
+// waiting longer than io_timeout / 4 for its bytes; the message names the
+// lowest cap that works.
+inline absl::Status CheckPacedRate(uint64_t bytes_per_second, absl::Duration io_timeout,
+                                   uint32_t page_size) {
+  if (bytes_per_second == 0 || io_timeout == absl::InfiniteDuration() ||
+      PagesPerQuarterTimeout(bytes_per_second, io_timeout, page_size) >= 1) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "max_bandwidth (", bytes_per_second, " bytes/s) cannot send one ", page_size,
+      "-byte page within a quarter of the io_timeout (", absl::FormatDuration(io_timeout),
+      "); give at least ",
+      static_cast<uint64_t>(std::ceil(page_size / absl::ToDoubleSeconds(io_timeout / 4))),
+      " bytes/s, or a longer io_timeout"));
 }
 
 }  // namespace livemig::migration_internal
