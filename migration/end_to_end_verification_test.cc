@@ -3,6 +3,7 @@
 // mode catches, and that every failure leaves the source running with its
 // pages dirty and the destination with nothing published.
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <string>
@@ -12,6 +13,7 @@
 #include "core/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "migration/page_hashes.h"
 #include "migration/receiver.h"
 #include "migration/sender.h"
 #include "migration/testing/fake_vm.h"
@@ -208,6 +210,66 @@ TEST_P(EndToEndVerificationCodecs, PageTheSenderSkippedFailsNamingTheRegionAndPa
   ExpectDataLossNaming(sender, *vm, std::move(receiver), root,
                        "region 1 (guest 0x40000000, 4194304 bytes) does not hold what the "
                        "source sent: page 100 (guest 0x40064000) differs");
+}
+
+// The guest writes a page after the sender hashed it, before it went out
+// (the hook runs there). Uncompressed, pages go out straight from guest
+// memory, so the page lands torn; the write marked it dirty, so round 1 sends
+// it again and the destination ends exact. Compressed, the sender sent its
+// copy: nothing tears, and round 1 sends the new version all the same.
+TEST_P(EndToEndVerificationCodecs, AGuestWriteBetweenAPagesHashAndItsSendLosesNothing) {
+  auto vm = Vm();
+  ASSERT_NE(vm, nullptr);
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0),
+                                        ReceiverAt(TempDir("e2e_torn")));
+  SenderOptions options =
+      OptionsFor(receiver->receiver->endpoint(), SenderOptions::Verify::kSent);
+  std::atomic<bool> written{false};
+  options.test_drop_page = [&](uint32_t region, uint64_t page) {
+    if (region == 1 && page == kPageInRegion && !written.exchange(true)) {
+      EXPECT_OK(vm->memory().WriteObj<uint8_t>(GuestAddress(kPageAddr), 0x5a));
+    }
+    return false;
+  };
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  EXPECT_TRUE(written.load());
+  EXPECT_TRUE(got.verified);
+  ExpectSameMemory(vm->memory(), got.memory);
+  EXPECT_EQ(got.torn_pages, codec() == wire::Codec::kNone ? 1u : 0u);
+  EXPECT_EQ(stats.audit.untracked_pages, 0u);
+}
+
+// The same write behind the tracker's back (never marked dirty, so never
+// sent again): the torn page fails the migration when the final round ends,
+// before the handover, even with verify=off (which sends no digests). From a
+// copy, the destination would have held the old version without a word.
+TEST(EndToEndVerification, AnUntrackedWriteThatTearsAPageFailsEvenWithVerifyOff) {
+  auto vm = TwoRegionVm();
+  ASSERT_NE(vm, nullptr);
+  const std::string root = TempDir("e2e_torn_untracked");
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), ReceiverAt(root));
+  SenderOptions options = Options(receiver->receiver->endpoint(), SenderOptions::Verify::kOff);
+  std::atomic<bool> written{false};
+  options.test_drop_page = [&](uint32_t region, uint64_t page) {
+    if (region == 1 && page == kPageInRegion && !written.exchange(true)) {
+      vm->memory().region(1).region().as_ptr()[kPageInRegion * kPage + 9] ^= 0xff;
+    }
+    return false;
+  };
+  // What the sender hashes, and what lands after the write.
+  std::vector<uint8_t> page(kPage);
+  std::memcpy(page.data(), vm->memory().region(1).region().as_ptr() + kPageInRegion * kPage, kPage);
+  const uint64_t sent = HashPage(page.data());
+  page[9] ^= 0xff;
+  const uint64_t landed = HashPage(page.data());
+  Sender sender(options);
+  ExpectDataLossNaming(sender, *vm, std::move(receiver), root,
+                       absl::StrCat("region 1 page 100 (guest 0x40064000) of round 0 did not "
+                                    "land as sent: hash 0x", absl::Hex(landed),
+                                    ", the source sent 0x", absl::Hex(sent),
+                                    ", and it was not sent again (1 page like it)"));
 }
 
 // A write behind the tracker's back: verify=full re-hashes the paused source

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -10,6 +11,12 @@
 #include "migration/wire/frame_io.h"
 
 namespace livemig {
+
+std::string NewMigrationId() {
+  std::random_device rd;
+  return absl::StrCat(absl::Hex(rd(), absl::kZeroPad8), absl::Hex(rd(), absl::kZeroPad8),
+                      absl::Hex(rd(), absl::kZeroPad8));
+}
 
 proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
                        uint32_t channel_count, const std::string& migration_id) {
@@ -96,6 +103,7 @@ proto::Encoding EncodingFor(wire::Codec codec) {
 
 void OfferCompression(const wire::CompressionSpec& spec, proto::Hello* hello) {
   if (spec.codec == wire::Codec::kNone) return;
+  hello->set_features(hello->features() & ~uint64_t{proto::FEATURE_TORN_PAGES});
   hello->set_compression(CompressionToWire(spec.codec));
   hello->set_compression_level(static_cast<uint32_t>(wire::EffectiveLevel(spec)));
 }

@@ -95,6 +95,23 @@
 //                                                    expected_completion_us}
 //   The source waits for Ack{ROUND r} before deciding on round r+1: its
 //   switchover rule adds expected_completion_us to the pause it budgets.
+//   Torn pages (FEATURE_TORN_PAGES, in effect when both Hellos offer it; a
+//   source offers it unless it compresses): the source hashes each RAW page
+//   in guest memory and hands the kernel the guest's own bytes, no copy. In
+//   a pre-copy round the guest may write a page between its hash and its
+//   send, so what lands may not match: the receiver then keeps what landed
+//   (recording its own hash of it) instead of aborting, and notes the page
+//   torn (internal/torn_pages.h). Why nothing is lost: a page written after
+//   its round's harvest is marked dirty by that write, so it is harvested
+//   and sent again, and the final round is sent paused, where nothing
+//   writes; a later round that lands the page whole clears the note. A page
+//   still noted when the final round's END has arrived on every channel is
+//   Abort{DATA_LOSS} naming it ("... did not land as sent ..., and it was
+//   not sent again"): corruption on the wire, or a write the source never
+//   marked dirty, fails the migration before the handover, with any verify
+//   mode, as the check on arrival did. The source's page hashes stay those
+//   of the bytes it hashed; Completion and the source audit compare them as
+//   before.
 //   ---- switchover (source paused) ----------------------------------------
 //   any: PageBatch ... (final round)
 //   all: IterationMarker{r, END, final}
@@ -178,8 +195,12 @@ std::string DefaultRegionFileName(uint32_t region_index);
 // Features this build speaks (proto::Feature bits).
 inline constexpr uint64_t kSupportedFeatures =
     proto::FEATURE_ZERO_PAGES | proto::FEATURE_PAGE_HASHES |
-    proto::FEATURE_MULTI_CHANNEL;
+    proto::FEATURE_MULTI_CHANNEL | proto::FEATURE_TORN_PAGES;
 static_assert(kMigrationPageSize == kHashedPageSize);
+
+// A fresh random migration id (Hello.migration_id): 24 hex digits, always,
+// so frames that carry it have one size.
+std::string NewMigrationId();
 
 proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
                        uint32_t channel_count, const std::string& migration_id);
@@ -230,7 +251,8 @@ proto::Compression CompressionToWire(wire::Codec codec);
 [[nodiscard]] absl::StatusOr<wire::Codec> CodecFromWire(proto::Compression compression);
 // The PageBatch encoding of a codec (REQUIRES: not kNone).
 proto::Encoding EncodingFor(wire::Codec codec);
-// Sets the source's request in `hello` (nothing for kNone).
+// Sets the source's request in `hello` (nothing for kNone). A compressing
+// source sends stable copies, so it withdraws FEATURE_TORN_PAGES.
 void OfferCompression(const wire::CompressionSpec& spec, proto::Hello* hello);
 // Destination: the source's Hello asks for a codec in `accepted` (or for
 // none). FailedPrecondition naming the codec asked for and the accepted

@@ -25,6 +25,7 @@
 #include "migration/internal/file_landing.h"
 #include "migration/internal/round_barrier.h"
 #include "migration/internal/space_claim.h"
+#include "migration/internal/torn_pages.h"
 #include "migration/internal/writeback_thread.h"
 #include "migration/page_hashes.h"
 #include "migration/region_store.h"
@@ -130,6 +131,7 @@ class ReceiveSession {
   std::atomic<uint64_t> file_pages_{0};  // Of raw_pages_, landed by FileLanding.
   std::atomic<uint64_t> zero_pages_{0};
   std::atomic<uint64_t> compressed_batches_{0};
+  migration_internal::TornPages torn_;  // FEATURE_TORN_PAGES.
   std::atomic<uint64_t> decompress_ns_{0};
   std::atomic<uint32_t> rounds_{0};
   std::atomic<bool> abort_sent_{false};  // SendAbort runs once.
@@ -293,17 +295,23 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
       for (uint64_t i = 0; i < run.count(); ++i, ++next) {
         const uint64_t hash =
             file_landed ? landing.hashes()[next] : HashPage(data + i * kMigrationPageSize);
+        const uint64_t page = run.first_page() + i;
         if (hash != batch.page_hashes(next)) {
-          const uint64_t page = run.first_page() + i;
-          return absl::DataLossError(absl::StrCat(
-              "region ", batch.region_index(), " page ", page, " (guest 0x",
-              absl::Hex(regions[batch.region_index()].info.guest_addr() +
-                        page * kMigrationPageSize),
-              ") of round ", channel_round, " did not land as sent: hash 0x",
-              absl::Hex(hash), ", the source sent 0x", absl::Hex(batch.page_hashes(next))));
+          const uint64_t guest =
+              regions[batch.region_index()].info.guest_addr() + page * kMigrationPageSize;
+          // Torn (protocol.h): kept, and it must land whole in a later round.
+          if ((features_ & proto::FEATURE_TORN_PAGES) == 0) {
+            return absl::DataLossError(absl::StrCat(
+                "region ", batch.region_index(), " page ", page, " (guest 0x", absl::Hex(guest),
+                ") of round ", channel_round, " did not land as sent: hash 0x", absl::Hex(hash),
+                ", the source sent 0x", absl::Hex(batch.page_hashes(next))));
+          }
+          torn_.Tore(batch.region_index(), page, guest, channel_round, hash,
+                     batch.page_hashes(next));
         }
-        landed.Set(run.first_page() + i, hash);
+        landed.Set(page, hash);
       }
+      torn_.Landed(batch.region_index(), run.first_page(), run.count(), channel_round);
     }
     // Durable: keep the disk busy while pages arrive, so the flush in the
     // source's downtime finds little left: every kWritebackPages raw pages,
@@ -348,6 +356,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
       }
       landed.Set(p, ZeroPageHash());
     }
+    torn_.Landed(batch.region_index(), run.first_page(), run.count(), channel_round);
   }
   zero_pages_.fetch_add(total, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -415,6 +424,12 @@ void ReceiveSession::EndOfRound(uint32_t round, bool final) {
     absl::Status claimed = store_->ClaimDeferredSpace();
     std::lock_guard<std::mutex> lock(mu_);
     if (sync_error_.ok() && !claimed.ok()) sync_error_ = claimed;
+  }
+  if (final) {
+    // Every channel's final END is in: a page still torn was never sent again.
+    absl::Status torn = torn_.Unresolved();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (sync_error_.ok() && !torn.ok()) sync_error_ = torn;
   }
   // Timed from here: the claim above happens once, never in the pause.
   const absl::Time start = absl::Now();
@@ -643,6 +658,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
   out->prealloc_bytes = store_->prealloc().bytes;
   out->compression = compression_;
   out->compressed_batches = compressed_batches_.load();
+  out->torn_pages = torn_.tears();
   out->decompress_ms = static_cast<double>(decompress_ns_.load()) / 1e6;
   for (const auto& c : channels_) out->bytes_received += c->bytes_read();
   return out;

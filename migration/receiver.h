@@ -157,6 +157,9 @@ struct ReceivedMigration {
   // (round 0 into files the receiver created; internal/file_landing.h).
   uint64_t pages_written_to_files = 0;
   uint64_t zero_pages = 0;
+  // Pages that landed torn in a pre-copy round (sent from live guest memory
+  // while the guest wrote them; protocol.h) and so were received again.
+  uint64_t torn_pages = 0;
   uint64_t bytes_received = 0;
   // Compression (none unless the source asked): the codec agreed, batches
   // that arrived compressed, time the channels spent decompressing.

@@ -68,8 +68,11 @@ INSTANTIATE_TEST_SUITE_P(PreallocOffAndOn, RawSourceModes, ::testing::Bool(),
                            return info.param ? "Prealloc" : "Plain";
                          });
 
+// From a source that sends copies (no FEATURE_TORN_PAGES), a page that does
+// not match its hash is refused on arrival.
 TEST_P(RawSourceModes, PageBatchWithAFlippedPayloadByteIsDataLoss) {
-  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  ASSERT_NO_FATAL_FAILURE(
+      Handshake(AnonymousTable(), kSupportedFeatures & ~uint64_t{proto::FEATURE_TORN_PAGES}));
   std::vector<uint8_t> pages(2 * kMigrationPageSize, 0xab);
   std::vector<uint8_t> corrupted = pages;
   corrupted[kMigrationPageSize + 17] ^= 0x01;

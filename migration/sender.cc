@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <memory>
-#include <random>
 #include <thread>
 #include <utility>
 
@@ -35,13 +34,6 @@ using migration_internal::RateLimiter;
 using migration_internal::SendChannel;
 
 double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
-
-// 24 hex digits, always: frames that carry the id have one size.
-std::string RandomId() {
-  std::random_device rd;
-  return absl::StrCat(absl::Hex(rd(), absl::kZeroPad8), absl::Hex(rd(), absl::kZeroPad8),
-                      absl::Hex(rd(), absl::kZeroPad8));
-}
 
 // The most page-hash queries a receiver may make after one Completion (one
 // per differing region is all it needs).
@@ -173,7 +165,7 @@ uint64_t Migration::BytesWritten() const {
 
 absl::Status Migration::Setup() {
   const std::string id =
-      options_.migration_id.empty() ? RandomId() : options_.migration_id;
+      options_.migration_id.empty() ? NewMigrationId() : options_.migration_id;
   // From here Cancel() shuts down every connection made so far (each
   // SendChannel registers its own with failure_).
   publish_(&failure_, false);
@@ -217,23 +209,18 @@ absl::Status Migration::Setup() {
     LIVEMIG_RETURN_IF_ERROR(CheckHello(reply, proto::ROLE_DESTINATION));
     LIVEMIG_RETURN_IF_ERROR(CheckCompressionAnswer(reply, codec));
     if (compressor != nullptr) channels_.back()->EnableCompression(std::move(compressor));
+    if (reply.features() & proto::FEATURE_TORN_PAGES) channels_.back()->SendFromGuestMemory();
   }
   LIVEMIG_ASSIGN_OR_RETURN(const proto::RegionTable table,
                            RegionTableFor(memory_, options_.file_names));
-  uint64_t chunks = 0;
   for (size_t r = 0; r < memory_.num_regions(); ++r) {
     sent_.emplace_back(memory_.region(r).len() / kMigrationPageSize);
     known_zero_.push_back(migration_internal::KnownZero::For(memory_.region(r).region()));
     stats_.total += memory_.region(r).len();
-    chunks += sent_.back().chunks();
   }
-  // Completion carries 8 bytes per chunk (and ~32 per region): refuse now,
-  // not in the pause, a memory whose digests would not fit one message.
-  if (options_.verify != SenderOptions::Verify::kOff &&
-      chunks * 9 + memory_.num_regions() * 32 > wire::kMaxMessageSize) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        stats_.total, " bytes of guest memory need ", chunks,
-        " chunk digests, more than one COMPLETION frame carries; use verify=off"));
+  // Refused now, not in the pause.
+  if (options_.verify != SenderOptions::Verify::kOff) {
+    LIVEMIG_RETURN_IF_ERROR(CheckDigestsFit(sent_, stats_.total));
   }
   Connection& control = channels_[0]->connection();
   LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kRegionTable,

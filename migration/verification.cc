@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "migration/wire/frame_format.h"
 
 namespace livemig {
 
@@ -18,6 +19,15 @@ void AddDigests(std::vector<PageHashes>& sent, proto::Completion* completion) {
     const std::span<const uint64_t> chunks = hashes.chunk_digests();
     d->mutable_chunk_digests()->Add(chunks.begin(), chunks.end());
   }
+}
+
+absl::Status CheckDigestsFit(const std::vector<PageHashes>& sent, uint64_t total_bytes) {
+  uint64_t chunks = 0;
+  for (const PageHashes& hashes : sent) chunks += hashes.chunks();
+  if (chunks * 9 + sent.size() * 32 <= wire::kMaxMessageSize) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      total_bytes, " bytes of guest memory need ", chunks,
+      " chunk digests, more than one COMPLETION frame carries; use verify=off"));
 }
 
 absl::StatusOr<std::vector<ChunkMismatch>> CompareDigests(

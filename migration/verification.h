@@ -33,6 +33,12 @@ namespace livemig {
 // per region (in region order) to `completion`.
 void AddDigests(std::vector<PageHashes>& sent, proto::Completion* completion);
 
+// Source: InvalidArgument when the digests of `sent` (`total_bytes` of guest
+// memory) would not fit one Completion message (8 bytes per chunk and about
+// 32 per region, against wire::kMaxMessageSize): "... use verify=off".
+[[nodiscard]] absl::Status CheckDigestsFit(const std::vector<PageHashes>& sent,
+                                           uint64_t total_bytes);
+
 // One chunk of a region whose digests differ: the pages to ask about.
 struct ChunkMismatch {
   uint32_t region = 0;

@@ -67,6 +67,19 @@ TEST(AddDigests, AddsOneDigestPerRegionInRegionOrder) {
   EXPECT_EQ(completion.digests(1).chunk_digests_size(), 3);
 }
 
+// 9 bytes per chunk and 32 per region against the 1 MiB message limit: one
+// page per region is one chunk, 41 bytes; 25575 of them fit, 25576 do not.
+TEST(CheckDigestsFit, RefusesDigestsLargerThanOneCompletionNamingTheWayOut) {
+  std::vector<PageHashes> sent;
+  for (int i = 0; i < 25575; ++i) sent.emplace_back(1);
+  EXPECT_OK(CheckDigestsFit(sent, 25575 * 4096));
+  sent.emplace_back(1);
+  EXPECT_THAT(CheckDigestsFit(sent, 25576 * 4096),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "104759296 bytes of guest memory need 25576 chunk digests, "
+                                  "more than one COMPLETION frame carries; use verify=off"));
+}
+
 TEST(CompareDigests, IdenticalHashesHaveNoMismatch) {
   std::vector<PageHashes> landed = TwoRegions();
   ASSERT_OK_AND_ASSIGN(auto mismatches, CompareDigests(SentDigests(), landed));

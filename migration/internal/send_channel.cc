@@ -151,6 +151,8 @@ absl::Status SendChannel::Send(const PageWork& work) {
     run->set_count(1);
   };
   PageHashes& sent = (*sent_)[work.region];
+  const bool from_guest = from_guest_memory_ && compressor_ == nullptr;
+  payload_.clear();
   size_t raw_pages = 0;
   uint64_t zero_pages = 0;
   const absl::Time scan_start = absl::Now();
@@ -170,17 +172,32 @@ absl::Status SendChannel::Send(const PageWork& work) {
       if ((raw_pages + 1) * kMigrationPageSize > buffer_.size()) {
         return absl::InternalError("page batch larger than the channel buffer");
       }
-      // Copy through the bounds-checked accessor, then hash the copy: the
-      // hash must cover exactly the bytes that go on the wire.
-      uint8_t* copy = buffer_.data() + raw_pages * kMigrationPageSize;
-      absl::Status read =
-          region.region().Read(std::span<uint8_t>(copy, kMigrationPageSize), offset);
-      if (!read.ok()) return read;
-      const uint64_t hash = HashPage(copy);
+      uint8_t* bytes;
+      if (from_guest) {
+        // Hashed where the kernel will read it (protocol.h: torn pages).
+        auto slice =
+            region.region().GetSlice(offset, kMigrationPageSize);
+        if (!slice.ok()) return slice.status();
+        bytes = slice->as_ptr();
+      } else {
+        // Copy through the bounds-checked accessor, then hash the copy: the
+        // hash covers exactly the bytes that go on the wire.
+        bytes = buffer_.data() + raw_pages * kMigrationPageSize;
+        absl::Status read =
+            region.region().Read(std::span<uint8_t>(bytes, kMigrationPageSize), offset);
+        if (!read.ok()) return read;
+      }
+      const uint64_t hash = HashPage(bytes);
       sent.Set(page, hash);
       if (drop_ != nullptr && (*drop_)(work.region, page)) continue;
       append(raw, page);
       raw.add_page_hashes(hash);
+      if (!payload_.empty() &&
+          static_cast<uint8_t*>(payload_.back().iov_base) + payload_.back().iov_len == bytes) {
+        payload_.back().iov_len += kMigrationPageSize;  // Adjacent: one piece.
+      } else {
+        payload_.push_back(iovec{bytes, kMigrationPageSize});
+      }
       ++raw_pages;
     }
   }
@@ -189,12 +206,13 @@ absl::Status SendChannel::Send(const PageWork& work) {
       static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - scan_start)),
       std::memory_order_relaxed);
   if (raw_pages > 0) {
-    const size_t bytes = raw_pages * kMigrationPageSize;
-    iovec payload{buffer_.data(), bytes};
-    if (compressor_ != nullptr) CompressPayload(raw, &payload);
-    limiter_->Acquire(payload.iov_len, failure_->flag());
+    // Copies are adjacent in buffer_: with a compressor, payload_ is one piece.
+    if (compressor_ != nullptr) CompressPayload(raw, &payload_[0]);
+    size_t bytes = 0;
+    for (const iovec& piece : payload_) bytes += piece.iov_len;
+    limiter_->Acquire(bytes, failure_->flag());
     absl::Status status = wire::WriteFrame(*connection_, wire::FrameType::kPageBatch,
-                                           raw, absl::MakeConstSpan(&payload, 1),
+                                           raw, absl::MakeConstSpan(payload_),
                                            io_timeout_, wire::kFramePagesHashed);
     if (!status.ok()) return status;
     counters_->raw_pages.fetch_add(raw_pages, std::memory_order_relaxed);

@@ -95,7 +95,8 @@ struct ChannelCounters {
 
 // Testing only: called for every page a channel is about to send, after its
 // hash was recorded; true leaves it out of the batch (a page the sender
-// believes it sent but that never went out).
+// believes it sent but that never went out). A hook that writes the page
+// and returns false is a guest write between a page's hash and its send.
 using DropPageHook = std::function<bool(uint32_t region, uint64_t page)>;
 
 class SendChannel {
@@ -116,6 +117,12 @@ class SendChannel {
   // does not shrink stays RAW; migration/wire/compression.h). Before
   // Start(); the codec must be the one the Hellos agreed on.
   void EnableCompression(std::unique_ptr<wire::BatchCompressor> compressor);
+  // Sends RAW pages straight from guest memory from now on: each page is
+  // hashed where it is, and the kernel reads the guest's own bytes, no copy
+  // (FEATURE_TORN_PAGES, agreed in the Hellos; protocol.h says why a page
+  // the guest writes meanwhile loses nothing). Before Start(); ignored with
+  // compression, which needs the stable copy.
+  void SendFromGuestMemory() { from_guest_memory_ = true; }
   void Start();
   void Enqueue(PageWork work);
   uint64_t queued_pages() const;
@@ -146,7 +153,9 @@ class SendChannel {
   ChannelCounters* counters_;
   const absl::Duration io_timeout_;
   const DropPageHook* drop_;
-  std::vector<uint8_t> buffer_;  // Worker only.
+  bool from_guest_memory_ = false;  // Set before Start().
+  std::vector<uint8_t> buffer_;     // Worker only: the copies, unless from_guest_memory_.
+  std::vector<iovec> payload_;      // Worker only: the batch's page bytes, in order.
   // Per region, pages found zero without reading them (known_zero.h);
   // null: every page is read. known_ is the worker's scratch.
   const std::vector<KnownZero>* known_zero_;

@@ -16,8 +16,8 @@
 // The helpers speak protocol.h's sequence correctly (see the test
 // ProtocolCorrectInputIsReceivedExactly); tests break it one step at a time:
 //
-//   SendHello()     Hello and its reply                 (receiver: handshake)
-//   Handshake(t)    SendHello(), table `t`, its Ack     (receiver: round 0)
+//   SendHello(f)    Hello offering features `f`, reply  (receiver: handshake)
+//   Handshake(t, f) SendHello(f), table `t`, its Ack    (receiver: round 0)
 //   Batch(), SendBatch()  page batches                  (receiver: rounds)
 //   Finish(d)       final marker, device state, Completion with digests `d`
 //   ReadVerified()  the ACK_VERIFIED                    (receiver: handover)
@@ -150,16 +150,19 @@ class RawSourceTest : public ::testing::Test {
     EXPECT_THAT(wire::ReadFrameStart(*conn_, kIo), StatusIs(absl::StatusCode::kUnavailable));
   }
 
-  void SendHello() {
-    ASSERT_OK(Send(wire::FrameType::kHello, MakeHello(proto::ROLE_SOURCE, 0, 1, "id")));
+  // `features`: what the source offers (this build's by default).
+  void SendHello(uint64_t features = kSupportedFeatures) {
+    proto::Hello hello = MakeHello(proto::ROLE_SOURCE, 0, 1, "id");
+    hello.set_features(features);
+    ASSERT_OK(Send(wire::FrameType::kHello, hello));
     proto::Hello reply;
     ASSERT_OK(Read(wire::FrameType::kHello, &reply));
     ASSERT_OK(CheckHello(reply, proto::ROLE_DESTINATION));
   }
 
   // Hello, then `table`, then the table's Ack: the receiver is in round 0.
-  void Handshake(const proto::RegionTable& table) {
-    ASSERT_NO_FATAL_FAILURE(SendHello());
+  void Handshake(const proto::RegionTable& table, uint64_t features = kSupportedFeatures) {
+    ASSERT_NO_FATAL_FAILURE(SendHello(features));
     ASSERT_OK(Send(wire::FrameType::kRegionTable, table));
     proto::Ack ack;
     ASSERT_OK(Read(wire::FrameType::kAck, &ack));

@@ -26,6 +26,7 @@ std::string ManifestJson(const ReceivedMigration& got) {
                       got.verified ? "true" : "false", ",\"regions\":[", regions,
                       "],\"stats\":{\"raw_pages\":", got.raw_pages,
                       ",\"zero_pages\":", got.zero_pages,
+                      ",\"torn_pages\":", got.torn_pages,
                       ",\"bytes_received\":", got.bytes_received,
                       ",\"rounds\":", got.rounds, ",\"channels\":", got.channels,
                       ",\"device_state_bytes\":", got.device_state.size(),

@@ -9,8 +9,9 @@
 //    "regions":[{"index":0,"guest_addr":0,"size":1073741824,
 //                "file":"/var/lib/vm/guest.mem","file_offset":0,
 //                "page_hash_root":"0123456789abcdef"},...],
-//    "stats":{"raw_pages":N,"zero_pages":N,"bytes_received":N,"rounds":N,
-//             "channels":N,"device_state_bytes":N}}
+//    "stats":{"raw_pages":N,"zero_pages":N,"torn_pages":N,"bytes_received":N,
+//             "rounds":N,"channels":N,"device_state_bytes":N,
+//             "compression":"none","compressed_batches":N,"decompress_ms":X}}
 //
 // Regions are in region-table order; "file" is the rebuilt file's path,
 // JSON-escaped; "page_hash_root" is the root of the page hashes that landed,
