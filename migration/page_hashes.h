@@ -5,11 +5,14 @@
 // (incremental end-to-end verification; proto RegionDigest).
 //
 //   source       records HashPage() of every page version it puts on the
-//                wire (hashed from the bytes in its channel buffer, the same
-//                hash the PageBatch carries), ZeroPageHash() for zero pages;
+//                wire (hashed in guest memory right before it is sent, or
+//                from its copy when it compresses; the same hash the
+//                PageBatch carries), ZeroPageHash() for zero pages;
 //   destination  records HashPage() of every page as it landed in its
-//                mapping (checked against the batch's hash), ZeroPageHash()
-//                for zero runs; a page that never arrived keeps kNoPageHash.
+//                mapping (checked against the batch's hash; a page torn by
+//                a write in flight must land again: protocol.h),
+//                ZeroPageHash() for zero runs; a page that never arrived
+//                keeps kNoPageHash.
 //
 // At completion each side calls RefreshChunks() and compares chunk_digests()
 // (one XXH3-64 per kHashChunkPages pages over their hashes) and Root(). The
