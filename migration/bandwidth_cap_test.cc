@@ -3,6 +3,7 @@
 // cap too low for even one page in that time is refused before connecting.
 #include <cstdint>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "core/testing/status_matchers.h"
 #include "gmock/gmock.h"
@@ -30,6 +31,22 @@ TEST(PacedBatchPages, UncappedOrFastLinksKeepTheConfiguredBatch) {
   EXPECT_EQ(PacedBatchPages(0, absl::Seconds(30), 256, kPage), 256u);
   EXPECT_EQ(PacedBatchPages(125'000'000, absl::Seconds(30), 256, kPage), 256u);
   EXPECT_EQ(PacedBatchPages(100, absl::InfiniteDuration(), 256, kPage), 256u);
+}
+
+// The lowest cap the sender (and the CLI, through LowestMaxBandwidth) names
+// is exactly where CheckPacedRate stops refusing: 4096 bytes in 7.5 s.
+TEST(CheckPacedRate, TheLowestCapNamedIsTheLowestAccepted) {
+  EXPECT_EQ(LowestMaxBandwidth(absl::Seconds(30)), 547u);
+  EXPECT_EQ(LowestMaxBandwidth(absl::Seconds(2)), 8192u);
+  EXPECT_EQ(LowestMaxBandwidth(absl::InfiniteDuration()), 1u);
+  for (absl::Duration timeout : {absl::Seconds(30), absl::Seconds(2), absl::Seconds(7)}) {
+    const uint64_t lowest = LowestMaxBandwidth(timeout);
+    EXPECT_OK(migration_internal::CheckPacedRate(lowest, timeout, kPage));
+    EXPECT_THAT(migration_internal::CheckPacedRate(lowest - 1, timeout, kPage),
+                ::livemig::testing::StatusIsWithMessage(
+                    absl::StatusCode::kInvalidArgument,
+                    absl::StrCat("give at least ", lowest, " bytes/s")));
+  }
 }
 
 TEST(PacedBatchPages, ASlowCapShrinksTheBatchToAQuarterOfTheTimeout) {

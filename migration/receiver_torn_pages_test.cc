@@ -95,8 +95,8 @@ TEST_F(TornPagesTest, ATornPageSentAgainAsAZeroPageIsWhole) {
   ASSERT_NO_FATAL_FAILURE(Handshake(FileTable("guest.mem")));
   ASSERT_NO_FATAL_FAILURE(SendRound0WithATornPage());
   ASSERT_NO_FATAL_FAILURE(EndRound(0, false));
-  ASSERT_OK(Send(wire::FrameType::kPageBatch,
-                 Batch(0, proto::ENCODING_ZERO, kTornPage, 1, /*round=*/1)));
+  ASSERT_OK(
+      Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, kTornPage, 1, /*round=*/1)));
   std::vector<uint8_t> guest(kRegionSize, 0x11);
   std::fill_n(guest.begin() + kTornPage * kMigrationPageSize, kMigrationPageSize, 0);
   ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, guest)}, /*round=*/1, kRegionPages + 1));

@@ -643,6 +643,10 @@ const char* VerifyName(SenderOptions::Verify verify) {
   return "?";
 }
 
+uint64_t LowestMaxBandwidth(absl::Duration io_timeout) {
+  return migration_internal::LowestPacedRate(io_timeout, kMigrationPageSize);
+}
+
 Sender::Sender(SenderOptions options) : options_(std::move(options)) {}
 
 bool Sender::Cancel() {

@@ -162,6 +162,10 @@ struct SenderOptions {
 // "sent", "full", "off".
 const char* VerifyName(SenderOptions::Verify verify);
 
+// The lowest max_bandwidth Migrate() accepts with `io_timeout`: one page must
+// go out within io_timeout / 4 (below it, Migrate() is InvalidArgument).
+uint64_t LowestMaxBandwidth(absl::Duration io_timeout);
+
 class Sender {
  public:
   explicit Sender(SenderOptions options);

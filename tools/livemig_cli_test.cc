@@ -198,6 +198,9 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"send", to, "--memory=1MiB", "--workload=uniform:rate=1MB/s,seed=x"},
        "key \"seed\""},
       {{"send", to, "--memory=1MiB", "--max-bandwidth=fast"}, "--max-bandwidth"},
+      {{"send", to, "--memory=1MiB", "--max-bandwidth=100B/s"},
+       "--max-bandwidth=100B/s: below 547 bytes/s no page goes out within a quarter of "
+       "--io-timeout-s=30; give more, or a longer --io-timeout-s"},
       {{"send", to, "--memory=1MiB", "--fill=purple"}, "expected random, zero, text or keep"},
       {{"send", to, "--region=gpa=0,size=1MiB,colour=red"}, "unknown key \"colour\""},
       {{"send", to, "--region=size=1MiB"}, "gpa= and size= are required"},

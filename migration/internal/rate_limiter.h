@@ -74,6 +74,13 @@ inline uint32_t PacedBatchPages(uint64_t bytes_per_second, absl::Duration io_tim
   return fits < 1 ? 1 : static_cast<uint32_t>(fits);
 }
 
+// The lowest cap (bytes/s, > 0) that sends one page within io_timeout / 4;
+// 1 without a timeout.
+inline uint64_t LowestPacedRate(absl::Duration io_timeout, uint32_t page_size) {
+  if (io_timeout == absl::InfiniteDuration()) return 1;
+  return static_cast<uint64_t>(std::ceil(page_size / absl::ToDoubleSeconds(io_timeout / 4)));
+}
+
 // InvalidArgument when even a batch of one page would leave the receiver
 // waiting longer than io_timeout / 4 for its bytes; the message names the
 // lowest cap that works.
@@ -86,8 +93,7 @@ inline absl::Status CheckPacedRate(uint64_t bytes_per_second, absl::Duration io_
   return absl::InvalidArgumentError(absl::StrCat(
       "max_bandwidth (", bytes_per_second, " bytes/s) cannot send one ", page_size,
       "-byte page within a quarter of the io_timeout (", absl::FormatDuration(io_timeout),
-      "); give at least ",
-      static_cast<uint64_t>(std::ceil(page_size / absl::ToDoubleSeconds(io_timeout / 4))),
+      "); give at least ", LowestPacedRate(io_timeout, page_size),
       " bytes/s, or a longer io_timeout"));
 }
 

@@ -29,8 +29,8 @@ absl::Status TornPages::Unresolved() const {
   return absl::DataLossError(absl::StrCat(
       "region ", key.first, " page ", key.second, " (guest 0x", absl::Hex(note.guest_addr),
       ") of round ", note.round, " did not land as sent: hash 0x", absl::Hex(note.landed),
-      ", the source sent 0x", absl::Hex(note.sent), ", and it was not sent again (",
-      notes_.size(), notes_.size() == 1 ? " page like it)" : " pages like it)"));
+      ", the source sent 0x", absl::Hex(note.sent), ", and it was not sent again (", notes_.size(),
+      notes_.size() == 1 ? " page like it)" : " pages like it)"));
 }
 
 }  // namespace livemig::migration_internal

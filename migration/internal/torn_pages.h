@@ -46,8 +46,8 @@ class TornPages {
   // Page `page` of region `region` (at guest address `guest_addr`) landed in
   // `round` with page hash `landed` instead of `sent`. A page noted already
   // keeps only this, its latest tear.
-  void Tore(uint32_t region, uint64_t page, uint64_t guest_addr, uint32_t round,
-            uint64_t landed, uint64_t sent);
+  void Tore(uint32_t region, uint64_t page, uint64_t guest_addr, uint32_t round, uint64_t landed,
+            uint64_t sent);
 
   // Pages [first, first + count) of `region` landed whole in `round`: notes
   // of earlier rounds on them are cleared.

@@ -55,8 +55,8 @@ TEST(TornPagesTest, RunsClearOnlyTheirOwnRegionAndPages) {
                                   "sent: hash 0x1, the source sent 0x2, and it was not sent "
                                   "again (3 pages like it)"));
   torn.Landed(0, 9, 12, 1);  // Pages 9..20.
-  EXPECT_THAT(torn.Unresolved(),
-              StatusIsWithMessage(absl::StatusCode::kDataLoss, "region 1 page 10 (guest 0x10a000)"));
+  EXPECT_THAT(torn.Unresolved(), StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                                     "region 1 page 10 (guest 0x10a000)"));
   torn.Landed(1, 10, 1, 2);
   EXPECT_OK(torn.Unresolved());
 }
@@ -65,9 +65,10 @@ TEST(TornPagesTest, ATornPageThatTearsAgainIsNamedByItsLatestTear) {
   TornPages torn;
   torn.Tore(0, 3, 0x3000, 0, 0x1, 0x2);
   torn.Tore(0, 3, 0x3000, 1, 0x3, 0x4);
-  EXPECT_THAT(torn.Unresolved(),
-              StatusIsWithMessage(absl::StatusCode::kDataLoss,
-                                  "of round 1 did not land as sent: hash 0x3, the source sent 0x4"));
+  EXPECT_THAT(
+      torn.Unresolved(),
+      StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                          "of round 1 did not land as sent: hash 0x3, the source sent 0x4"));
   torn.Landed(0, 3, 1, 1);  // Its latest tear's own round: still torn.
   EXPECT_FALSE(torn.Unresolved().ok());
   torn.Landed(0, 3, 1, 2);

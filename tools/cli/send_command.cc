@@ -176,6 +176,12 @@ int RunSend(const SendFlags& flags) {
     if (!io_timeout.ok()) return Usage(io_timeout.status());
     options.io_timeout = *io_timeout;
   }
+  if (options.max_bandwidth > 0 && options.max_bandwidth < LowestMaxBandwidth(options.io_timeout)) {
+    return Usage(absl::InvalidArgumentError(absl::StrCat(
+        "--max-bandwidth=", flags.max_bandwidth, ": below ",
+        LowestMaxBandwidth(options.io_timeout), " bytes/s no page goes out within a quarter of ",
+        "--io-timeout-s=", flags.io_timeout_s, "; give more, or a longer --io-timeout-s")));
+  }
   {
     const std::string& verify = flags.verify;
     if (verify == "sent") {
