@@ -301,10 +301,8 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
               regions[batch.region_index()].info.guest_addr() + page * kMigrationPageSize;
           // Torn (protocol.h): kept, and it must land whole in a later round.
           if ((features_ & proto::FEATURE_TORN_PAGES) == 0) {
-            return absl::DataLossError(absl::StrCat(
-                "region ", batch.region_index(), " page ", page, " (guest 0x", absl::Hex(guest),
-                ") of round ", channel_round, " did not land as sent: hash 0x", absl::Hex(hash),
-                ", the source sent 0x", absl::Hex(batch.page_hashes(next))));
+            return absl::DataLossError(migration_internal::NotLandedAsSent(
+                batch.region_index(), page, guest, channel_round, hash, batch.page_hashes(next)));
           }
           torn_.Tore(batch.region_index(), page, guest, channel_round, hash,
                      batch.page_hashes(next));

@@ -80,10 +80,7 @@ TEST_F(TornPagesTest, ATornPageLandedWholeInALaterRoundIsReceivedExactly) {
   std::fill_n(guest.begin() + kTornPage * kMigrationPageSize, kMigrationPageSize, 0x22);
   ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, guest)}, /*round=*/1, kRegionPages + 1));
   ASSERT_NO_FATAL_FAILURE(ReadVerified());
-  ASSERT_OK(Send(wire::FrameType::kAck, HandoverAck()));
-  proto::Ack committed;
-  ASSERT_OK(Read(wire::FrameType::kAck, &committed));
-  EXPECT_EQ(committed.status_code(), 0);
+  ASSERT_NO_FATAL_FAILURE(HandOverAndExpectCommitted());
   ASSERT_OK(Result(absl::Now()));
   EXPECT_EQ(result_->torn_pages, 1u);
   const uint8_t* data = result_->memory.region(0).region().as_ptr();

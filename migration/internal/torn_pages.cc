@@ -4,6 +4,13 @@
 
 namespace livemig::migration_internal {
 
+std::string NotLandedAsSent(uint32_t region, uint64_t page, uint64_t guest_addr,
+                            uint32_t round, uint64_t landed, uint64_t sent) {
+  return absl::StrCat("region ", region, " page ", page, " (guest 0x", absl::Hex(guest_addr),
+                      ") of round ", round, " did not land as sent: hash 0x", absl::Hex(landed),
+                      ", the source sent 0x", absl::Hex(sent));
+}
+
 void TornPages::Tore(uint32_t region, uint64_t page, uint64_t guest_addr, uint32_t round,
                      uint64_t landed, uint64_t sent) {
   tears_.fetch_add(1, std::memory_order_relaxed);
@@ -27,9 +34,8 @@ absl::Status TornPages::Unresolved() const {
   if (notes_.empty()) return absl::OkStatus();
   const auto& [key, note] = *notes_.begin();
   return absl::DataLossError(absl::StrCat(
-      "region ", key.first, " page ", key.second, " (guest 0x", absl::Hex(note.guest_addr),
-      ") of round ", note.round, " did not land as sent: hash 0x", absl::Hex(note.landed),
-      ", the source sent 0x", absl::Hex(note.sent), ", and it was not sent again (", notes_.size(),
+      NotLandedAsSent(key.first, key.second, note.guest_addr, note.round, note.landed, note.sent),
+      ", and it was not sent again (", notes_.size(),
       notes_.size() == 1 ? " page like it)" : " pages like it)"));
 }
 

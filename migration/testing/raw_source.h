@@ -23,6 +23,7 @@
 //   ReadVerified()  the ACK_VERIFIED                    (receiver: handover)
 //   UpToTheHandover()  all of the above for FileTable("guest.mem")
 //   HandoverAck()   the Ack that lets the receiver commit
+//   HandOverAndExpectCommitted()  sends it, reads COMMITTED (no error)
 #ifndef LIVEMIG_MIGRATION_TESTING_RAW_SOURCE_H_
 #define LIVEMIG_MIGRATION_TESTING_RAW_SOURCE_H_
 
@@ -260,11 +261,16 @@ class RawSourceTest : public ::testing::Test {
   void ExpectTheNextSourceIsReceived() {
     ASSERT_OK_AND_ASSIGN(conn_, Connection::Connect(receiver_->endpoint(), kIo));
     ASSERT_NO_FATAL_FAILURE(UpToTheHandover());
+    ASSERT_NO_FATAL_FAILURE(HandOverAndExpectCommitted());
+    EXPECT_OK(Result(absl::Now()));
+  }
+
+  // After ReadVerified(): the source's HANDOVER, and a COMMITTED without error.
+  void HandOverAndExpectCommitted() {
     ASSERT_OK(Send(wire::FrameType::kAck, HandoverAck()));
     proto::Ack committed;
     ASSERT_OK(Read(wire::FrameType::kAck, &committed));
     EXPECT_EQ(committed.status_code(), 0);
-    EXPECT_OK(Result(absl::Now()));
   }
 
   static proto::Ack HandoverAck() {
