@@ -4,8 +4,8 @@
 
 namespace livemig::migration_internal {
 
-std::string NotLandedAsSent(uint32_t region, uint64_t page, uint64_t guest_addr,
-                            uint32_t round, uint64_t landed, uint64_t sent) {
+std::string NotLandedAsSent(uint32_t region, uint64_t page, uint64_t guest_addr, uint32_t round,
+                            uint64_t landed, uint64_t sent) {
   return absl::StrCat("region ", region, " page ", page, " (guest 0x", absl::Hex(guest_addr),
                       ") of round ", round, " did not land as sent: hash 0x", absl::Hex(landed),
                       ", the source sent 0x", absl::Hex(sent));

@@ -45,8 +45,8 @@ namespace livemig::migration_internal {
 // "region R page P (guest 0x…) of round N did not land as sent: hash 0x…,
 // the source sent 0x…": a page whose landed bytes do not match its hash,
 // refused on arrival (no FEATURE_TORN_PAGES) or still torn at the end.
-std::string NotLandedAsSent(uint32_t region, uint64_t page, uint64_t guest_addr,
-                            uint32_t round, uint64_t landed, uint64_t sent);
+std::string NotLandedAsSent(uint32_t region, uint64_t page, uint64_t guest_addr, uint32_t round,
+                            uint64_t landed, uint64_t sent);
 
 class TornPages {
  public:
