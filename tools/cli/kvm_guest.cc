@@ -3,7 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/dirty_sources/uffd_write_tracker.h"
-#include "tools/cli/json_escape.h"
+#include "migration/json_escape.h"
 #include "tools/cli/units.h"
 #include "tools/vmm/guest_program.h"
 

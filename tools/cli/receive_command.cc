@@ -15,13 +15,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "migration/json_escape.h"
 #include "migration/protocol.h"
+#include "migration/received_json.h"
 #include "migration/receiver.h"
 #include "migration/transport/endpoint.h"
 #include "tools/cli/connection_flags.h"
 #include "tools/cli/exit_status.h"
 #include "tools/cli/interrupt.h"
-#include "tools/cli/json_escape.h"
 #include "tools/cli/manifest.h"
 #include "tools/cli/prepared_memory.h"
 #include "tools/cli/units.h"
@@ -196,7 +197,7 @@ int RunReceive(const ReceiveFlags& flags) {
       if (!files.ok()) return Fail(files.status());
       got->files = *std::move(files);
     }
-    const std::string manifest = ManifestJson(*got);
+    const std::string manifest = ReceivedJson(*got);
     absl::Status written = WriteFileAtomically(manifest_path, manifest);
     if (!written.ok()) return Fail(written);
     const uint64_t total = got->memory.total_size();

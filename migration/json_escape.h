@@ -1,7 +1,8 @@
-// File: tools/cli/json_escape.h
+// File: migration/json_escape.h
 //
 // The inside of a JSON string literal, for the one-line JSON objects
-// `livemig` prints with --json and writes as manifest.json:
+// livemig writes: the received migration (received_json.h), and what the
+// `livemig` CLI prints with --json:
 //
 //   JsonEscape("a\"b\\c\n") -> a\"b\\c\u000a
 //
@@ -10,15 +11,15 @@
 // UTF-8.
 //
 // Thread safety: a pure function.
-#ifndef LIVEMIG_TOOLS_CLI_JSON_ESCAPE_H_
-#define LIVEMIG_TOOLS_CLI_JSON_ESCAPE_H_
+#ifndef LIVEMIG_MIGRATION_JSON_ESCAPE_H_
+#define LIVEMIG_MIGRATION_JSON_ESCAPE_H_
 
 #include <string>
 
-namespace livemig::cli {
+namespace livemig {
 
 std::string JsonEscape(const std::string& s);
 
-}  // namespace livemig::cli
+}  // namespace livemig
 
-#endif  // LIVEMIG_TOOLS_CLI_JSON_ESCAPE_H_
+#endif  // LIVEMIG_MIGRATION_JSON_ESCAPE_H_

@@ -1,8 +1,8 @@
-#include "tools/cli/json_escape.h"
+#include "migration/json_escape.h"
 
 #include "absl/strings/str_format.h"
 
-namespace livemig::cli {
+namespace livemig {
 
 std::string JsonEscape(const std::string& s) {
   std::string out;
@@ -17,4 +17,4 @@ std::string JsonEscape(const std::string& s) {
   return out;
 }
 
-}  // namespace livemig::cli
+}  // namespace livemig
