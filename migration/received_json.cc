@@ -20,13 +20,12 @@ std::string ReceivedJson(const ReceivedMigration& got) {
                     "\"}");
   }
   return absl::StrCat(
-      "{\"status\":\"completed\",\"verified\":", got.verified ? "true" : "false",
-      ",\"regions\":[", regions, "],\"stats\":{\"raw_pages\":", got.raw_pages,
-      ",\"zero_pages\":", got.zero_pages, ",\"torn_pages\":", got.torn_pages,
-      ",\"bytes_received\":", got.bytes_received, ",\"rounds\":", got.rounds,
-      ",\"channels\":", got.channels, ",\"device_state_bytes\":", got.device_state.size(),
-      ",\"compression\":\"", wire::CodecName(got.compression),
-      "\",\"compressed_batches\":", got.compressed_batches,
+      "{\"status\":\"completed\",\"verified\":", got.verified ? "true" : "false", ",\"regions\":[",
+      regions, "],\"stats\":{\"raw_pages\":", got.raw_pages, ",\"zero_pages\":", got.zero_pages,
+      ",\"torn_pages\":", got.torn_pages, ",\"bytes_received\":", got.bytes_received,
+      ",\"rounds\":", got.rounds, ",\"channels\":", got.channels,
+      ",\"device_state_bytes\":", got.device_state.size(), ",\"compression\":\"",
+      wire::CodecName(got.compression), "\",\"compressed_batches\":", got.compressed_batches,
       ",\"decompress_ms\":", absl::StrFormat("%.3f", got.decompress_ms), "}}");
 }
 

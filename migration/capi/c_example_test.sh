@@ -33,16 +33,17 @@ strays="$(readelf --dyn-syms -W "$capi/liblivemig.so" |
 if [[ -n "$strays" ]]; then
   echo "liblivemig.so exports non-livemig symbols:"; echo "$strays"; exit 1
 fi
-# Every function livemig.h and livemig_abi4.h declare is exported (at its
-# version: livemig_abi4.h's at LIVEMIG_4; of livemig.h's, the ones listed
-# here under LIVEMIG_2 and LIVEMIG_3, the others at LIVEMIG_1), and nothing
-# else is.
+# Every function livemig.h, livemig_abi4.h and livemig_abi5.h declare is
+# exported (at its version: livemig_abi5.h's at LIVEMIG_5, livemig_abi4.h's
+# at LIVEMIG_4; of livemig.h's, the ones listed here under LIVEMIG_2 and
+# LIVEMIG_3, the others at LIVEMIG_1), and nothing else is.
 dynsyms="$(readelf --dyn-syms -W "$capi/liblivemig.so" | awk '$7 != "UND" && $8 ~ /^livemig_/ {print $8}' | sort)"
 declared_in() {
   grep -o '^LIVEMIG_EXPORT [^(]*(' "$capi/include/$1" | sed -e 's/($//' -e 's/.*[ *]//' | sort
 }
 abi4="$(declared_in livemig_abi4.h)"
-declared="$( (declared_in livemig.h; echo "$abi4") | sort)"
+abi5="$(declared_in livemig_abi5.h)"
+declared="$( (declared_in livemig.h; echo "$abi4"; echo "$abi5") | sort)"
 abi2="livemig_options_set_fds livemig_options_set_region_memory livemig_memory_add_file_region
 livemig_received_num_device_sections livemig_received_device_section_at
 livemig_received_find_device_section"
@@ -53,6 +54,7 @@ expected="$(for f in $declared; do
   if grep -qw "$f" <<<"$abi2"; then echo "$f@@LIVEMIG_2"
   elif grep -qw "$f" <<<"$abi3"; then echo "$f@@LIVEMIG_3"
   elif grep -qw "$f" <<<"$abi4"; then echo "$f@@LIVEMIG_4"
+  elif grep -qw "$f" <<<"$abi5"; then echo "$f@@LIVEMIG_5"
   else echo "$f@@LIVEMIG_1"; fi
 done | sort)"
 if [[ "$dynsyms" != "$expected" ]]; then
@@ -60,12 +62,14 @@ if [[ "$dynsyms" != "$expected" ]]; then
   diff <(echo "$expected") <(echo "$dynsyms") || true
   exit 1
 fi
-echo "liblivemig.so exports the $(wc -l <<<"$declared") functions livemig.h and livemig_abi4.h declare"
+echo "liblivemig.so exports the $(wc -l <<<"$declared") functions livemig.h, livemig_abi4.h and livemig_abi5.h declare"
 [[ "$(wc -l <<<"$declared")" -ge 47 ]]  # The grep found them.
 [[ "$(wc -l <<<"$abi4")" -ge 7 ]]
+[[ "$(wc -l <<<"$abi5")" -ge 1 ]]
 
-# The headers are C99 and C++ both, livemig_abi4.h also included alone.
-for h in livemig.h livemig_abi4.h; do
+# The headers are C99 and C++ both, livemig_abi4.h and livemig_abi5.h also
+# included alone.
+for h in livemig.h livemig_abi4.h livemig_abi5.h; do
   gcc -std=c99 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c "$capi/include/$h"
   g++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only -x c++ "$capi/include/$h"
 done

@@ -366,6 +366,16 @@ static void migrate_to_c_receiver(const char* work, livemig_memory* memory,
   check_ok(livemig_received_get_stats(job.result, &received, &err), err, "received_get_stats");
   CHECK(received.compression == LIVEMIG_CODEC_ZSTD);
   CHECK(received.compressed_batches == compression.compressed_batches);
+  json_size = livemig_received_stats_json(job.result, NULL, 0);
+  json = malloc(json_size + 1);
+  CHECK(json != NULL);
+  CHECK(livemig_received_stats_json(job.result, json, json_size + 1) == json_size);
+  CHECK(strlen(json) == json_size &&
+        strncmp(json, "{\"status\":\"completed\",\"verified\":true,", 38) == 0);
+  CHECK(strstr(json, "\"torn_pages\":0,") != NULL);
+  CHECK(strstr(json, "\"compression\":\"zstd\"") != NULL);
+  fprintf(stderr, "part 2: the received migration as JSON, %zu bytes: %.60s...\n", json_size, json);
+  free(json);
   CHECK(livemig_received_num_regions(job.result) == 2);
   check_ok(livemig_received_region_at(job.result, 0, &region), NULL, "region_at(0)");
   CHECK(region.guest_addr == kGuestA && region.size == kRegionA);

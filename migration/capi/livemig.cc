@@ -87,6 +87,15 @@ absl::Status NullArgument(const char* name) {
   return absl::InvalidArgumentError(absl::StrCat(name, ": NULL"));
 }
 
+size_t CopyOut(const std::string& text, char* buf, size_t buf_size) noexcept {
+  if (buf != nullptr && buf_size > 0) {
+    const size_t n = std::min(text.size(), buf_size - 1);
+    std::memcpy(buf, text.data(), n);
+    buf[n] = '\0';
+  }
+  return text.size();
+}
+
 absl::Status FromCallback(int rc, char* message, const char* name) {
   if (rc == LIVEMIG_OK) return absl::OkStatus();
   message[kMessageSize - 1] = '\0';

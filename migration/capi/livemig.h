@@ -85,8 +85,11 @@ extern "C" {
  *      sender's limits (bandwidth cap, rounds, timeout and on_limit, stall
  *      rounds, auto-converge steps, batch pages), VMM-provided destination
  *      memory with the file it maps (livemig_provided_memory), the sender's
- *      full statistics as JSON. */
-#define LIVEMIG_ABI_VERSION 4
+ *      full statistics as JSON.
+ *   5  no struct changed; added (livemig_abi5.h, included below): the
+ *      received migration as JSON, manifest.json's text (torn pages
+ *      included). */
+#define LIVEMIG_ABI_VERSION 5
 LIVEMIG_EXPORT int livemig_abi_version(void);
 
 /* ---------------------------------------------------------------- Errors */
@@ -678,5 +681,6 @@ LIVEMIG_EXPORT void livemig_received_free(livemig_received* result);
 #endif
 
 #include "livemig_abi4.h" /* ABI 4's functions and types. */
+#include "livemig_abi5.h" /* ABI 5's. */
 
 #endif /* LIVEMIG_MIGRATION_CAPI_LIVEMIG_H_ */

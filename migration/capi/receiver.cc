@@ -3,7 +3,8 @@
 // The C ABI (livemig.h), part three: the receiver (TCP, Unix or connected
 // fds; destination memory from the VMM's region_memory callback, or ABI 4's
 // region_memory_fd with the file it maps) and the received result
-// (regions, device state sections). Every entry point runs its body inside
+// (regions, device state sections, its figures and ABI 5's JSON of it).
+// Every entry point runs its body inside
 // Guard() (internal/handles.h), which turns any C++ exception into a
 // livemig_error, so none crosses into C.
 #include "migration/capi/livemig.h"
@@ -24,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "migration/received_json.h"
 #include "migration/receiver.h"
 #include "migration/region_store.h"
 #include "migration/transport/endpoint.h"
@@ -36,6 +38,7 @@
 using livemig::Endpoint;
 using livemig::capi_internal::CheckAligned;
 using livemig::capi_internal::CheckFileSpan;
+using livemig::capi_internal::CopyOut;
 using livemig::capi_internal::FromCallback;
 using livemig::capi_internal::Guard;
 using livemig::capi_internal::kMaxChannels;
@@ -316,5 +319,17 @@ int livemig_received_verified(const livemig_received* result) {
 }
 
 void livemig_received_free(livemig_received* result) { delete result; }
+
+size_t livemig_received_stats_json(const livemig_received* result, char* buf, size_t buf_size) {
+  if (buf != nullptr && buf_size > 0) buf[0] = '\0';
+  if (result == nullptr) return 0;
+  std::string json;
+  // ReceivedJson only allocates: Guard turns std::bad_alloc into 0.
+  Guard(nullptr, [&]() -> absl::Status {
+    json = livemig::ReceivedJson(result->got);
+    return absl::OkStatus();
+  });
+  return CopyOut(json, buf, buf_size);
+}
 
 }  // extern "C"

@@ -40,6 +40,7 @@
 
 using livemig::AtomicBitmap;
 using livemig::Endpoint;
+using livemig::capi_internal::CopyOut;
 using livemig::capi_internal::FromCallback;
 using livemig::capi_internal::Guard;
 using livemig::capi_internal::kMessageSize;
@@ -368,12 +369,7 @@ size_t livemig_sender_stats_json(const livemig_sender* sender, char* buf, size_t
   size_t length = 0;
   Guard(nullptr, [&]() -> absl::Status {
     std::lock_guard<std::mutex> lock(sender->stats_mu);
-    length = sender->last_json.size();
-    if (buf != nullptr && buf_size > 0) {
-      const size_t n = std::min(length, buf_size - 1);
-      std::memcpy(buf, sender->last_json.data(), n);
-      buf[n] = '\0';
-    }
+    length = CopyOut(sender->last_json, buf, buf_size);
     return absl::OkStatus();
   });
   return length;

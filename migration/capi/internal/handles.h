@@ -141,6 +141,10 @@ int Guard(livemig_error** out, Fn&& fn) noexcept {
 
 absl::Status NullArgument(const char* name);
 
+// `text` into `buf` by snprintf's convention (NUL-terminated, truncated to
+// buf_size - 1; buf may be NULL when buf_size is 0): returns text's length.
+size_t CopyOut(const std::string& text, char* buf, size_t buf_size) noexcept;
+
 // Runs `set` (livemig_options& -> absl::Status) on a valid options handle,
 // inside Guard(): every livemig_options_set_* is one call of it.
 template <typename Fn>
