@@ -108,6 +108,14 @@ void OfferCompression(const wire::CompressionSpec& spec, proto::Hello* hello) {
   hello->set_compression_level(static_cast<uint32_t>(wire::EffectiveLevel(spec)));
 }
 
+uint64_t AgreedFeatures(const proto::Hello& source_hello) {
+  uint64_t features = source_hello.features() & kSupportedFeatures;
+  const bool compresses = source_hello.compression() != proto::COMPRESSION_UNSPECIFIED &&
+                          source_hello.compression() != proto::COMPRESSION_NONE;
+  if (compresses) features &= ~uint64_t{proto::FEATURE_TORN_PAGES};
+  return features;
+}
+
 absl::Status CheckCompressionRequest(const proto::Hello& hello,
                                      absl::Span<const wire::Codec> accepted) {
   LIVEMIG_ASSIGN_OR_RETURN(const wire::Codec asked, CodecFromWire(hello.compression()));

@@ -70,7 +70,14 @@
 //                                                    (else Abort{DATA_LOSS}
 //                                                    naming region and page);
 //                                                    both sides record every
-//                                                    page's hash.
+//                                                    page's hash. A page
+//                                                    arrives at most once a
+//                                                    round, in any encoding
+//                                                    and on any channel: a
+//                                                    second arrival is
+//                                                    Abort{DATA_LOSS} before
+//                                                    that batch lands
+//                                                    (internal/round_pages.h)
 //                                                    ZSTD|LZ4: the same, but
 //                                                    the payload (0 < len <
 //                                                    pages x 4096, pages x
@@ -96,10 +103,12 @@
 //   The source waits for Ack{ROUND r} before deciding on round r+1: its
 //   switchover rule adds expected_completion_us to the pause it budgets.
 //   Torn pages (FEATURE_TORN_PAGES, in effect when both Hellos offer it; a
-//   source offers it unless it compresses): the source hashes each RAW page
-//   in guest memory and hands the kernel the guest's own bytes, no copy. In
-//   a pre-copy round the guest may write a page between its hash and its
-//   send, so what lands may not match: the receiver then keeps what landed
+//   source offers it unless it compresses, and a destination never agrees
+//   to it with a source that asks for a codec, AgreedFeatures): the source
+//   hashes each RAW page in guest memory and hands the kernel the guest's
+//   own bytes, no copy. In a pre-copy round the guest may write a page
+//   between its hash and its send, so what lands may not match: the
+//   receiver then keeps what landed
 //   (recording its own hash of it) instead of aborting, and notes the page
 //   torn (internal/torn_pages.h). Why nothing is lost: a page written after
 //   its round's harvest is marked dirty by that write, so it is harvested
@@ -254,6 +263,11 @@ proto::Encoding EncodingFor(wire::Codec codec);
 // Sets the source's request in `hello` (nothing for kNone). A compressing
 // source sends stable copies, so it withdraws FEATURE_TORN_PAGES.
 void OfferCompression(const wire::CompressionSpec& spec, proto::Hello* hello);
+// Destination: the features it agrees to for a source's Hello: those both
+// speak, less FEATURE_TORN_PAGES when the source asks for a codec (its pages
+// go from stable copies: a page that does not match its hash is corruption,
+// never a tear, whatever such a source claims).
+uint64_t AgreedFeatures(const proto::Hello& source_hello);
 // Destination: the source's Hello asks for a codec in `accepted` (or for
 // none). FailedPrecondition naming the codec asked for and the accepted
 // ones otherwise.

@@ -25,6 +25,7 @@
 #include "migration/internal/file_landing.h"
 #include "migration/internal/round_barrier.h"
 #include "migration/internal/space_claim.h"
+#include "migration/internal/round_pages.h"
 #include "migration/internal/torn_pages.h"
 #include "migration/internal/writeback_thread.h"
 #include "migration/page_hashes.h"
@@ -132,6 +133,9 @@ class ReceiveSession {
   std::atomic<uint64_t> zero_pages_{0};
   std::atomic<uint64_t> compressed_batches_{0};
   migration_internal::TornPages torn_;  // FEATURE_TORN_PAGES.
+  // The pages that arrived in the current round (a second arrival is
+  // refused); made with landed_.
+  std::optional<migration_internal::RoundPages> round_pages_;
   std::atomic<uint64_t> decompress_ns_{0};
   std::atomic<uint32_t> rounds_{0};
   std::atomic<bool> abort_sent_{false};  // SendAbort runs once.
@@ -228,6 +232,9 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     }
     next_free = run.first_page() + run.count();
     total += run.count();
+    LIVEMIG_RETURN_IF_ERROR(round_pages_->Claim(batch.region_index(), run.first_page(),
+                                                run.count(), channel_round,
+                                                regions[batch.region_index()].info.guest_addr()));
     destination.push_back(iovec{region.as_ptr() + run.first_page() * kMigrationPageSize,
                                 run.count() * kMigrationPageSize});
   }
@@ -300,7 +307,8 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
           const uint64_t guest =
               regions[batch.region_index()].info.guest_addr() + page * kMigrationPageSize;
           // Torn (protocol.h): kept, and it must land whole in a later round.
-          if ((features_ & proto::FEATURE_TORN_PAGES) == 0) {
+          // Compressed bytes come from the source's stable copy: never torn.
+          if ((features_ & proto::FEATURE_TORN_PAGES) == 0 || compressed) {
             return absl::DataLossError(migration_internal::NotLandedAsSent(
                 batch.region_index(), page, guest, channel_round, hash, batch.page_hashes(next)));
           }
@@ -335,23 +343,17 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   // `batch` is parsed already: only the checksum is left to check.
   LIVEMIG_RETURN_IF_ERROR(
       wire::ReadPayloadAndVerify(conn, frame, {}, options_.io_timeout));
-  // The mappings start zeroed and round 0 visits every page once, so in
-  // round 0 only a page that already landed with bytes (a broken source sent
-  // it twice) needs clearing — and is allocated (a page that landed as ZERO
-  // may be a hole of a file whose space is not claimed yet: writing it
-  // through the mapping could be SIGBUS); later rounds clear every page.
-  // Memory the VMM provided holds whatever it held (unless it vouched it
-  // zeroed): cleared like a later round's.
-  const bool zeroed = regions[batch.region_index()].starts_zeroed;
-  if (channel_round > 0 || !zeroed) {
+  // The mappings start zeroed and round 0 carries every page once
+  // (round_pages_), so round 0's ZERO pages are left alone — a page that
+  // landed as ZERO may be a hole of a file whose space is not claimed yet:
+  // writing it through the mapping could be SIGBUS; later rounds clear every
+  // page. Memory the VMM provided holds whatever it held (unless it vouched
+  // it zeroed): cleared like a later round's.
+  if (channel_round > 0 || !regions[batch.region_index()].starts_zeroed) {
     for (const iovec& v : destination) std::memset(v.iov_base, 0, v.iov_len);
   }
   for (const proto::PageRun& run : batch.runs()) {
     for (uint64_t p = run.first_page(); p < run.first_page() + run.count(); ++p) {
-      if (channel_round == 0 && zeroed && landed.Get(p) != kNoPageHash &&
-          landed.Get(p) != ZeroPageHash()) {
-        std::memset(region.as_ptr() + p * kMigrationPageSize, 0, kMigrationPageSize);
-      }
       landed.Set(p, ZeroPageHash());
     }
     torn_.Landed(batch.region_index(), run.first_page(), run.count(), channel_round);
@@ -429,6 +431,7 @@ void ReceiveSession::EndOfRound(uint32_t round, bool final) {
     std::lock_guard<std::mutex> lock(mu_);
     if (sync_error_.ok() && !torn.ok()) sync_error_ = torn;
   }
+  round_pages_->NextRound();  // Every reader waits in the barrier.
   // Timed from here: the claim above happens once, never in the pause.
   const absl::Time start = absl::Now();
   for (PageHashes& h : landed_) h.RefreshChunks();
@@ -607,10 +610,13 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     LIVEMIG_ASSIGN_OR_RETURN(RegionStore store,
                              RegionStore::Create(table, kMigrationPageSize, store_options));
     store_.emplace(std::move(store));
+    std::vector<uint64_t> region_pages;
     for (const StoredRegion& r : store_->regions()) {
-      landed_.emplace_back(r.region.size() / kMigrationPageSize);
+      region_pages.push_back(r.region.size() / kMigrationPageSize);
+      landed_.emplace_back(region_pages.back());
       file_writes_.emplace_back();
     }
+    round_pages_.emplace(region_pages);
     proto::Ack ack;
     ack.set_kind(proto::ACK_REGION_TABLE);
     LIVEMIG_RETURN_IF_ERROR(

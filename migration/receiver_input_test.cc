@@ -183,23 +183,18 @@ TEST_P(RawSourceModes, RawRunPastTheRegionEndIsOutOfRangeAndRemovesTheStagingFil
   EXPECT_THAT(DirEntries(root_), IsEmpty());
 }
 
-// A broken source sends a page twice in round 0, RAW then ZERO: the memory
-// must hold what the last one says (zeros), as the recorded hash does.
-TEST_P(RawSourceModes, ZeroRunOverAPageThatLandedInRound0ClearsIt) {
+// A broken source sends a page twice in round 0, RAW then ZERO: refused
+// before the second lands (internal/round_pages.h), naming the page.
+TEST_P(RawSourceModes, APageSentTwiceInRound0IsDataLossNamingIt) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   const std::vector<uint8_t> page(kMigrationPageSize, 0x77);
   ASSERT_NO_FATAL_FAILURE(SendBatch(Batch(0, proto::ENCODING_RAW, 3, 1), page, page));
+  const absl::Time sent = absl::Now();
   ASSERT_OK(Send(wire::FrameType::kPageBatch,
                  Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
-  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, std::vector<uint8_t>(kRegionSize, 0))}, 0,
-                                 kRegionPages + 1));
-  ASSERT_NO_FATAL_FAILURE(ReadVerified());
-  ASSERT_OK(Send(wire::FrameType::kAck, HandoverAck()));
-  proto::Ack committed;
-  ASSERT_OK(Read(wire::FrameType::kAck, &committed));
-  ASSERT_OK(Result(absl::Now()));
-  const uint8_t* data = result_->memory.region(0).region().as_ptr();
-  EXPECT_EQ(std::count(data, data + kRegionSize, 0), static_cast<long>(kRegionSize));
+  const std::string twice = "region 0 page 3 (guest 0x3000) arrived twice in round 0";
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kDataLoss, twice));
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss, twice));
 }
 
 TEST_F(RawSourceTest, ZeroBatchWithoutNegotiatingZeroPagesIsDataLoss) {

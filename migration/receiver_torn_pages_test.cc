@@ -111,16 +111,18 @@ TEST_F(TornPagesTest, ATornPageNotSentAgainFailsWhenTheFinalRoundEnds) {
 }
 
 // A source cannot mend a tear by sending the page twice in one round: only
-// a later round (after the guest's write was harvested) counts.
-TEST_F(TornPagesTest, ThePageSentAgainInTheSameRoundStaysTorn) {
+// a later round (after the guest's write was harvested) counts, and a page
+// arriving twice in a round is refused on arrival.
+TEST_F(TornPagesTest, ThePageSentAgainInTheSameRoundIsRefused) {
   ASSERT_NO_FATAL_FAILURE(Handshake(FileTable("guest.mem")));
   ASSERT_NO_FATAL_FAILURE(SendRound0WithATornPage());
   const std::vector<uint8_t> whole(kMigrationPageSize, 0x11);
-  ASSERT_NO_FATAL_FAILURE(SendBatch(Batch(0, proto::ENCODING_RAW, kTornPage, 1), whole, whole));
   const absl::Time sent = absl::Now();
-  ASSERT_NO_FATAL_FAILURE(EndRound(0, /*final=*/true));
-  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kDataLoss, TornMessage()));
-  EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kDataLoss));
+  ASSERT_NO_FATAL_FAILURE(SendBatch(Batch(0, proto::ENCODING_RAW, kTornPage, 1), whole, whole));
+  const std::string twice = "region 0 page 4 (guest 0x4000) arrived twice in round 0";
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kDataLoss, twice));
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss, twice));
+  EXPECT_THAT(DirEntries(root_), IsEmpty());
 }
 
 // A source that compresses sends stable copies: it does not offer torn

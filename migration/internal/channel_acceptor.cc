@@ -161,7 +161,7 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   if (status.ok()) {
     proto::Hello reply =
         MakeHello(proto::ROLE_DESTINATION, index, hello.channel_count(), id);
-    reply.set_features(hello.features() & kSupportedFeatures);  // What both speak.
+    reply.set_features(AgreedFeatures(hello));
     if (hello.compression() != proto::COMPRESSION_UNSPECIFIED) {
       reply.set_compression(hello.compression());  // Accepted by ReadHello.
     }
@@ -175,7 +175,7 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
     Group& g = group->second;
     g.slots[index] = std::move(conn);
     if (index == 0) {
-      g.features = hello.features() & kSupportedFeatures;
+      g.features = AgreedFeatures(hello);
       g.compression = CodecFromWire(hello.compression()).value_or(wire::Codec::kNone);
     }
     if (++g.present == g.count && complete_.empty()) {

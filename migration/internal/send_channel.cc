@@ -82,7 +82,7 @@ SendChannel::SendChannel(std::unique_ptr<Connection> connection,
       counters_(counters),
       io_timeout_(io_timeout),
       drop_(drop != nullptr && *drop ? drop : nullptr),
-      buffer_(size_t{batch_pages} * kMigrationPageSize),
+      batch_pages_(batch_pages),
       known_zero_(known_zero) {
   failure_->Watch(connection_.get());
 }
@@ -93,7 +93,13 @@ void SendChannel::EnableCompression(std::unique_ptr<wire::BatchCompressor> compr
   compressor_ = std::move(compressor);
 }
 
-void SendChannel::Start() { worker_ = std::thread([this] { Run(); }); }
+void SendChannel::Start() {
+  // The copies' buffer only where pages are copied (1 MiB at 256 pages).
+  if (!from_guest_memory_ || compressor_ != nullptr) {
+    buffer_.resize(size_t{batch_pages_} * kMigrationPageSize);
+  }
+  worker_ = std::thread([this] { Run(); });
+}
 
 void SendChannel::Enqueue(PageWork work) {
   {
@@ -201,7 +207,7 @@ absl::Status SendChannel::Send(const PageWork& work) {
         ++zero_pages;
         continue;
       }
-      if ((raw_pages + 1) * kMigrationPageSize > buffer_.size()) {
+      if (raw_pages + 1 > batch_pages_) {
         return absl::InternalError("page batch larger than the channel buffer");
       }
       uint8_t* bytes;

@@ -3,14 +3,15 @@
 // SendChannel: one connection of a migration plus the worker thread that
 // writes to it. The migration thread queues work (page runs of one region,
 // or a round-end marker); the worker encodes each page run as ZERO runs
-// (no bytes) and RAW runs (bytes copied from guest memory into the channel's
-// buffer, so the page hashes and the bytes sent agree even while the guest
-// keeps writing), hashes every page once from that buffer — the hash goes
-// into the batch (which vouches for the payload, frame_format.h) and into
-// the migration's sent-page hashes — and writes each batch with one gathered
-// write. With compression enabled, each RAW batch is compressed from that
-// buffer into the compressor's (the hashes stay those of the uncompressed
-// pages) and sent ZSTD or LZ4 when it shrank.
+// (no bytes) and RAW runs, hashes every RAW page once — the hash goes into
+// the batch (which vouches for the payload, frame_format.h) and into the
+// migration's sent-page hashes — and writes each batch with one gathered
+// write. A RAW page is hashed and sent where it is in guest memory when the
+// receiver takes torn pages (SendFromGuestMemory; protocol.h), else copied
+// into the channel's buffer first, so the hash and the bytes sent agree
+// while the guest keeps writing. With compression enabled, each RAW batch
+// is compressed from those copies into the compressor's (the hashes stay
+// those of the uncompressed pages) and sent ZSTD or LZ4 when it shrank.
 //
 // Thread safety: Enqueue/WaitIdle/Stop are called by the migration thread;
 // the worker is the only writer of the connection while it runs. Errors are
@@ -153,8 +154,11 @@ class SendChannel {
   ChannelCounters* counters_;
   const absl::Duration io_timeout_;
   const DropPageHook* drop_;
+  const uint32_t batch_pages_;      // The most pages one batch carries.
   bool from_guest_memory_ = false;  // Set before Start().
-  std::vector<uint8_t> buffer_;     // Worker only: the copies, unless from_guest_memory_.
+  // Worker only: the copies; allocated by Start() unless pages go from
+  // guest memory.
+  std::vector<uint8_t> buffer_;
   std::vector<iovec> payload_;      // Worker only: the batch's page bytes, in order.
   // Per region, pages found zero without reading them (known_zero.h);
   // null: every page is read. known_ is the worker's scratch.

@@ -17,8 +17,9 @@
 // So the guarantee of the per-page check holds at the end instead of on
 // arrival: a page corrupted on the wire in a pre-copy round is either sent
 // again (and checked again) or fails the migration, with any verify mode.
-// Only a later round clears a note: a source that sends one page twice in a
-// round cannot clear its own tear.
+// Only a later round clears a note (and a page arriving twice in one round
+// is refused anyway, round_pages.h): a source cannot clear its own tear
+// within the round that made it.
 //
 // Memory: at most one note per page of the regions, bounded by the table.
 //

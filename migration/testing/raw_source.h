@@ -206,12 +206,12 @@ class RawSourceTest : public ::testing::Test {
 
   // Sends a RAW PAGE_BATCH frame with `payload` whose message carries the
   // page hashes of `header_payload` (the same bytes unless a test corrupts
-  // them after encoding), as a source does. The receiver may refuse the
-  // frame before reading its payload and close: the write's outcome is not
-  // the test's subject.
+  // them after encoding), as a source does, on `on` (null: conn_). The
+  // receiver may refuse the frame before reading its payload and close: the
+  // write's outcome is not the test's subject.
   void SendBatch(proto::PageBatch batch, const std::vector<uint8_t>& header_payload,
                  const std::vector<uint8_t>& payload,
-                 uint16_t flags = wire::kFramePagesHashed) {
+                 uint16_t flags = wire::kFramePagesHashed, Connection* on = nullptr) {
     for (size_t off = 0; off + kMigrationPageSize <= header_payload.size();
          off += kMigrationPageSize) {
       batch.add_page_hashes(HashPage(header_payload.data() + off));
@@ -225,7 +225,7 @@ class RawSourceTest : public ::testing::Test {
         {frame.message.data(), frame.message.size()},
         {const_cast<uint8_t*>(payload.data()), payload.size()},
     };
-    (void)conn_->WriteAll(absl::MakeConstSpan(pieces), kIo);
+    (void)(on != nullptr ? on : conn_.get())->WriteAll(absl::MakeConstSpan(pieces), kIo);
   }
 
   // The final round's end, the device state and a completion with

@@ -1,0 +1,47 @@
+#include "migration/internal/round_pages.h"
+
+#include <algorithm>
+#include <bit>
+
+#include "absl/strings/str_cat.h"
+#include "migration/protocol.h"
+
+namespace livemig::migration_internal {
+
+RoundPages::RoundPages(const std::vector<uint64_t>& region_pages) {
+  for (uint64_t pages : region_pages) {
+    const uint64_t n = (pages + 63) / 64;
+    words_.push_back(std::make_unique<std::atomic<uint64_t>[]>(n));  // Zeroed.
+    num_words_.push_back(n);
+  }
+}
+
+absl::Status RoundPages::Claim(uint32_t region, uint64_t first, uint64_t count, uint32_t round,
+                               uint64_t region_guest_addr) {
+  std::atomic<uint64_t>* words = words_[region].get();
+  const uint64_t end = first + count;
+  for (uint64_t page = first; page < end;) {
+    const uint64_t word = page / 64;
+    const uint64_t bit = page % 64;
+    const uint64_t bits = std::min<uint64_t>(64 - bit, end - page);
+    const uint64_t mask = (bits == 64 ? ~uint64_t{0} : ((uint64_t{1} << bits) - 1)) << bit;
+    const uint64_t before = words[word].fetch_or(mask, std::memory_order_relaxed);
+    if ((before & mask) != 0) {
+      const uint64_t twice = word * 64 + static_cast<uint64_t>(std::countr_zero(before & mask));
+      return absl::DataLossError(absl::StrCat(
+          "region ", region, " page ", twice, " (guest 0x",
+          absl::Hex(region_guest_addr + twice * kMigrationPageSize), ") arrived twice in round ",
+          round, ": a source sends a page at most once a round"));
+    }
+    page += bits;
+  }
+  return absl::OkStatus();
+}
+
+void RoundPages::NextRound() {
+  for (size_t r = 0; r < words_.size(); ++r) {
+    for (uint64_t w = 0; w < num_words_[r]; ++w) words_[r][w].store(0, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace livemig::migration_internal
