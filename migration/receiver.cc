@@ -431,7 +431,7 @@ void ReceiveSession::EndOfRound(uint32_t round, bool final) {
     std::lock_guard<std::mutex> lock(mu_);
     if (sync_error_.ok() && !torn.ok()) sync_error_ = torn;
   }
-  round_pages_->NextRound();  // Every reader waits in the barrier.
+  if (!final) round_pages_->NextRound();  // Every reader waits in the barrier.
   // Timed from here: the claim above happens once, never in the pause.
   const absl::Time start = absl::Now();
   for (PageHashes& h : landed_) h.RefreshChunks();
