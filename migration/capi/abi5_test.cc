@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -36,18 +37,37 @@ std::string ReceivedJson(const livemig_received* r) {
   return json;
 }
 
-// One migration of a Guest into a receiver that rebuilds both regions as
-// files under a fresh directory.
+// Each test starts after one migration of a Guest into a receiver that
+// rebuilds both regions as files under a fresh directory.
 class CapiReceivedJson : public ::testing::Test {
  protected:
   void SetUp() override {
     char dir_template[] = "/tmp/livemig-abi5-XXXXXX";
     ASSERT_NE(mkdtemp(dir_template), nullptr);
     dir_ = dir_template;
+    receiver_ = std::make_unique<CReceiver>([&](livemig_options* o) {
+      Err err;
+      EXPECT_EQ(livemig_options_set_root_dir(o, dir_.c_str(), 1, err.out()), LIVEMIG_OK);
+    });
+    livemig_sender* s = receiver_->NewSender();
+    FakeVm vm;
+    Err err;
+    ASSERT_EQ(livemig_sender_migrate(s, guest_.memory, &kOps, &vm, nullptr, err.out()), LIVEMIG_OK)
+        << err.message();
+    livemig_sender_free(s);
+    receiver_->Join();
+    ASSERT_EQ(receiver_->rc_, LIVEMIG_OK) << receiver_->error_.message();
+    result_ = receiver_->result_;
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void TearDown() override {
+    receiver_.reset();
+    std::filesystem::remove_all(dir_);
+  }
 
   std::string dir_;
+  Guest guest_;
+  std::unique_ptr<CReceiver> receiver_;
+  const livemig_received* result_ = nullptr;  // receiver_'s.
 };
 
 TEST_F(CapiReceivedJson, FollowsTheSizeQueryConventionAndNullIsEmpty) {
@@ -55,64 +75,36 @@ TEST_F(CapiReceivedJson, FollowsTheSizeQueryConventionAndNullIsEmpty) {
   std::memset(buf, 'x', sizeof buf);
   EXPECT_EQ(livemig_received_stats_json(nullptr, buf, sizeof buf), 0u);
   EXPECT_STREQ(buf, "");
-  CReceiver receiver([&](livemig_options* o) {
-    Err err;
-    EXPECT_EQ(livemig_options_set_root_dir(o, dir_.c_str(), 1, err.out()), LIVEMIG_OK);
-  });
-  livemig_sender* s = receiver.NewSender();
-  Guest guest;
-  FakeVm vm;
-  Err err;
-  ASSERT_EQ(livemig_sender_migrate(s, guest.memory, &kOps, &vm, nullptr, err.out()), LIVEMIG_OK)
-      << err.message();
-  livemig_sender_free(s);
-  receiver.Join();
-  ASSERT_EQ(receiver.rc_, LIVEMIG_OK) << receiver.error_.message();
-  const size_t n = livemig_received_stats_json(receiver.result_, nullptr, 0);
+  const size_t n = livemig_received_stats_json(result_, nullptr, 0);
   ASSERT_GT(n, sizeof buf);
   std::memset(buf, 'x', sizeof buf);
-  EXPECT_EQ(livemig_received_stats_json(receiver.result_, buf, sizeof buf), n);
+  EXPECT_EQ(livemig_received_stats_json(result_, buf, sizeof buf), n);
   EXPECT_STREQ(buf, "{\"statu") << "truncated to buf_size - 1, NUL-terminated";
-  EXPECT_EQ(livemig_received_stats_json(receiver.result_, buf, 1), n);
+  EXPECT_EQ(livemig_received_stats_json(result_, buf, 1), n);
   EXPECT_STREQ(buf, "");
-  const std::string json = ReceivedJson(receiver.result_);
+  const std::string json = ReceivedJson(result_);
   EXPECT_EQ(json.size(), n);
   EXPECT_EQ(json.find('\n'), std::string::npos);
 }
 
 TEST_F(CapiReceivedJson, HoldsWhatTheAccessorsReportPlusTheTornPageCount) {
-  CReceiver receiver([&](livemig_options* o) {
-    Err err;
-    EXPECT_EQ(livemig_options_set_root_dir(o, dir_.c_str(), 1, err.out()), LIVEMIG_OK);
-  });
-  livemig_sender* s = receiver.NewSender();
-  Guest guest;
-  FakeVm vm;
-  livemig_stats stats;
-  Err err;
-  ASSERT_EQ(livemig_sender_migrate(s, guest.memory, &kOps, &vm, &stats, err.out()), LIVEMIG_OK)
-      << err.message();
-  livemig_sender_free(s);
-  receiver.Join();
-  ASSERT_EQ(receiver.rc_, LIVEMIG_OK) << receiver.error_.message();
-
   std::string error;
   const std::optional<Json> parsed =
-      livemig::capi_testing::ParseJson(ReceivedJson(receiver.result_), &error);
+      livemig::capi_testing::ParseJson(ReceivedJson(result_), &error);
   ASSERT_TRUE(parsed.has_value()) << error;
   const Json& json = *parsed;
   EXPECT_EQ(json["status"].string, "completed");
   EXPECT_EQ(json["verified"].kind, Json::Kind::kBool);
-  EXPECT_EQ(json["verified"].boolean, livemig_received_verified(receiver.result_) == 1);
+  EXPECT_EQ(json["verified"].boolean, livemig_received_verified(result_) == 1);
   EXPECT_TRUE(json["verified"].boolean);
 
   const std::vector<Json>& regions = json["regions"].array;
-  ASSERT_EQ(regions.size(), livemig_received_num_regions(receiver.result_));
+  ASSERT_EQ(regions.size(), livemig_received_num_regions(result_));
   ASSERT_EQ(regions.size(), 2u);
   for (size_t i = 0; i < regions.size(); ++i) {
     SCOPED_TRACE(i);
     livemig_received_region region;
-    ASSERT_EQ(livemig_received_region_at(receiver.result_, i, &region), LIVEMIG_OK);
+    ASSERT_EQ(livemig_received_region_at(result_, i, &region), LIVEMIG_OK);
     EXPECT_EQ(regions[i]["index"].number, i);
     EXPECT_EQ(regions[i]["guest_addr"].number, region.guest_addr);
     EXPECT_EQ(regions[i]["size"].number, region.size);
@@ -123,7 +115,8 @@ TEST_F(CapiReceivedJson, HoldsWhatTheAccessorsReportPlusTheTornPageCount) {
   }
 
   livemig_received_stats r;
-  ASSERT_EQ(livemig_received_get_stats(receiver.result_, &r, err.out()), LIVEMIG_OK);
+  Err err;
+  ASSERT_EQ(livemig_received_get_stats(result_, &r, err.out()), LIVEMIG_OK);
   const Json& st = json["stats"];
   EXPECT_EQ(st["raw_pages"].number, r.raw_pages);
   EXPECT_EQ(st["zero_pages"].number, r.zero_pages);
