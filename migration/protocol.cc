@@ -4,6 +4,7 @@
 #include <cassert>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "migration/wire/frame_codec.h"
@@ -142,6 +143,40 @@ absl::Status CheckCompressionAnswer(const proto::Hello& reply, wire::Codec asked
       "): send without compression, or with a codec it accepts"));
 }
 
+absl::StatusOr<uint64_t> CheckDestinationHello(const proto::Hello& reply,
+                                                const proto::Hello& offered, wire::Codec codec) {
+  LIVEMIG_RETURN_IF_ERROR(CheckHello(reply, proto::ROLE_DESTINATION));
+  if (reply.migration_id() != offered.migration_id() ||
+      reply.channel_index() != offered.channel_index() ||
+      reply.channel_count() != offered.channel_count()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the destination's Hello answers for migration \"", PeerText(reply.migration_id()),
+        "\", channel ", reply.channel_index(), " of ", reply.channel_count(),
+        "; this is migration \"", offered.migration_id(), "\", channel ",
+        offered.channel_index(), " of ", offered.channel_count()));
+  }
+  LIVEMIG_RETURN_IF_ERROR(CheckCompressionAnswer(reply, codec));
+  const uint64_t agreed = offered.features() & reply.features();
+  const auto require = [&](uint64_t feature, const char* name) -> absl::Status {
+    if ((agreed & feature) != 0) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the destination's Hello does not agree to ", name, " (features 0x",
+        absl::Hex(reply.features()), "), which this source needs"));
+  };
+  LIVEMIG_RETURN_IF_ERROR(require(proto::FEATURE_ZERO_PAGES, "FEATURE_ZERO_PAGES"));
+  if (offered.channel_count() > 1) {
+    LIVEMIG_RETURN_IF_ERROR(require(proto::FEATURE_MULTI_CHANNEL, "FEATURE_MULTI_CHANNEL"));
+  }
+  return agreed;
+}
+
+absl::Status AckRefusal(const proto::Ack& ack, absl::string_view what) {
+  if (ack.status_code() == 0) return absl::OkStatus();
+  return absl::Status(StatusCodeFromWire(ack.status_code(), absl::StatusCode::kUnknown),
+                      absl::StrCat("the destination refused ", what, ": ",
+                                   PeerText(ack.message())));
+}
+
 proto::Abort AbortFromStatus(const absl::Status& status, proto::Role role) {
   proto::Abort abort;
   abort.set_code(static_cast<int32_t>(status.code()));
@@ -183,7 +218,11 @@ std::string PeerText(absl::string_view text) {
 absl::Status StatusFromAbort(const proto::Abort& abort) {
   return absl::Status(
       StatusCodeFromWire(abort.code(), absl::StatusCode::kAborted),
-      absl::StrCat("peer aborted: ", PeerText(abort.message())));
+      absl::StrCat(kPeerAborted, PeerText(abort.message())));
+}
+
+bool IsFromAbort(const absl::Status& status) {
+  return absl::StartsWith(status.message(), kPeerAborted);
 }
 
 absl::Status ReadExpected(Connection& conn, wire::FrameType type,

@@ -33,6 +33,12 @@
 //                                                    goes on waiting)
 //   chK: Hello{index K, count N, id}  (K>0)    --->  grouped by id; K unused
 //                                              <---  Hello{DESTINATION} | Abort
+//   The source takes a destination Hello only if it answers its own (same
+//   id, index and count) and agrees to FEATURE_ZERO_PAGES (and, with N > 1,
+//   FEATURE_MULTI_CHANNEL): CheckDestinationHello. Any Ack whose
+//   status_code is not 0 is the destination's refusal of what it
+//   acknowledges (AckRefusal): the source fails with that code and message,
+//   and before the handover resumes the guest.
 //   Compression (opt-in, SenderOptions::compression): every source Hello
 //   says which codec it wants (Hello.compression, ZSTD or LZ4, + level for
 //   logs); the destination answers with the same codec when it accepts it
@@ -222,6 +228,24 @@ proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
 [[nodiscard]] absl::Status CheckHello(const proto::Hello& hello,
                                       proto::Role expected_role);
 
+// Source: the destination's Hello `reply` answers `offered`, the source's
+// Hello on the same channel, asking for `codec`: CheckHello, then the same
+// migration id, channel index and count (FailedPrecondition naming both,
+// e.g. "answers for migration \"x\", channel 1 of 2; this is migration
+// \"y\", channel 0 of 2"), the codec (CheckCompressionAnswer), and the
+// features this source cannot do without: FEATURE_ZERO_PAGES, and
+// FEATURE_MULTI_CHANNEL with more than one channel (FailedPrecondition
+// naming the feature). Returns the features in effect: offered & answered.
+[[nodiscard]] absl::StatusOr<uint64_t> CheckDestinationHello(const proto::Hello& reply,
+                                                             const proto::Hello& offered,
+                                                             wire::Codec codec);
+
+// An Ack whose status_code is not 0 is the peer's refusal of what it
+// acknowledges (proto Ack): that code (Unknown for one this build does not
+// know) and "the destination refused <what>: <its message as PeerText>".
+// OK for status 0.
+[[nodiscard]] absl::Status AckRefusal(const proto::Ack& ack, absl::string_view what);
+
 // What a peer said (an Abort's or a refused commit's message), safe to print
 // or log: every byte outside printable ASCII becomes \xNN, so no control
 // sequence or forged line reaches a terminal, and at most kMaxPeerText bytes
@@ -242,6 +266,10 @@ absl::StatusCode StatusCodeFromWire(int32_t code, absl::StatusCode fallback);
 // code is missing or OK), with "peer aborted: " in front of its message as
 // PeerText().
 absl::Status StatusFromAbort(const proto::Abort& abort);
+// True for a status StatusFromAbort() made: the peer's own words, which
+// need no context of ours in front.
+inline constexpr absl::string_view kPeerAborted = "peer aborted: ";
+bool IsFromAbort(const absl::Status& status);
 
 // Reads one payload-less frame from `conn` and parses it into `out`, which
 // must be the message for `type`. An Abort frame instead becomes

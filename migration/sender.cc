@@ -11,6 +11,7 @@
 #include "migration/convergence.h"
 #include "migration/device_state.h"
 #include "migration/internal/dirty_harvest.h"
+#include "migration/internal/open_channel.h"
 #include "migration/internal/rate_limiter.h"
 #include "migration/internal/send_channel.h"
 #include "migration/page_hashes.h"
@@ -27,6 +28,7 @@ namespace {
 
 using migration_internal::ChannelCounters;
 using migration_internal::DirtyHarvest;
+using migration_internal::OnChannel;
 using migration_internal::Failure;
 using migration_internal::PacedBatchPages;
 using migration_internal::PageWork;
@@ -175,41 +177,26 @@ absl::Status Migration::Setup() {
         "destination ", to.ToString(), " has ", to.fds.size(), " descriptors for ",
         options_.channels, " channels: give one connected socket per channel"));
   }
-  const wire::Codec codec = options_.compression.codec;
+  const migration_internal::MakeChannel make = [this](std::unique_ptr<Connection> conn,
+                                                      uint32_t index) {
+    return std::make_unique<SendChannel>(std::move(conn), &memory_, &sent_, &limiter_,
+                                         &failure_, &counters_, options_.io_timeout,
+                                         BatchPages(options_), &options_.test_drop_page,
+                                         &known_zero_, index);
+  };
   for (uint32_t i = 0; i < options_.channels; ++i) {
-    // Made first: a bad level is refused before anything is sent.
-    std::unique_ptr<wire::BatchCompressor> compressor;
-    if (codec != wire::Codec::kNone) {
-      LIVEMIG_ASSIGN_OR_RETURN(
-          compressor, wire::BatchCompressor::Create(
-                          options_.compression,
-                          size_t{BatchPages(options_)} * kMigrationPageSize));
-    }
-    LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn,
-                             to.kind == Endpoint::Kind::kFd
-                                 ? Connection::FromFd(to.fds[i])
-                                 : Connection::Connect(to, options_.io_timeout));
-    if (options_.tls != nullptr) {
-      LIVEMIG_RETURN_IF_ERROR(conn->StartTls(*options_.tls, options_.io_timeout));
-    }
-    channels_.push_back(std::make_unique<SendChannel>(
-        std::move(conn), &memory_, &sent_, &limiter_, &failure_, &counters_,
-        options_.io_timeout, BatchPages(options_), &options_.test_drop_page, &known_zero_));
-    LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled while connecting.
-    Connection& c = channels_.back()->connection();
-    const absl::Time hello_start = absl::Now();
-    proto::Hello hello = MakeHello(proto::ROLE_SOURCE, i, options_.channels, id);
-    OfferCompression(options_.compression, &hello);
-    LIVEMIG_RETURN_IF_ERROR(
-        wire::WriteFrame(c, wire::FrameType::kHello, hello, options_.io_timeout));
-    proto::Hello reply;
-    LIVEMIG_RETURN_IF_ERROR(
-        ReadExpected(c, wire::FrameType::kHello, &reply, options_.io_timeout));
-    rtt_ = std::min(rtt_, absl::Now() - hello_start);
-    LIVEMIG_RETURN_IF_ERROR(CheckHello(reply, proto::ROLE_DESTINATION));
-    LIVEMIG_RETURN_IF_ERROR(CheckCompressionAnswer(reply, codec));
-    if (compressor != nullptr) channels_.back()->EnableCompression(std::move(compressor));
-    if (reply.features() & proto::FEATURE_TORN_PAGES) channels_.back()->SendFromGuestMemory();
+    migration_internal::ChannelPlan plan;
+    plan.destination = &to;
+    plan.index = i;
+    plan.count = options_.channels;
+    plan.migration_id = id;
+    plan.tls = options_.tls.get();
+    plan.io_timeout = options_.io_timeout;
+    plan.compression = options_.compression;
+    plan.batch_bytes = size_t{BatchPages(options_)} * kMigrationPageSize;
+    plan.failure = &failure_;
+    LIVEMIG_ASSIGN_OR_RETURN(const absl::Duration rtt, OpenChannel(plan, make, &channels_));
+    rtt_ = std::min(rtt_, rtt);
   }
   LIVEMIG_ASSIGN_OR_RETURN(const proto::RegionTable table,
                            RegionTableFor(memory_, options_.file_names));
@@ -226,11 +213,13 @@ absl::Status Migration::Setup() {
   LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kRegionTable,
                                            table, options_.io_timeout));
   proto::Ack ack;
-  LIVEMIG_RETURN_IF_ERROR(
-      ReadExpected(control, wire::FrameType::kAck, &ack, options_.io_timeout));
+  LIVEMIG_RETURN_IF_ERROR(OnChannel(
+      0, "the region table's acknowledgement",
+      ReadExpected(control, wire::FrameType::kAck, &ack, options_.io_timeout)));
   if (ack.kind() != proto::ACK_REGION_TABLE) {
     return absl::DataLossError("expected the region table acknowledgement");
   }
+  LIVEMIG_RETURN_IF_ERROR(AckRefusal(ack, "the region table"));
   for (auto& c : channels_) c->Start();
   return absl::OkStatus();
 }
@@ -301,12 +290,14 @@ absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
   absl::Status read = ReadExpected(channels_[0]->connection(), wire::FrameType::kAck,
                                    &ack, options_.io_timeout);
   LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // A Cancel() that cut the read.
-  LIVEMIG_RETURN_IF_ERROR(read);
+  LIVEMIG_RETURN_IF_ERROR(
+      OnChannel(0, absl::StrCat("the acknowledgement of round ", round), read));
   if (ack.kind() != proto::ACK_ROUND || ack.round() != round) {
     return absl::DataLossError(absl::StrCat(
         "expected the acknowledgement of round ", round, ", got ",
         proto::AckKind_Name(ack.kind()), " for round ", ack.round()));
   }
+  LIVEMIG_RETURN_IF_ERROR(AckRefusal(ack, absl::StrCat("round ", round)));
   // At most an hour: a larger value (a broken receiver) would wrap negative
   // and let the estimate fit any limit.
   constexpr uint64_t kMaxUs = uint64_t{3600} * 1000 * 1000;
@@ -548,14 +539,18 @@ absl::Status Migration::Complete(Connection& control) {
   for (int queries = 0;; ++queries) {
     LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
                              wire::ReadFrameStart(control, options_.io_timeout));
-    if (frame.header.type != wire::FrameType::kPageHashQuery || queries == kMaxHashQueries) {
+    if (frame.header.type == wire::FrameType::kPageHashQuery && queries == kMaxHashQueries) {
+      return absl::DataLossError(absl::StrCat("the destination sent more than ",
+                                              kMaxHashQueries, " PAGE_HASH_QUERY frames"));
+    }
+    if (frame.header.type != wire::FrameType::kPageHashQuery) {
       proto::Ack ack;
       LIVEMIG_RETURN_IF_ERROR(ParseExpected(frame, wire::FrameType::kAck, &ack));
       if (ack.kind() != proto::ACK_VERIFIED) {
         return absl::DataLossError(absl::StrCat(
             "expected the verified acknowledgement, got ", proto::AckKind_Name(ack.kind())));
       }
-      return absl::OkStatus();
+      return AckRefusal(ack, "the migration's verification");
     }
     proto::PageHashQuery query;
     LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &query));

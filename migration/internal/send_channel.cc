@@ -73,7 +73,8 @@ SendChannel::SendChannel(std::unique_ptr<Connection> connection,
                          std::vector<PageHashes>* sent, RateLimiter* limiter,
                          Failure* failure, ChannelCounters* counters,
                          absl::Duration io_timeout, uint32_t batch_pages,
-                         const DropPageHook* drop, const std::vector<KnownZero>* known_zero)
+                         const DropPageHook* drop, const std::vector<KnownZero>* known_zero,
+                         uint32_t index)
     : connection_(std::move(connection)),
       memory_(memory),
       sent_(sent),
@@ -81,6 +82,7 @@ SendChannel::SendChannel(std::unique_ptr<Connection> connection,
       failure_(failure),
       counters_(counters),
       io_timeout_(io_timeout),
+      index_(index),
       drop_(drop != nullptr && *drop ? drop : nullptr),
       batch_pages_(batch_pages),
       known_zero_(known_zero) {
@@ -146,7 +148,16 @@ void SendChannel::Run() {
       busy_ = true;
     }
     absl::Status status = failure_->failed() ? absl::OkStatus() : Send(work);
-    if (!status.ok()) failure_->Set(status);
+    if (!status.ok()) {
+      // Which channel, and what it was writing.
+      failure_->Set(absl::Status(
+          status.code(),
+          absl::StrCat("channel ", index_, ": ",
+                       work.marker ? absl::StrCat("the end of round ", work.round)
+                                   : absl::StrCat("a page batch of region ", work.region,
+                                                  " in round ", work.round),
+                       ": ", status.message())));
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!stop_) queued_pages_ -= work.pages;

@@ -103,7 +103,7 @@ using DropPageHook = std::function<bool(uint32_t region, uint64_t page)>;
 class SendChannel {
  public:
   // `memory`, `sent`, `limiter`, `failure`, `counters` and `drop` must
-  // outlive the channel. sent[r] records the hash of every page of region r
+  // outlive the channel; `index` names it in errors. sent[r] records the hash of every page of region r
   // the channel sends (channels never send the same page in one round, and
   // rounds are ordered by WaitIdle).
   SendChannel(std::unique_ptr<Connection> connection,
@@ -111,7 +111,7 @@ class SendChannel {
               RateLimiter* limiter, Failure* failure, ChannelCounters* counters,
               absl::Duration io_timeout, uint32_t batch_pages,
               const DropPageHook* drop = nullptr,
-              const std::vector<KnownZero>* known_zero = nullptr);
+              const std::vector<KnownZero>* known_zero = nullptr, uint32_t index = 0);
   ~SendChannel();  // Stops the worker.
 
   // Compresses every RAW batch with `compressor` from now on (a batch that
@@ -153,6 +153,7 @@ class SendChannel {
   Failure* failure_;
   ChannelCounters* counters_;
   const absl::Duration io_timeout_;
+  const uint32_t index_;  // The channel's, for its errors.
   const DropPageHook* drop_;
   const uint32_t batch_pages_;      // The most pages one batch carries.
   bool from_guest_memory_ = false;  // Set before Start().

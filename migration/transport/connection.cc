@@ -65,16 +65,24 @@ absl::Status ConnectError(const Endpoint& to, int error) {
 }
 
 absl::Status ConnectTimeout(const Endpoint& to, absl::Duration timeout) {
-  return absl::DeadlineExceededError(absl::StrCat("connect to ", to.ToString(),
-                                                  ": timed out after ",
-                                                  FormatTimeout(timeout)));
+  return absl::DeadlineExceededError(
+      absl::StrCat("connect to ", to.ToString(), ": timed out after ", FormatTimeout(timeout)));
 }
 
 // Non-blocking connect of `fd` with the deadline; `fd` must be non-blocking.
-absl::Status ConnectNative(int fd, const sockaddr* address, socklen_t length,
-                           const Endpoint& to, absl::Duration timeout,
-                           const Deadline& deadline) {
+// `cancel` (may be null) is looked at every 50 ms at most.
+absl::Status ConnectNative(int fd, const sockaddr* address, socklen_t length, const Endpoint& to,
+                           absl::Duration timeout, const Deadline& deadline,
+                           const std::atomic<bool>* cancel) {
+  // Relaxed: the flag only says "stop"; whoever set it does the rest.
+  const auto cancelled = [&] {
+    return cancel != nullptr && cancel->load(std::memory_order_relaxed);
+  };
+  const auto cancelled_error = [&] {
+    return absl::CancelledError(absl::StrCat("connect to ", to.ToString(), ": cancelled"));
+  };
   while (true) {
+    if (cancelled()) return cancelled_error();
     if (::connect(fd, address, length) == 0) return absl::OkStatus();
     int error = errno;
     if (error == EISCONN) return absl::OkStatus();
@@ -82,18 +90,26 @@ absl::Status ConnectNative(int fd, const sockaddr* address, socklen_t length,
       // Unix sockets: the listener's backlog is full. Retry until the
       // deadline; there is nothing to poll for.
       if (deadline.Expired()) return ConnectTimeout(to, timeout);
-      std::this_thread::sleep_for(std::chrono::milliseconds(
-          std::clamp(deadline.PollTimeoutMs(), 0, 5)));
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(std::clamp(deadline.PollTimeoutMs(), 0, 5)));
       continue;
     }
     if (error == EINPROGRESS || error == EALREADY || error == EINTR) {
-      LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
-                               WaitReady(fd, POLLOUT, -1, deadline));
+      WaitResult waited = WaitResult::kTimedOut;
+      if (cancel == nullptr) {
+        LIVEMIG_ASSIGN_OR_RETURN(waited, WaitReady(fd, POLLOUT, -1, deadline));
+      }
+      while (cancel != nullptr) {  // In slices of 50 ms, so `cancel` is seen.
+        const int left = deadline.PollTimeoutMs();
+        const Deadline slice(absl::Milliseconds(left < 0 ? 50 : std::min(left, 50)));
+        LIVEMIG_ASSIGN_OR_RETURN(waited, WaitReady(fd, POLLOUT, -1, slice));
+        if (waited != WaitResult::kTimedOut || deadline.Expired()) break;
+        if (cancelled()) return cancelled_error();
+      }
       if (waited == WaitResult::kTimedOut) return ConnectTimeout(to, timeout);
       int so_error = 0;
       socklen_t so_error_length = sizeof(so_error);
-      if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &so_error_length) !=
-          0) {
+      if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &so_error_length) != 0) {
         return PosixError("getsockopt(SO_ERROR)", errno);
       }
       if (so_error == 0) return absl::OkStatus();
@@ -135,7 +151,7 @@ std::vector<iovec> CopyPieces(absl::Span<const iovec> pieces, size_t* total) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
-    const Endpoint& to, absl::Duration timeout) {
+    const Endpoint& to, absl::Duration timeout, const std::atomic<bool>* cancel) {
   const Deadline deadline(timeout);
   boost::asio::io_context& context = transport_internal::SharedIoContext();
   boost::system::error_code ec;
@@ -159,7 +175,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
     if (ec) return PosixError("socket(AF_UNIX)", ec.value());
     LIVEMIG_RETURN_IF_ERROR(ConnectNative(unix_socket.native_handle(),
                                           address.data(), address.size(), to,
-                                          timeout, deadline));
+                                          timeout, deadline, cancel));
     return Adopt(std::move(socket), to.ToString());
   }
 
@@ -179,7 +195,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
     }
     absl::Status connected = ConnectNative(
         tcp_socket.native_handle(), address.data(),
-        static_cast<socklen_t>(address.size()), to, timeout, deadline);
+        static_cast<socklen_t>(address.size()), to, timeout, deadline, cancel);
     if (connected.ok()) {
       std::string peer = to.ToString();
       if (to.host != address.address().to_string()) {

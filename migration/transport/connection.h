@@ -75,9 +75,12 @@ class Connection {
   // descriptor is FromFd, of several InvalidArgument: one per channel). DeadlineExceeded after
   // `timeout`; Unavailable if refused or unreachable (or, for Unix, no socket
   // file); the message names the endpoint. InvalidArgument for an endpoint
-  // that cannot be used (empty host, Unix path too long).
+  // that cannot be used (empty host, Unix path too long). With `cancel`:
+  // Cancelled within 50 ms of it becoming true (a connect that waits for a
+  // slow or full listener).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Connection>> Connect(
-      const Endpoint& to, absl::Duration timeout);
+      const Endpoint& to, absl::Duration timeout,
+      const std::atomic<bool>* cancel = nullptr);
 
   // A connection on a dup() of `fd`, an already connected TCP or Unix
   // stream socket (the caller keeps `fd`). InvalidArgument naming the
