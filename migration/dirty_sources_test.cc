@@ -94,8 +94,8 @@ class ScriptedSource : public DirtySource {
   const GuestMemory<AtomicBitmap>& memory_;
   absl::Status start_error_;
   mutable std::mutex mu_;
-  absl::Status collect_error_;     // Guarded by mu_.
-  std::vector<uint64_t> written_;  // Guarded by mu_.
+  absl::Status collect_error_;      // Guarded by mu_.
+  std::vector<uint64_t> written_;   // Guarded by mu_.
   std::vector<std::string> calls_;  // Guarded by mu_.
 };
 
@@ -127,8 +127,8 @@ TEST(DirtySources, WritesOnlyASourceSawReachTheDestinationAndTheAuditFindsNone) 
   auto vm = OneRegionVm();
   ASSERT_NE(vm, nullptr);
   ScriptedSource source(vm->memory());
-  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0),
-                                        ReceiverAt(TempDir("sources_exact")));
+  auto receiver =
+      ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), ReceiverAt(TempDir("sources_exact")));
   SenderOptions options = Options(receiver->receiver->endpoint(), &source);
   // After round 0, in pre-copy: three pages written behind the API.
   options.on_round = [&source](const MigrationStats& stats) {
@@ -155,8 +155,8 @@ TEST(DirtySources, ASourceThatCannotStartFailsTheMigrationNamingItAndIsStopped) 
   ASSERT_NE(vm, nullptr);
   ScriptedSource source(vm->memory());
   source.FailStart(absl::FailedPreconditionError("no /dev/kvm"));
-  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0),
-                                        ReceiverAt(TempDir("sources_start")));
+  auto receiver =
+      ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), ReceiverAt(TempDir("sources_start")));
   Sender sender(Options(receiver->receiver->endpoint(), &source));
   EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
               StatusIsWithMessage(absl::StatusCode::kFailedPrecondition,
@@ -173,8 +173,8 @@ TEST(DirtySources, ACollectFailureInTheFinalRoundResumesTheGuestWithEveryPageDir
   ASSERT_NE(vm, nullptr);
   vm->memory().region(0).bitmap().SetAddrRange(0, 4 * kMiB);
   ScriptedSource source(vm->memory());
-  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0),
-                                        ReceiverAt(TempDir("sources_collect")));
+  auto receiver =
+      ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), ReceiverAt(TempDir("sources_collect")));
   SenderOptions options = Options(receiver->receiver->endpoint(), &source);
   options.on_round = [&source](const MigrationStats& stats) {
     if (stats.rounds == 1) source.FailCollect(absl::InternalError("KVM_GET_DIRTY_LOG: EIO"));
@@ -186,6 +186,56 @@ TEST(DirtySources, ACollectFailureInTheFinalRoundResumesTheGuestWithEveryPageDir
   EXPECT_THAT(receiver->Join(), StatusIs(absl::StatusCode::kInternal));
   EXPECT_FALSE(vm->paused());
   EXPECT_EQ(vm->resumes(), 1);
+  EXPECT_EQ(DirtyPages(*vm), kPages);
+  EXPECT_EQ(source.count("stop"), 1);
+}
+
+// A failed attempt collects every source once more before stopping it: a
+// write only the source saw since the last harvest is dirty afterwards
+// (a source's Stop() may drop what it holds).
+TEST(DirtySources, AWriteOnlyASourceSawBeforeAFailedAttemptStaysDirty) {
+  auto vm = OneRegionVm();
+  ASSERT_NE(vm, nullptr);
+  ASSERT_FALSE(vm->memory().region(0).bitmap().IsPageDirty(7));
+  ScriptedSource source(vm->memory());
+  auto receiver =
+      ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), ReceiverAt(TempDir("sources_cancel")));
+  SenderOptions options = Options(receiver->receiver->endpoint(), &source);
+  Sender* sender_of_round = nullptr;
+  options.on_round = [&](const MigrationStats& stats) {
+    if (stats.rounds != 1) return;
+    source.WriteBehindTheApi(7, 0xAB);  // After round 0's harvest.
+    EXPECT_TRUE(sender_of_round->Cancel());
+  };
+  Sender sender(options);
+  sender_of_round = &sender;
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm), StatusIs(absl::StatusCode::kCancelled));
+  (void)receiver->Join();
+  EXPECT_TRUE(vm->memory().region(0).bitmap().IsPageDirty(7));
+  const std::vector<std::string> calls = source.calls();
+  ASSERT_GE(calls.size(), 2u);
+  EXPECT_EQ(calls[calls.size() - 2], "collect");
+  EXPECT_EQ(calls.back(), "stop");
+}
+
+// A source that cannot collect that last time: every page is marked dirty
+// (an extra is allowed, a miss is not).
+TEST(DirtySources, ASourceThatCannotCollectAtTheEndOfAFailedAttemptLeavesEveryPageDirty) {
+  auto vm = OneRegionVm();
+  ASSERT_NE(vm, nullptr);
+  ASSERT_EQ(DirtyPages(*vm), 0u);
+  ScriptedSource source(vm->memory());
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0),
+                                        ReceiverAt(TempDir("sources_last_collect")));
+  SenderOptions options = Options(receiver->receiver->endpoint(), &source);
+  options.on_round = [&source](const MigrationStats& stats) {
+    if (stats.rounds == 1) source.FailCollect(absl::InternalError("KVM_GET_DIRTY_LOG: EIO"));
+  };
+  Sender sender(options);
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
+              StatusIsWithMessage(absl::StatusCode::kInternal,
+                                  "dirty source scripted: collect: KVM_GET_DIRTY_LOG: EIO"));
+  (void)receiver->Join();
   EXPECT_EQ(DirtyPages(*vm), kPages);
   EXPECT_EQ(source.count("stop"), 1);
 }

@@ -619,6 +619,7 @@ void Migration::RollBack(const absl::Status& error) {
     SendAbortBestEffort(channels_[0]->connection(), error, proto::ROLE_SOURCE);
   }
   failure_.Set(error);  // Shuts every connection down.
+  harvest_.StopSources();  // While a paused guest is still paused.
   harvest_.GiveBack();
   if (paused_ && !handed_over_) (void)vm_.Resume();
   if (convergence_.throttle() != 0) vm_.SetThrottle(0);

@@ -23,7 +23,11 @@
 //              Start() or the previous Collect().
 //   Stop()     once when the attempt ends, successfully or not; also called
 //              when Start() failed. After it the source sees nothing and
-//              holds no protection (a later Start() begins afresh).
+//              holds no protection (a later Start() begins afresh). What it
+//              saw since the last Collect() may be dropped: when an attempt
+//              fails, the sender calls Collect() once more right before
+//              Stop() (and before it resumes a paused guest), so no write
+//              the source saw is lost to the bitmaps.
 //
 // The ordering rule every implementation keeps: a page is re-armed
 // (write-protected again, its log or ring entry cleared) BEFORE its bit is

@@ -121,6 +121,19 @@ absl::StatusOr<uint64_t> DirtyHarvest::Pending() {
   return pending;
 }
 
+void DirtyHarvest::StopSources() {
+  bool missed = false;
+  while (started_ > 0) {
+    DirtySource* source = sources_[--started_];
+    missed |= !source->Collect().ok();
+    source->Stop();
+  }
+  if (!missed) return;
+  for (size_t r = 0; r < memory_.num_regions(); ++r) {
+    memory_.region(r).bitmap().SetAddrRange(0, memory_.region(r).len());
+  }
+}
+
 void DirtyHarvest::GiveBack() {
   for (size_t r = 0; r < taken_.size(); ++r) {
     // Merge only fails for a word count mismatch, impossible here.

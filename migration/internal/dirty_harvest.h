@@ -58,6 +58,14 @@ class DirtyHarvest {
   absl::StatusOr<uint64_t> Pending();
   // Marks every bit taken during the attempt dirty again.
   void GiveBack();
+  // A failed attempt: has every started source collect one last time (what
+  // it saw since the last harvest reaches the bitmaps: the sources' Stop()
+  // drops what it holds), then stops it. A source that cannot collect marks
+  // every page of every region dirty instead (an extra is allowed, a miss is
+  // not). Call it while the guest is still paused when it is: a write
+  // between that collect and the stop is then impossible (in a live round
+  // it is a window of microseconds). The destructor has nothing left to stop.
+  void StopSources();
 
   uint64_t syncs() const { return syncs_; }  // Harvests so far.
 
