@@ -554,6 +554,42 @@ TEST(HostileDestination, CancelDuringTheTlsHandshakeIsPrompt) {
   EXPECT_FALSE(vm->paused());
 }
 
+// A destination that reads the final round just fast enough for every
+// write to beat the io timeout cannot keep the guest paused past max_pause:
+// the attempt fails saying so, and the guest resumes.
+TEST(HostileDestination, ATricklingDestinationCannotKeepTheGuestPausedPastMaxPause) {
+  constexpr uint64_t kBig = 24 * kMiB;
+  auto made = FakeVm::Create({{0, kBig, "", 0}}, Fill::kRandom, 9);
+  ASSERT_OK(made.status());
+  auto vm = std::move(*made);
+  WorkloadSpec w;
+  w.writers = 2;
+  w.pages_per_second = 15000;
+  vm->StartWorkload(w);
+  FakeDestination dest(2);
+  SenderOptions o = Options(dest.endpoint(), 1);
+  o.io_timeout = absl::Seconds(3);
+  o.max_pause = absl::Seconds(1);
+  o.batch_pages = 256;
+  Sender sender(o);
+  RunResult run = MigrateAgainst(sender, *vm, [&] {
+    ASSERT_OK(dest.AcceptAll());
+    ASSERT_OK(dest.TableAndAck());
+    ASSERT_OK(dest.ReadRound().status());
+    dest.trickle_ = true;              // Channel 1 from its next frame on.
+    absl::SleepFor(absl::Seconds(1));  // The guest dirties most of its memory.
+    ASSERT_OK(dest.SendAck(proto::ACK_ROUND, 0));
+    dest.Trickle(0);  // The final round, 32 KiB every 20 ms; never answers.
+    dest.Close();
+  });
+  EXPECT_THAT(run.result, StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
+                                              "the guest stayed paused for max_pause (1s) before "
+                                              "the destination verified the migration"));
+  EXPECT_LT(sender.last_stats().downtime_ms, 3000.0) << "paused past the io timeout";
+  EXPECT_FALSE(vm->paused());
+  EXPECT_EQ(vm->resumes(), 1);
+}
+
 // Transport errors say which channel and which step they hit.
 TEST(HostileDestination, ErrorsNameTheChannelAndTheStep) {
   {  // The Hello on channel 1 is never answered.

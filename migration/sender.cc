@@ -12,6 +12,7 @@
 #include "migration/device_state.h"
 #include "migration/internal/dirty_harvest.h"
 #include "migration/internal/open_channel.h"
+#include "migration/internal/pause_budget.h"
 #include "migration/internal/rate_limiter.h"
 #include "migration/internal/send_channel.h"
 #include "migration/page_hashes.h"
@@ -138,6 +139,7 @@ class Migration {
   DirtyHarvest harvest_;
   const DirtyHarvest::Queue queue_ = [this](PageWork work) { Queue(std::move(work)); };
   bool paused_ = false;
+  migration_internal::PauseBudget pause_;  // From the Pause() on.
   // The handover was sent and not refused: a failure now leaves the outcome
   // in doubt (see HandOver).
   bool handed_over_ = false;
@@ -262,6 +264,7 @@ absl::Status Migration::FinishRound(uint32_t round, bool final) {
         // Shuts every connection down, so blocked writes return at once.
         failure_.Set(absl::CancelledError("migration cancelled by the source"));
       }
+      if (final && pause_.Over()) failure_.Set(pause_.Check(absl::DeadlineExceededError("")));
     }
   }
   LIVEMIG_RETURN_IF_ERROR(failure_.Get());
@@ -467,6 +470,7 @@ absl::Status Migration::Switchover(uint32_t round) {
   pause_time_ = absl::Now();
   LIVEMIG_RETURN_IF_ERROR(vm_.Pause());
   paused_ = true;
+  pause_.Start(pause_time_, options_.max_pause);
   const uint64_t bytes_before = BytesWritten();
   RoundStats rs;
   rs.round = round;
@@ -501,13 +505,13 @@ absl::Status Migration::Switchover(uint32_t round) {
   LIVEMIG_ASSIGN_OR_RETURN(std::vector<DeviceSection> sections, vm_.DeviceSections());
   LIVEMIG_RETURN_IF_ERROR(CheckDeviceSections(sections));
   for (const proto::DeviceState& device : DeviceStateFrames(std::move(sections))) {
-    LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kDeviceState,
-                                             device, options_.io_timeout));
+    LIVEMIG_RETURN_IF_ERROR(pause_.Check(wire::WriteFrame(
+        control, wire::FrameType::kDeviceState, device, pause_.Timeout(options_.io_timeout))));
   }
   const absl::Time device_done = absl::Now();
   stats_.downtime_breakdown.device_state_ms = Ms(device_done - verified);
 
-  LIVEMIG_RETURN_IF_ERROR(Complete(control));
+  LIVEMIG_RETURN_IF_ERROR(pause_.Check(Complete(control)));
   LIVEMIG_RETURN_IF_ERROR(HandOver(control));
   const absl::Time done = absl::Now();
   stats_.downtime_breakdown.completion_ms = Ms(done - device_done);
@@ -535,10 +539,10 @@ absl::Status Migration::Complete(Connection& control) {
   completion.set_total_pages_sent(counters_.raw_pages.load() + counters_.zero_pages.load());
   completion.set_rounds(stats_.rounds);
   LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kCompletion,
-                                           completion, options_.io_timeout));
+                                           completion, pause_.Timeout(options_.io_timeout)));
   for (int queries = 0;; ++queries) {
     LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
-                             wire::ReadFrameStart(control, options_.io_timeout));
+                             wire::ReadFrameStart(control, pause_.Timeout(options_.io_timeout)));
     if (frame.header.type == wire::FrameType::kPageHashQuery && queries == kMaxHashQueries) {
       return absl::DataLossError(absl::StrCat("the destination sent more than ",
                                               kMaxHashQueries, " PAGE_HASH_QUERY frames"));
@@ -556,7 +560,7 @@ absl::Status Migration::Complete(Connection& control) {
     LIVEMIG_RETURN_IF_ERROR(wire::FinishFrame(frame, &query));
     LIVEMIG_ASSIGN_OR_RETURN(proto::PageHashList list, AnswerPageHashQuery(query, sent_));
     LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kPageHashList, list,
-                                             options_.io_timeout));
+                                             pause_.Timeout(options_.io_timeout)));
   }
 }
 
@@ -567,8 +571,8 @@ absl::Status Migration::HandOver(Connection& control) {
   publish_(nullptr, true);
   // A failed write never delivered the whole frame, and the destination
   // commits only on a whole, checksummed one: still safe to roll back.
-  LIVEMIG_RETURN_IF_ERROR(
-      wire::WriteFrame(control, wire::FrameType::kAck, handover, options_.io_timeout));
+  LIVEMIG_RETURN_IF_ERROR(pause_.Check(wire::WriteFrame(
+      control, wire::FrameType::kAck, handover, pause_.Timeout(options_.io_timeout))));
   // The commit point: from here the destination may own the guest.
   handed_over_ = true;
   proto::Ack answer;

@@ -117,6 +117,12 @@ struct SenderOptions {
   int throttle_max = 99;
   uint64_t max_bandwidth = 0;  // Bytes per second over all channels; 0: no cap.
   absl::Duration io_timeout = absl::Seconds(30);  // Every read and write.
+  // The longest the guest may stay paused before the handover (the final
+  // round, device state, verification; internal/pause_budget.h): past it
+  // the attempt fails with DeadlineExceeded and the guest resumes, however
+  // fast the destination answers each read or write. A forced switchover
+  // (kForce) with much left to send may need more. InfiniteDuration: none.
+  absl::Duration max_pause = absl::Minutes(1);
   // Pages per PageBatch frame (1 MiB). Under max_bandwidth, fewer: one batch
   // goes out within io_timeout / 4, so neither side waits out its timeout
   // for a batch's bytes; a cap too low for one page in that time is

@@ -60,6 +60,8 @@ ABSL_FLAG(std::string, compress, "none", "send: compress page batches on the cha
           "a batch that does not shrink is sent raw, and a channel meeting incompressible "
           "memory backs off; the receiver must accept the codec (it accepts both)");
 ABSL_FLAG(double, io_timeout_s, 30, "deadline for every network read and write, seconds");
+ABSL_FLAG(double, max_pause_s, 60, "send: the longest the guest may stay paused before the "
+          "handover, seconds; past it the migration fails and the guest resumes (0 = none)");
 ABSL_FLAG(std::string, verify, "sent", "send: end-to-end verification: sent (the destination "
           "holds every page version sent; the source is audited after the commit), full "
           "(also re-hash the paused source before the handover), off");
@@ -113,7 +115,7 @@ absl::Status CheckOnlyFlagsOf(const std::string& command) {
       {"stall-rounds", Given(FLAGS_stall_rounds)},
       {"throttle-steps", Given(FLAGS_throttle_steps)},
       {"max-bandwidth", Given(FLAGS_max_bandwidth)}, {"verify", Given(FLAGS_verify)},
-      {"compress", Given(FLAGS_compress)},
+      {"compress", Given(FLAGS_compress)},       {"max-pause-s", Given(FLAGS_max_pause_s)},
       {"tls-hostname", Given(FLAGS_tls_hostname)}, {"tracker", Given(FLAGS_tracker)},
       {"vm", Given(FLAGS_vm)},
       {"test-untracked-write", Given(FLAGS_test_untracked_write)}};
@@ -174,6 +176,7 @@ cli::SendFlags SendFlagsFromFlags(const std::vector<std::string>& regions) {
   f.max_bandwidth = absl::GetFlag(FLAGS_max_bandwidth);
   f.compress = absl::GetFlag(FLAGS_compress);
   f.io_timeout_s = absl::GetFlag(FLAGS_io_timeout_s);
+  f.max_pause_s = absl::GetFlag(FLAGS_max_pause_s);
   f.verify = absl::GetFlag(FLAGS_verify);
   f.json = absl::GetFlag(FLAGS_json);
   f.test_untracked_write = absl::GetFlag(FLAGS_test_untracked_write);
@@ -228,7 +231,8 @@ int main(int argc, char** argv) {
       "       [--downtime-ms=300] [--max-rounds=30] [--timeout-s=600 (0: none)] "
       "[--on-timeout=cancel|force]\n"
       "       [--auto-converge] [--throttle-steps=20,10,99] [--stall-rounds=5]\n"
-      "       [--max-bandwidth=RATE] [--verify=sent|full|off] [--tracker=api|uffd] [--json]\n"
+      "       [--max-bandwidth=RATE] [--max-pause-s=60 (0: none)] [--verify=sent|full|off]\n"
+      "       [--tracker=api|uffd] [--json]\n"
       "       [--compress=none|zstd[:LEVEL]|lz4[:ACCELERATION]]\n"
       "  livemig send --vm=kvm[:vcpus=N,pattern=counter|uniform|hotset,rate=R,size=S]\n"
       "       [--tracker=kvm-log|kvm-ring|uffd|api] ...\n"

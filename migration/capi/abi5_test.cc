@@ -1,9 +1,9 @@
 // File: migration/capi/abi5_test.cc
 //
-// ABI 5's addition to the C ABI (livemig_abi5.h), from C++ over livemig.h
+// ABI 5's additions to the C ABI (livemig_abi5.h), from C++ over livemig.h
 // only: the received migration as JSON, by the size-query convention,
 // parsed and held against what the ABI 3 accessors report of the same
-// result.
+// result; the pause budget's setter.
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -130,6 +130,20 @@ TEST_F(CapiReceivedJson, HoldsWhatTheAccessorsReportPlusTheTornPageCount) {
   EXPECT_EQ(st["torn_pages"].number, 0);
   EXPECT_EQ(r.raw_pages, 64u) << "half of each region's 64 pages carry bytes";
   EXPECT_EQ(st["device_state_bytes"].kind, Json::Kind::kNumber);
+}
+
+TEST(CapiMaxPause, TakesNoneOrOneMillisecondToADayAndRefusesMoreNamingIt) {
+  livemig_options* o = livemig_options_new();
+  Err err;
+  EXPECT_EQ(livemig_options_set_max_pause(o, 0, err.out()), LIVEMIG_OK);
+  EXPECT_EQ(livemig_options_set_max_pause(o, 1, err.out()), LIVEMIG_OK);
+  EXPECT_EQ(livemig_options_set_max_pause(o, 86400000, err.out()), LIVEMIG_OK);
+  EXPECT_EQ(livemig_options_set_max_pause(o, 86400001, err.out()), LIVEMIG_INVALID_ARGUMENT);
+  EXPECT_EQ(err.message(), "max_pause_ms: must be 0 (none) or 1 .. 86400000 ms, got 86400001");
+  livemig_options_free(o);
+  Err null;
+  EXPECT_EQ(livemig_options_set_max_pause(nullptr, 5, null.out()), LIVEMIG_INVALID_ARGUMENT);
+  EXPECT_EQ(null.message(), "options: NULL");
 }
 
 }  // namespace

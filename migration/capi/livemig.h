@@ -87,8 +87,8 @@ extern "C" {
  *      memory with the file it maps (livemig_provided_memory), the sender's
  *      full statistics as JSON.
  *   5  no struct changed; added (livemig_abi5.h, included below): the
- *      received migration as JSON, manifest.json's text (torn pages
- *      included). */
+ *      sender's pause budget, the received migration as JSON
+ *      (manifest.json's text, torn pages included). */
 #define LIVEMIG_ABI_VERSION 5
 LIVEMIG_EXPORT int livemig_abi_version(void);
 

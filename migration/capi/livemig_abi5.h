@@ -5,6 +5,7 @@
  * exported at version LIVEMIG_5 (livemig.map). The conventions are
  * livemig.h's: codes, ownership, thread safety.
  *
+ *   - The sender's pause budget (livemig_options_set_max_pause).
  *   - The received migration as JSON (livemig_received_stats_json): what
  *     `livemig receive` writes as manifest.json, so a field the receiver
  *     gains later (as torn_pages did) reaches a C caller without a new
@@ -13,12 +14,29 @@
 #define LIVEMIG_MIGRATION_CAPI_LIVEMIG_ABI5_H_
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "livemig.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ----------------------------------------------- ABI 5: the pause budget */
+
+/* Sender (ABI 5): the longest the guest may stay paused before the handover
+ * (C++ SenderOptions::max_pause): the final round, the device state and the
+ * verification each wait at most for what is left of it, so a destination
+ * that reads or answers just fast enough to beat every io timeout cannot
+ * keep the guest paused longer; past it the migration fails with
+ * LIVEMIG_DEADLINE_EXCEEDED ("the guest stayed paused for max_pause ...")
+ * and the guest is resumed. 1 .. 86400000 ms, or 0 for none; default 60000.
+ * A forced switchover (LIVEMIG_ON_LIMIT_FORCE) with much left to send may
+ * need more. Error (LIVEMIG_INVALID_ARGUMENT, options unchanged):
+ * "max_pause_ms: must be 0 (none) or 1 .. 86400000 ms, got N". */
+LIVEMIG_EXPORT int livemig_options_set_max_pause(livemig_options* options,
+                                                 uint64_t max_pause_ms,
+                                                 livemig_error** error_out);
 
 /* ------------------------------------------ ABI 5: the received migration */
 

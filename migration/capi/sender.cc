@@ -256,6 +256,7 @@ livemig_sender* livemig_sender_new(const livemig_options* options,
     so.throttle_initial = limits.throttle_initial;
     so.throttle_increment = limits.throttle_increment;
     so.throttle_max = limits.throttle_max;
+    so.max_pause = limits.max_pause;  // ABI 5.
     so.batch_pages = limits.batch_pages;
     so.downtime_limit = options->downtime_limit;
     so.verify = options->verify;

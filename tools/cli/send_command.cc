@@ -176,6 +176,12 @@ int RunSend(const SendFlags& flags) {
     if (!io_timeout.ok()) return Usage(io_timeout.status());
     options.io_timeout = *io_timeout;
   }
+  if (!(flags.max_pause_s >= 0) || flags.max_pause_s > 86400) {
+    return Usage(absl::InvalidArgumentError(absl::StrCat(
+        "--max-pause-s=", flags.max_pause_s, ": expected 0 (none) to 86400 seconds")));
+  }
+  options.max_pause =
+      flags.max_pause_s > 0 ? absl::Seconds(flags.max_pause_s) : absl::InfiniteDuration();
   if (options.max_bandwidth > 0 && options.max_bandwidth < LowestMaxBandwidth(options.io_timeout)) {
     return Usage(absl::InvalidArgumentError(absl::StrCat(
         "--max-bandwidth=", flags.max_bandwidth, ": below ",

@@ -55,6 +55,7 @@ struct SendFlags {
   std::string max_bandwidth;        // --max-bandwidth; empty: none.
   std::string compress;             // --compress; empty or "none": none.
   double io_timeout_s = 0;          // --io-timeout-s
+  double max_pause_s = 60;          // --max-pause-s; 0 means none.
   std::string verify;               // --verify
   bool json = false;                // --json
   std::string vm;                   // --vm; empty: the built-in workload.
