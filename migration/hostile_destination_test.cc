@@ -678,6 +678,26 @@ TEST(HostileDestination, ACommittedWithAnErrorResumesTheGuest) {
   ExpectRestored(*vm, sender);
 }
 
+// A destination that aborts because it was cancelled: the source's attempt
+// failed (its stats say "failed", not "cancelled": the source cancelled
+// nothing), with the destination's code and words.
+TEST(HostileDestination, ADestinationsCancelledAbortIsAFailureOfTheAttempt) {
+  auto vm = Vm();
+  FakeDestination dest(2);
+  Sender sender(Options(dest.endpoint()));
+  RunResult run = MigrateAgainst(sender, *vm, [&] {
+    ASSERT_OK(dest.AcceptAll());
+    ASSERT_OK(dest.TableAndAck());
+    ASSERT_OK(dest.ReadRound().status());
+    ASSERT_OK(dest.SendAbort(absl::StatusCode::kCancelled, "the operator stopped it"));
+    dest.Close();
+  });
+  EXPECT_THAT(run.result, StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                              "peer aborted: the operator stopped it"));
+  EXPECT_EQ(sender.last_stats().status, "failed");
+  ExpectRestored(*vm, sender);
+}
+
 // An Abort after HANDOVER cannot say whether the destination committed: in
 // doubt, the guest stays paused (it must never run on both sides).
 TEST(HostileDestination, AnAbortAfterTheHandoverIsInDoubtAndTheGuestStaysPaused) {

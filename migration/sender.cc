@@ -689,9 +689,10 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
   }
   migration.RollBack(status);
   migration.RecordFailure();
-  last_stats_.status = migration.handed_over()                          ? "in-doubt"
-                       : status.code() == absl::StatusCode::kCancelled ? "cancelled"
-                                                                       : "failed";
+  // "cancelled" is this source's Cancel(), not a destination's Abort that
+  // says it was cancelled.
+  const bool cancelled = status.code() == absl::StatusCode::kCancelled && !IsFromAbort(status);
+  last_stats_.status = migration.handed_over() ? "in-doubt" : cancelled ? "cancelled" : "failed";
   return status;
 }
 
