@@ -95,17 +95,15 @@ absl::Status ConnectNative(int fd, const sockaddr* address, socklen_t length, co
       continue;
     }
     if (error == EINPROGRESS || error == EALREADY || error == EINTR) {
-      WaitResult waited = WaitResult::kTimedOut;
-      if (cancel == nullptr) {
-        LIVEMIG_ASSIGN_OR_RETURN(waited, WaitReady(fd, POLLOUT, -1, deadline));
-      }
-      while (cancel != nullptr) {  // In slices of 50 ms, so `cancel` is seen.
+      WaitResult waited;
+      do {  // With `cancel`, in slices of at most 50 ms, so that it is seen.
         const int left = deadline.PollTimeoutMs();
-        const Deadline slice(absl::Milliseconds(left < 0 ? 50 : std::min(left, 50)));
-        LIVEMIG_ASSIGN_OR_RETURN(waited, WaitReady(fd, POLLOUT, -1, slice));
-        if (waited != WaitResult::kTimedOut || deadline.Expired()) break;
-        if (cancelled()) return cancelled_error();
-      }
+        const bool slice = cancel != nullptr && (left < 0 || left > 50);
+        LIVEMIG_ASSIGN_OR_RETURN(
+            waited,
+            WaitReady(fd, POLLOUT, -1, slice ? Deadline(absl::Milliseconds(50)) : deadline));
+        if (waited == WaitResult::kTimedOut && cancelled()) return cancelled_error();
+      } while (waited == WaitResult::kTimedOut && !deadline.Expired());
       if (waited == WaitResult::kTimedOut) return ConnectTimeout(to, timeout);
       int so_error = 0;
       socklen_t so_error_length = sizeof(so_error);
