@@ -584,7 +584,8 @@ TEST(HostileDestination, ATricklingDestinationCannotKeepTheGuestPausedPastMaxPau
   });
   EXPECT_THAT(run.result, StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
                                               "the guest stayed paused for max_pause (1s) before "
-                                              "the destination verified the migration"));
+                                              "the destination verified the migration: it reads "
+                                              "or answers too slowly; the guest was resumed ("));
   EXPECT_LT(sender.last_stats().downtime_ms, 3000.0) << "paused past the io timeout";
   EXPECT_FALSE(vm->paused());
   EXPECT_EQ(vm->resumes(), 1);

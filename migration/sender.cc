@@ -29,8 +29,8 @@ namespace {
 
 using migration_internal::ChannelCounters;
 using migration_internal::DirtyHarvest;
-using migration_internal::OnChannel;
 using migration_internal::Failure;
+using migration_internal::OnChannel;
 using migration_internal::PacedBatchPages;
 using migration_internal::PageWork;
 using migration_internal::RateLimiter;
@@ -187,16 +187,11 @@ absl::Status Migration::Setup() {
                                          &known_zero_, index);
   };
   for (uint32_t i = 0; i < options_.channels; ++i) {
-    migration_internal::ChannelPlan plan;
-    plan.destination = &to;
-    plan.index = i;
-    plan.count = options_.channels;
-    plan.migration_id = id;
-    plan.tls = options_.tls.get();
-    plan.io_timeout = options_.io_timeout;
-    plan.compression = options_.compression;
-    plan.batch_bytes = size_t{BatchPages(options_)} * kMigrationPageSize;
-    plan.failure = &failure_;
+    const migration_internal::ChannelPlan plan{
+        .destination = &to, .index = i, .count = options_.channels, .migration_id = id,
+        .tls = options_.tls.get(), .io_timeout = options_.io_timeout,
+        .compression = options_.compression,
+        .batch_bytes = size_t{BatchPages(options_)} * kMigrationPageSize, .failure = &failure_};
     LIVEMIG_ASSIGN_OR_RETURN(const absl::Duration rtt, OpenChannel(plan, make, &channels_));
     rtt_ = std::min(rtt_, rtt);
   }
@@ -251,8 +246,7 @@ absl::Status Migration::FinishRound(uint32_t round, bool final) {
   }
   const bool report = !final && options_.on_progress != nullptr;
   const absl::Duration slice =
-      report ? std::clamp(options_.progress_interval, absl::Milliseconds(1),
-                          absl::Milliseconds(20))
+      report ? std::clamp(options_.progress_interval, absl::Milliseconds(1), absl::Milliseconds(20))
              : absl::Milliseconds(20);
   for (auto& c : channels_) {
     while (!c->WaitIdle(slice)) {
@@ -264,7 +258,10 @@ absl::Status Migration::FinishRound(uint32_t round, bool final) {
         // Shuts every connection down, so blocked writes return at once.
         failure_.Set(absl::CancelledError("migration cancelled by the source"));
       }
-      if (final && pause_.Over()) failure_.Set(pause_.Check(absl::DeadlineExceededError("")));
+      if (final && pause_.Over()) {
+        failure_.Set(
+            pause_.Check(absl::DeadlineExceededError("the final round was still going out")));
+      }
     }
   }
   LIVEMIG_RETURN_IF_ERROR(failure_.Get());
