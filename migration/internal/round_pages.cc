@@ -9,16 +9,13 @@
 namespace livemig::migration_internal {
 
 RoundPages::RoundPages(const std::vector<uint64_t>& region_pages) {
-  for (uint64_t pages : region_pages) {
-    const uint64_t n = (pages + 63) / 64;
-    words_.push_back(std::make_unique<std::atomic<uint64_t>[]>(n));  // Zeroed.
-    num_words_.push_back(n);
-  }
+  words_.reserve(region_pages.size());
+  for (uint64_t pages : region_pages) words_.emplace_back((pages + 63) / 64);
 }
 
 absl::Status RoundPages::Claim(uint32_t region, uint64_t first, uint64_t count, uint32_t round,
                                uint64_t region_guest_addr) {
-  std::atomic<uint64_t>* words = words_[region].get();
+  std::vector<std::atomic<uint64_t>>& words = words_[region];
   const uint64_t end = first + count;
   for (uint64_t page = first; page < end;) {
     const uint64_t word = page / 64;
@@ -39,8 +36,8 @@ absl::Status RoundPages::Claim(uint32_t region, uint64_t first, uint64_t count, 
 }
 
 void RoundPages::NextRound() {
-  for (size_t r = 0; r < words_.size(); ++r) {
-    for (uint64_t w = 0; w < num_words_[r]; ++w) words_[r][w].store(0, std::memory_order_relaxed);
+  for (auto& words : words_) {
+    for (std::atomic<uint64_t>& word : words) word.store(0, std::memory_order_relaxed);
   }
 }
 

@@ -27,7 +27,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -54,8 +53,7 @@ class RoundPages {
  private:
   // Relaxed: a claim publishes nothing; fetch_or alone decides which of two
   // claims of one page comes second, and that one fails the migration.
-  std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> words_;
-  std::vector<uint64_t> num_words_;
+  std::vector<std::vector<std::atomic<uint64_t>>> words_;  // Per region, zeroed.
 };
 
 }  // namespace livemig::migration_internal
