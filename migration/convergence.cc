@@ -36,6 +36,13 @@ Decision Convergence::Limit(Decision d, absl::Status error) const {
   return d;
 }
 
+absl::Status Convergence::DuringRound(uint32_t round, absl::Duration elapsed) const {
+  if (policy_.force_at_limit || elapsed < policy_.timeout) return absl::OkStatus();
+  return absl::DeadlineExceededError(absl::StrCat(
+      "did not converge within the ", absl::FormatDuration(policy_.timeout), " timeout: round ",
+      round, " was still going out (the link or the destination reads too slowly)"));
+}
+
 Decision Convergence::AfterRound(uint32_t round, const RoundSample& sample) {
   assert(!finished_ && round == next_round_);
   ++next_round_;

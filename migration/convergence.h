@@ -30,6 +30,11 @@
 //      converged = false. A limit hit in the round of a throttle step wins over
 //      kThrottle, but the new throttle is still in effect and reported.
 //   7. Otherwise kContinue.
+// The timeout also holds while a round is going out (DuringRound()): past it
+// the round is cut short with DeadlineExceeded, so a slow link or a
+// destination that reads just fast enough for every write cannot stretch
+// one round past the timeout; with force_at_limit the round in flight is
+// finished instead, and rule 6 then switches over.
 // kSwitchover and kFail end the migration: the caller stops calling.
 //
 // Deterministic: no clocks, no I/O, no threads; time arrives as
@@ -108,6 +113,12 @@ class Convergence {
   // REQUIRES: `round` is the previous call's plus one (0 first), and no
   // earlier call returned kSwitchover or kFail.
   Decision AfterRound(uint32_t round, const RoundSample& sample);
+
+  // While round `round` is still going out, `elapsed` after the migration
+  // began: DeadlineExceeded once elapsed >= timeout ("did not converge
+  // within the 1s timeout: round 0 was still going out ..."), unless
+  // force_at_limit; OK otherwise. Changes nothing: AfterRound still decides.
+  absl::Status DuringRound(uint32_t round, absl::Duration elapsed) const;
 
   // The throttle in effect now (0: none).
   int throttle() const { return throttle_; }

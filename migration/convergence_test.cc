@@ -309,6 +309,30 @@ TEST(Convergence, TimeoutFailsWithDeadlineExceeded) {
             "did not converge within the 10s timeout (500000 bytes pending, expected downtime 520 ms)");
 }
 
+TEST(Convergence, TheTimeoutCutsARoundStillGoingOut) {
+  ConvergencePolicy p = Lenient();
+  p.timeout = absl::Seconds(10);
+  Convergence c(p);
+  EXPECT_THAT(c.DuringRound(0, absl::Seconds(9)), IsOk());
+  const absl::Status cut = c.DuringRound(0, absl::Seconds(10));
+  EXPECT_THAT(cut, StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_EQ(cut.message(),
+            "did not converge within the 10s timeout: round 0 was still going out (the link or "
+            "the destination reads too slowly)");
+  p.timeout = absl::InfiniteDuration();
+  EXPECT_THAT(Convergence(p).DuringRound(3, absl::Hours(1000)), IsOk());
+}
+
+TEST(Convergence, ForcedTheRoundInFlightFinishesAndThenSwitchesOver) {
+  ConvergencePolicy p = Lenient();
+  p.timeout = absl::Seconds(1);
+  p.force_at_limit = true;
+  Convergence c(p);
+  EXPECT_THAT(c.DuringRound(0, absl::Seconds(5)), IsOk());
+  EXPECT_EQ(c.AfterRound(0, Sample(500'000, 0, 0, absl::Seconds(6))).action,
+            Action::kSwitchover);
+}
+
 TEST(Convergence, ForceAtTheRoundLimitSwitchesOverUnconverged) {
   ConvergencePolicy p = Lenient();
   p.max_rounds = 2;

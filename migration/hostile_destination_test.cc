@@ -358,6 +358,39 @@ TEST(HostileDestination, ATricklingDestinationCannotKeepTheGuestPausedPastMaxPau
   EXPECT_EQ(vm->resumes(), 1);
 }
 
+// A destination that reads round 0 just fast enough for every write to
+// beat the io timeout cannot stretch the pre-copy phase past `timeout`: with
+// kCancel the round is cut, the attempt fails saying so, the guest runs on
+// and every page is dirty again. (Without the cut, round 0 would finish, some
+// 15 s of trickle later, and fail with the between-rounds message instead.)
+TEST(HostileDestination, ATricklingDestinationCannotStretchARoundPastTheTimeout) {
+  constexpr uint64_t kBig = 24 * kMiB;
+  auto made = FakeVm::Create({{0, kBig, "", 0}}, Fill::kRandom, 9);
+  ASSERT_OK(made.status());
+  auto vm = std::move(*made);
+  vm->memory().region(0).bitmap().SetAddrRange(0, kBig);
+  FakeDestination dest(2);
+  SenderOptions o = Options(dest.endpoint(), 5);
+  o.on_limit = SenderOptions::OnLimit::kCancel;
+  o.timeout = absl::Seconds(1);
+  o.batch_pages = 256;
+  Sender sender(o);
+  RunResult run = MigrateAgainst(sender, *vm, [&] {
+    ASSERT_OK(dest.AcceptAll());
+    dest.trickle_ = true;  // Both channels, from round 0's first batch on.
+    ASSERT_OK(dest.TableAndAck());
+    dest.Trickle(0);
+    dest.Close();
+  });
+  EXPECT_THAT(run.result, StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
+                                              "did not converge within the 1s timeout: round 0 "
+                                              "was still going out (the link or the destination "
+                                              "reads too slowly)"));
+  EXPECT_LT(dest.trickled_.load(), kBig / 2) << "round 0 was not cut";
+  EXPECT_FALSE(vm->paused());
+  EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), kBig / kMigrationPageSize);
+}
+
 // Transport errors say which channel and which step they hit.
 TEST(HostileDestination, ErrorsNameTheChannelAndTheStep) {
   {  // The Hello on channel 1 is never answered.

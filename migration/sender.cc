@@ -258,6 +258,8 @@ absl::Status Migration::FinishRound(uint32_t round, bool final) {
         // Shuts every connection down, so blocked writes return at once.
         failure_.Set(absl::CancelledError("migration cancelled by the source"));
       }
+      // A live round is cut at the timeout (unless kForce: convergence.h).
+      if (!final) failure_.Set(convergence_.DuringRound(round, absl::Now() - start_));
       if (final && pause_.Over()) {
         failure_.Set(
             pause_.Check(absl::DeadlineExceededError("the final round was still going out")));

@@ -104,9 +104,11 @@ struct SenderOptions {
   absl::Duration downtime_limit = absl::Milliseconds(300);
   uint32_t max_rounds = 30;
   // The whole pre-copy phase, from Migrate() to the switchover decision;
-  // past it the limit policy applies (on_limit). Ten minutes move some
-  // 600 GB at 1 GB/s: raise it for larger guests or slower links;
-  // absl::InfiniteDuration() for none.
+  // past it the limit policy applies (on_limit). kCancel also cuts a round
+  // still going out at that moment (a slow link or destination cannot
+  // stretch it); kForce lets that round finish, then switches over. Ten
+  // minutes move some 600 GB at 1 GB/s: raise it for larger guests or slower
+  // links; absl::InfiniteDuration() for none.
   absl::Duration timeout = absl::Minutes(10);
   enum class OnLimit { kCancel, kForce };
   OnLimit on_limit = OnLimit::kCancel;

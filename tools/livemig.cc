@@ -47,7 +47,7 @@ ABSL_FLAG(int32_t, downtime_ms, 300, "send: downtime limit in milliseconds");
 ABSL_FLAG(int32_t, max_rounds, 30, "send: round limit");
 ABSL_FLAG(double, timeout_s, 600,
           "send: limit in seconds on the pre-copy phase, then --on-timeout applies "
-          "(0 = none)");
+          "(cancel cuts a round still going out; force lets it finish; 0 = none)");
 ABSL_FLAG(std::string, on_timeout, "cancel", "send: at the round/time limit: cancel or force");
 ABSL_FLAG(bool, auto_converge, false, "send: throttle the workload when it dirties too fast");
 ABSL_FLAG(int32_t, stall_rounds, 5, "send: rounds without the dirty volume shrinking before "

@@ -257,8 +257,10 @@ TEST(CapiLimits, TimeoutEndsThePreCopyPhaseWithDeadlineExceededAndZeroIsNone) {
     const Outcome run = Migrate(receiver, guest, vm, kBusyOps,
                                 Limits(30, 1, LIVEMIG_ON_LIMIT_CANCEL, 0));
     EXPECT_EQ(run.rc, LIVEMIG_DEADLINE_EXCEEDED);
-    EXPECT_THAT(run.message, StartsWith("did not converge within the 1ms timeout ("));
-    EXPECT_EQ(run.stats.rounds, 1u);
+    // After round 0, or (a slow machine) while it still went out: the timeout
+    // cuts a live round too ("...: round 0 was still going out ...").
+    EXPECT_THAT(run.message, StartsWith("did not converge within the 1ms timeout"));
+    EXPECT_LE(run.stats.rounds, 1u);
     EXPECT_EQ(vm.pauses, 0);
   }
   CReceiver receiver;

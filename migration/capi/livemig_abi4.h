@@ -58,8 +58,10 @@ typedef enum livemig_on_limit {
 } livemig_on_limit;
 
 /* Sender (ABI 4): the limits of the pre-copy phase (C++ SenderOptions::
- * max_rounds, timeout, on_limit), checked after each live round (a round in
- * progress is never cut short; the io timeout bounds each read and write):
+ * max_rounds, timeout, on_limit), checked after each live round; with
+ * LIVEMIG_ON_LIMIT_CANCEL the timeout also cuts a round still going out
+ * (with _FORCE that round finishes first; the io timeout bounds each read
+ * and write):
  *   max_rounds  live rounds, round 0 included (the final, paused round is
  *               one more): 1 .. 2^32-1, default 30. At 1 the decision after
  *               round 0 is the last: switch over if the pause fits the
