@@ -132,7 +132,7 @@ class ReceiveSession {
   std::atomic<uint64_t> file_pages_{0};  // Of raw_pages_, landed by FileLanding.
   std::atomic<uint64_t> zero_pages_{0};
   std::atomic<uint64_t> compressed_batches_{0};
-  migration_internal::TornPages torn_;  // FEATURE_TORN_PAGES.
+  std::optional<migration_internal::TornPages> torn_;  // FEATURE_TORN_PAGES; at the table.
   // The pages that arrived in the current round (a second arrival is
   // refused); made with landed_.
   std::optional<migration_internal::RoundPages> round_pages_;
@@ -299,6 +299,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
         options_.test_after_landing(batch.region_index(), run.first_page(), data,
                                     run.count() * kMigrationPageSize);
       }
+      torn_->Landing(batch.region_index(), run.first_page(), run.count());
       for (uint64_t i = 0; i < run.count(); ++i, ++next) {
         const uint64_t hash =
             file_landed ? landing.hashes()[next] : HashPage(data + i * kMigrationPageSize);
@@ -312,12 +313,10 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
             return absl::DataLossError(migration_internal::NotLandedAsSent(
                 batch.region_index(), page, guest, channel_round, hash, batch.page_hashes(next)));
           }
-          torn_.Tore(batch.region_index(), page, guest, channel_round, hash,
-                     batch.page_hashes(next));
+          torn_->Tore(batch.region_index(), page, channel_round, hash, batch.page_hashes(next));
         }
         landed.Set(page, hash);
       }
-      torn_.Landed(batch.region_index(), run.first_page(), run.count(), channel_round);
     }
     // Durable: keep the disk busy while pages arrive, so the flush in the
     // source's downtime finds little left: every kWritebackPages raw pages,
@@ -356,7 +355,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     for (uint64_t p = run.first_page(); p < run.first_page() + run.count(); ++p) {
       landed.Set(p, ZeroPageHash());
     }
-    torn_.Landed(batch.region_index(), run.first_page(), run.count(), channel_round);
+    torn_->Landing(batch.region_index(), run.first_page(), run.count());
   }
   zero_pages_.fetch_add(total, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -427,7 +426,7 @@ void ReceiveSession::EndOfRound(uint32_t round, bool final) {
   }
   if (final) {
     // Every channel's final END is in: a page still torn was never sent again.
-    absl::Status torn = torn_.Unresolved();
+    absl::Status torn = torn_->Unresolved();
     std::lock_guard<std::mutex> lock(mu_);
     if (sync_error_.ok() && !torn.ok()) sync_error_ = torn;
   }
@@ -611,12 +610,15 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
                              RegionStore::Create(table, kMigrationPageSize, store_options));
     store_.emplace(std::move(store));
     std::vector<uint64_t> region_pages;
+    std::vector<migration_internal::TornPages::Region> torn_regions;
     for (const StoredRegion& r : store_->regions()) {
       region_pages.push_back(r.region.size() / kMigrationPageSize);
+      torn_regions.push_back({region_pages.back(), r.info.guest_addr()});
       landed_.emplace_back(region_pages.back());
       file_writes_.emplace_back();
     }
     round_pages_.emplace(region_pages);
+    torn_.emplace(torn_regions);
     proto::Ack ack;
     ack.set_kind(proto::ACK_REGION_TABLE);
     LIVEMIG_RETURN_IF_ERROR(
@@ -662,7 +664,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
   out->prealloc_bytes = store_->prealloc().bytes;
   out->compression = compression_;
   out->compressed_batches = compressed_batches_.load();
-  out->torn_pages = torn_.tears();
+  out->torn_pages = torn_ ? torn_->tears() : 0;
   out->decompress_ms = static_cast<double>(decompress_ns_.load()) / 1e6;
   for (const auto& c : channels_) out->bytes_received += c->bytes_read();
   return out;

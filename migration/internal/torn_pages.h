@@ -17,18 +17,22 @@
 // So the guarantee of the per-page check holds at the end instead of on
 // arrival: a page corrupted on the wire in a pre-copy round is either sent
 // again (and checked again) or fails the migration, with any verify mode.
-// Only a later round clears a note (and a page arriving twice in one round
-// is refused anyway, round_pages.h): a source cannot clear its own tear
-// within the round that made it.
+// Only a later round clears a note: a page arriving twice in one round is
+// refused before it lands (round_pages.h), and the caller clears a run's old
+// notes before noting its new tears (Landing()), so a source cannot clear its
+// own tear within the round that made it.
 //
-// Memory: at most one note per page of the regions, bounded by the table.
+// Memory: one bit per page of the regions (32 KiB per GiB, as RoundPages),
+// whatever a source sends, plus the details (round, hashes) of at most
+// kDetailedTears notes for the error message; a tear past them is named
+// without its hashes.
 //
 // Thread safety: every member may be called from any channel reader. While
-// nothing is noted, Landed() costs one relaxed load: a note made in round r
+// nothing is noted, Landing() costs one relaxed load: a note made in round r
 // reaches a reader of round r+1 through the round barrier, which every
 // reader passes (under its mutex) after the note and before round r+1 lands;
-// within a round, a note is never cleared, so a reader that misses one
-// concurrent note loses nothing.
+// within a round no reader clears a page another one notes (a page arrives
+// once a round), so a reader that misses one concurrent note loses nothing.
 #ifndef LIVEMIG_MIGRATION_INTERNAL_TORN_PAGES_H_
 #define LIVEMIG_MIGRATION_INTERNAL_TORN_PAGES_H_
 
@@ -38,6 +42,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -51,20 +56,31 @@ std::string NotLandedAsSent(uint32_t region, uint64_t page, uint64_t guest_addr,
 
 class TornPages {
  public:
-  // Page `page` of region `region` (at guest address `guest_addr`) landed in
-  // `round` with page hash `landed` instead of `sent`. A page noted already
-  // keeps only this, its latest tear.
-  void Tore(uint32_t region, uint64_t page, uint64_t guest_addr, uint32_t round, uint64_t landed,
-            uint64_t sent);
+  struct Region {
+    uint64_t pages;
+    uint64_t guest_addr;
+  };
+  // Notes past this many keep no details (about 4 KiB each way).
+  static constexpr size_t kDetailedTears = 64;
 
-  // Pages [first, first + count) of `region` landed whole in `round`: notes
-  // of earlier rounds on them are cleared.
-  void Landed(uint32_t region, uint64_t first, uint64_t count, uint32_t round);
+  explicit TornPages(const std::vector<Region>& regions);
+
+  // Pages [first, first + count) of `region` land now, in a round after any
+  // note they carry (a page lands once a round): their notes are cleared.
+  // Called for every run before Tore() for any of its pages.
+  // REQUIRES the run is inside the region.
+  void Landing(uint32_t region, uint64_t first, uint64_t count);
+
+  // Page `page` of `region` landed in `round` with page hash `landed`
+  // instead of `sent`. REQUIRES `page` is inside the region.
+  void Tore(uint32_t region, uint64_t page, uint32_t round, uint64_t landed, uint64_t sent);
 
   // OK when no page is noted; else DataLoss naming the first noted page
   // (lowest region, then page): "region 1 page 100 (guest 0x40064000) of
-  // round 1 did not land as sent: hash 0x…, the source sent 0x…, and it
-  // was not sent again (N pages like it)".
+  // round 1 did not land as sent: hash 0x…, the source sent 0x…, and it was
+  // not sent again (N pages like it)"; a note without details: "region 1
+  // page 100 (guest 0x40064000) did not land as sent, and it was not sent
+  // again (N pages like it)".
   absl::Status Unresolved() const;
 
   // Pages that tore during the migration (each counted once per tear).
@@ -72,17 +88,21 @@ class TornPages {
 
  private:
   struct Note {
-    uint64_t guest_addr;
     uint32_t round;
     uint64_t landed;
     uint64_t sent;
   };
 
+  std::vector<Region> regions_;
+  // Per region, one bit per page. Relaxed: see the file comment; fetch_or
+  // and fetch_and alone decide whether a bit changed, so pending_ stays the
+  // number of bits set.
+  std::vector<std::vector<std::atomic<uint64_t>>> words_;
+  std::atomic<uint64_t> pending_{0};  // Bits set, readable without mu_.
+  std::atomic<uint64_t> tears_{0};    // A counter only: relaxed.
   mutable std::mutex mu_;
-  std::map<std::pair<uint32_t, uint64_t>, Note> notes_;  // Guarded by mu_.
-  // notes_.size(), readable without mu_ (see the file comment).
-  std::atomic<uint64_t> pending_{0};
-  std::atomic<uint64_t> tears_{0};  // A counter only: relaxed.
+  std::map<std::pair<uint32_t, uint64_t>, Note> details_;  // Guarded by mu_.
+  std::atomic<size_t> detailed_{0};  // details_.size(), readable without mu_.
 };
 
 }  // namespace livemig::migration_internal
