@@ -15,7 +15,9 @@
 //   - the region maps its own file (MmapRegion with a FileOffset,
 //     MAP_SHARED): lseek(2) SEEK_DATA / SEEK_HOLE. A hole reads as zeros;
 //     the kernel never reports data (page cache included, swapped shmem
-//     included) as a hole.
+//     included) as a hole. A file whose allocated blocks cover its size
+//     has none (a page allocated but never written, fallocate(2), is then
+//     read: it is already allocated): nothing is asked.
 //   - private anonymous memory, as /proc/self/maps shows it (whatever flags
 //     the caller declared): /proc/self/pagemap. A page neither present nor
 //     swapped (nor migrating: reported as swapped) was never written, or

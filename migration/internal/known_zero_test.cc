@@ -70,6 +70,18 @@ TEST(KnownZero, HolesOfTheRegionsFileAreZeroAndWrittenPagesAreNot) {
   ::close(fd);
 }
 
+// Every block allocated: no hole to ask for (SEEK_HOLE would walk the
+// whole page cache), every page is read.
+TEST(KnownZero, AFileWithoutHolesIsNotAsked) {
+  int fd = -1;
+  MmapRegion<AtomicBitmap> region = MemfdRegion(16, 4 * kPage, &fd);
+  ASSERT_EQ(::fallocate(fd, 0, 0, 20 * kPage), 0);
+  const KnownZero known = KnownZero::For(region);
+  EXPECT_EQ(known.source(), KnownZero::Source::kNothing);
+  EXPECT_EQ(ZeroPages(known, 0, 16), std::vector<uint64_t>{});
+  ::close(fd);
+}
+
 TEST(KnownZero, UnmappedPagesOfPrivateAnonymousMemoryAreZero) {
   constexpr size_t kPages = 1100;  // More than one pagemap read.
   void* addr = ::mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE,
