@@ -24,6 +24,7 @@
 #include "migration/internal/compressed_batch.h"
 #include "migration/internal/file_landing.h"
 #include "migration/internal/round_barrier.h"
+#include "migration/internal/region_paths.h"
 #include "migration/internal/round_pages.h"
 #include "migration/internal/space_claim.h"
 #include "migration/internal/torn_pages.h"
@@ -534,7 +535,8 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
         proto::AckKind_Name(handover.kind())));
   }
   Step("handover");
-  const absl::Status committed = store_->Commit();
+  absl::Status committed = options_.before_commit ? options_.before_commit() : absl::OkStatus();
+  if (committed.ok()) committed = store_->Commit();
   proto::Ack answer;
   answer.set_kind(proto::ACK_COMMITTED);
   answer.set_status_code(static_cast<int32_t>(committed.code()));
@@ -672,19 +674,26 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
 
 absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Listen(const Endpoint& at,
                                                            ReceiverOptions options) {
+  if (!options.root_dir.empty()) {
+    // What a receiver killed mid-migration left (its space claimed).
+    LIVEMIG_RETURN_IF_ERROR(migration_internal::RemoveStaleStaging(
+                                options.root_dir, kStagingSuffix,
+                                static_cast<int>(options.max_path_components))
+                                .status());
+  }
   LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Listener> listener, Listener::Listen(at));
   return std::unique_ptr<Receiver>(new Receiver(std::move(listener), std::move(options)));
 }
 
 absl::StatusOr<ReceivedMigration> Receiver::ReceiveOne() {
   // A Cancel() from before this call counts (a signal that came while the
-  // caller was still setting up); the request is used up when this returns.
-  struct ClearCancel {
-    std::atomic<bool>& flag;
-    ~ClearCancel() { flag.store(false, std::memory_order_relaxed); }
-  } clear_cancel{cancelled_};
+  // caller was still setting up). The request is used up when this call
+  // fails Cancelled; one that came too late to stop it (after the commit,
+  // during the flush) stays for the next call, which it stops at once.
   ReceiveSession session(*this);
-  return session.Run();
+  absl::StatusOr<ReceivedMigration> got = session.Run();
+  if (absl::IsCancelled(got.status())) cancelled_.store(false, std::memory_order_relaxed);
+  return got;
 }
 
 void Receiver::Cancel() {

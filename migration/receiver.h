@@ -127,6 +127,13 @@ struct ReceiverOptions {
   // (RegionStoreOptions::provide, region_store.h): ReceiveOne()'s memory is
   // then that mapping, which the VMM keeps owning. Null: the receiver's own.
   std::function<absl::StatusOr<ProvidedMemory>(const RegionDescription&)> region_memory;
+  // Called on the ReceiveOne() thread once the source's HANDOVER arrived,
+  // just before the files are renamed onto their final names (in the
+  // source's pause: keep it short). What describes the previous
+  // migration's files goes here (`livemig receive` removes its
+  // manifest.json). An error fails the commit: COMMITTED carries it, the
+  // source resumes its guest, nothing is renamed. Null: nothing.
+  std::function<absl::Status()> before_commit;
   // Testing only: called after a RAW batch's pages landed in region
   // `region`'s mapping at `data`, before they are hashed.
   std::function<void(uint32_t region, uint64_t first_page, uint8_t* data,
@@ -186,8 +193,10 @@ class Receiver {
   [[nodiscard]] absl::StatusOr<ReceivedMigration> ReceiveOne();
 
   // Makes a running ReceiveOne() fail with Cancelled promptly; called while
-  // none runs, it makes the next one return Cancelled at once. Each
-  // ReceiveOne() uses the request up when it returns.
+  // none runs, it makes the next one return Cancelled at once. A
+  // ReceiveOne() that returns Cancelled uses the request up; one the request
+  // came too late to stop (it had committed: it finishes its flush and
+  // returns the migration) leaves it for the next call.
   void Cancel();
 
  private:

@@ -88,8 +88,8 @@ ABSL_FLAG(std::string, tracker, "", "send: the dirty source beside livemig's tra
           "(only API writes), uffd (userfaultfd: every write through the page tables), "
           "kvm-log or kvm-ring (the --vm=kvm guest's writes); default: kvm-log with --vm=kvm, "
           "else api");
-ABSL_FLAG(bool, test_hang_after_commit, false, "receive, testing only: stop after the commit, "
-          "before the flush (to test a receiver killed there)");
+ABSL_FLAG(bool, test_hang_after_commit, false, "receive, testing only: after the commit, "
+          "hold before the flush until a signal");
 
 namespace livemig {
 namespace {

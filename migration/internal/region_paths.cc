@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -170,6 +172,32 @@ absl::Status CheckExistingPath(int root_fd,
                      "\" is a directory"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> RemoveStaleStaging(const std::string& root,
+                                                            absl::string_view staging_suffix,
+                                                            int max_depth) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> removed;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it.depth() >= max_depth) it.disable_recursion_pending();
+    const fs::directory_entry& entry = *it;
+    const std::string name = entry.path().filename().string();
+    if (!absl::EndsWith(name, staging_suffix) || !entry.is_regular_file(ec) ||
+        entry.is_symlink(ec)) {
+      continue;
+    }
+    const std::string path = entry.path().string();
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      const int error = errno;
+      return PosixError(
+          absl::StrCat("cannot remove the staging file ", path, " a stopped receiver left"), error);
+    }
+    removed.push_back(path);
+  }
+  return removed;
 }
 
 }  // namespace livemig::migration_internal

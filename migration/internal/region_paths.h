@@ -54,6 +54,17 @@ absl::Status CheckExistingPath(int root_fd,
                                const std::string& file_path,
                                absl::string_view staging_suffix);
 
+
+// Removes every regular file under `root` (at most `max_depth` directories
+// down, no symlink followed) whose name ends with `staging_suffix`: what a
+// receiver killed mid-migration left, space claimed and all. The paths
+// removed, in the order found. Errors name the file: "cannot remove the
+// staging file <path> a stopped receiver left: <reason>"; an unreadable
+// directory is skipped.
+absl::StatusOr<std::vector<std::string>> RemoveStaleStaging(const std::string& root,
+                                                            absl::string_view staging_suffix,
+                                                            int max_depth);
+
 }  // namespace livemig::migration_internal
 
 #endif  // LIVEMIG_MIGRATION_INTERNAL_REGION_PATHS_H_

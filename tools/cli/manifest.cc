@@ -1,8 +1,11 @@
 #include "tools/cli/manifest.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
@@ -17,6 +20,23 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tex
   std::fclose(f);
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
     return absl::InternalError(absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveFile(const std::string& path, const std::string& dir, bool durable) {
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("cannot remove ", path, ": ", std::strerror(errno)));
+  }
+  if (!durable) return absl::OkStatus();
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const bool synced = fd >= 0 && ::fsync(fd) == 0;
+  const int error = errno;
+  if (fd >= 0) ::close(fd);
+  if (!synced) {
+    return absl::InternalError(
+        absl::StrCat("cannot remove ", path, ": fsync of ", dir, ": ", std::strerror(error)));
   }
   return absl::OkStatus();
 }

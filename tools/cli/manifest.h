@@ -24,6 +24,12 @@ namespace livemig::cli {
 [[nodiscard]] absl::Status WriteFileAtomically(const std::string& path,
                                                const std::string& text);
 
+// Removes `path` if it is there; with `durable`, fsyncs the directory
+// `dir` holding it, so the removal outlives a crash. Error: Internal,
+// "cannot remove <file>: <reason>".
+[[nodiscard]] absl::Status RemoveFile(const std::string& path, const std::string& dir,
+                                      bool durable);
+
 }  // namespace livemig::cli
 
 #endif  // LIVEMIG_TOOLS_CLI_MANIFEST_H_

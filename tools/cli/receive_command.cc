@@ -118,6 +118,14 @@ int RunReceive(const ReceiveFlags& flags) {
   // What this command writes beside the regions: never a region's name.
   options.reserved_paths = {"manifest.json", "manifest.json.tmp"};
   options.durable = flags.durable;
+  // The manifest says "these files are complete and on disk": it goes just
+  // before the next migration renames its files over them (durably so with
+  // --durable), and comes back only after ReceiveOne() returned, i.e. after
+  // the flush. A migration that fails before its commit leaves both.
+  const std::string manifest_path = dir + "/manifest.json";
+  options.before_commit = [&manifest_path, &dir, durable = flags.durable] {
+    return RemoveFile(manifest_path, dir, durable);
+  };
   // Declared memory is populated when it is made, before any source
   // connects; the receiver's own prealloc is for the memory it makes.
   options.prealloc = flags.prealloc && declared.empty();
@@ -136,7 +144,7 @@ int RunReceive(const ReceiveFlags& flags) {
     options.test_on_step = [](const char* step) {
       if (std::string(step) != "committed") return;
       std::fprintf(stderr, "livemig: committed; holding before the flush (testing)\n");
-      while (true) absl::SleepFor(absl::Seconds(1));
+      while (!Interrupted()) absl::SleepFor(absl::Milliseconds(10));
     };
   }
   absl::StatusOr<std::unique_ptr<Receiver>> receiver = Receiver::Listen(*at, options);
@@ -153,15 +161,7 @@ int RunReceive(const ReceiveFlags& flags) {
   if (Interrupted()) r->Cancel();  // A signal from before SetCancel.
   std::fprintf(stderr, "livemig: listening on %s, rebuilding into %s\n",
                (*receiver)->endpoint().ToString().c_str(), dir.c_str());
-  const std::string manifest_path = dir + "/manifest.json";
   while (true) {
-    // The manifest says "these files are complete and on disk": it goes
-    // before anything of the next migration is published, and comes back
-    // only after ReceiveOne() returned, i.e. after the flush.
-    if (::unlink(manifest_path.c_str()) != 0 && errno != ENOENT) {
-      return Fail(absl::InternalError(
-          absl::StrCat("cannot remove ", manifest_path, ": ", std::strerror(errno))));
-    }
     // The next migration's memory, when declared: made (and populated)
     // before ReceiveOne() accepts its source, while a source that already
     // connected waits in the listen backlog.
@@ -233,6 +233,10 @@ int RunReceive(const ReceiveFlags& flags) {
     if (resume_for.has_value() && !resumed.ok && once) return kExitFailed;
     // Handed-over sockets carry one migration.
     if (flags.once || at->kind == Endpoint::Kind::kFd) return kExitDone;
+    if (Interrupted()) {  // A signal during the flush: this migration completed.
+      std::fprintf(stderr, "livemig: stopped by a signal after the migration completed\n");
+      return kExitFailed;
+    }
   }
 }
 

@@ -49,7 +49,7 @@ struct ReceiveFlags {
   std::vector<std::string> regions;
   std::string tls_dir;     // --tls-dir; empty: plaintext.
   std::string resume_vm;   // --resume-vm: a duration ("1s"); empty: no.
-  bool test_hang_after_commit = false;  // --test-hang-after-commit
+  bool test_hang_after_commit = false;  // --test-hang-after-commit: until a signal
 };
 
 // Runs the command; returns its exit status.
