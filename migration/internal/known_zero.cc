@@ -79,12 +79,12 @@ void KnownZero::FindHoles(uint64_t first, uint64_t count, std::vector<uint8_t>* 
   constexpr off_t kPageOff = static_cast<off_t>(kPage);
   off_t at = start;
   while (at < end) {
-    {
-      std::lock_guard<std::mutex> lock(data_->mu);
-      if (at >= data_->start && at < data_->end) {  // Data: skip its pages.
-        at = (data_->end + kPageOff - 1) / kPageOff * kPageOff;
-        continue;
-      }
+    // Held across the lseeks too: a thread that asks while another walks
+    // waits for its extent instead of walking the same page cache again.
+    std::lock_guard<std::mutex> lock(data_->mu);
+    if (at >= data_->start && at < data_->end) {  // Data: skip its pages.
+      at = (data_->end + kPageOff - 1) / kPageOff * kPageOff;
+      continue;
     }
     off_t data = ::lseek(file_fd_, at, SEEK_DATA);
     if (data < 0) {
@@ -98,11 +98,8 @@ void KnownZero::FindHoles(uint64_t first, uint64_t count, std::vector<uint8_t>* 
     if (data >= end) return;
     const off_t hole = ::lseek(file_fd_, data, SEEK_HOLE);
     if (hole < 0) return;
-    {
-      std::lock_guard<std::mutex> lock(data_->mu);
-      data_->start = data;
-      data_->end = hole;
-    }
+    data_->start = data;
+    data_->end = hole;
     // Data up to the hole; a hole that starts inside a page leaves that
     // page data.
     at = (hole + kPageOff - 1) / kPageOff * kPageOff;
