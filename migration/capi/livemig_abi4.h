@@ -140,8 +140,9 @@ typedef struct livemig_provided_memory {
  * hugetlbfs files and a receiver with livemig_options_set_prealloc land
  * through the mapping as without fd. Every page is still written (zero
  * pages too) and checked where it landed.
- * REQUIRES: addr maps the file fd from file_offset (livemig cannot check
- * it; another file would get the pages while the mapping keeps stale ones).
+ * addr must map the file fd from file_offset, shared, readable and
+ * writable, with no gap (another file would get the pages while the
+ * mapping kept stale ones): livemig checks it against /proc/self/maps.
  * Ownership: fd is borrowed. livemig works on its own dup() (F_DUPFD_CLOEXEC),
  * made once every region's callback has returned and closed before
  * livemig_receiver_receive_one() returns; the VMM's descriptor must stay
@@ -152,7 +153,13 @@ typedef struct livemig_provided_memory {
  * "fd: N is not open for writing"; "fd: N is not a regular file";
  * "file_offset: 0x... is not aligned to the page size (4096)";
  * LIVEMIG_OUT_OF_RANGE "fd: N is a file of B bytes, too short for size S at
- * file_offset O" (the region's size). */
+ * file_offset O" (the region's size); and, the mapping against fd, "the
+ * VMM's memory [0x…, +S) " followed by "comes with fd N, open read-only:
+ * round 0 writes it", "comes with fd N, open O_APPEND: ...", "is mapped
+ * r--s at 0x…: not readable and writable", "is a private mapping at 0x…:
+ * what is written to its fd would not show there", "at 0x… maps another
+ * file (inode I) than its fd N (inode J)", "at 0x… maps file offset X; its
+ * file_offset puts that address at Y", "is not mapped at 0x…". */
 typedef int (*livemig_region_memory_fd_fn)(void* user_data, const livemig_region_info* region,
                                            livemig_provided_memory* memory_out, char* message,
                                            size_t message_size);
