@@ -134,6 +134,8 @@ class ReceiveSession {
   std::atomic<uint64_t> zero_pages_{0};
   std::atomic<uint64_t> compressed_batches_{0};
   std::optional<migration_internal::TornPages> torn_;  // FEATURE_TORN_PAGES; at the table.
+  // From the accept on: refuses other sources ("busy") until the session ends.
+  std::optional<migration_internal::BusyRefuser> refuser_;
   // The pages that arrived in the current round (a second arrival is
   // refused); made with landed_.
   std::optional<migration_internal::RoundPages> round_pages_;
@@ -186,6 +188,8 @@ absl::Status ReceiveSession::AcceptChannels() {
   features_ = accepted.features;
   compression_ = accepted.compression;
   channels_ = std::move(accepted.channels);
+  // Every other source is told at once that this destination is busy.
+  refuser_.emplace(*receiver_.listener_, accept);
   session_deadline_ = absl::Now() + options_.session_timeout;
   {
     std::lock_guard<std::mutex> lock(receiver_.mu_);

@@ -39,9 +39,11 @@ struct Group {
 
 class Acceptor {
  public:
+  // `refusing`: every Hello is answered "busy" (BusyRefuser); Run() returns
+  // only when `cancelled` is set.
   Acceptor(Listener& listener, const AcceptOptions& options,
-           const std::atomic<bool>& cancelled)
-      : listener_(listener), options_(options), cancelled_(cancelled) {}
+           const std::atomic<bool>& cancelled, bool refusing = false)
+      : listener_(listener), options_(options), cancelled_(cancelled), refusing_(refusing) {}
   ~Acceptor() { Drain(); }
 
   absl::StatusOr<AcceptedMigration> Run();
@@ -59,6 +61,7 @@ class Acceptor {
   Listener& listener_;
   const AcceptOptions& options_;
   const std::atomic<bool>& cancelled_;
+  const bool refusing_;
 
   // std::mutex: see migration/internal/send_channel.h. Guards the rest.
   std::mutex mu_;
@@ -133,7 +136,7 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
       g.reserved.assign(g.count, false);
       g.first = absl::Now();
     }
-    if (done_ || !complete_.empty()) {
+    if (refusing_ || done_ || !complete_.empty()) {
       status = absl::UnavailableError("the destination is busy with another migration");
     } else if (hello.channel_count() != g.count) {
       status = absl::InvalidArgumentError(absl::StrCat(
@@ -275,6 +278,29 @@ absl::StatusOr<AcceptedMigration> Acceptor::Run() {
 }
 
 }  // namespace
+
+struct BusyRefuser::State {
+  State(Listener& l, const AcceptOptions& o) : listener(l), options(o) {}
+  Listener& listener;
+  const AcceptOptions options;
+  std::atomic<bool> stop{false};
+  std::thread thread;
+};
+
+BusyRefuser::BusyRefuser(Listener& listener, const AcceptOptions& options)
+    : state_(std::make_unique<State>(listener, options)) {
+  State* s = state_.get();
+  s->thread = std::thread([s] {
+    Acceptor refuser(s->listener, s->options, s->stop, /*refusing=*/true);
+    (void)refuser.Run();  // Cancelled once stopped; a listener error ends it too.
+  });
+}
+
+BusyRefuser::~BusyRefuser() {
+  state_->stop.store(true, std::memory_order_relaxed);
+  state_->listener.Wake();  // Its Accept() returns now, not after its poll.
+  state_->thread.join();
+}
 
 absl::StatusOr<AcceptedMigration> AcceptMigration(Listener& listener,
                                                   const AcceptOptions& options,

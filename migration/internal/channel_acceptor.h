@@ -67,6 +67,26 @@ struct AcceptedMigration {
 [[nodiscard]] absl::StatusOr<AcceptedMigration> AcceptMigration(
     Listener& listener, const AcceptOptions& options, const std::atomic<bool>& cancelled);
 
+// While a migration runs, the front door stays answered: every connection
+// that comes meanwhile is handshaken as by AcceptMigration (TLS first, the
+// Hello within handshake_timeout) and refused with Abort{UNAVAILABLE "the
+// destination is busy with another migration"}, at once, instead of waiting
+// unanswered in the listen backlog (its source would time out, and the
+// receiver would take its dead connection for the next migration). Made
+// after AcceptMigration returned, on the same listener; destroying it
+// stops accepting and joins its threads.
+class BusyRefuser {
+ public:
+  BusyRefuser(Listener& listener, const AcceptOptions& options);
+  BusyRefuser(const BusyRefuser&) = delete;
+  BusyRefuser& operator=(const BusyRefuser&) = delete;
+  ~BusyRefuser();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
 }  // namespace livemig::migration_internal
 
 #endif  // LIVEMIG_MIGRATION_INTERNAL_CHANNEL_ACCEPTOR_H_

@@ -1,0 +1,69 @@
+// A destination busy with one migration answers every other source at once,
+// "busy", instead of leaving it unanswered in the listen backlog (where it
+// timed out, and its dead connection was then taken for the next migration).
+#include <string>
+
+#include "absl/time/clock.h"
+#include "core/testing/status_matchers.h"
+#include "gtest/gtest.h"
+#include "migration/receiver.h"
+#include "migration/sender.h"
+#include "migration/testing/fake_vm.h"
+#include "migration/testing/migration_harness.h"
+
+namespace livemig {
+namespace {
+
+using ::livemig::testing::ExpectSameMemory;
+using ::livemig::testing::FakeVm;
+using ::livemig::testing::Fill;
+using ::livemig::testing::ReceiverThread;
+using ::livemig::testing::StatusIsWithMessage;
+using ::livemig::testing::TempDir;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+TEST(ReceiverBusy, ASecondSourceIsToldTheDestinationIsBusyAndTheFirstCompletes) {
+  ReceiverOptions options;
+  options.root_dir = TempDir("receiver_busy");
+  options.io_timeout = absl::Seconds(20);
+  options.accept_timeout = absl::Seconds(20);
+  options.anonymous_regions_as_files = true;
+  Endpoint at;
+  absl::Status second = absl::UnknownError("not run");
+  absl::Duration second_took;
+  // Inside the first migration (its pages verified, the source paused and
+  // waiting for the handover), a second source tries.
+  options.test_on_step = [&](const char* step) {
+    if (std::string(step) != "verified") return;
+    absl::StatusOr<std::unique_ptr<FakeVm>> vm =
+        FakeVm::Create({{0, 1 * kMiB, "", 0}}, Fill::kRandom, 2);
+    ASSERT_OK(vm.status());
+    SenderOptions o;
+    o.destination = at;
+    o.io_timeout = absl::Seconds(15);
+    Sender sender(o);
+    const absl::Time start = absl::Now();
+    second = sender.Migrate((*vm)->memory(), **vm).status();
+    second_took = absl::Now() - start;
+    EXPECT_FALSE((*vm)->paused());
+  };
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), std::move(options));
+  ASSERT_NE(receiver, nullptr);
+  at = receiver->receiver->endpoint();
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 3));
+  SenderOptions o;
+  o.destination = at;
+  o.io_timeout = absl::Seconds(20);
+  Sender sender(o);
+  ASSERT_OK(sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
+  EXPECT_THAT(second, StatusIsWithMessage(absl::StatusCode::kUnavailable,
+                                          "the destination is busy with another migration"));
+  // Answered, not left to its io timeout.
+  EXPECT_LT(second_took, absl::Seconds(10));
+}
+
+}  // namespace
+}  // namespace livemig
