@@ -40,7 +40,12 @@ absl::Status Convergence::DuringRound(uint32_t round, absl::Duration elapsed) co
   if (policy_.force_at_limit || elapsed < policy_.timeout) return absl::OkStatus();
   return absl::DeadlineExceededError(absl::StrCat(
       "did not converge within the ", absl::FormatDuration(policy_.timeout), " timeout: round ",
-      round, " was still going out (the link or the destination reads too slowly)"));
+      round, " had not ended (the link or the destination is too slow)"));
+}
+
+absl::Duration Convergence::RoundWait(absl::Duration elapsed, absl::Duration io_timeout) const {
+  if (policy_.force_at_limit) return io_timeout;
+  return std::clamp(policy_.timeout - elapsed, absl::Milliseconds(1), io_timeout);
 }
 
 Decision Convergence::AfterRound(uint32_t round, const RoundSample& sample) {

@@ -30,11 +30,12 @@
 //      converged = false. A limit hit in the round of a throttle step wins over
 //      kThrottle, but the new throttle is still in effect and reported.
 //   7. Otherwise kContinue.
-// The timeout also holds while a round is going out (DuringRound()): past it
-// the round is cut short with DeadlineExceeded, so a slow link or a
-// destination that reads just fast enough for every write cannot stretch
-// one round past the timeout; with force_at_limit the round in flight is
-// finished instead, and rule 6 then switches over.
+// The timeout also holds while a round is going out or awaits its
+// acknowledgement (DuringRound(), RoundWait()): past it the round is cut
+// short with DeadlineExceeded, so a slow link or a destination that reads or
+// answers just fast enough for every io timeout cannot stretch one round past
+// the timeout; with force_at_limit the round in flight is finished instead,
+// and rule 6 then switches over.
 // kSwitchover and kFail end the migration: the caller stops calling.
 //
 // Deterministic: no clocks, no I/O, no threads; time arrives as
@@ -114,11 +115,16 @@ class Convergence {
   // earlier call returned kSwitchover or kFail.
   Decision AfterRound(uint32_t round, const RoundSample& sample);
 
-  // While round `round` is still going out, `elapsed` after the migration
-  // began: DeadlineExceeded once elapsed >= timeout ("did not converge
-  // within the 1s timeout: round 0 was still going out ..."), unless
-  // force_at_limit; OK otherwise. Changes nothing: AfterRound still decides.
+  // While round `round` is still going out or awaiting its acknowledgement,
+  // `elapsed` after the migration began: DeadlineExceeded once elapsed >=
+  // timeout ("did not converge within the 1s timeout: round 0 had not ended
+  // ..."), unless force_at_limit; OK otherwise. Changes nothing: AfterRound
+  // still decides.
   absl::Status DuringRound(uint32_t round, absl::Duration elapsed) const;
+
+  // How long one wait of a live round may take: `io_timeout`, or less when
+  // less of the timeout is left (at least 1 ms), unless force_at_limit.
+  absl::Duration RoundWait(absl::Duration elapsed, absl::Duration io_timeout) const;
 
   // The throttle in effect now (0: none).
   int throttle() const { return throttle_; }

@@ -317,8 +317,8 @@ TEST(Convergence, TheTimeoutCutsARoundStillGoingOut) {
   const absl::Status cut = c.DuringRound(0, absl::Seconds(10));
   EXPECT_THAT(cut, StatusIs(absl::StatusCode::kDeadlineExceeded));
   EXPECT_EQ(cut.message(),
-            "did not converge within the 10s timeout: round 0 was still going out (the link or "
-            "the destination reads too slowly)");
+            "did not converge within the 10s timeout: round 0 had not ended (the link or the "
+            "destination is too slow)");
   p.timeout = absl::InfiniteDuration();
   EXPECT_THAT(Convergence(p).DuringRound(3, absl::Hours(1000)), IsOk());
 }

@@ -384,11 +384,35 @@ TEST(HostileDestination, ATricklingDestinationCannotStretchARoundPastTheTimeout)
   });
   EXPECT_THAT(run.result, StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
                                               "did not converge within the 1s timeout: round 0 "
-                                              "was still going out (the link or the destination "
-                                              "reads too slowly)"));
+                                              "had not ended (the link or the destination is too "
+                                              "slow)"));
   EXPECT_LT(dest.trickled_.load(), kBig / 2) << "round 0 was not cut";
   EXPECT_FALSE(vm->paused());
   EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), kBig / kMigrationPageSize);
+}
+
+// Nor one that reads every batch at once but holds the round's
+// acknowledgement back for its io timeout.
+TEST(HostileDestination, ALateRoundAckCannotStretchARoundPastTheTimeout) {
+  auto vm = Vm();
+  FakeDestination dest(2);
+  SenderOptions o = Options(dest.endpoint(), 5);
+  o.on_limit = SenderOptions::OnLimit::kCancel;
+  o.timeout = absl::Seconds(1);
+  o.io_timeout = absl::Seconds(20);
+  Sender sender(o);
+  RunResult run = MigrateAgainst(sender, *vm, [&] {
+    ASSERT_OK(dest.AcceptAll());
+    ASSERT_OK(dest.TableAndAck());
+    ASSERT_OK(dest.ReadRound().status());
+    (void)ReadAnyFrame(dest.ch(0), absl::Seconds(20));  // No ack: until the source gives up.
+    dest.Close();
+  });
+  EXPECT_THAT(run.result, StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
+                                              "did not converge within the 1s timeout: round 0 "
+                                              "had not ended"));
+  EXPECT_LT(run.took, absl::Seconds(15)) << "waited for the io timeout";
+  ExpectRestored(*vm, sender);
 }
 
 // Transport errors say which channel and which step they hit.

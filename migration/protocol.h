@@ -49,10 +49,10 @@
 //   naming the codec. Either way before any page is sent.
 //   Channels may connect in any order; channel 0 (by index) is the control
 //   channel. A migration starts once all N of its channels said Hello; a
-//   Hello of another id never touches it. While a migration runs, every
-//   other Hello is answered at once with Abort{UNAVAILABLE, "the destination
-//   is busy with another migration"} (internal/channel_acceptor.h,
-//   BusyRefuser).
+//   Hello of another id never touches it. While a migration runs (until its
+//   COMMITTED is written), every other Hello is answered at once with
+//   Abort{UNAVAILABLE, "the destination is busy with another migration"}
+//   (internal/channel_acceptor.h, BusyRefuser).
 //   ch0: RegionTable                           --->  builds regions (staging;
 //                                                    fallocate; prealloc:
 //                                                    makes them resident)

@@ -134,7 +134,8 @@ class ReceiveSession {
   std::atomic<uint64_t> zero_pages_{0};
   std::atomic<uint64_t> compressed_batches_{0};
   std::optional<migration_internal::TornPages> torn_;  // FEATURE_TORN_PAGES; at the table.
-  // From the accept on: refuses other sources ("busy") until the session ends.
+  // From the accept on: refuses other sources ("busy") until COMMITTED is
+  // written or the session ends.
   std::optional<migration_internal::BusyRefuser> refuser_;
   // The pages that arrived in the current round (a second arrival is
   // refused); made with landed_.
@@ -549,6 +550,9 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   // lost: the source then reports the handover in doubt and stays paused.
   // If publishing failed, the answer tells the source to resume.
   (void)wire::WriteFrame(control, wire::FrameType::kAck, answer, options_.io_timeout);
+  // The source is done: its next migration waits in the backlog for the
+  // next ReceiveOne() (the flush below may take seconds), not refused.
+  refuser_.reset();
   store_->ReleaseReplaced();  // Files the commit replaced: freed after the pause.
   LIVEMIG_RETURN_IF_ERROR(committed);
   Step("committed");
@@ -678,15 +682,21 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
 
 absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Listen(const Endpoint& at,
                                                            ReceiverOptions options) {
+  ScopedFd root_lock;
   if (!options.root_dir.empty()) {
-    // What a receiver killed mid-migration left (its space claimed).
+    LIVEMIG_ASSIGN_OR_RETURN(root_lock, migration_internal::LockRoot(options.root_dir));
+  }
+  LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Listener> listener, Listener::Listen(at));
+  if (root_lock.valid()) {
+    // What a receiver killed mid-migration left (its space claimed); no
+    // other receiver runs on this root (its lock).
     LIVEMIG_RETURN_IF_ERROR(migration_internal::RemoveStaleStaging(
                                 options.root_dir, kStagingSuffix,
                                 static_cast<int>(options.max_path_components))
                                 .status());
   }
-  LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<Listener> listener, Listener::Listen(at));
-  return std::unique_ptr<Receiver>(new Receiver(std::move(listener), std::move(options)));
+  return std::unique_ptr<Receiver>(
+      new Receiver(std::move(listener), std::move(options), std::move(root_lock)));
 }
 
 absl::StatusOr<ReceivedMigration> Receiver::ReceiveOne() {

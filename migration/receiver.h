@@ -53,6 +53,7 @@
 #include "absl/status/statusor.h"
 #include <mutex>  // Not absl::Mutex: Debian's Abseil is not TSan-instrumented.
 #include "absl/time/time.h"
+#include "core/file_offset.h"
 #include "core/guest_memory.h"
 #include "migration/destination_memory.h"
 #include "migration/transport/connection.h"
@@ -70,7 +71,11 @@ namespace livemig {
 inline constexpr char kCancelledWhileWaiting[] = "cancelled while waiting for a source";
 
 struct ReceiverOptions {
-  std::string root_dir;  // Where file-backed regions are rebuilt.
+  // Where file-backed regions are rebuilt. One Receiver at a time: Listen()
+  // locks it (FailedPrecondition "another receiver uses <root> ..." while
+  // another holds it) and removes the staging files (*.livemig-partial) a
+  // killed receiver left there.
+  std::string root_dir;
   absl::Duration io_timeout = absl::Seconds(30);  // Every read and write.
   // Until one migration has connected all its channels.
   absl::Duration accept_timeout = absl::InfiniteDuration();
@@ -200,11 +205,14 @@ class Receiver {
   void Cancel();
 
  private:
-  Receiver(std::unique_ptr<Listener> listener, ReceiverOptions options)
-      : listener_(std::move(listener)), options_(std::move(options)) {}
+  Receiver(std::unique_ptr<Listener> listener, ReceiverOptions options, ScopedFd root_lock)
+      : listener_(std::move(listener)),
+        options_(std::move(options)),
+        root_lock_(std::move(root_lock)) {}
 
   std::unique_ptr<Listener> listener_;
   ReceiverOptions options_;
+  ScopedFd root_lock_;  // flock(2) on root_dir: one receiver per root.
   // Set by Cancel(); relaxed: it only says "stop", the shutdowns do the rest.
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;

@@ -1,7 +1,9 @@
 // A destination busy with one migration answers every other source at once,
 // "busy", instead of leaving it unanswered in the listen backlog (where it
 // timed out, and its dead connection was then taken for the next migration).
+#include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/time/clock.h"
 #include "core/testing/status_matchers.h"
@@ -27,7 +29,8 @@ TEST(ReceiverBusy, ASecondSourceIsToldTheDestinationIsBusyAndTheFirstCompletes) 
   ReceiverOptions options;
   options.root_dir = TempDir("receiver_busy");
   options.io_timeout = absl::Seconds(20);
-  options.accept_timeout = absl::Seconds(20);
+  // Shorter than the migration: the refuser is not bound by it.
+  options.accept_timeout = absl::Seconds(1);
   options.anonymous_regions_as_files = true;
   Endpoint at;
   absl::Status second = absl::UnknownError("not run");
@@ -36,6 +39,7 @@ TEST(ReceiverBusy, ASecondSourceIsToldTheDestinationIsBusyAndTheFirstCompletes) 
   // waiting for the handover), a second source tries.
   options.test_on_step = [&](const char* step) {
     if (std::string(step) != "verified") return;
+    absl::SleepFor(absl::Milliseconds(1500));  // Past the accept timeout.
     absl::StatusOr<std::unique_ptr<FakeVm>> vm =
         FakeVm::Create({{0, 1 * kMiB, "", 0}}, Fill::kRandom, 2);
     ASSERT_OK(vm.status());
@@ -63,6 +67,52 @@ TEST(ReceiverBusy, ASecondSourceIsToldTheDestinationIsBusyAndTheFirstCompletes) 
                                           "the destination is busy with another migration"));
   // Answered, not left to its io timeout.
   EXPECT_LT(second_took, absl::Seconds(10));
+}
+
+// Once COMMITTED is written the source is done: a source that comes during
+// the flush waits for the next ReceiveOne() instead of being refused.
+TEST(ReceiverBusy, ASourceThatComesDuringTheFlushIsTakenNext) {
+  ReceiverOptions options;
+  options.root_dir = TempDir("receiver_next");
+  options.io_timeout = absl::Seconds(20);
+  options.accept_timeout = absl::Seconds(20);
+  options.anonymous_regions_as_files = true;
+  Endpoint at;
+  std::thread next;
+  absl::Status next_result = absl::UnknownError("not run");
+  std::unique_ptr<FakeVm> next_vm;
+  options.test_on_step = [&](const char* step) {
+    // The first migration's commit (the second one commits too).
+    if (std::string(step) != "committed" || next_vm != nullptr) return;
+    absl::StatusOr<std::unique_ptr<FakeVm>> vm =
+        FakeVm::Create({{0, 1 * kMiB, "", 0}}, Fill::kRandom, 2);
+    ASSERT_OK(vm.status());
+    next_vm = std::move(*vm);
+    next = std::thread([&] {
+      SenderOptions o;
+      o.destination = at;
+      o.io_timeout = absl::Seconds(20);
+      Sender sender(o);
+      next_result = sender.Migrate(next_vm->memory(), *next_vm).status();
+    });
+    absl::SleepFor(absl::Milliseconds(300));  // It connects before the flush ends.
+  };
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), std::move(options));
+  ASSERT_NE(receiver, nullptr);
+  at = receiver->receiver->endpoint();
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 3));
+  SenderOptions o;
+  o.destination = at;
+  o.io_timeout = absl::Seconds(20);
+  Sender sender(o);
+  ASSERT_OK(sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK(receiver->Join().status());
+  absl::StatusOr<ReceivedMigration> second = receiver->receiver->ReceiveOne();
+  ASSERT_TRUE(next.joinable());
+  next.join();
+  EXPECT_OK(next_result);
+  ASSERT_OK(second.status());
+  ExpectSameMemory(next_vm->memory(), second->memory);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/testing/status_matchers.h"
 #include "gmock/gmock.h"
@@ -126,6 +127,7 @@ TEST(ReceiverCommit, ListenRemovesTheStagingFilesAKilledReceiverLeft) {
     std::ofstream(path) << "x";
   }
   fs::create_symlink(outside, root + "/link.livemig-partial");
+  fs::create_symlink(root + "/nothing", root + "/vm/dangling.livemig-partial");
   auto receiver = Receiver::Listen(Endpoint::Tcp("127.0.0.1", 0), Options(root));
   ASSERT_OK(receiver.status());
   EXPECT_FALSE(fs::exists(root + "/region-1.mem.livemig-partial"));
@@ -133,6 +135,25 @@ TEST(ReceiverCommit, ListenRemovesTheStagingFilesAKilledReceiverLeft) {
   EXPECT_TRUE(fs::exists(root + "/region-0.mem"));
   EXPECT_TRUE(fs::is_symlink(root + "/link.livemig-partial")) << "a symlink is not followed";
   EXPECT_TRUE(fs::exists(outside));
+  EXPECT_TRUE(fs::is_symlink(root + "/vm/dangling.livemig-partial"));
+}
+
+// One receiver per root: a second one is refused before it touches the
+// first one's staging files; once the first is gone, the next takes over.
+TEST(ReceiverCommit, ASecondReceiverOnTheSameRootIsRefusedAndRemovesNothing) {
+  const std::string root = TempDir("commit_second");
+  auto first = Receiver::Listen(Endpoint::Tcp("127.0.0.1", 0), Options(root));
+  ASSERT_OK(first.status());
+  const std::string staged = root + "/region-0.mem.livemig-partial";
+  std::ofstream(staged) << "in flight";
+  EXPECT_THAT(Receiver::Listen(Endpoint::Tcp("127.0.0.1", 0), Options(root)).status(),
+              StatusIsWithMessage(absl::StatusCode::kFailedPrecondition,
+                                  absl::StrCat("another receiver uses ", root,
+                                               " (it holds the directory's lock)")));
+  EXPECT_TRUE(fs::exists(staged));
+  first->reset();
+  ASSERT_OK(Receiver::Listen(Endpoint::Tcp("127.0.0.1", 0), Options(root)).status());
+  EXPECT_FALSE(fs::exists(staged));
 }
 
 }  // namespace

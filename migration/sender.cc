@@ -289,9 +289,11 @@ void Migration::ReportProgress(absl::Time now) {
 
 absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
   proto::Ack ack;
-  absl::Status read = ReadExpected(channels_[0]->connection(), wire::FrameType::kAck,
-                                   &ack, options_.io_timeout);
+  absl::Status read =
+      ReadExpected(channels_[0]->connection(), wire::FrameType::kAck, &ack,
+                   convergence_.RoundWait(absl::Now() - start_, options_.io_timeout));
   LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // A Cancel() that cut the read.
+  if (!read.ok()) LIVEMIG_RETURN_IF_ERROR(convergence_.DuringRound(round, absl::Now() - start_));
   LIVEMIG_RETURN_IF_ERROR(
       OnChannel(0, absl::StrCat("the acknowledgement of round ", round), read));
   if (ack.kind() != proto::ACK_ROUND || ack.round() != round) {

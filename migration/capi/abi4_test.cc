@@ -258,7 +258,7 @@ TEST(CapiLimits, TimeoutEndsThePreCopyPhaseWithDeadlineExceededAndZeroIsNone) {
                                 Limits(30, 1, LIVEMIG_ON_LIMIT_CANCEL, 0));
     EXPECT_EQ(run.rc, LIVEMIG_DEADLINE_EXCEEDED);
     // After round 0, or (a slow machine) while it still went out: the timeout
-    // cuts a live round too ("...: round 0 was still going out ...").
+    // cuts a live round too ("...: round 0 had not ended ...").
     EXPECT_THAT(run.message, StartsWith("did not converge within the 1ms timeout"));
     EXPECT_LE(run.stats.rounds, 1u);
     EXPECT_EQ(vm.pauses, 0);

@@ -269,6 +269,10 @@ absl::StatusOr<AcceptedMigration> Acceptor::Run() {
     for (auto& t : finished) t.join();
     absl::StatusOr<std::unique_ptr<Connection>> conn = listener_.Accept(kPoll);
     if (absl::IsDeadlineExceeded(conn.status())) continue;
+    if (!conn.ok() && refusing_ && !absl::IsCancelled(conn.status())) {
+      absl::SleepFor(kPoll);  // Out of descriptors, say: the door stays answered.
+      continue;
+    }
     if (!conn.ok()) return conn.status();
     std::lock_guard<std::mutex> lock(mu_);
     handshaking_.insert(conn->get());
@@ -287,8 +291,11 @@ struct BusyRefuser::State {
   std::thread thread;
 };
 
-BusyRefuser::BusyRefuser(Listener& listener, const AcceptOptions& options)
-    : state_(std::make_unique<State>(listener, options)) {
+BusyRefuser::BusyRefuser(Listener& listener, AcceptOptions options)
+    : state_(std::make_unique<State>(listener, [&options] {
+        options.accept_timeout = absl::InfiniteDuration();  // Until it is destroyed.
+        return options;
+      }())) {
   State* s = state_.get();
   s->thread = std::thread([s] {
     Acceptor refuser(s->listener, s->options, s->stop, /*refusing=*/true);

@@ -73,11 +73,13 @@ struct AcceptedMigration {
 // destination is busy with another migration"}, at once, instead of waiting
 // unanswered in the listen backlog (its source would time out, and the
 // receiver would take its dead connection for the next migration). Made
-// after AcceptMigration returned, on the same listener; destroying it
-// stops accepting and joins its threads.
+// after AcceptMigration returned, on the same listener; it refuses until it
+// is destroyed (accept_timeout does not apply; an accept error other than
+// the listener's Close() is retried), which stops accepting and joins its
+// threads.
 class BusyRefuser {
  public:
-  BusyRefuser(Listener& listener, const AcceptOptions& options);
+  BusyRefuser(Listener& listener, AcceptOptions options);
   BusyRefuser(const BusyRefuser&) = delete;
   BusyRefuser& operator=(const BusyRefuser&) = delete;
   ~BusyRefuser();

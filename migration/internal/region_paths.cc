@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -174,23 +175,38 @@ absl::Status CheckExistingPath(int root_fd,
   return absl::OkStatus();
 }
 
+absl::StatusOr<ScopedFd> LockRoot(const std::string& root) {
+  ScopedFd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) {
+    if (errno == ENOENT) return ScopedFd();
+    return PosixError(absl::StrCat("cannot open the root directory ", root), errno);
+  }
+  if (::flock(dir.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "another receiver uses ", root, " (it holds the directory's lock)"));
+    }
+    return PosixError(absl::StrCat("cannot lock the root directory ", root), errno);
+  }
+  return dir;
+}
+
 absl::StatusOr<std::vector<std::string>> RemoveStaleStaging(const std::string& root,
                                                             absl::string_view staging_suffix,
                                                             int max_depth) {
   namespace fs = std::filesystem;
   std::vector<std::string> removed;
-  std::error_code ec;
-  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
-  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+  std::error_code walk;
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, walk);
+  for (; !walk && it != fs::recursive_directory_iterator(); it.increment(walk)) {
     if (it.depth() >= max_depth) it.disable_recursion_pending();
     const fs::directory_entry& entry = *it;
-    const std::string name = entry.path().filename().string();
-    if (!absl::EndsWith(name, staging_suffix) || !entry.is_regular_file(ec) ||
-        entry.is_symlink(ec)) {
-      continue;
-    }
+    if (!absl::EndsWith(entry.path().filename().string(), staging_suffix)) continue;
+    std::error_code kind;  // Not `walk`'s: an entry that vanished only skips itself.
+    if (entry.is_symlink(kind) || !entry.is_regular_file(kind) || kind) continue;
     const std::string path = entry.path().string();
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    if (::unlink(path.c_str()) != 0) {
+      if (errno == ENOENT) continue;
       const int error = errno;
       return PosixError(
           absl::StrCat("cannot remove the staging file ", path, " a stopped receiver left"), error);

@@ -55,12 +55,19 @@ absl::Status CheckExistingPath(int root_fd,
                                absl::string_view staging_suffix);
 
 
+// One receiver per root directory: an exclusive flock(2) on `root`, held
+// while the returned descriptor is open. FailedPrecondition "another
+// receiver uses <root> (it holds the directory's lock)" when one does; a
+// root that does not exist yet is not locked (an invalid ScopedFd).
+absl::StatusOr<ScopedFd> LockRoot(const std::string& root);
+
 // Removes every regular file under `root` (at most `max_depth` directories
 // down, no symlink followed) whose name ends with `staging_suffix`: what a
-// receiver killed mid-migration left, space claimed and all. The paths
-// removed, in the order found. Errors name the file: "cannot remove the
-// staging file <path> a stopped receiver left: <reason>"; an unreadable
-// directory is skipped.
+// receiver killed mid-migration left, space claimed and all. Call with the
+// root locked (LockRoot), so no running receiver's staging file is taken.
+// The paths removed, in the order found. Errors name the file: "cannot
+// remove the staging file <path> a stopped receiver left: <reason>"; an
+// unreadable directory or an entry that vanished is skipped.
 absl::StatusOr<std::vector<std::string>> RemoveStaleStaging(const std::string& root,
                                                             absl::string_view staging_suffix,
                                                             int max_depth);

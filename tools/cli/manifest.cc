@@ -35,8 +35,8 @@ absl::Status RemoveFile(const std::string& path, const std::string& dir, bool du
   const int error = errno;
   if (fd >= 0) ::close(fd);
   if (!synced) {
-    return absl::InternalError(
-        absl::StrCat("cannot remove ", path, ": fsync of ", dir, ": ", std::strerror(error)));
+    return absl::InternalError(absl::StrCat("removed ", path, ", but the fsync of ", dir,
+                                            " failed: ", std::strerror(error)));
   }
   return absl::OkStatus();
 }

@@ -25,8 +25,9 @@ namespace livemig::cli {
                                                const std::string& text);
 
 // Removes `path` if it is there; with `durable`, fsyncs the directory
-// `dir` holding it, so the removal outlives a crash. Error: Internal,
-// "cannot remove <file>: <reason>".
+// `dir` holding it, so the removal outlives a crash. Errors: Internal,
+// "cannot remove <file>: <reason>", or "removed <file>, but the fsync of
+// <dir> failed: <reason>".
 [[nodiscard]] absl::Status RemoveFile(const std::string& path, const std::string& dir,
                                       bool durable);
 

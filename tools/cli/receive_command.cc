@@ -121,7 +121,8 @@ int RunReceive(const ReceiveFlags& flags) {
   // The manifest says "these files are complete and on disk": it goes just
   // before the next migration renames its files over them (durably so with
   // --durable), and comes back only after ReceiveOne() returned, i.e. after
-  // the flush. A migration that fails before its commit leaves both.
+  // the flush. A migration that fails before its commit leaves both (unless
+  // removing it failed half-way, the fsync: then the manifest is gone).
   const std::string manifest_path = dir + "/manifest.json";
   options.before_commit = [&manifest_path, &dir, durable = flags.durable] {
     return RemoveFile(manifest_path, dir, durable);
