@@ -24,6 +24,7 @@
 #include "migration/internal/compressed_batch.h"
 #include "migration/internal/file_landing.h"
 #include "migration/internal/round_barrier.h"
+#include "migration/internal/receive_session.h"
 #include "migration/internal/region_paths.h"
 #include "migration/internal/round_pages.h"
 #include "migration/internal/space_claim.h"
@@ -44,106 +45,6 @@ using migration_internal::WritebackThread;
 constexpr uint64_t kWritebackPages = 4096;
 
 }  // namespace
-
-// One migration being received.
-class ReceiveSession {
- public:
-  ReceiveSession(Receiver& receiver) : receiver_(receiver), options_(receiver.options_) {}
-  ~ReceiveSession() {
-    std::lock_guard<std::mutex> lock(receiver_.mu_);
-    receiver_.live_.clear();
-  }
-
-  absl::StatusOr<ReceivedMigration> Run();
-
- private:
-  // Waits for one migration's channels (migration/internal/channel_acceptor.h).
-  absl::Status AcceptChannels();
-  absl::Status ReadChannel(size_t index);
-  absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
-                          uint32_t channel_round, migration_internal::FileLanding& landing,
-                          wire::BatchDecompressor& decompressor);
-  // At each round's end, every channel waiting: refreshes the page-hash
-  // digests (so completion only digests the final round) and, when durable,
-  // flushes the round's data; measures both for the round acknowledgement.
-  void EndOfRound(uint32_t round, bool final);
-  absl::Status SendRoundAck(uint32_t round);
-  // Compares the source's digests with what landed; on a mismatch asks the
-  // source for the first differing chunk's page hashes and names the pages.
-  absl::Status Verify(const proto::Completion& completion);
-  absl::StatusOr<ReceivedMigration> Finish();
-  void Fail(const absl::Status& status);
-  void Step(const char* step) {
-    if (options_.test_on_step) options_.test_on_step(step);
-  }
-  bool failed() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return !failure_.ok();
-  }
-  void SendAbort(const absl::Status& status);
-  absl::Status CheckSessionDeadline() const {
-    if (absl::Now() > session_deadline_) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "the migration did not finish within the session timeout of ",
-          absl::FormatDuration(options_.session_timeout)));
-    }
-    return absl::OkStatus();
-  }
-  absl::Status CheckCancelled() const {
-    if (receiver_.cancelled_.load(std::memory_order_relaxed)) {
-      return absl::CancelledError("migration cancelled by the destination");
-    }
-    return absl::OkStatus();
-  }
-
-  Receiver& receiver_;
-  const ReceiverOptions& options_;
-  std::vector<std::unique_ptr<Connection>> channels_;
-  std::optional<RegionStore> store_;
-  // landed_[r]: the hash of every page of region r as it landed.
-  std::vector<PageHashes> landed_;
-  // file_writes_[r]: taken by the readers landing round-0 pages in region
-  // r's file (file_landing.h: they take turns, asleep, not spinning in the
-  // kernel's inode lock).
-  std::deque<std::mutex> file_writes_;
-  std::string migration_id_;
-  uint64_t features_ = 0;  // In effect for this migration (proto::Feature bits).
-  wire::Codec compression_ = wire::Codec::kNone;  // Agreed in the Hellos.
-  // Set once the channels are accepted; CheckSessionDeadline() compares.
-  absl::Time session_deadline_ = absl::InfiniteFuture();
-  // Serializes writes on channel 0 during the rounds: channel 0's reader
-  // acknowledges rounds, any thread may send an Abort.
-  std::mutex control_write_mu_;
-  // Written in EndOfRound (under the barrier's lock), read by channel 0's
-  // reader after the barrier: the barrier's mutex orders them; relaxed.
-  std::atomic<uint64_t> expected_completion_us_{0};
-
-  std::mutex mu_;
-  absl::Status failure_ ABSL_GUARDED_BY(mu_);
-  // The first error of a round-end step (durable: SyncData(); round 0: the
-  // deferred space claim). Every channel checks it as it leaves the barrier.
-  absl::Status sync_error_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<RoundBarrier> barrier_;
-  // Starts writeback of the staging files; lives as long as store_ (its
-  // last kick may still run during completion, never waited for there).
-  std::optional<WritebackThread> writeback_;
-  // Relaxed: each reader adds its own counts; read after the readers joined
-  // (raw_pages_ also paces writeback, which orders nothing).
-  std::atomic<uint64_t> raw_pages_{0};
-  std::atomic<uint64_t> file_pages_{0};  // Of raw_pages_, landed by FileLanding.
-  std::atomic<uint64_t> zero_pages_{0};
-  std::atomic<uint64_t> compressed_batches_{0};
-  std::optional<migration_internal::TornPages> torn_;  // FEATURE_TORN_PAGES; at the table.
-  // From the accept on: refuses other sources ("busy") until COMMITTED is
-  // written or the session ends.
-  std::optional<migration_internal::BusyRefuser> refuser_;
-  // The pages that arrived in the current round (a second arrival is
-  // refused); made with landed_.
-  std::optional<migration_internal::RoundPages> round_pages_;
-  std::atomic<uint64_t> decompress_ns_{0};
-  std::atomic<uint32_t> rounds_{0};
-  std::atomic<bool> abort_sent_{false};  // SendAbort runs once.
-};
 
 void ReceiveSession::Fail(const absl::Status& status) {
   {
