@@ -287,19 +287,18 @@ struct BusyRefuser::State {
   State(Listener& l, const AcceptOptions& o) : listener(l), options(o) {}
   Listener& listener;
   const AcceptOptions options;
+  // Relaxed: the refuser polls it, and the join orders everything after.
   std::atomic<bool> stop{false};
   std::thread thread;
 };
 
-BusyRefuser::BusyRefuser(Listener& listener, AcceptOptions options)
-    : state_(std::make_unique<State>(listener, [&options] {
-        options.accept_timeout = absl::InfiniteDuration();  // Until it is destroyed.
-        return options;
-      }())) {
+BusyRefuser::BusyRefuser(Listener& listener, AcceptOptions options) {
+  options.accept_timeout = absl::InfiniteDuration();  // Until it is destroyed.
+  state_ = std::make_unique<State>(listener, options);
   State* s = state_.get();
   s->thread = std::thread([s] {
     Acceptor refuser(s->listener, s->options, s->stop, /*refusing=*/true);
-    (void)refuser.Run();  // Cancelled once stopped; a listener error ends it too.
+    (void)refuser.Run();  // Cancelled once stopped (or the listener closed).
   });
 }
 
