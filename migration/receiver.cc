@@ -47,12 +47,15 @@ constexpr uint64_t kWritebackPages = 4096;
 }  // namespace
 
 void ReceiveSession::Fail(const absl::Status& status) {
+  RoundBarrier* barrier;  // Lives as long as the session once made.
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!failure_.ok()) return;
     failure_ = status;
+    barrier = barrier_.get();
   }
-  if (barrier_) barrier_->Break();
+  // Outside mu_: the barrier's round end takes mu_ under its own lock.
+  if (barrier != nullptr) barrier->Break();
   SendAbort(status);  // Also shuts every channel down, unblocking readers.
 }
 
@@ -70,6 +73,17 @@ void ReceiveSession::SendAbort(const absl::Status& status) {
     SendAbortBestEffort(*channels_[0], status, proto::ROLE_DESTINATION);
   }
   for (auto& c : channels_) c->Shutdown();
+}
+
+absl::Status ReceiveSession::WriteControl(wire::FrameType type,
+                                          const google::protobuf::MessageLite& message) {
+  std::lock_guard<std::mutex> lock(control_write_mu_);
+  return wire::WriteFrame(*channels_[0], type, message, options_.io_timeout);
+}
+
+void ReceiveSession::CancelByDestination() {
+  std::lock_guard<std::mutex> lock(handover_mu_);
+  if (!handed_over_) Fail(absl::CancelledError("migration cancelled by the destination"));
 }
 
 absl::Status ReceiveSession::AcceptChannels() {
@@ -96,6 +110,7 @@ absl::Status ReceiveSession::AcceptChannels() {
   {
     std::lock_guard<std::mutex> lock(receiver_.mu_);
     for (auto& c : channels_) receiver_.live_.push_back(c.get());
+    receiver_.session_ = this;
   }
   return CheckCancelled();  // A Cancel() from before the channels were registered.
 }
@@ -369,8 +384,7 @@ absl::Status ReceiveSession::SendRoundAck(uint32_t round) {
   ack.set_kind(proto::ACK_ROUND);
   ack.set_round(round);
   ack.set_expected_completion_us(expected_completion_us_.load(std::memory_order_relaxed));
-  std::lock_guard<std::mutex> lock(control_write_mu_);
-  return wire::WriteFrame(*channels_[0], wire::FrameType::kAck, ack, options_.io_timeout);
+  return WriteControl(wire::FrameType::kAck, ack);
 }
 
 absl::Status ReceiveSession::Verify(const proto::Completion& completion) {
@@ -381,8 +395,7 @@ absl::Status ReceiveSession::Verify(const proto::Completion& completion) {
   // the pages.
   Connection& control = *channels_[0];
   const proto::PageHashQuery query = QueryFor(differ[0]);
-  LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kPageHashQuery, query,
-                                           options_.io_timeout));
+  LIVEMIG_RETURN_IF_ERROR(WriteControl(wire::FrameType::kPageHashQuery, query));
   proto::PageHashList list;
   LIVEMIG_RETURN_IF_ERROR(
       ReadExpected(control, wire::FrameType::kPageHashList, &list, options_.io_timeout));
@@ -426,8 +439,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   proto::Ack ack;
   ack.set_kind(proto::ACK_VERIFIED);
   ack.set_round(rounds_.load());
-  LIVEMIG_RETURN_IF_ERROR(
-      wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
+  LIVEMIG_RETURN_IF_ERROR(WriteControl(wire::FrameType::kAck, ack));
   Step("verified");
   // The commit point is the source's: without its handover (a cut, a
   // timeout, an Abort) the staging files are discarded, and the source, which
@@ -440,6 +452,11 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
         "expected the source's handover, got an acknowledgement of kind ",
         proto::AckKind_Name(handover.kind())));
   }
+  {
+    std::lock_guard<std::mutex> lock(handover_mu_);
+    if (failed()) return absl::CancelledError("migration cancelled by the destination");
+    handed_over_ = true;  // From here a destination cancel waits for the next migration.
+  }
   Step("handover");
   absl::Status committed = options_.before_commit ? options_.before_commit() : absl::OkStatus();
   if (committed.ok()) committed = store_->Commit();
@@ -450,7 +467,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   // Once committed the destination owns the guest even if this answer is
   // lost: the source then reports the handover in doubt and stays paused.
   // If publishing failed, the answer tells the source to resume.
-  (void)wire::WriteFrame(control, wire::FrameType::kAck, answer, options_.io_timeout);
+  (void)WriteControl(wire::FrameType::kAck, answer);
   // The source is done: its next migration waits in the backlog for the
   // next ReceiveOne() (the flush below may take seconds), not refused.
   refuser_.reset();
@@ -532,11 +549,14 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     torn_.emplace(torn_regions);
     proto::Ack ack;
     ack.set_kind(proto::ACK_REGION_TABLE);
-    LIVEMIG_RETURN_IF_ERROR(
-        wire::WriteFrame(control, wire::FrameType::kAck, ack, options_.io_timeout));
+    LIVEMIG_RETURN_IF_ERROR(WriteControl(wire::FrameType::kAck, ack));
 
-    barrier_ = std::make_unique<RoundBarrier>(channels_.size(), &receiver_.cancelled_,
-                                              [this](uint32_t round, bool final) { EndOfRound(round, final); });
+    {
+      std::lock_guard<std::mutex> lock(mu_);  // Fail() may read it from a Cancel().
+      barrier_ = std::make_unique<RoundBarrier>(
+          channels_.size(), &receiver_.cancelled_,
+          [this](uint32_t round, bool final) { EndOfRound(round, final); });
+    }
     writeback_.emplace(*store_);
     std::vector<std::thread> readers;
     for (size_t i = 0; i < channels_.size(); ++i) {
@@ -614,6 +634,9 @@ absl::StatusOr<ReceivedMigration> Receiver::ReceiveOne() {
 void Receiver::Cancel() {
   cancelled_.store(true, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(mu_);
+  // The running migration tells its source why (an Abort) before it shuts
+  // its channels down.
+  if (session_ != nullptr) return session_->CancelByDestination();
   for (Connection* c : live_) c->Shutdown();
 }
 

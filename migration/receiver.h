@@ -187,6 +187,8 @@ struct ReceivedMigration {
   uint64_t prealloc_bytes = 0;
 };
 
+class ReceiveSession;  // migration/internal/receive_session.h
+
 class Receiver {
  public:
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Receiver>> Listen(
@@ -217,6 +219,7 @@ class Receiver {
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;
   std::vector<Connection*> live_ ABSL_GUARDED_BY(mu_);  // Of the running migration.
+  ReceiveSession* session_ ABSL_GUARDED_BY(mu_) = nullptr;  // Once its channels are in.
 
   friend class ReceiveSession;
 };

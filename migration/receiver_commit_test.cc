@@ -117,6 +117,27 @@ TEST(ReceiverCommit, ACancelAfterTheCommitStopsTheNextReceiveOne) {
   EXPECT_THAT(receiver->receiver->ReceiveOne(), StatusIs(absl::StatusCode::kDeadlineExceeded));
 }
 
+// A Cancel() before the handover reaches the source as an Abort saying so,
+// not as a closed connection; the source resumes its guest.
+TEST(ReceiverCommit, ACancelDuringTheRoundsTellsTheSourceWhy) {
+  ReceiverOptions options = Options(TempDir("commit_cancel_rounds"));
+  std::atomic<Receiver*> self{nullptr};
+  std::atomic<bool> once{false};
+  options.test_after_landing = [&](uint32_t, uint64_t, uint8_t*, size_t) {
+    if (!once.exchange(true)) self.load()->Cancel();
+  };
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), std::move(options));
+  ASSERT_NE(receiver, nullptr);
+  self = receiver->receiver.get();
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 16 * kMiB, "", 0}}, Fill::kRandom, 3));
+  Sender sender(To(*receiver->receiver));
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
+              StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                  "peer aborted: migration cancelled by the destination"));
+  EXPECT_FALSE(vm->paused());
+  EXPECT_THAT(receiver->Join(), StatusIs(absl::StatusCode::kCancelled));
+}
+
 TEST(ReceiverCommit, ListenRemovesTheStagingFilesAKilledReceiverLeft) {
   const std::string root = TempDir("commit_stale");
   fs::create_directories(root + "/vm/a");

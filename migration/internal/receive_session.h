@@ -45,9 +45,16 @@ class ReceiveSession {
   ~ReceiveSession() {
     std::lock_guard<std::mutex> lock(receiver_.mu_);
     receiver_.live_.clear();
+    receiver_.session_ = nullptr;
   }
 
   absl::StatusOr<ReceivedMigration> Run();
+
+  // Receiver::Cancel() of this session, from any thread: before the
+  // source's HANDOVER, fails it with Cancelled "migration cancelled by the
+  // destination", which the source reads in an Abort; after it, nothing
+  // (the commit goes on; the request stops the next ReceiveOne()).
+  void CancelByDestination();
 
  private:
   // Waits for one migration's channels (migration/internal/channel_acceptor.h).
@@ -74,6 +81,8 @@ class ReceiveSession {
     return !failure_.ok();
   }
   void SendAbort(const absl::Status& status);
+  // One frame on channel 0, under control_write_mu_.
+  absl::Status WriteControl(wire::FrameType type, const google::protobuf::MessageLite& message);
   absl::Status CheckSessionDeadline() const {
     if (absl::Now() > session_deadline_) {
       return absl::DeadlineExceededError(absl::StrCat(
@@ -104,9 +113,14 @@ class ReceiveSession {
   wire::Codec compression_ = wire::Codec::kNone;  // Agreed in the Hellos.
   // Set once the channels are accepted; CheckSessionDeadline() compares.
   absl::Time session_deadline_ = absl::InfiniteFuture();
-  // Serializes writes on channel 0 during the rounds: channel 0's reader
-  // acknowledges rounds, any thread may send an Abort.
+  // Serializes writes on channel 0: channel 0's reader acknowledges rounds,
+  // the session's thread answers the completion and the handover, any
+  // thread may send an Abort (WriteControl).
   std::mutex control_write_mu_;
+  // A destination cancel and the commit exclude each other: whichever
+  // comes first decides (CancelByDestination, Finish).
+  std::mutex handover_mu_;
+  bool handed_over_ ABSL_GUARDED_BY(handover_mu_) = false;
   // Written in EndOfRound (under the barrier's lock), read by channel 0's
   // reader after the barrier: the barrier's mutex orders them; relaxed.
   std::atomic<uint64_t> expected_completion_us_{0};
@@ -116,6 +130,7 @@ class ReceiveSession {
   // The first error of a round-end step (durable: SyncData(); round 0: the
   // deferred space claim). Every channel checks it as it leaves the barrier.
   absl::Status sync_error_ ABSL_GUARDED_BY(mu_);
+  // Made under mu_ (Fail() reads it from any thread), never reset.
   std::unique_ptr<migration_internal::RoundBarrier> barrier_;
   // Starts writeback of the staging files; lives as long as store_ (its
   // last kick may still run during completion, never waited for there).
