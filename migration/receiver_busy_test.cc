@@ -25,13 +25,25 @@ using ::livemig::testing::TempDir;
 
 constexpr uint64_t kMiB = 1 << 20;
 
-TEST(ReceiverBusy, ASecondSourceIsToldTheDestinationIsBusyAndTheFirstCompletes) {
+ReceiverOptions Options(const std::string& root, absl::Duration accept_timeout) {
   ReceiverOptions options;
-  options.root_dir = TempDir("receiver_busy");
+  options.root_dir = TempDir(root);
   options.io_timeout = absl::Seconds(20);
-  // Shorter than the migration: the refuser is not bound by it.
-  options.accept_timeout = absl::Seconds(1);
+  options.accept_timeout = accept_timeout;
   options.anonymous_regions_as_files = true;
+  return options;
+}
+
+SenderOptions To(const Endpoint& at, absl::Duration io_timeout) {
+  SenderOptions o;
+  o.destination = at;
+  o.io_timeout = io_timeout;
+  return o;
+}
+
+TEST(ReceiverBusy, ASecondSourceIsToldTheDestinationIsBusyAndTheFirstCompletes) {
+  // An accept timeout shorter than the migration: the refuser is not bound by it.
+  ReceiverOptions options = Options("receiver_busy", absl::Seconds(1));
   Endpoint at;
   absl::Status second = absl::UnknownError("not run");
   absl::Duration second_took;
@@ -43,10 +55,7 @@ TEST(ReceiverBusy, ASecondSourceIsToldTheDestinationIsBusyAndTheFirstCompletes) 
     absl::StatusOr<std::unique_ptr<FakeVm>> vm =
         FakeVm::Create({{0, 1 * kMiB, "", 0}}, Fill::kRandom, 2);
     ASSERT_OK(vm.status());
-    SenderOptions o;
-    o.destination = at;
-    o.io_timeout = absl::Seconds(15);
-    Sender sender(o);
+    Sender sender(To(at, absl::Seconds(15)));
     const absl::Time start = absl::Now();
     second = sender.Migrate((*vm)->memory(), **vm).status();
     second_took = absl::Now() - start;
@@ -56,10 +65,7 @@ TEST(ReceiverBusy, ASecondSourceIsToldTheDestinationIsBusyAndTheFirstCompletes) 
   ASSERT_NE(receiver, nullptr);
   at = receiver->receiver->endpoint();
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 3));
-  SenderOptions o;
-  o.destination = at;
-  o.io_timeout = absl::Seconds(20);
-  Sender sender(o);
+  Sender sender(To(at, absl::Seconds(20)));
   ASSERT_OK(sender.Migrate(vm->memory(), *vm));
   ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
   ExpectSameMemory(vm->memory(), got.memory);
@@ -72,11 +78,7 @@ TEST(ReceiverBusy, ASecondSourceIsToldTheDestinationIsBusyAndTheFirstCompletes) 
 // Once COMMITTED is written the source is done: a source that comes during
 // the flush waits for the next ReceiveOne() instead of being refused.
 TEST(ReceiverBusy, ASourceThatComesDuringTheFlushIsTakenNext) {
-  ReceiverOptions options;
-  options.root_dir = TempDir("receiver_next");
-  options.io_timeout = absl::Seconds(20);
-  options.accept_timeout = absl::Seconds(20);
-  options.anonymous_regions_as_files = true;
+  ReceiverOptions options = Options("receiver_next", absl::Seconds(20));
   Endpoint at;
   std::thread next;
   absl::Status next_result = absl::UnknownError("not run");
@@ -89,10 +91,7 @@ TEST(ReceiverBusy, ASourceThatComesDuringTheFlushIsTakenNext) {
     ASSERT_OK(vm.status());
     next_vm = std::move(*vm);
     next = std::thread([&] {
-      SenderOptions o;
-      o.destination = at;
-      o.io_timeout = absl::Seconds(20);
-      Sender sender(o);
+      Sender sender(To(at, absl::Seconds(20)));
       next_result = sender.Migrate(next_vm->memory(), *next_vm).status();
     });
     absl::SleepFor(absl::Milliseconds(300));  // It connects before the flush ends.
@@ -101,10 +100,7 @@ TEST(ReceiverBusy, ASourceThatComesDuringTheFlushIsTakenNext) {
   ASSERT_NE(receiver, nullptr);
   at = receiver->receiver->endpoint();
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 3));
-  SenderOptions o;
-  o.destination = at;
-  o.io_timeout = absl::Seconds(20);
-  Sender sender(o);
+  Sender sender(To(at, absl::Seconds(20)));
   ASSERT_OK(sender.Migrate(vm->memory(), *vm));
   ASSERT_OK(receiver->Join().status());
   absl::StatusOr<ReceivedMigration> second = receiver->receiver->ReceiveOne();
