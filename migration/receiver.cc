@@ -454,7 +454,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   }
   {
     std::lock_guard<std::mutex> lock(handover_mu_);
-    if (failed()) return absl::CancelledError("migration cancelled by the destination");
+    if (absl::Status f = failure(); !f.ok()) return f;  // CancelByDestination() was first.
     handed_over_ = true;  // From here a destination cancel waits for the next migration.
   }
   Step("handover");

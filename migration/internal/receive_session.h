@@ -80,6 +80,10 @@ class ReceiveSession {
     std::lock_guard<std::mutex> lock(mu_);
     return !failure_.ok();
   }
+  absl::Status failure() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
+  }
   void SendAbort(const absl::Status& status);
   // One frame on channel 0, under control_write_mu_.
   absl::Status WriteControl(wire::FrameType type, const google::protobuf::MessageLite& message);

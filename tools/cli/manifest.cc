@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "core/file_offset.h"
 
 namespace livemig::cli {
 
@@ -30,11 +31,9 @@ absl::Status RemoveFile(const std::string& path, const std::string& dir, bool du
     return absl::InternalError(absl::StrCat("cannot remove ", path, ": ", std::strerror(errno)));
   }
   if (!durable) return absl::OkStatus();
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  const bool synced = fd >= 0 && ::fsync(fd) == 0;
-  const int error = errno;
-  if (fd >= 0) ::close(fd);
-  if (!synced) {
+  const ScopedFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid() || ::fsync(fd.get()) != 0) {
+    const int error = errno;
     return absl::InternalError(absl::StrCat("removed ", path, ", but the fsync of ", dir,
                                             " failed: ", std::strerror(error)));
   }
