@@ -293,7 +293,9 @@ TEST(Migration, CancelFromTheSenderResumesTheVmAndKeepsPagesDirty) {
   EXPECT_THAT(sender.Migrate(vm->memory(), *vm), StatusIs(absl::StatusCode::kCancelled));
   canceller.join();
   EXPECT_TRUE(took.load());
-  EXPECT_FALSE(receiver->Join().ok());
+  EXPECT_THAT(receiver->Join(),
+              StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                  "peer aborted: migration cancelled by the source"));
   EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), 16 * kMiB / 4096);
   EXPECT_EQ(sender.last_stats().status, "cancelled");
   // Cut in round 0: what it sent is counted all the same (8 MB/s for 0.3 s).
@@ -333,7 +335,9 @@ TEST(Migration, CancelWhileWaitingForVerifiedResumesTheVmPromptly) {
   EXPECT_THAT(sender.Migrate(vm->memory(), *vm), StatusIs(absl::StatusCode::kCancelled));
   sender_returned.store(true);
   canceller.join();
-  EXPECT_FALSE(receiver->Join().ok());
+  EXPECT_THAT(receiver->Join(),
+              StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                  "peer aborted: migration cancelled by the source"));
   EXPECT_FALSE(waited_out.load()) << "the sender waited for VERIFIED despite Cancel()";
   EXPECT_FALSE(vm->paused());
   EXPECT_EQ(vm->resumes(), 1);

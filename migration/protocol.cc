@@ -191,8 +191,8 @@ std::string DefaultRegionFileName(uint32_t region_index) {
 
 void SendAbortBestEffort(Connection& conn, const absl::Status& status,
                          proto::Role role) {
-  (void)wire::WriteFrame(conn, wire::FrameType::kAbort,
-                         AbortFromStatus(status, role), absl::Seconds(1));
+  (void)wire::WriteLastFrame(conn, wire::FrameType::kAbort, AbortFromStatus(status, role),
+                             absl::Seconds(1));
 }
 
 absl::StatusCode StatusCodeFromWire(int32_t code, absl::StatusCode fallback) {

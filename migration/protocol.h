@@ -164,7 +164,15 @@
 //   being marked dirty (the source audit)      complete
 //
 // Either side may send Abort{code, message} on channel 0 at any time before
-// the handover and then close every channel. Ownership of the guest moves
+// the handover and then close every channel. An Abort follows only whole
+// frames: a source that stops on its own (its Cancel(), its pre-copy
+// timeout cutting a round) lets every channel finish the frame it is
+// writing (within 250 ms; a channel still mid-frame then is closed), sends
+// Abort{CANCELLED "migration cancelled by the source"} or
+// Abort{DEADLINE_EXCEEDED "did not converge within ..."} on channel 0 and
+// only then closes the channels; if channel 0 was stopped mid-frame, its
+// connections just close. A receiver whose other channel closes first waits
+// 500 ms for channel 0's reason. Ownership of the guest moves
 // exactly once: a receiver that never reads a whole HANDOVER frame discards
 // everything (the source, which did not hand over, resumes); a receiver that
 // read it commits and owns the guest even if COMMITTED is lost. A source
@@ -259,7 +267,8 @@ std::string PeerText(absl::string_view text);
 // An Abort frame's message for `status` (its code and message).
 proto::Abort AbortFromStatus(const absl::Status& status, proto::Role role);
 // Writes that Abort frame to `conn` within a second, ignoring failure: the
-// peer may be gone already.
+// peer may be gone already. It is the connection's last frame, so it goes
+// out after Connection::Interrupt() too (unless a write stopped part-way).
 void SendAbortBestEffort(Connection& conn, const absl::Status& status,
                          proto::Role role);
 // An absl::StatusCode carried on the wire (Abort.code, Ack.status_code):

@@ -89,9 +89,8 @@ class Migration {
   // Stats of a failed attempt, once it is rolled back: what was sent, how
   // long it ran, how long the guest was paused (until RollBack resumed it).
   void RecordFailure();
-  // A receiver that fails sends Abort on channel 0 and closes: a write that
-  // then fails here (Unavailable) only echoes that. Returns the receiver's
-  // reason when channel 0 still holds its Abort, else `error`.
+  // A receiver that fails sends Abort on channel 0 and closes: a write that then fails here
+  // (Unavailable) only echoes that. The receiver's reason if channel 0 holds its Abort.
   absl::Status PeerReason(absl::Status error);
   bool handed_over() const { return handed_over_; }
 
@@ -255,11 +254,11 @@ absl::Status Migration::FinishRound(uint32_t round, bool final) {
         if (now - last_progress_ >= options_.progress_interval) ReportProgress(now);
       }
       if (cancelled_.load(std::memory_order_relaxed)) {
-        // Shuts every connection down, so blocked writes return at once.
-        failure_.Set(absl::CancelledError("migration cancelled by the source"));
+        // At a frame boundary (Failure::Stop), so RollBack() can say why.
+        failure_.Stop(absl::CancelledError("migration cancelled by the source"));
       }
       // A live round is cut at the timeout (unless kForce: convergence.h).
-      if (!final) failure_.Set(convergence_.DuringRound(round, absl::Now() - start_));
+      if (!final) failure_.Stop(convergence_.DuringRound(round, absl::Now() - start_));
       if (final && pause_.Over()) {
         failure_.Set(
             pause_.Check(absl::DeadlineExceededError("the final round was still going out")));
@@ -619,11 +618,12 @@ void Migration::RollBack(const absl::Status& error) {
   // no Abort (it may have committed) and no Resume(). Every harvested bit is
   // given back either way, so resuming the source later, and migrating
   // again, loses nothing.
-  if (!handed_over_ && !failure_.failed() && !channels_.empty()) {
-    // The workers are joined, so the control channel is free: best effort.
+  if (!handed_over_ && !channels_.empty()) {
+    // Workers joined: channel 0 is free. Best effort (nothing goes out once
+    // Failure::Set() shut it down, or after a write stopped mid-frame).
     SendAbortBestEffort(channels_[0]->connection(), error, proto::ROLE_SOURCE);
   }
-  failure_.Set(error);  // Shuts every connection down.
+  failure_.Close(error);  // Also the connections a Failure::Stop() interrupted.
   harvest_.StopSources();  // While a paused guest is still paused.
   harvest_.GiveBack();
   if (paused_ && !handed_over_) (void)vm_.Resume();
@@ -654,7 +654,7 @@ bool Sender::Cancel() {
   std::lock_guard<std::mutex> lock(mu_);
   if (past_no_return_) return false;
   cancelled_.store(true, std::memory_order_relaxed);
-  if (active_ != nullptr) active_->Set(absl::CancelledError("migration cancelled by the source"));
+  if (active_ != nullptr) active_->Stop(absl::CancelledError("migration cancelled by the source"));
   return true;
 }
 
@@ -678,7 +678,7 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
                         if (no_return) past_no_return_ = true;
                         // A Cancel() that came before the attempt could be.
                         if (failure != nullptr && cancelled_.load(std::memory_order_relaxed)) {
-                          failure->Set(absl::CancelledError("migration cancelled by the source"));
+                          failure->Stop(absl::CancelledError("migration cancelled by the source"));
                         }
                       });
   absl::Status status = migration.Run();

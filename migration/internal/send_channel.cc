@@ -45,15 +45,41 @@ class KernelReadsGuestMemory {
 
 }  // namespace
 
+bool Failure::RecordLocked(absl::Status status) {
+  if (!status_.ok() || status.ok()) return false;
+  status_ = std::move(status);
+  failed_.store(true, std::memory_order_release);
+  return true;
+}
+
 void Failure::Set(absl::Status status) {
   std::vector<Connection*> to_shut;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (status_.ok() && !status.ok()) {
-      status_ = std::move(status);
-      failed_.store(true, std::memory_order_release);
+    if (RecordLocked(std::move(status))) {
+      shut_down_ = true;
       to_shut = watched_;
     }
+  }
+  for (Connection* c : to_shut) c->Shutdown();
+}
+
+void Failure::Stop(absl::Status status) {
+  std::vector<Connection*> to_interrupt;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (RecordLocked(std::move(status))) to_interrupt = watched_;
+  }
+  for (Connection* c : to_interrupt) c->Interrupt(kStopGrace);
+}
+
+void Failure::Close(absl::Status status) {
+  std::vector<Connection*> to_shut;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RecordLocked(std::move(status));
+    shut_down_ = true;
+    to_shut = watched_;
   }
   for (Connection* c : to_shut) c->Shutdown();
 }
@@ -64,8 +90,20 @@ absl::Status Failure::Get() const {
 }
 
 void Failure::Watch(Connection* connection) {
-  std::lock_guard<std::mutex> lock(mu_);
-  watched_.push_back(connection);
+  bool shut = false;
+  bool interrupt = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    watched_.push_back(connection);
+    shut = shut_down_;
+    interrupt = !status_.ok();
+  }
+  // One made after the failure stops as the others did.
+  if (shut) {
+    connection->Shutdown();
+  } else if (interrupt) {
+    connection->Interrupt(kStopGrace);
+  }
 }
 
 SendChannel::SendChannel(std::unique_ptr<Connection> connection,

@@ -16,7 +16,9 @@
 // Thread safety: Enqueue/WaitIdle/Stop are called by the migration thread;
 // the worker is the only writer of the connection while it runs. Errors are
 // reported through the shared Failure object, which also shuts every
-// channel down so no thread stays blocked.
+// channel down so no thread stays blocked (or, when the source stops on its
+// own, interrupts each at a frame boundary first, so that an Abort can say
+// why).
 #ifndef LIVEMIG_MIGRATION_INTERNAL_SEND_CHANNEL_H_
 #define LIVEMIG_MIGRATION_INTERNAL_SEND_CHANNEL_H_
 
@@ -48,19 +50,35 @@ namespace livemig::migration_internal {
 // The first error of a migration, shared by all its threads.
 class Failure {
  public:
+  // A write under way when Stop() comes may finish within this.
+  static constexpr absl::Duration kStopGrace = absl::Milliseconds(250);
+
   // Records `status` if it is the first error, then shuts the watched
   // connections down.
   void Set(absl::Status status);
+  // For the source's own decisions (its Cancel(), its timeout): records
+  // `status` if it is the first error, then asks the watched connections to
+  // stop at a frame boundary (Connection::Interrupt with kStopGrace), so
+  // that channel 0 can still carry an Abort saying why. Close() ends them.
+  void Stop(absl::Status status);
+  // Records `status` if it is the first error, then shuts every watched
+  // connection down, also those Stop() only interrupted.
+  void Close(absl::Status status);
   absl::Status Get() const;
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   const std::atomic<bool>* flag() const { return &failed_; }
-  // Connections to shut down when the migration fails. Must outlive this.
+  // Connections to shut down when the migration fails (at once if it has
+  // failed already). Must outlive this.
   void Watch(Connection* connection);
 
  private:
+  // Keeps `status` if it is the first error; true then.
+  bool RecordLocked(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   mutable std::mutex mu_;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   std::vector<Connection*> watched_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;  // Set() or Close() shut them.
   // Written under mu_ (release) when the first error is recorded, read
   // without the lock (acquire) on hot paths that only need "stop now".
   std::atomic<bool> failed_{false};

@@ -243,8 +243,47 @@ Connection::~Connection() {
 }
 
 absl::Status Connection::CancelledError(const char* operation) const {
-  return absl::CancelledError(
-      absl::StrCat(operation, " ", peer_, ": connection was shut down"));
+  return absl::CancelledError(absl::StrCat(
+      operation, " ", peer_,
+      is_shut_down() ? ": connection was shut down" : ": connection was interrupted"));
+}
+
+bool Connection::MustStop(bool may_go_on) const {
+  return is_shut_down() || (!may_go_on && is_interrupted());
+}
+
+void Connection::Interrupt(absl::Duration grace) {
+  if (is_interrupted()) return;
+  const auto end = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(grace);
+  grace_end_ns_.store(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
+      std::memory_order_relaxed);
+  if (interrupted_.exchange(true, std::memory_order_acq_rel)) return;
+  transport_internal::SignalWakeFd(wake_fd_);
+}
+
+absl::StatusOr<WaitResult> Connection::Await(short events, bool may_go_on, bool last,
+                                             const Deadline& deadline, bool* grace_over) const {
+  *grace_over = false;
+  if (MustStop(may_go_on)) return WaitResult::kWoken;
+  if (!may_go_on || !is_interrupted()) {
+    LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited, WaitReady(fd_, events, wake_fd_, deadline));
+    if (waited != WaitResult::kWoken || MustStop(may_go_on)) return waited;
+    // Interrupted while a write that may go on waited: it waits on below.
+  }
+  // Without the eventfd: Shutdown() still ends the wait, as it shuts the
+  // socket itself down.
+  if (last) return WaitReady(fd_, events, -1, deadline);
+  const std::chrono::steady_clock::time_point grace_end{std::chrono::duration_cast<
+      std::chrono::steady_clock::duration>(
+      std::chrono::nanoseconds(grace_end_ns_.load(std::memory_order_relaxed)))};
+  LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
+                           WaitReady(fd_, events, -1, deadline.Until(grace_end)));
+  if (waited == WaitResult::kTimedOut && !deadline.Expired()) {
+    *grace_over = true;
+    return WaitResult::kWoken;
+  }
+  return waited;
 }
 
 void Connection::Shutdown() {
@@ -256,7 +295,7 @@ void Connection::Shutdown() {
 }
 
 absl::Status Connection::ShutdownWrite() {
-  if (is_shut_down()) return CancelledError("shutdown write to");
+  if (MustStop(false)) return CancelledError("shutdown write to");
   if (tls_ != nullptr) tls_->CloseNotify();
   if (::shutdown(fd_, SHUT_WR) != 0) {
     return PosixError(absl::StrCat("shutdown write to ", peer_), errno);
@@ -266,15 +305,19 @@ absl::Status Connection::ShutdownWrite() {
 
 absl::Status Connection::StartTls(const TlsContext& context, absl::Duration timeout) {
   if (tls_ != nullptr) return absl::FailedPreconditionError("TLS already started");
-  if (is_shut_down()) return CancelledError("TLS handshake with");
+  if (MustStop(false)) return CancelledError("TLS handshake with");
   LIVEMIG_ASSIGN_OR_RETURN(std::unique_ptr<TlsStream> stream, TlsStream::Create(context, fd_));
   const Deadline deadline(timeout);
+  // Until the handshake is done the stream holds part of it: a message
+  // written after a failed one (WriteLast) would be read as handshake bytes.
+  write_torn_ = true;
   while (true) {
     const TlsStream::Step step = stream->Handshake();
-    if (is_shut_down()) return CancelledError("TLS handshake with");
+    if (MustStop(false)) return CancelledError("TLS handshake with");
     switch (step.state) {
       case TlsStream::Step::State::kDone:
         tls_ = std::move(stream);
+        write_torn_ = false;
         return absl::OkStatus();
       case TlsStream::Step::State::kWantRead:
       case TlsStream::Step::State::kWantWrite: {
@@ -308,7 +351,7 @@ absl::StatusOr<std::string> Connection::Peek(size_t size, absl::Duration timeout
   while (true) {
     const ssize_t n = ::recv(fd_, out.data(), size, MSG_PEEK | MSG_DONTWAIT);
     const int error = errno;
-    if (is_shut_down()) return CancelledError("peek at");
+    if (MustStop(false)) return CancelledError("peek at");
     if (n >= 0 && static_cast<size_t>(n) == size) return out;
     if (n == 0) return std::string();  // The peer closed before sending.
     if (n < 0 && error == EINTR) continue;
@@ -333,7 +376,7 @@ absl::StatusOr<std::string> Connection::Peek(size_t size, absl::Duration timeout
 }
 
 absl::Status Connection::TlsTransfer(Direction direction, absl::Span<const iovec> pieces,
-                                     absl::Duration timeout) {
+                                     absl::Duration timeout, bool last) {
   const bool write = direction == Direction::kWrite;
   const char* const operation = write ? "write to" : "read from";
   const Deadline deadline(timeout);
@@ -344,7 +387,9 @@ absl::Status Connection::TlsTransfer(Direction direction, absl::Span<const iovec
   auto move = [&](char* data, size_t size) -> absl::Status {
     while (size > 0) {
       const TlsStream::Step step = write ? tls_->Write(data, size) : tls_->Read(data, size);
-      if (is_shut_down()) return CancelledError(operation);
+      // A TLS write has begun once OpenSSL was called: it may hold part of
+      // a record.
+      if (MustStop(write)) return CancelledError(operation);
       switch (step.state) {
         case TlsStream::Step::State::kDone:
           data += step.bytes;
@@ -356,9 +401,13 @@ absl::Status Connection::TlsTransfer(Direction direction, absl::Span<const iovec
         case TlsStream::Step::State::kWantRead:
         case TlsStream::Step::State::kWantWrite: {
           const bool read = step.state == TlsStream::Step::State::kWantRead;
-          LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
-                                   WaitReady(fd_, read ? POLLIN : POLLOUT, wake_fd_, deadline));
-          if (waited == WaitResult::kWoken) return CancelledError(operation);
+          bool grace_over = false;
+          LIVEMIG_ASSIGN_OR_RETURN(
+              const WaitResult waited,
+              Await(read ? POLLIN : POLLOUT, write, last, deadline, &grace_over));
+          if (waited == WaitResult::kWoken) {
+            return grace_over ? InterruptedMidWrite(done, total) : CancelledError(operation);
+          }
           if (waited == WaitResult::kTimedOut) {
             return absl::DeadlineExceededError(absl::StrCat(
                 operation, " ", peer_, ": timed out after ", FormatTimeout(timeout), " with ",
@@ -411,7 +460,36 @@ absl::Status Connection::TlsTransfer(Direction direction, absl::Span<const iovec
 
 absl::Status Connection::WriteAll(absl::Span<const iovec> pieces,
                                   absl::Duration timeout) {
-  return Transfer(Direction::kWrite, pieces, timeout);
+  return Write(pieces, timeout, /*last=*/false);
+}
+
+absl::Status Connection::WriteLast(absl::Span<const iovec> pieces, absl::Duration timeout) {
+  if (write_torn_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("write to ", peer_,
+                     ": an earlier write stopped part-way, so no message can follow it"));
+  }
+  return Write(pieces, timeout, /*last=*/true);
+}
+
+absl::Status Connection::Write(absl::Span<const iovec> pieces, absl::Duration timeout,
+                               bool last) {
+  if (MustStop(last)) return CancelledError("write to");
+  const uint64_t before = bytes_written_.load(std::memory_order_relaxed);
+  absl::Status status = Transfer(Direction::kWrite, pieces, timeout, last);
+  // Bytes of it went out (or OpenSSL may hold part of a record): a later
+  // message would be read as the rest of this one.
+  if (!status.ok() &&
+      (tls_ != nullptr || bytes_written_.load(std::memory_order_relaxed) != before)) {
+    write_torn_ = true;
+  }
+  return status;
+}
+
+absl::Status Connection::InterruptedMidWrite(size_t done, size_t total) const {
+  return absl::CancelledError(absl::StrCat("write to ", peer_,
+                                           ": connection was interrupted mid-write after ", done,
+                                           " of ", total, " bytes"));
 }
 
 absl::Status Connection::ReadExact(absl::Span<const iovec> pieces,
@@ -421,11 +499,11 @@ absl::Status Connection::ReadExact(absl::Span<const iovec> pieces,
 
 absl::Status Connection::Transfer(Direction direction,
                                   absl::Span<const iovec> pieces,
-                                  absl::Duration timeout) {
+                                  absl::Duration timeout, bool last) {
   const bool write = direction == Direction::kWrite;
   const char* const operation = write ? "write to" : "read from";
-  if (is_shut_down()) return CancelledError(operation);
-  if (tls_ != nullptr) return TlsTransfer(direction, pieces, timeout);
+  if (MustStop(last)) return CancelledError(operation);
+  if (tls_ != nullptr) return TlsTransfer(direction, pieces, timeout, last);
   const Deadline deadline(timeout);
   size_t total = 0;
   std::vector<iovec> iov = CopyPieces(pieces, &total);
@@ -445,13 +523,18 @@ absl::Status Connection::Transfer(Direction direction,
       continue;
     }
     const int error = errno;
-    if (is_shut_down()) return CancelledError(operation);
+    // A write under way (or the last one) may go on after Interrupt().
+    const bool may_go_on = write && (last || done > 0);
+    if (MustStop(may_go_on)) return CancelledError(operation);
     if (n < 0 && error == EINTR) continue;
     if (n < 0 && (error == EAGAIN || error == EWOULDBLOCK)) {
+      bool grace_over = false;
       LIVEMIG_ASSIGN_OR_RETURN(
           const WaitResult waited,
-          WaitReady(fd_, write ? POLLOUT : POLLIN, wake_fd_, deadline));
-      if (waited == WaitResult::kWoken) return CancelledError(operation);
+          Await(write ? POLLOUT : POLLIN, may_go_on, last, deadline, &grace_over));
+      if (waited == WaitResult::kWoken) {
+        return grace_over ? InterruptedMidWrite(done, total) : CancelledError(operation);
+      }
       if (waited == WaitResult::kTimedOut) {
         return absl::DeadlineExceededError(absl::StrCat(
             operation, " ", peer_, ": timed out after ", FormatTimeout(timeout),
@@ -482,14 +565,14 @@ absl::Status Connection::Transfer(Direction direction,
 
 absl::StatusOr<size_t> Connection::ReadSome(void* data, size_t size,
                                             absl::Duration timeout) {
-  if (is_shut_down()) return CancelledError("read from");
+  if (MustStop(false)) return CancelledError("read from");
   if (size == 0) {
     return absl::InvalidArgumentError("ReadSome of 0 bytes");
   }
   const Deadline deadline(timeout);
   while (tls_ != nullptr) {
     const TlsStream::Step step = tls_->Read(data, size);
-    if (is_shut_down()) return CancelledError("read from");
+    if (MustStop(false)) return CancelledError("read from");
     switch (step.state) {
       case TlsStream::Step::State::kDone:
         bytes_read_.fetch_add(step.bytes, std::memory_order_relaxed);
@@ -522,7 +605,7 @@ absl::StatusOr<size_t> Connection::ReadSome(void* data, size_t size,
       return static_cast<size_t>(n);
     }
     const int error = errno;
-    if (is_shut_down()) return CancelledError("read from");
+    if (MustStop(false)) return CancelledError("read from");
     if (n < 0 && error == EINTR) continue;
     if (n < 0 && (error == EAGAIN || error == EWOULDBLOCK)) {
       LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,

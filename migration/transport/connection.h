@@ -22,7 +22,8 @@
 // thread-safety, and the byte counters count plaintext.
 //
 // Error codes, common to every operation:
-//   Cancelled         Shutdown() was called (before or during the operation).
+//   Cancelled         Shutdown() was called (before or during the operation),
+//                     or Interrupt() (see there).
 //   DeadlineExceeded  the whole operation did not finish within `timeout`.
 //   Unavailable       the peer closed or reset the connection before the
 //                     operation transferred anything (reads), or at any point
@@ -31,14 +32,16 @@
 //                     its bytes: the stream is truncated.
 // After an error other than DeadlineExceeded the connection is unusable; after
 // DeadlineExceeded an unknown number of bytes may have moved (see
-// bytes_written()/bytes_read()), so the stream's framing is lost too.
+// bytes_written()/bytes_read()), so the stream's framing is lost too. The one
+// exception is Interrupt(): after it, WriteLast() may still send one last
+// message, as long as no write was stopped part-way.
 //
 // Ownership: a Connection owns its socket and closes it when destroyed. The
 // iovecs passed to WriteAll/ReadExact are borrowed for the call only.
-// Thread safety: at most one thread writes (WriteAll, ShutdownWrite) and at
-// most one thread reads (ReadExact, ReadSome) at a time; those two may run
-// concurrently. Shutdown(), bytes_*() and peer() may be called from any
-// thread at any time.
+// Thread safety: at most one thread writes (WriteAll, WriteLast,
+// ShutdownWrite) and at most one thread reads (ReadExact, ReadSome) at a
+// time; those two may run concurrently. Shutdown(), Interrupt(), bytes_*()
+// and peer() may be called from any thread at any time.
 #ifndef LIVEMIG_MIGRATION_TRANSPORT_CONNECTION_H_
 #define LIVEMIG_MIGRATION_TRANSPORT_CONNECTION_H_
 
@@ -60,6 +63,8 @@ namespace livemig {
 
 namespace transport_internal {
 struct AnySocket;
+class Deadline;
+enum class WaitResult;
 }  // namespace transport_internal
 
 class Listener;
@@ -150,6 +155,24 @@ class Connection {
     return shut_down_.load(std::memory_order_acquire);
   }
 
+  // Asks this connection's users to stop at a frame boundary, so that one
+  // last message (an Abort saying why) can still follow what was written:
+  // from now on reads, and writes that have not begun, return Cancelled
+  // promptly; a write already under way may finish within `grace`, after
+  // which it returns Cancelled and leaves the write side torn. Unlike
+  // Shutdown() the socket stays open for WriteLast(); Shutdown() ends it.
+  // Idempotent (the first call's grace counts); thread-safe.
+  void Interrupt(absl::Duration grace);
+  bool is_interrupted() const {
+    return interrupted_.load(std::memory_order_acquire);
+  }
+
+  // WriteAll() that Interrupt() does not stop: the last message after it.
+  // FailedPrecondition if an earlier write stopped part-way (the peer would
+  // read these bytes as the rest of that one); Cancelled after Shutdown().
+  [[nodiscard]] absl::Status WriteLast(absl::Span<const iovec> pieces,
+                                       absl::Duration timeout);
+
   // Bytes moved so far. Each counter is written only by the thread doing
   // that direction's I/O; relaxed is enough because they are statistics and
   // imply nothing about other memory.
@@ -176,14 +199,29 @@ class Connection {
              std::string peer);
 
   absl::Status CancelledError(const char* operation) const;
+  absl::Status InterruptedMidWrite(size_t done, size_t total) const;
 
   enum class Direction { kRead, kWrite };
+  // Whether an operation must end now with Cancelled: always after
+  // Shutdown(); after Interrupt() unless it is a write that may go on
+  // (`may_go_on`: it has begun, or it is the last one).
+  bool MustStop(bool may_go_on) const;
+  // Waits for the socket to be ready for `events`; kWoken when the
+  // operation must stop (MustStop). An operation that may go on after
+  // Interrupt() no longer polls the eventfd (it stays readable), and a
+  // write under way (not the last one) waits until the grace ends at most:
+  // then kWoken too, with *grace_over set.
+  absl::StatusOr<transport_internal::WaitResult> Await(
+      short events, bool may_go_on, bool last, const transport_internal::Deadline& deadline,
+      bool* grace_over) const;
+  // WriteAll and WriteLast: the torn-stream bookkeeping around Transfer.
+  absl::Status Write(absl::Span<const iovec> pieces, absl::Duration timeout, bool last);
   // WriteAll and ReadExact: moves every byte of `pieces` in `direction`,
   // polling for readiness until the deadline.
   absl::Status Transfer(Direction direction, absl::Span<const iovec> pieces,
-                        absl::Duration timeout);
+                        absl::Duration timeout, bool last = false);
   absl::Status TlsTransfer(Direction direction, absl::Span<const iovec> pieces,
-                           absl::Duration timeout);
+                           absl::Duration timeout, bool last);
 
   const std::unique_ptr<transport_internal::AnySocket> socket_;
   const int fd_;       // socket_'s native handle, valid until destruction.
@@ -195,6 +233,12 @@ class Connection {
   // wake-up. The release/acquire pair is not needed for data, only to make
   // the happens-before explicit for readers of is_shut_down().
   std::atomic<bool> shut_down_{false};
+  // Set by Interrupt() (any thread) after grace_end_ns_; the acquire load
+  // that sees it true also sees the grace's end (release/acquire pair).
+  std::atomic<bool> interrupted_{false};
+  std::atomic<int64_t> grace_end_ns_{0};  // steady_clock, since its epoch.
+  // A write stopped part-way: only the writing thread reads or writes it.
+  bool write_torn_ = false;
   std::atomic<uint64_t> bytes_written_{0};
   std::atomic<uint64_t> bytes_read_{0};
 };

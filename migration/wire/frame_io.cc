@@ -29,12 +29,10 @@ absl::Status MidFrame(absl::Status status, const FrameHeader& header,
   return status;
 }
 
-}  // namespace
-
-absl::Status WriteFrame(Connection& conn, FrameType type,
-                        const google::protobuf::MessageLite& message,
-                        absl::Span<const iovec> payload,
-                        absl::Duration timeout, uint16_t flags) {
+absl::Status WriteFrameAs(Connection& conn, FrameType type,
+                          const google::protobuf::MessageLite& message,
+                          absl::Span<const iovec> payload, absl::Duration timeout,
+                          uint16_t flags, bool last) {
   std::vector<absl::Span<const uint8_t>> spans;
   spans.reserve(payload.size());
   for (const iovec& piece : payload) {
@@ -48,7 +46,22 @@ absl::Status WriteFrame(Connection& conn, FrameType type,
   pieces.push_back(Piece(frame.header.data(), frame.header.size()));
   pieces.push_back(Piece(frame.message.data(), frame.message.size()));
   pieces.insert(pieces.end(), payload.begin(), payload.end());
-  return conn.WriteAll(pieces, timeout);
+  return last ? conn.WriteLast(pieces, timeout) : conn.WriteAll(pieces, timeout);
+}
+
+}  // namespace
+
+absl::Status WriteFrame(Connection& conn, FrameType type,
+                        const google::protobuf::MessageLite& message,
+                        absl::Span<const iovec> payload,
+                        absl::Duration timeout, uint16_t flags) {
+  return WriteFrameAs(conn, type, message, payload, timeout, flags, /*last=*/false);
+}
+
+absl::Status WriteLastFrame(Connection& conn, FrameType type,
+                            const google::protobuf::MessageLite& message,
+                            absl::Duration timeout) {
+  return WriteFrameAs(conn, type, message, {}, timeout, 0, /*last=*/true);
 }
 
 absl::Status WriteFrame(Connection& conn, FrameType type,

@@ -67,6 +67,12 @@ namespace livemig::wire {
     Connection& conn, FrameType type,
     const google::protobuf::MessageLite& message, absl::Duration timeout);
 
+// WriteFrame without payload through Connection::WriteLast: the last frame,
+// which the connection's Interrupt() does not stop (an Abort saying why).
+[[nodiscard]] absl::Status WriteLastFrame(
+    Connection& conn, FrameType type,
+    const google::protobuf::MessageLite& message, absl::Duration timeout);
+
 // A frame whose header and message have been read; its payload (if any) is
 // still on the connection.
 struct IncomingFrame {

@@ -121,6 +121,15 @@ int Deadline::PollTimeoutMs() const {
   return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
 }
 
+Deadline Deadline::Until(std::chrono::steady_clock::time_point when) const {
+  Deadline earlier = *this;
+  if (infinite_ || when < when_) {
+    earlier.infinite_ = false;
+    earlier.when_ = when;
+  }
+  return earlier;
+}
+
 absl::StatusOr<WaitResult> WaitReady(int fd, short events, int wake_fd,
                                      const Deadline& deadline) {
   while (true) {

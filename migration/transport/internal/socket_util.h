@@ -63,6 +63,8 @@ class Deadline {
   // Milliseconds to pass to poll(2): -1 when infinite, 0 when expired,
   // otherwise the remaining time rounded up.
   int PollTimeoutMs() const;
+  // The earlier of this deadline and `when`.
+  Deadline Until(std::chrono::steady_clock::time_point when) const;
 
  private:
   bool infinite_;

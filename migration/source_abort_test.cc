@@ -1,0 +1,137 @@
+// File: migration/source_abort_test.cc
+//
+// A source that stops on its own (its Cancel(), its pre-copy timeout
+// cutting a round) tells the destination why: every channel finishes the
+// frame it is writing, channel 0 carries an Abort, and only then do the
+// connections close (protocol.h). The destination's error is the source's
+// reason, not a closed connection; the source keeps its guest running with
+// every dirty bit.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "core/testing/status_matchers.h"
+#include "gtest/gtest.h"
+#include "migration/receiver.h"
+#include "migration/sender.h"
+#include "migration/stats.h"
+#include "migration/testing/fake_vm.h"
+#include "migration/testing/migration_harness.h"
+#include "migration/transport/testing/test_certs.h"
+#include "migration/transport/tls_context.h"
+
+namespace livemig {
+namespace {
+
+using ::livemig::testing::FakeVm;
+using ::livemig::testing::Fill;
+using ::livemig::testing::ReceiverThread;
+using ::livemig::testing::StatusIsWithMessage;
+using ::livemig::testing::TempDir;
+
+constexpr uint64_t kMiB = 1 << 20;
+constexpr uint64_t kPages = 16 * kMiB / 4096;
+
+// 16 MiB of random memory, every page dirty, and a source whose round 0
+// takes at least 2 s (8 MB/s), so that it is stopped in the middle of it.
+struct Slow {
+  std::unique_ptr<FakeVm> vm;
+  std::unique_ptr<ReceiverThread> receiver;
+  SenderOptions options;
+};
+
+Slow SlowMigration(const std::string &name, std::shared_ptr<const TlsContext> source_tls = nullptr,
+                   std::shared_ptr<const TlsContext> destination_tls = nullptr) {
+  Slow slow;
+  auto vm = FakeVm::Create({{0, 16 * kMiB, "", 0}}, Fill::kRandom, 21);
+  EXPECT_TRUE(vm.ok()) << vm.status();
+  slow.vm = std::move(*vm);
+  slow.vm->memory().region(0).bitmap().SetAddrRange(0, 16 * kMiB);
+  ReceiverOptions receiver_options;
+  receiver_options.root_dir = TempDir(name);
+  receiver_options.io_timeout = absl::Seconds(20);
+  receiver_options.tls = std::move(destination_tls);
+  slow.receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
+  slow.options.destination = slow.receiver->receiver->endpoint();
+  slow.options.channels = 2;
+  slow.options.io_timeout = absl::Seconds(20);
+  slow.options.max_bandwidth = 8 * 1000 * 1000;
+  slow.options.tls = std::move(source_tls);
+  return slow;
+}
+
+// Cancels `sender` once round 0 has handed pages to the sockets: counted in
+// pages, not in time.
+void CancelMidRoundZero(SenderOptions &options, Sender *&sender, std::atomic<bool> &took) {
+  options.progress_interval = absl::Milliseconds(1);
+  options.on_progress = [&sender, &took](const MigrationProgress &progress) {
+    if (progress.round == 0 && progress.round_pages_sent > 0 && !took.load()) {
+      took.store(sender->Cancel());
+    }
+  };
+}
+
+void ExpectSourceRunningAndDirty(const FakeVm &vm) {
+  EXPECT_FALSE(vm.paused());
+  EXPECT_EQ(vm.memory().region(0).bitmap().CountDirty(), kPages);
+}
+
+TEST(SourceAbort, ACancelInTheMiddleOfARoundReachesTheDestinationAsItsReason) {
+  Slow slow = SlowMigration("cancel_mid_round");
+  Sender *sender_ptr = nullptr;
+  std::atomic<bool> took{false};
+  CancelMidRoundZero(slow.options, sender_ptr, took);
+  Sender sender(slow.options);
+  sender_ptr = &sender;
+  EXPECT_THAT(
+      sender.Migrate(slow.vm->memory(), *slow.vm),
+      StatusIsWithMessage(absl::StatusCode::kCancelled, "migration cancelled by the source"));
+  EXPECT_TRUE(took.load());
+  // Before: "channel 0: ... peer closed the connection" or a truncated frame.
+  EXPECT_THAT(slow.receiver->Join(),
+              StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                  "peer aborted: migration cancelled by the source"));
+  ExpectSourceRunningAndDirty(*slow.vm);
+  EXPECT_EQ(sender.last_stats().status, "cancelled");
+}
+
+TEST(SourceAbort, AGivenUpRoundReachesTheDestinationAsTheTimeout) {
+  Slow slow = SlowMigration("timeout_mid_round");
+  slow.options.timeout = absl::Seconds(1);  // Round 0 takes >= 2 s.
+  slow.options.on_limit = SenderOptions::OnLimit::kCancel;
+  Sender sender(slow.options);
+  EXPECT_THAT(sender.Migrate(slow.vm->memory(), *slow.vm),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded, "round 0 had not ended"));
+  EXPECT_THAT(slow.receiver->Join(),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
+                                  "peer aborted: did not converge within the 1s timeout"));
+  ExpectSourceRunningAndDirty(*slow.vm);
+  EXPECT_EQ(sender.last_stats().status, "failed");
+}
+
+TEST(SourceAbort, ACancelOverTlsReachesTheDestinationAsItsReason) {
+  auto certs = testing::MakeTestCerts(TempDir("source_abort_certs"));
+  if (!certs.ok()) GTEST_SKIP() << "no test certificates: " << certs.status();
+  auto destination = TlsContext::ForDestination(certs->good);
+  auto source = TlsContext::ForSource(certs->good, "127.0.0.1");
+  ASSERT_TRUE(destination.ok()) << destination.status();
+  ASSERT_TRUE(source.ok()) << source.status();
+  Slow slow = SlowMigration("cancel_tls", *source, *destination);
+  Sender *sender_ptr = nullptr;
+  std::atomic<bool> took{false};
+  CancelMidRoundZero(slow.options, sender_ptr, took);
+  Sender sender(slow.options);
+  sender_ptr = &sender;
+  EXPECT_THAT(
+      sender.Migrate(slow.vm->memory(), *slow.vm),
+      StatusIsWithMessage(absl::StatusCode::kCancelled, "migration cancelled by the source"));
+  EXPECT_THAT(slow.receiver->Join(),
+              StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                  "peer aborted: migration cancelled by the source"));
+  ExpectSourceRunningAndDirty(*slow.vm);
+}
+
+}  // namespace
+}  // namespace livemig
