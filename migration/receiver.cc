@@ -15,6 +15,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
@@ -283,10 +284,30 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   return absl::OkStatus();
 }
 
+absl::Status ReceiveSession::Located(absl::Status status, size_t channel,
+                                     absl::string_view what) const {
+  if (status.ok() || IsFromAbort(status) || absl::StartsWith(status.message(), "channel ")) {
+    return status;
+  }
+  return absl::Status(status.code(), absl::StrCat("channel ", channel, " (",
+                                                  channels_[channel]->peer(), "), ", what, ": ",
+                                                  status.message()));
+}
+
+absl::Status ReceiveSession::ReadControl(wire::FrameType type, google::protobuf::MessageLite* out,
+                                         absl::string_view what) {
+  return Located(ReadExpected(*channels_[0], type, out, options_.io_timeout), 0, what);
+}
+
 absl::Status ReceiveSession::ReadChannel(size_t index) {
+  uint32_t round = 0;
+  absl::Status status = ReadRounds(index, round);
+  return Located(std::move(status), index, absl::StrCat("round ", round));
+}
+
+absl::Status ReceiveSession::ReadRounds(size_t index, uint32_t& round) {
   Connection& conn = *channels_[index];
   migration_internal::FileLanding landing;
-  uint32_t round = 0;
   wire::BatchDecompressor decompressor;  // This channel's (compressed batches).
   while (true) {
     LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
@@ -393,12 +414,11 @@ absl::Status ReceiveSession::Verify(const proto::Completion& completion) {
   if (differ.empty()) return absl::OkStatus();
   // Ask for the first differing chunk's page hashes so the error can name
   // the pages.
-  Connection& control = *channels_[0];
   const proto::PageHashQuery query = QueryFor(differ[0]);
   LIVEMIG_RETURN_IF_ERROR(WriteControl(wire::FrameType::kPageHashQuery, query));
   proto::PageHashList list;
   LIVEMIG_RETURN_IF_ERROR(
-      ReadExpected(control, wire::FrameType::kPageHashList, &list, options_.io_timeout));
+      ReadControl(wire::FrameType::kPageHashList, &list, "the source's page hashes"));
   LIVEMIG_RETURN_IF_ERROR(CheckPageHashList(query, list));
   const std::vector<uint64_t> pages = DifferingPages(
       landed_[differ[0].region], differ[0].first_page,
@@ -408,17 +428,16 @@ absl::Status ReceiveSession::Verify(const proto::Completion& completion) {
 }
 
 absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
-  Connection& control = *channels_[0];
   DeviceStateAssembler device;
   while (!device.complete()) {
     proto::DeviceState section;
-    LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kDeviceState, &section,
-                                         options_.io_timeout));
+    LIVEMIG_RETURN_IF_ERROR(
+        ReadControl(wire::FrameType::kDeviceState, &section, "the device state"));
     LIVEMIG_RETURN_IF_ERROR(device.Add(std::move(section)));
   }
   proto::Completion completion;
-  LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kCompletion, &completion,
-                                       options_.io_timeout));
+  LIVEMIG_RETURN_IF_ERROR(
+      ReadControl(wire::FrameType::kCompletion, &completion, "the completion"));
   // Cheap, and checked whatever the source verifies: a lost batch shows.
   const uint64_t received = raw_pages_.load() + zero_pages_.load();
   if (completion.total_pages_sent() != received) {
@@ -445,8 +464,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   // timeout, an Abort) the staging files are discarded, and the source, which
   // has not given the guest up, resumes it.
   proto::Ack handover;
-  LIVEMIG_RETURN_IF_ERROR(
-      ReadExpected(control, wire::FrameType::kAck, &handover, options_.io_timeout));
+  LIVEMIG_RETURN_IF_ERROR(ReadControl(wire::FrameType::kAck, &handover, "the handover"));
   if (handover.kind() != proto::ACK_HANDOVER) {
     return absl::DataLossError(absl::StrCat(
         "expected the source's handover, got an acknowledgement of kind ",
@@ -508,10 +526,9 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
 absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
   absl::Status status = [&]() -> absl::Status {
     LIVEMIG_RETURN_IF_ERROR(AcceptChannels());
-    Connection& control = *channels_[0];
     proto::RegionTable table;
-    LIVEMIG_RETURN_IF_ERROR(ReadExpected(control, wire::FrameType::kRegionTable, &table,
-                                         options_.io_timeout));
+    LIVEMIG_RETURN_IF_ERROR(
+        ReadControl(wire::FrameType::kRegionTable, &table, "the region table"));
     if (options_.anonymous_regions_as_files) {
       for (proto::RegionInfo& info : *table.mutable_regions()) {
         if (info.backing() != proto::BACKING_ANONYMOUS) continue;

@@ -54,6 +54,7 @@ using ::livemig::testing::RawSourceTest;
 using ::livemig::testing::StatusIs;
 using ::livemig::testing::StatusIsWithMessage;
 using ::livemig::testing::TempDir;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
 // The same receiver with and without ReceiverOptions::prealloc, for the
@@ -262,6 +263,26 @@ TEST_F(RawSourceTest, AbortFromTheSourceAfterTheTableEndsWithItsCode) {
   ASSERT_OK(Send(wire::FrameType::kAbort, abort));
   EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(DirEntries(root_), IsEmpty());
+}
+
+// A source that vanishes (killed, its host gone) is named in the error:
+// which channel, from where, in which round or step.
+TEST_F(RawSourceTest, ASourceThatClosesMidRoundIsNamedByChannelPeerAndRound) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(FileTable("guest.mem")));
+  const absl::Time sent = absl::Now();
+  conn_->Shutdown();
+  const absl::Status got = Result(sent);
+  EXPECT_THAT(got, StatusIsWithMessage(absl::StatusCode::kUnavailable, "channel 0 (127.0.0.1:"));
+  EXPECT_THAT(got.message(), HasSubstr("), round 0: peer closed the connection"));
+  EXPECT_THAT(DirEntries(root_), IsEmpty());
+}
+
+TEST_F(RawSourceTest, ASourceThatClosesBeforeItsTableIsNamedByTheStep) {
+  ASSERT_NO_FATAL_FAILURE(SendHello());
+  const absl::Time sent = absl::Now();
+  conn_->Shutdown();
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kUnavailable,
+                                                "), the region table: peer closed the connection"));
 }
 
 // An Abort's text reaches logs and terminals: control bytes are escaped (no

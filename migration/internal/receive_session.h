@@ -59,7 +59,17 @@ class ReceiveSession {
  private:
   // Waits for one migration's channels (migration/internal/channel_acceptor.h).
   absl::Status AcceptChannels();
+  // Reads channel `index`'s rounds; an error names the channel, its peer
+  // and the round (Located).
   absl::Status ReadChannel(size_t index);
+  absl::Status ReadRounds(size_t index, uint32_t& round);
+  // channel 0's next frame, which must be `type` (ReadExpected), located.
+  absl::Status ReadControl(wire::FrameType type, google::protobuf::MessageLite* out,
+                           absl::string_view what);
+  // `status` with where it happened in front ("channel 1 (127.0.0.1:5000),
+  // round 0: peer closed the connection"), unless it says already or is
+  // the source's own Abort.
+  absl::Status Located(absl::Status status, size_t channel, absl::string_view what) const;
   absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
                           uint32_t channel_round, migration_internal::FileLanding& landing,
                           wire::BatchDecompressor& decompressor);
