@@ -59,7 +59,8 @@
 //                                              <---  Ack{REGION_TABLE} | Abort
 //                                                    (RESOURCE_EXHAUSTED: no
 //                                                    room, before any page)
-//   ---- rounds r = 0, 1, ... (r = 0 sends every page) ---------------------
+//   ---- rounds r = 0, 1, ... (r = 0 sends every page: a round 0 that ends
+//        without one is Abort{DATA_LOSS} naming it, internal/round_pages.h) --
 //   any: PageBatch{region, RAW|ZERO|ZSTD|LZ4,  --->  RAW: the frame checksum
 //          runs, r, page_hashes (not ZERO)}          covers header + message
 //          [+ page bytes, or their compressed

@@ -360,11 +360,18 @@ absl::Status ReceiveSession::ReadRounds(size_t index, uint32_t& round) {
 
 void ReceiveSession::EndOfRound(uint32_t round, bool final) {
   if (round == 0) {
+    // Round 0 sends every page: one missing would stay as the destination
+    // made it, and only digests could tell (a source that lost it has no
+    // hash of it either). A channel that finds this failed stops at the
+    // barrier (RoundError).
+    std::vector<uint64_t> guest_addrs;
+    for (const StoredRegion& r : store_->regions()) guest_addrs.push_back(r.info.guest_addr());
+    absl::Status every_page = round_pages_->Complete(0, guest_addrs);
     // Round 0 landed through the files: only its zero pages are holes now.
-    // Claimed before any later page is written through a mapping; a channel
-    // that finds this failed stops at the barrier (RoundError).
-    absl::Status claimed = store_->ClaimDeferredSpace();
+    // Claimed before any later page is written through a mapping.
+    absl::Status claimed = every_page.ok() ? store_->ClaimDeferredSpace() : absl::OkStatus();
     std::lock_guard<std::mutex> lock(mu_);
+    if (sync_error_.ok() && !every_page.ok()) sync_error_ = every_page;
     if (sync_error_.ok() && !claimed.ok()) sync_error_ = claimed;
   }
   if (final) {

@@ -71,7 +71,8 @@ TEST_F(RawSourceTest, ProtocolCorrectInputIsReceivedExactly) {
 
 TEST_F(RawSourceTest, CompletionWithoutDigestsIsReceivedUnverified) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
-  ASSERT_NO_FATAL_FAILURE(Finish({}, 0, /*pages_sent=*/0));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
+  ASSERT_NO_FATAL_FAILURE(Finish({}));
   ASSERT_NO_FATAL_FAILURE(ReadVerified());
   ASSERT_OK(Send(wire::FrameType::kAck, HandoverAck()));
   proto::Ack committed;
@@ -101,9 +102,13 @@ TEST_F(RawSourceTest, CompletionDigestingOneRegionTwiceIsDataLoss) {
   second->set_index(1);
   second->set_guest_addr(kRegionSize);
   ASSERT_NO_FATAL_FAILURE(Handshake(table));
+  for (uint32_t region : {0, 1}) {
+    ASSERT_OK(Send(wire::FrameType::kPageBatch,
+                   Batch(region, proto::ENCODING_ZERO, 0, kRegionPages)));
+  }
   const std::vector<uint8_t> zero(kRegionSize, 0);
   const absl::Time sent = absl::Now();
-  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, zero), Digest(0, zero)}, 0, /*pages_sent=*/0));
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, zero), Digest(0, zero)}, 0, 2 * kRegionPages));
   const absl::Status status = Result(sent);
   EXPECT_THAT(status, StatusIsWithMessage(absl::StatusCode::kDataLoss, ("given twice")));
 }
@@ -138,27 +143,49 @@ TEST_F(RawSourceTest, CompletionWithAWrongDigestIsDataLossNamingThePage) {
 
 // A page missing from the rounds is caught even when every page that did
 // arrive is right.
-TEST_F(RawSourceTest, PageNeverSentFailsVerification) {
+// Round 0 sends every page: one never sent is refused when round 0 ends,
+// whatever the digests say (a source that lost a page has no hash of it
+// either, so its digests would agree with the hole).
+TEST_F(RawSourceTest, APageRoundZeroNeverSentIsDataLossWhenTheRoundEnds) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 5)));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 6, 9)));
+  proto::IterationMarker marker;
+  marker.set_round(0);
+  marker.set_phase(proto::PHASE_END);
+  marker.set_final(true);
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kDataLoss, "page 5"));
+  EXPECT_THAT(Result(sent),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                  "round 0 ended without region 0 page 5 (guest 0x5000) and 1 "
+                                  "more of its 16 pages: round 0 sends every page"));
+  EXPECT_THAT(DirEntries(root_), IsEmpty());
+}
+
+// The same for a round that is not the last: refused at its end, before
+// its acknowledgement.
+TEST_F(RawSourceTest, ALiveRoundZeroWithoutEveryPageIsNotAcknowledged) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   ASSERT_OK(Send(wire::FrameType::kPageBatch,
                  Batch(0, proto::ENCODING_ZERO, 0, kRegionPages - 1)));
-  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, std::vector<uint8_t>(kRegionSize, 0))}, 0, kRegionPages - 1));
-  proto::PageHashQuery query;
-  ASSERT_OK(Read(wire::FrameType::kPageHashQuery, &query));
-  std::vector<PageHashes> sent;
-  sent.push_back(SentHashes(std::vector<uint8_t>(kRegionSize, 0)));
-  ASSERT_OK_AND_ASSIGN(proto::PageHashList list, AnswerPageHashQuery(query, sent));
-  const absl::Time answered = absl::Now();
-  ASSERT_OK(Send(wire::FrameType::kPageHashList, list));
-  EXPECT_THAT(Result(answered),
-              StatusIsWithMessage(absl::StatusCode::kDataLoss, ("page 15 (guest 0xf000) differs")));
+  proto::IterationMarker marker;
+  marker.set_round(0);
+  marker.set_phase(proto::PHASE_END);
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kDataLoss, "page 15"));
+  EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                                "round 0 ended without region 0 page 15"));
 }
 
 TEST_F(RawSourceTest, AnswerToAnotherPageHashQueryIsDataLoss) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
   std::vector<uint8_t> contents(kRegionSize, 0);
   contents[0] = 1;
-  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, contents)}, 0, /*pages_sent=*/0));
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, contents)}));
   proto::PageHashQuery query;
   ASSERT_OK(Read(wire::FrameType::kPageHashQuery, &query));
   proto::PageHashList list;

@@ -8,7 +8,7 @@
 
 namespace livemig::migration_internal {
 
-RoundPages::RoundPages(const std::vector<uint64_t>& region_pages) {
+RoundPages::RoundPages(const std::vector<uint64_t>& region_pages) : pages_(region_pages) {
   words_.reserve(region_pages.size());
   for (uint64_t pages : region_pages) words_.emplace_back((pages + 63) / 64);
 }
@@ -31,6 +31,28 @@ absl::Status RoundPages::Claim(uint32_t region, uint64_t first, uint64_t count, 
           round, ": a source sends a page at most once a round"));
     }
     page += bits;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RoundPages::Complete(uint32_t round,
+                                  const std::vector<uint64_t>& guest_addrs) const {
+  for (size_t r = 0; r < words_.size(); ++r) {
+    uint64_t arrived = 0;
+    uint64_t first_missing = pages_[r];
+    for (size_t w = 0; w < words_[r].size(); ++w) {
+      const uint64_t word = words_[r][w].load(std::memory_order_relaxed);
+      arrived += static_cast<uint64_t>(std::popcount(word));
+      const uint64_t page = w * 64 + static_cast<uint64_t>(std::countr_one(word));
+      if (first_missing == pages_[r] && page < pages_[r]) first_missing = page;
+    }
+    if (arrived == pages_[r]) continue;
+    const uint64_t missing = pages_[r] - arrived;
+    return absl::DataLossError(absl::StrCat(
+        "round ", round, " ended without region ", r, " page ", first_missing, " (guest 0x",
+        absl::Hex(guest_addrs[r] + first_missing * kMigrationPageSize), ")",
+        missing > 1 ? absl::StrCat(" and ", missing - 1, " more") : "", " of its ", pages_[r],
+        " pages: round 0 sends every page"));
   }
   return absl::OkStatus();
 }
