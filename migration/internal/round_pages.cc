@@ -43,8 +43,10 @@ absl::Status RoundPages::Complete(uint32_t round,
     for (size_t w = 0; w < words_[r].size(); ++w) {
       const uint64_t word = words_[r][w].load(std::memory_order_relaxed);
       arrived += static_cast<uint64_t>(std::popcount(word));
-      const uint64_t page = w * 64 + static_cast<uint64_t>(std::countr_one(word));
-      if (first_missing == pages_[r] && page < pages_[r]) first_missing = page;
+      if (first_missing == pages_[r] && word != ~uint64_t{0}) {
+        // Past the region's end only in its last word, whose high bits stay 0.
+        first_missing = std::min(pages_[r], w * 64 + std::countr_one(word));
+      }
     }
     if (arrived == pages_[r]) continue;
     const uint64_t missing = pages_[r] - arrived;

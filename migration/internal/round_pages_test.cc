@@ -53,3 +53,33 @@ TEST(RoundPagesTest, OfTwoReadersClaimingOnePageConcurrentlyExactlyOneFails) {
 
 }  // namespace
 }  // namespace livemig::migration_internal
+
+namespace livemig::migration_internal {
+namespace {
+
+TEST(RoundPagesTest, ARoundWithEveryPageOfEveryRegionIsComplete) {
+  RoundPages pages({70, 3});
+  ASSERT_OK(pages.Claim(0, 0, 64, 0, 0));
+  ASSERT_OK(pages.Claim(0, 64, 6, 0, 0));
+  ASSERT_OK(pages.Claim(1, 0, 3, 0, 1 << 20));
+  EXPECT_OK(pages.Complete(0, {0, 1 << 20}));
+}
+
+TEST(RoundPagesTest, ARoundMissingPagesNamesTheFirstAndCountsTheRest) {
+  RoundPages pages({130, 3});
+  ASSERT_OK(pages.Claim(0, 0, 130, 0, 0));
+  ASSERT_OK(pages.Claim(1, 0, 1, 0, 1 << 20));  // Pages 1 and 2 never come.
+  EXPECT_THAT(pages.Complete(0, {0, 1 << 20}),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                  "round 0 ended without region 1 page 1 (guest 0x101000) and 1 "
+                                  "more of its 3 pages"));
+  pages.NextRound();
+  ASSERT_OK(pages.Claim(0, 0, 129, 1, 0));  // The last page of a partial word.
+  ASSERT_OK(pages.Claim(1, 0, 3, 1, 1 << 20));
+  EXPECT_THAT(pages.Complete(1, {0, 1 << 20}),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                  "without region 0 page 129 (guest 0x81000) of its 130 pages"));
+}
+
+}  // namespace
+}  // namespace livemig::migration_internal
