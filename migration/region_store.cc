@@ -40,6 +40,9 @@ struct RegionStore::StagingFile {
   std::vector<std::shared_ptr<const ScopedFd>> dirs;
   std::shared_ptr<const ScopedFd> fd;  // The staging file, O_RDWR.
   uint64_t size = 0;                   // Max file_offset + size over regions.
+  // Its regions' bytes: what is claimed (the rest stays a hole).
+  std::vector<migration_internal::ByteRange> claimed;
+  uint64_t claimed_bytes = 0;
   bool staged = false;  // True while staging_name exists and is ours.
   migration_internal::SpaceClaim claim;  // How its blocks are claimed.
   int first_region = 0;                  // For errors about the file.
@@ -339,6 +342,10 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
     file->final_path = absl::StrCat(options.root_dir, "/", path);
     file->staging_path = file->final_path + kStagingSuffix;
     file->size = plan.max_end;
+    for (const FileRange& r : plan.ranges) {
+      file->claimed.push_back({r.start, r.end - r.start});
+      file->claimed_bytes += r.end - r.start;
+    }
     file->dirs.push_back(root);
     for (size_t i = 0; i + 1 < plan.parts.size(); ++i) {
       bool created = false;
@@ -373,21 +380,29 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
     files_.push_back(std::move(file));
     by_path[path] = raw;
     if (::ftruncate(fd, static_cast<off_t>(raw->size)) != 0) {
+      if (errno == EFBIG) {
+        return InvalidRegionField(
+            plan.first_index, "file_offset",
+            absl::StrCat("+ size ends its file at byte ", raw->size, ", past what the "
+                         "filesystem of \"", raw->staging_path, "\" allows for a file"));
+      }
       return PosixError(absl::StrCat("region ", plan.first_index,
                                      ": ftruncate \"", raw->staging_path,
                                      "\" to ", raw->size, " bytes"),
                         errno);
     }
     raw->first_region = plan.first_index;
-    LIVEMIG_ASSIGN_OR_RETURN(raw->claim, migration_internal::ClaimSpace(
-                                             fd, raw->size, plan.first_index, raw->staging_path));
+    LIVEMIG_ASSIGN_OR_RETURN(raw->claim,
+                             migration_internal::ClaimSpace(fd, raw->claimed, plan.first_index,
+                                                            raw->staging_path));
   }
   // Deferred claims were checked one file at a time: together they must fit
   // too (two files of 3/4 of a tmpfs each would both pass alone).
   std::vector<migration_internal::DeferredFile> deferred;
   for (const auto& file : files_) {
     if (file->claim.deferred) {
-      deferred.push_back({file->fd->get(), file->size, file->first_region, file->staging_path});
+      deferred.push_back(
+          {file->fd->get(), file->claimed_bytes, file->first_region, file->staging_path});
     }
   }
   LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckDeferredFit(deferred));
@@ -429,8 +444,10 @@ absl::Status RegionStore::ClaimDeferredSpace() {
   LIVEMIG_RETURN_IF_ERROR(CheckUsable());
   for (const auto& file : files_) {
     if (!file->claim.deferred) continue;
-    LIVEMIG_RETURN_IF_ERROR(migration_internal::ClaimHoles(
-        file->fd->get(), file->size, file->first_region, file->staging_path));
+    for (const migration_internal::ByteRange& r : file->claimed) {
+      LIVEMIG_RETURN_IF_ERROR(migration_internal::ClaimHoles(
+          file->fd->get(), r.length, file->first_region, file->staging_path, r.offset));
+    }
     file->claim.deferred = false;
   }
   for (StoredRegion& r : regions_) {

@@ -1,6 +1,10 @@
 // RegionStore::Create refuses every region table it cannot rebuild safely
 // (migration/region_table.h): with the exact code, the region and the
 // reason, and nothing left under root_dir.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 
@@ -182,6 +186,35 @@ TEST_F(RegionStoreValidationTest, TableOverTheByteLimitIsResourceExhausted) {
   ExpectRefused(Table({Anonymous(0, 0, 2 * kPage),
                        FileBacked(1, 2 * kPage, 2 * kPage, "mem", 0)}),
                 absl::StatusCode::kResourceExhausted, "limit");
+}
+
+// The bytes before a region's file_offset stay a hole: a source cannot make
+// the receiver fill a disk with an 8 KiB region at a large offset.
+TEST_F(RegionStoreValidationTest, ARegionAtALargeFileOffsetClaimsOnlyItsOwnBytes) {
+  constexpr uint64_t kOffset = uint64_t{1} << 30;
+  ASSERT_OK_AND_ASSIGN(RegionStore store,
+                       Create(Table({FileBacked(0, 0, 2 * kPage, "mem", kOffset)})));
+  ASSERT_OK(store.ClaimDeferredSpace());  // tmpfs claims after round 0.
+  struct stat st;
+  ASSERT_EQ(::stat(Root(std::string("mem") + kStagingSuffix).c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), kOffset + 2 * kPage);
+  EXPECT_LE(static_cast<uint64_t>(st.st_blocks) * 512, uint64_t{1} << 20);
+  store.Abandon();
+}
+
+TEST_F(RegionStoreValidationTest, AFileOffsetPastTheFilesystemsLimitIsInvalidArgument) {
+  constexpr uint64_t kOffset = uint64_t{1} << 50;  // 1 PiB: ext4 ends at 16 TiB.
+  const std::string probe = Root("probe");
+  const int fd = ::open(probe.c_str(), O_CREAT | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  const bool allowed = ::ftruncate(fd, static_cast<off_t>(kOffset + 2 * kPage)) == 0;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  if (allowed) GTEST_SKIP() << "this filesystem allows a 1 PiB file";
+  ExpectRefused(Table({FileBacked(0, 0, 2 * kPage, "mem", kOffset)}),
+                absl::StatusCode::kInvalidArgument,
+                "region 0: file_offset + size ends its file at byte 1125899906850816, past "
+                "what the filesystem");
 }
 
 TEST_F(RegionStoreValidationTest, PageSizeNotAPowerOfTwoIsInvalidArgument) {

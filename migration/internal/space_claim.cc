@@ -53,21 +53,32 @@ absl::Status Allocate(int fd, uint64_t offset, uint64_t length, uint64_t size, i
 
 }  // namespace
 
-absl::StatusOr<SpaceClaim> ClaimSpace(int fd, uint64_t size, int region,
+absl::StatusOr<SpaceClaim> ClaimSpace(int fd, const std::vector<ByteRange>& ranges, int region,
                                       const std::string& path) {
   struct statfs fs;
   if (::fstatfs(fd, &fs) != 0) {
     return PosixError(absl::StrCat("region ", region, ": fstatfs \"", path, "\""), errno);
   }
+  uint64_t size = 0;
+  for (const ByteRange& r : ranges) size += r.length;
+  // Refused before any block is taken (and so measured before: a failed
+  // fallocate may keep what it got).
+  if (FreeBytes(fd) < size) return NoSpace(fd, size, region, path, "checked with statvfs");
   SpaceClaim claim;
   if (fs.f_type == TMPFS_MAGIC) {
-    if (FreeBytes(fd) < size) return NoSpace(fd, size, region, path, "checked with statvfs");
     claim.deferred = true;
     return claim;
   }
   claim.writable = fs.f_type != HUGETLBFS_MAGIC;
-  if (absl::Status s = Allocate(fd, 0, size, size, region, path); !s.ok()) return s;
+  for (const ByteRange& r : ranges) {
+    if (absl::Status s = Allocate(fd, r.offset, r.length, size, region, path); !s.ok()) return s;
+  }
   return claim;
+}
+
+absl::StatusOr<SpaceClaim> ClaimSpace(int fd, uint64_t size, int region,
+                                      const std::string& path) {
+  return ClaimSpace(fd, std::vector<ByteRange>{{0, size}}, region, path);
 }
 
 absl::Status CheckDeferredFit(const std::vector<DeferredFile>& files) {

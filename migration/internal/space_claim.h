@@ -42,18 +42,29 @@ struct SpaceClaim {
   bool writable = true;
 };
 
-// Claims [0, size) of `fd` now, or checks the free space and defers the
-// claim, as the file comment says. `region` and `path` name the file in
-// errors. ResourceExhausted when the space is not there (ENOSPC, EDQUOT, or
-// less free space than `size` on tmpfs); other fallocate/fstatfs errors as
+// Bytes [offset, offset + length) of a file.
+struct ByteRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+// Claims `ranges` of `fd` now (the rest of the file stays a hole: a region
+// at a large file_offset claims only its own bytes), or checks the free
+// space and defers the claim, as the file comment says. `region` and `path`
+// name the file in errors. ResourceExhausted when the space is not there
+// (less free space than the ranges need, checked with statvfs before any
+// block is taken; ENOSPC, EDQUOT); other fallocate/fstatfs errors as
 // PosixError.
+[[nodiscard]] absl::StatusOr<SpaceClaim> ClaimSpace(int fd, const std::vector<ByteRange>& ranges,
+                                                    int region, const std::string& path);
+// ClaimSpace of [0, size).
 [[nodiscard]] absl::StatusOr<SpaceClaim> ClaimSpace(int fd, uint64_t size, int region,
                                                     const std::string& path);
 
 // A staging file whose claim was deferred, for CheckDeferredFit.
 struct DeferredFile {
   int fd = -1;
-  uint64_t size = 0;
+  uint64_t size = 0;  // The bytes its ranges claim.
   int region = 0;
   std::string path;
 };
