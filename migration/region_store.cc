@@ -150,13 +150,22 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
             "region ", i, ": file_path has ", parts.size(), " components; the limit is ",
             options.max_path_components));
       }
-      if (std::find(options.reserved_paths.begin(), options.reserved_paths.end(),
-                    r.file_path()) != options.reserved_paths.end()) {
+      // The same path, or a directory of it ("manifest.json.tmp/x" would
+      // leave no room for the receiver's file), or one above it.
+      const auto clashes = [&](const std::string& reserved) {
+        const std::string& path = r.file_path();
+        return path == reserved || absl::StartsWith(path, reserved + "/") ||
+               absl::StartsWith(reserved, path + "/");
+      };
+      if (auto it = std::find_if(options.reserved_paths.begin(), options.reserved_paths.end(),
+                                 clashes);
+          it != options.reserved_paths.end()) {
         return InvalidRegionField(
             i, "file_path",
-            absl::StrCat("\"", r.file_path(),
-                         "\" is a file the receiver writes itself; name the region "
-                         "otherwise"));
+            absl::StrCat("\"", r.file_path(), "\" ",
+                         *it == r.file_path() ? "is"
+                                              : absl::StrCat("is in the way of \"", *it, "\","),
+                         " a file the receiver writes itself; name the region otherwise"));
       }
       if (r.file_offset() % align != 0) {
         return InvalidRegionField(i, "file_offset",

@@ -100,8 +100,9 @@ struct RegionStoreOptions {
   uint64_t max_regions = 1024;
   uint64_t max_path_components = 32;
   // Paths under root_dir that the caller writes itself (e.g. livemig
-  // receive's "manifest.json"): a region naming one is refused
-  // (InvalidArgument), so a region file is never overwritten by them.
+  // receive's "manifest.json"): a region naming one, a path below one
+  // ("manifest.json/x") or a directory above one is refused
+  // (InvalidArgument), so a region file never takes their place.
   std::vector<std::string> reserved_paths;
   // Make every region resident before Create returns (prefault, see
   // migration/internal/prealloc.h): the store's own mappings and the VMM's

@@ -154,6 +154,21 @@ TEST_F(RegionStoreTest, ReservedPathIsInvalidArgumentAndCreatesNothing) {
   EXPECT_OK(Create(Table({FileBacked(0, 0, kPage, "vm/manifest.json", 0)})));
 }
 
+// A directory of a reserved file's name would leave no room for the file:
+// every later migration into that root_dir could not write its manifest.
+TEST_F(RegionStoreTest, APathBelowOrAboveAReservedOneIsInvalidArgumentAndCreatesNothing) {
+  options_.reserved_paths = {"manifest.json.tmp", "vm/state.json"};
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "manifest.json.tmp/x", 0)})),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "\"manifest.json.tmp/x\" is in the way of "
+                                  "\"manifest.json.tmp\""));
+  EXPECT_THAT(Create(Table({FileBacked(0, 0, kPage, "vm", 0)})),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "\"vm\" is in the way of \"vm/state.json\""));
+  EXPECT_TRUE(RootIsEmpty());
+  EXPECT_OK(Create(Table({FileBacked(0, 0, kPage, "manifest.json.tmpx", 0)})));
+}
+
 TEST_F(RegionStoreTest, AbandonRemovesTheDirectoriesCreateMadeAndNoOthers) {
   fs::create_directories(Root("kept"));
   {

@@ -15,12 +15,19 @@ namespace livemig::cli {
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  if (f == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
+  }
   const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() &&
                   std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  const int error = errno;
   std::fclose(f);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot write ", path));
+  if (!ok) {
+    return absl::InternalError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(error)));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }
