@@ -40,7 +40,9 @@ ABSL_FLAG(bool, json, false, "print the final result as one JSON object on the l
 ABSL_FLAG(bool, once, false, "receive: exit after one migration, its outcome as exit status");
 ABSL_FLAG(std::string, connect, "", "send: HOST:PORT of the receiver");
 ABSL_FLAG(std::string, memory, "", "send: one anonymous region of SIZE at guest address 0");
-ABSL_FLAG(std::string, fill, "random", "send: initial content: random, zero, text or keep");
+ABSL_FLAG(std::string, fill, "",
+          "send: initial content: random, zero, text or keep (default: random for anonymous "
+          "memory; a file= region keeps its file's content)");
 ABSL_FLAG(std::string, workload, "idle", "send: idle, uniform:rate=R, hotset:size=S,rate=R, "
           "sequential:rate=R, zipf:s=X,rate=R (add ,threads=N)");
 ABSL_FLAG(int32_t, downtime_ms, 300, "send: downtime limit in milliseconds");

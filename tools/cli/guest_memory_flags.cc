@@ -155,12 +155,21 @@ absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
   LIVEMIG_RETURN_IF_ERROR(CheckNamesAreDistinct(specs));
   std::vector<GuestRegion<AtomicBitmap>> regions;
   const std::string& fill = flags.fill;
+  if (!fill.empty() && fill != "random" && fill != "zero" && fill != "text" && fill != "keep") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fill=", fill, ": expected random, zero, text or keep"));
+  }
+  // Unless --fill says otherwise, a file= region keeps what its file holds
+  // (it is the user's guest memory: never overwritten unasked); anonymous
+  // memory has nothing to keep and gets random bytes.
+  std::vector<std::string> fills;
   uint64_t seed = 1;
   for (const RegionFlag& spec : specs) {
     if (spec.size == 0 || spec.size % kPage != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "region size ", spec.size, " must be a non-zero multiple of 4096"));
+          spec.text, ": size ", spec.size, " is not a non-zero multiple of 4096"));
     }
+    fills.push_back(!fill.empty() ? fill : spec.file.empty() ? "random" : "keep");
     std::optional<MmapRegion<AtomicBitmap>> mmap;
     if (spec.file.empty()) {
       LIVEMIG_ASSIGN_OR_RETURN(mmap, MmapRegion<AtomicBitmap>::Create(spec.size));
@@ -174,19 +183,18 @@ absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
                                               std::move(*mmap), GuestAddress(spec.gpa)));
     regions.push_back(std::move(region));
   }
-  if (fill != "random" && fill != "zero" && fill != "text" && fill != "keep") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--fill=", fill, ": expected random, zero, text or keep"));
-  }
   LIVEMIG_RETURN_IF_ERROR(before_fill());
-  if (fill != "keep") {
-    uint64_t total = 0;
-    for (const GuestRegion<AtomicBitmap>& region : regions) total += region.len();
-    std::fprintf(stderr, "livemig: filling %s of guest memory (--fill=%s)\n",
-                 FormatBytes(static_cast<double>(total)).c_str(), fill.c_str());
+  uint64_t total = 0;
+  for (size_t i = 0; i < regions.size(); ++i) {
+    if (fills[i] != "keep") total += regions[i].len();
   }
-  for (const GuestRegion<AtomicBitmap>& region : regions) {
-    LIVEMIG_RETURN_IF_ERROR(FillRegion(region.region(), fill, seed++));
+  if (total > 0) {
+    std::fprintf(stderr, "livemig: filling %s of guest memory (--fill=%s)\n",
+                 FormatBytes(static_cast<double>(total)).c_str(),
+                 fill.empty() ? "random, file= regions kept" : fill.c_str());
+  }
+  for (size_t i = 0; i < regions.size(); ++i) {
+    LIVEMIG_RETURN_IF_ERROR(FillRegion(regions[i].region(), fills[i], seed++));
   }
   return GuestMemory<AtomicBitmap>::FromRegions(std::move(regions));
 }

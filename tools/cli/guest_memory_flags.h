@@ -8,7 +8,9 @@
 //                           MAP_SHARED from OFF (default 0); the receiver
 //                           rebuilds it as REL under its --dir (default: the
 //                           last component of PATH). name= needs file=.
-//   --fill=random|zero|text|keep   the initial content of every region
+//   --fill=random|zero|text|keep   the initial content of every region;
+//                           without it, anonymous regions get random bytes
+//                           and file= regions keep their file's content
 //
 // Sizes and addresses use the units.h size grammar. Regions are sorted by
 // guest address; two regions the receiver would rebuild under one name must
@@ -61,7 +63,7 @@ struct RegionFlag {
 struct GuestMemoryFlags {
   std::vector<std::string> regions;  // Every --region value, in order.
   std::string memory;                // --memory; empty: not given.
-  std::string fill;                  // --fill.
+  std::string fill;                  // --fill; empty: not given.
 };
 
 // Maps the regions the flags describe, calls `before_fill` (which may fail;

@@ -1,5 +1,6 @@
 #include "tools/cli/guest_memory_flags.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -139,7 +140,29 @@ TEST(BuildMemory, RefusesASizeThatIsNotWholePages) {
   std::vector<std::string> names;
   absl::StatusOr<GuestMemory<AtomicBitmap>> memory = BuildMemory(flags, &names, NoProbe);
   EXPECT_THAT(memory, StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_EQ(memory.status().message(), "region size 3072 must be a non-zero multiple of 4096");
+  EXPECT_EQ(memory.status().message(), "--memory=3K: size 3072 is not a non-zero multiple of 4096");
+}
+
+// Without --fill, a file= region is the user's guest memory: kept as it is.
+// Anonymous memory beside it is filled.
+TEST(BuildMemory, WithoutFillKeepsWhatAFileHoldsAndFillsAnonymousMemory) {
+  const std::string path = MakeFile("kept.mem", 4096);
+  {
+    std::FILE* f = std::fopen(path.c_str(), "r+");
+    ASSERT_NE(f, nullptr);
+    std::fputs("the user's guest", f);
+    std::fclose(f);
+  }
+  GuestMemoryFlags flags;
+  flags.regions = {"gpa=0x100000,size=4K,file=" + path};
+  flags.memory = "8K";
+  std::vector<std::string> names;
+  absl::StatusOr<GuestMemory<AtomicBitmap>> memory = BuildMemory(flags, &names, NoProbe);
+  ASSERT_THAT(memory, IsOk());
+  const uint8_t* file_bytes = memory->region(1).region().as_ptr();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(file_bytes), 16), "the user's guest");
+  const uint8_t* anonymous = memory->region(0).region().as_ptr();
+  EXPECT_NE(std::count(anonymous, anonymous + 8192, 0), 8192) << "anonymous memory not filled";
 }
 
 TEST(BuildMemory, RefusesAnUnknownFillBeforeCallingBeforeFill) {
