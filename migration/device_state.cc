@@ -42,6 +42,7 @@ absl::Status CheckDeviceSections(const std::vector<DeviceSection>& sections) {
         kMaxDeviceSections));
   }
   std::set<std::string> ids;
+  size_t total = 0;
   for (size_t i = 0; i < sections.size(); ++i) {
     const DeviceSection& s = sections[i];
     if (absl::Status id = CheckId(s.id, i, "VmControl: "); !id.ok()) return id;
@@ -53,6 +54,12 @@ absl::Status CheckDeviceSections(const std::vector<DeviceSection>& sections) {
       return absl::InvalidArgumentError(absl::StrCat(
           "VmControl: device state section \"", s.id, "\" holds ", s.bytes.size(),
           " bytes; one section carries at most ", kMaxSectionBytes, " (split it)"));
+    }
+    total += s.bytes.size();
+    if (total > kMaxDeviceStateBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "VmControl: device state sections up to \"", s.id, "\" hold ", total,
+          " bytes; a migration carries at most ", kMaxDeviceStateBytes));
     }
   }
   return absl::OkStatus();
@@ -98,6 +105,13 @@ absl::Status DeviceStateAssembler::Add(proto::DeviceState frame) {
                                             "\" (", frame.state().size(),
                                             " bytes) does not match its hash"));
   }
+  if (frame.state().size() > kMaxDeviceStateBytes - bytes_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "device state section \"", frame.device_id(), "\" brings the sections to ",
+        bytes_ + frame.state().size(), " bytes; a migration carries at most ",
+        kMaxDeviceStateBytes));
+  }
+  bytes_ += frame.state().size();
   count_ = count;
   sections_.push_back(DeviceSection{frame.device_id(), frame.format_version(),
                                     std::move(*frame.mutable_state())});

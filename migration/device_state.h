@@ -16,8 +16,9 @@
 //
 // Limits (both sides): at most kMaxDeviceSections sections, ids non-empty,
 // at most kMaxDeviceIdLength bytes and unique; each section's bytes fit one
-// frame. A source from before sections (index = count = 0, no hash) sends
-// exactly one.
+// frame, and all of them together at most kMaxDeviceStateBytes (what a
+// destination holds before it has checked them). A source from before
+// sections (index = count = 0, no hash) sends exactly one.
 //
 // Errors: the source's check is InvalidArgument naming the section (the
 // VMM's bug: nothing was sent); the destination's are DataLoss (a frame out
@@ -41,6 +42,7 @@ namespace livemig {
 
 inline constexpr uint32_t kMaxDeviceSections = 4096;
 inline constexpr size_t kMaxDeviceIdLength = 256;
+inline constexpr size_t kMaxDeviceStateBytes = size_t{64} << 20;
 
 // XXH3-64 of `bytes`, never 0 (0 means "no hash" on the wire).
 uint64_t HashDeviceState(const std::string& bytes);
@@ -60,6 +62,7 @@ class DeviceStateAssembler {
 
  private:
   uint32_t count_ = 0;  // 0 until the first frame.
+  size_t bytes_ = 0;    // Of the sections so far.
   std::vector<DeviceSection> sections_;
   std::set<std::string> ids_;
 };

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -116,6 +117,26 @@ TEST(DeviceSections, TheDestinationRefusesABrokenSequenceNamingTheSection) {
     EXPECT_THAT(a.Add(Frame("", "x", 0, 1)),
                 StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "has an empty id"));
   }
+}
+
+// Every section fits a frame, but 4096 of them would be 4 GiB held before
+// any is checked: the sections together are bounded too, on both sides.
+TEST(DeviceSections, AllSectionsTogetherAreBoundedOnBothSides) {
+  const std::string mib(size_t{1} << 20, 'x');  // Larger than one frame carries.
+  const std::string section(mib.size() - 2048, 'x');
+  const uint32_t fit = kMaxDeviceStateBytes / section.size();
+  DeviceStateAssembler a;
+  for (uint32_t i = 0; i < fit; ++i) {
+    ASSERT_OK(a.Add(Frame(absl::StrCat("s", i), section, i, fit + 2)));
+  }
+  EXPECT_THAT(a.Add(Frame("last", section, fit, fit + 2)),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "device state section \"last\" brings the sections to"));
+  std::vector<DeviceSection> sections;
+  for (uint32_t i = 0; i <= fit; ++i) sections.push_back({absl::StrCat("s", i), 1, section});
+  EXPECT_THAT(CheckDeviceSections(sections),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "a migration carries at most 67108864"));
 }
 
 }  // namespace
