@@ -1,5 +1,7 @@
 #include "migration/internal/compressed_batch.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "migration/protocol.h"
@@ -38,11 +40,19 @@ absl::Status LandCompressedBatch(Connection& conn, wire::IncomingFrame& frame,
                                             bytes - 1, " (a batch that does not shrink is RAW)"));
   }
   // Into the channel's buffer first (bounded by the frame limit, checked
-  // with the header); the message was verified by ReadFrameStart.
-  const absl::Span<uint8_t> input = decompressor.InputBuffer(static_cast<size_t>(packed));
-  const iovec into{input.data(), input.size()};
-  LIVEMIG_RETURN_IF_ERROR(
-      wire::ReadPayloadAndVerify(conn, frame, absl::MakeConstSpan(&into, 1), timeout));
+  // with the header); the message was verified by ReadFrameStart. The
+  // buffer grows as the bytes arrive, so a header alone makes the receiver
+  // hold nothing: a source has to send what it announces.
+  constexpr size_t kPiece = size_t{1} << 20;
+  absl::Span<uint8_t> input;
+  for (size_t got = 0; got < packed;) {
+    const size_t next = static_cast<size_t>(std::min<uint64_t>(packed, got + kPiece));
+    input = decompressor.InputBuffer(next);
+    LIVEMIG_RETURN_IF_ERROR(
+        wire::ReadPayloadPiece(conn, frame, input.subspan(got, next - got), timeout));
+    got = next;
+  }
+  LIVEMIG_RETURN_IF_ERROR(wire::FinishPayload(frame));
   absl::Status landed = decompressor.Decompress(codec, input, destination);
   if (!landed.ok()) {
     return absl::DataLossError(absl::StrCat(what, ": ", landed.message()));

@@ -143,7 +143,11 @@ class BatchDecompressor {
   BatchDecompressor& operator=(const BatchDecompressor&) = delete;
 
   // A buffer of `size` bytes to read a compressed payload into (reused).
+  // Growing it keeps the bytes it held, so a payload can be read into it a
+  // piece at a time.
   absl::Span<uint8_t> InputBuffer(size_t size);
+  // How many bytes that buffer holds now.
+  size_t input_bytes() const { return input_.size(); }
 
   // Decompresses `input` (`codec`'s format) into `destination`, in order.
   // OK only if it decompresses to exactly the destination's total size.
