@@ -66,6 +66,11 @@ absl::Status CheckHello(const proto::Hello& hello, proto::Role expected_role) {
     return absl::InvalidArgumentError(absl::StrCat(
         "channel index ", hello.channel_index(), " of ", hello.channel_count()));
   }
+  if (hello.migration_id().size() > kMaxMigrationIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat("migration id of ",
+                                                   hello.migration_id().size(),
+                                                   " bytes; at most ", kMaxMigrationIdLength));
+  }
   return absl::OkStatus();
 }
 

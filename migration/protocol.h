@@ -236,7 +236,10 @@ proto::Hello MakeHello(proto::Role role, uint32_t channel_index,
 // version ranges overlap (FailedPrecondition naming both ranges),
 // FEATURE_PAGE_HASHES offered (FailedPrecondition), page size
 // (InvalidArgument), role (InvalidArgument), channel index < count
-// (InvalidArgument).
+// (InvalidArgument), a migration id of at most kMaxMigrationIdLength bytes
+// (InvalidArgument; a destination holds it while the migration's other
+// channels come).
+inline constexpr size_t kMaxMigrationIdLength = 128;
 [[nodiscard]] absl::Status CheckHello(const proto::Hello& hello,
                                       proto::Role expected_role);
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -28,12 +29,14 @@
 #include "migration/transport/endpoint.h"
 #include "migration/wire/frame_codec.h"
 #include "migration/wire/frame_format.h"
+#include "migration/wire/frame_io.h"
 #include "proto/migration.pb.h"
 
 namespace livemig {
 namespace {
 
 using ::livemig::testing::DirEntries;
+using ::livemig::testing::kIo;
 using ::livemig::testing::kRegionSize;
 using ::livemig::testing::RawSourceTest;
 using ::livemig::testing::StatusIs;
@@ -114,6 +117,41 @@ TEST_F(RawSourceTest, SeveralChannelsWithoutMultiChannelAreRefused) {
       absl::StatusCode::kFailedPrecondition,
       "source asks for 2 channels without offering FEATURE_MULTI_CHANNEL"));
   ExpectTheNextSourceIsReceived();
+}
+
+TEST_F(RawSourceTest, AMigrationIdLongerThanTheLimitIsRefused) {
+  ASSERT_OK(Send(wire::FrameType::kHello,
+                 MakeHello(proto::ROLE_SOURCE, 0, 2, std::string(kMaxMigrationIdLength + 1, 'x'))));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kInvalidArgument,
+                                             "migration id of 129 bytes; at most 128"));
+  ExpectTheNextSourceIsReceived();
+}
+
+// Connections whose Hello was answered wait for their migration's other
+// channels; strangers cannot park more than max_pending + max_channels of
+// them (each holds a descriptor), and the next is refused at once.
+class FewWaitingChannels : public RawSourceTest {
+  void Configure(ReceiverOptions& options) override {
+    options.max_pending_handshakes = 2;
+    options.max_channels = 2;
+  }
+};
+
+TEST_F(FewWaitingChannels, AConnectionPastTheWaitingLimitIsRefused) {
+  std::vector<std::unique_ptr<Connection>> parked;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Connection> c,
+                         Connection::Connect(receiver_->endpoint(), kIo));
+    proto::Hello hello = MakeHello(proto::ROLE_SOURCE, 0, 2, absl::StrCat("stranger", i));
+    ASSERT_OK(wire::WriteFrame(*c, wire::FrameType::kHello, hello, kIo));
+    ASSERT_OK_AND_ASSIGN(wire::IncomingFrame reply, wire::ReadFrameStart(*c, kIo));
+    ASSERT_EQ(reply.header.type, wire::FrameType::kHello);  // Answered: it waits now.
+    parked.push_back(std::move(c));
+  }
+  ASSERT_OK(Send(wire::FrameType::kHello, MakeHello(proto::ROLE_SOURCE, 0, 2, "one more")));
+  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(
+      absl::StatusCode::kResourceExhausted,
+      "4 connections already wait for the other channels of their migrations; at most 4 may"));
 }
 
 // Handshakes run concurrently: a connection that never says anything does

@@ -57,6 +57,10 @@ class Acceptor {
   absl::Status StartTls(Connection& conn, bool* answer);
   // Shuts every connection not handed out down and joins every thread.
   void Drain();
+  // Connections whose Hello was answered, waiting in incomplete groups.
+  uint32_t WaitingLocked() const;
+  // At most that many: max_pending strangers' plus a whole real migration.
+  uint32_t MaxWaiting() const { return options_.max_pending + options_.max_channels; }
 
   Listener& listener_;
   const AcceptOptions& options_;
@@ -138,6 +142,12 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
     }
     if (refusing_ || done_ || !complete_.empty()) {
       status = absl::UnavailableError("the destination is busy with another migration");
+    } else if (const uint32_t waiting = WaitingLocked(); waiting >= MaxWaiting()) {
+      // Each waits for its migration's other channels (group_timeout):
+      // without a bound, strangers could hold every descriptor there is.
+      status = absl::ResourceExhaustedError(absl::StrCat(
+          waiting, " connections already wait for the other channels of their migrations; at "
+          "most ", MaxWaiting(), " may"));
     } else if (hello.channel_count() != g.count) {
       status = absl::InvalidArgumentError(absl::StrCat(
           "channel ", index, " says the migration has ", hello.channel_count(),
@@ -195,6 +205,12 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   finished_.push_back(std::this_thread::get_id());
   changed_.notify_all();
   // `conn` (if still ours) closes here.
+}
+
+uint32_t Acceptor::WaitingLocked() const {
+  uint32_t waiting = 0;
+  for (const auto& [id, g] : groups_) waiting += g.present;
+  return waiting;
 }
 
 void Acceptor::Drain() {
@@ -269,8 +285,15 @@ absl::StatusOr<AcceptedMigration> Acceptor::Run() {
     for (auto& t : finished) t.join();
     absl::StatusOr<std::unique_ptr<Connection>> conn = listener_.Accept(kPoll);
     if (absl::IsDeadlineExceeded(conn.status())) continue;
-    if (!conn.ok() && refusing_ && !absl::IsCancelled(conn.status())) {
-      absl::SleepFor(kPoll);  // Out of descriptors, say: the door stays answered.
+    // Out of descriptors, say: the door stays answered, and a migration
+    // still waits for its source (the strangers holding them time out).
+    if (!conn.ok() && !absl::IsCancelled(conn.status()) &&
+        (refusing_ || absl::IsResourceExhausted(conn.status()))) {
+      if (!refusing_) {
+        std::lock_guard<std::mutex> lock(mu_);
+        last_refusal_ = conn.status();
+      }
+      absl::SleepFor(kPoll);
       continue;
     }
     if (!conn.ok()) return conn.status();

@@ -17,8 +17,12 @@
 // compression codec not in accept_compression. With TLS, a connection must finish
 // a mutual TLS handshake first: one whose certificate is refused is closed
 // without a word (the TLS alert told it); one that speaks plaintext livemig
-// ("LMIG" first) gets a plaintext Abort saying TLS is required. At most max_pending handshakes run at once (the rest
-// wait in the listen backlog), each on its own thread.
+// ("LMIG" first) gets a plaintext Abort saying TLS is required. At most
+// max_pending handshakes run at once (the rest wait in the listen backlog),
+// each on its own thread, and at most max_pending + max_channels answered
+// connections wait in incomplete groups: one more is refused with
+// Abort{RESOURCE_EXHAUSTED} (each holds a descriptor until group_timeout).
+// An accept that fails for want of descriptors is retried, not the end.
 //
 // Thread safety: call from one thread; `cancelled` is polled (every 50 ms)
 // and ends the wait with Cancelled, shutting every connection down.
