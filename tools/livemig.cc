@@ -56,7 +56,8 @@ ABSL_FLAG(int32_t, stall_rounds, 5, "send: rounds without the dirty volume shrin
           "escalating (a throttle step with --auto-converge, else --on-timeout); 0 = never");
 ABSL_FLAG(std::string, throttle_steps, "20,10,99", "send: auto-converge throttle "
           "INITIAL,INCREMENT,MAX in percent");
-ABSL_FLAG(std::string, max_bandwidth, "", "send: bandwidth cap, e.g. 200MB/s (default none)");
+ABSL_FLAG(std::string, max_bandwidth, "",
+          "send: bandwidth cap, e.g. 200MB/s (default none; 0: none)");
 ABSL_FLAG(std::string, compress, "none", "send: compress page batches on the channel threads: "
           "none, zstd[:LEVEL] (1..19, default 1) or lz4[:ACCELERATION] (1..65537, default 1); "
           "a batch that does not shrink is sent raw, and a channel meeting incompressible "

@@ -93,6 +93,11 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"send", to, "--memory=1MiB", "--max-bandwidth=100B/s"},
        "--max-bandwidth=100B/s: below 547 bytes/s no page goes out within a quarter of "
        "--io-timeout-s=30; give more, or a longer --io-timeout-s"},
+      // A fraction of a byte per second was no cap at all; 1e30 overflowed.
+      {{"send", to, "--memory=1MiB", "--max-bandwidth=0.5B/s"},
+       "--max-bandwidth=0.5B/s: below 547 bytes/s"},
+      {{"send", to, "--memory=1MiB", "--max-bandwidth=1e30B/s"},
+       "--max-bandwidth=1e30B/s: too large"},
       {{"send", to, "--memory=1MiB", "--fill=purple"}, "expected random, zero, text or keep"},
       {{"send", to, "--region=gpa=0,size=1MiB,colour=red"}, "unknown key \"colour\""},
       {{"send", to, "--region=size=1MiB"}, "gpa= and size= are required"},

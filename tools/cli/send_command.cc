@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <optional>
@@ -161,7 +162,14 @@ int RunSend(const SendFlags& flags) {
       return Usage(absl::InvalidArgumentError(
           absl::StrCat("--max-bandwidth: ", rate.status().message())));
     }
-    options.max_bandwidth = static_cast<uint64_t>(*rate);
+    if (*rate >= 0x1p64) {
+      return Usage(absl::InvalidArgumentError(
+          absl::StrCat("--max-bandwidth=", flags.max_bandwidth, ": too large")));
+    }
+    // 0 is no cap; a fraction of a byte per second is 1, which the check
+    // of the lowest rate below refuses (it became no cap at all).
+    options.max_bandwidth =
+        *rate == 0 ? 0 : std::max<uint64_t>(1, static_cast<uint64_t>(*rate));
   }
   if (!flags.compress.empty()) {
     absl::StatusOr<wire::CompressionSpec> compress = wire::ParseCompressionSpec(flags.compress);
