@@ -63,6 +63,8 @@ ABSL_FLAG(std::string, compress, "none", "send: compress page batches on the cha
           "a batch that does not shrink is sent raw, and a channel meeting incompressible "
           "memory backs off; the receiver must accept the codec (it accepts both)");
 ABSL_FLAG(double, io_timeout_s, 30, "deadline for every network read and write, seconds");
+ABSL_FLAG(double, session_timeout_s, 86400,
+          "receive: the longest one migration may take, seconds (0: none)");
 ABSL_FLAG(double, max_pause_s, 60, "send: the longest the guest may stay paused before the "
           "handover, seconds; past it the migration fails and the guest resumes (0 = none)");
 ABSL_FLAG(std::string, verify, "sent", "send: end-to-end verification: sent (the destination "
@@ -129,6 +131,7 @@ absl::Status CheckOnlyFlagsOf(const std::string& command) {
       {"durable", Given(FLAGS_durable)},
       {"prealloc", Given(FLAGS_prealloc)},
       {"resume-vm", Given(FLAGS_resume_vm)},
+      {"session-timeout-s", Given(FLAGS_session_timeout_s)},
       {"test-hang-after-commit", Given(FLAGS_test_hang_after_commit)}};
   const bool receive = command == "receive";
   for (const auto& [name, given] : receive ? send_only : receive_only) {
@@ -149,6 +152,7 @@ cli::ReceiveFlags ReceiveFlagsFromFlags() {
   f.dir = absl::GetFlag(FLAGS_dir);
   f.channels = absl::GetFlag(FLAGS_channels);
   f.io_timeout_s = absl::GetFlag(FLAGS_io_timeout_s);
+  f.session_timeout_s = absl::GetFlag(FLAGS_session_timeout_s);
   f.json = absl::GetFlag(FLAGS_json);
   f.once = absl::GetFlag(FLAGS_once);
   f.durable = absl::GetFlag(FLAGS_durable);

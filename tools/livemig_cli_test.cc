@@ -69,6 +69,7 @@ TEST_F(LivemigCli, ConvergingMigrationRebuildsFileAndAnonymousRegions) {
 TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
   const std::string to = "--unix=" + Socket();
   const std::string dir = "--dir=" + dir_ + "/dst";
+  std::filesystem::remove(dir_ + "/dst");  // The fixture's: bad usage must not make it.
   const struct {
     std::vector<std::string> args;
     std::string message;
@@ -147,6 +148,9 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"send", to, "--vm=xen"}, "--vm: "},
       {{"receive", to, dir, "--resume-vm=0s"}, "--resume-vm=0s: expected a duration above 0"},
       {{"receive", to, dir, "--resume-vm=soon"}, "--resume-vm=soon: expected a duration"},
+      {{"receive", to, dir, "--session-timeout-s=-1"},
+       "--session-timeout-s=-1: expected 0 (none) to 31536000 seconds"},
+      {{"send", to, "--memory=1MiB", "--session-timeout-s=5"}, "--session-timeout-s is a receive"},
       {{"send", to, "--memory=1MiB", "--resume-vm"}, "--resume-vm is a receive flag"},
       {{"receive", to, dir, "--vm=kvm"}, "--vm is a send flag"},
       {{"send", to, "--memory=1MiB", "--compress=gzip"},
@@ -167,6 +171,8 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
     EXPECT_THAT(p.Err(), HasSubstr(c.message)) << "args ending " << c.args.back();
   }
   EXPECT_FALSE(std::filesystem::exists(Socket()));  // Nothing ever listened.
+  // Nor was --dir made (it was, before the flags after it were checked).
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst"));
 }
 
 TEST_F(LivemigCli, KillingTheReceiverMidMigrationFailsTheSenderAndResumesTheWorkload) {

@@ -46,6 +46,9 @@ class RoundBarrier {
     // before any of them reads page hashes or lands round + 1.
     if (r.arrived + 1 == parties_ && !broken_) on_round_(round, r.finals == parties_);
     ++r.arrived;
+    // Every channel left the rounds before (it arrived here after leaving
+    // them), so nobody refers to them: forgotten, one entry per round kept.
+    if (r.arrived == parties_) rounds_.erase(rounds_.begin(), rounds_.find(round));
     changed_.notify_all();
     const absl::Time deadline = absl::Now() + timeout;
     while (!broken_ && r.arrived < parties_) {

@@ -78,12 +78,10 @@ int RunReceive(const ReceiveFlags& flags) {
   }
   absl::StatusOr<absl::Duration> io_timeout = IoTimeoutFromFlag(flags.io_timeout_s);
   if (!io_timeout.ok()) return Usage(io_timeout.status());
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Usage(absl::InvalidArgumentError(absl::StrCat("--dir: ", ec.message())));
-  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
-    return Usage(absl::InvalidArgumentError(
-        absl::StrCat("--dir=", dir, ": not writable (", std::strerror(errno), ")")));
+  if (!(flags.session_timeout_s >= 0) || flags.session_timeout_s > 365 * 86400.0) {
+    return Usage(absl::InvalidArgumentError(absl::StrCat(
+        "--session-timeout-s=", flags.session_timeout_s, ": expected 0 (none) to ",
+        365 * 86400, " seconds")));
   }
   std::optional<absl::Duration> resume_for;
   if (!flags.resume_vm.empty()) {
@@ -110,8 +108,24 @@ int RunReceive(const ReceiveFlags& flags) {
         "--durable cannot be combined with --region: the receiver flushes only the memory "
         "it makes itself"));
   }
+  absl::StatusOr<std::shared_ptr<const TlsContext>> tls = DestinationTlsFromFlags(flags.tls_dir);
+  if (!tls.ok()) return Usage(tls.status());
+  // Made only once every flag is right, and removed again (if this made it
+  // and it is still empty) when listening fails: bad usage leaves nothing.
+  std::error_code ec;
+  const bool made_dir = std::filesystem::create_directories(dir, ec);
+  if (ec) return Usage(absl::InvalidArgumentError(absl::StrCat("--dir=", dir, ": ", ec.message())));
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    return Usage(absl::InvalidArgumentError(
+        absl::StrCat("--dir=", dir, ": not writable (", std::strerror(errno), ")")));
+  }
   ReceiverOptions options;
+  options.tls = *tls;
   options.root_dir = dir;
+  // A source that keeps sending just within each io timeout (empty rounds,
+  // say) cannot hold this receiver, and the sources it turns away as busy,
+  // for ever.
+  if (flags.session_timeout_s > 0) options.session_timeout = absl::Seconds(flags.session_timeout_s);
   options.max_channels = max_channels > 0 ? static_cast<uint32_t>(max_channels) : 64;
   options.io_timeout = *io_timeout;
   options.anonymous_regions_as_files = true;
@@ -136,11 +150,6 @@ int RunReceive(const ReceiveFlags& flags) {
   if (!declared.empty()) {
     options.region_memory = [&lend](const RegionDescription& r) { return lend(r); };
   }
-  {
-    auto tls = DestinationTlsFromFlags(flags.tls_dir);
-    if (!tls.ok()) return Usage(tls.status());
-    options.tls = *tls;
-  }
   if (flags.test_hang_after_commit) {
     options.test_on_step = [](const char* step) {
       if (std::string(step) != "committed") return;
@@ -150,6 +159,7 @@ int RunReceive(const ReceiveFlags& flags) {
   }
   absl::StatusOr<std::unique_ptr<Receiver>> receiver = Receiver::Listen(*at, options);
   if (!receiver.ok()) {
+    if (made_dir) std::filesystem::remove(dir, ec);  // Only if still empty.
     // A descriptor that is not a connected socket is bad usage, like a bad path.
     if (at->kind == Endpoint::Kind::kFd && absl::IsInvalidArgument(receiver.status())) {
       return Usage(absl::InvalidArgumentError(

@@ -40,6 +40,7 @@ struct ReceiveFlags {
   std::string dir;         // --dir
   int32_t channels = 0;    // --channels: the most accepted; 0 means 64.
   double io_timeout_s = 0; // --io-timeout-s
+  double session_timeout_s = 0;  // --session-timeout-s: 0 for none.
   bool json = false;       // --json
   bool once = false;       // --once
   bool durable = false;    // --durable
