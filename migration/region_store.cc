@@ -129,6 +129,11 @@ absl::Status ValidateTable(const proto::RegionTable& table, uint64_t page_size,
       return InvalidRegionField(i, "size",
                                 absl::StrCat(r.size(), " does not fit size_t"));
     }
+    if (r.guest_addr() % page_size != 0) {
+      return InvalidRegionField(i, "guest_addr",
+                                absl::StrCat("0x", absl::Hex(r.guest_addr()),
+                                             " is not a multiple of the page size ", page_size));
+    }
     if (r.size() - 1 > std::numeric_limits<uint64_t>::max() - r.guest_addr()) {
       return InvalidRegionField(
           i, "guest_addr",

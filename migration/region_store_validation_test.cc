@@ -79,6 +79,11 @@ TEST_F(RegionStoreValidationTest, OverlappingGuestRangesAreInvalidArgument) {
                 absl::StatusCode::kInvalidArgument, "region 1: guest_addr");
 }
 
+TEST_F(RegionStoreValidationTest, UnalignedGuestAddressIsInvalidArgument) {
+  ExpectRefused(Table({Anonymous(0, 0x1001, kPage)}), absl::StatusCode::kInvalidArgument,
+                "region 0: guest_addr 0x1001 is not a multiple of the page size 4096");
+}
+
 TEST_F(RegionStoreValidationTest, GuestRangeOverflowIsInvalidArgument) {
   ExpectRefused(Table({Anonymous(0, UINT64_MAX - kPage + 2, kPage)}),
                 absl::StatusCode::kInvalidArgument, "region 0: guest_addr");

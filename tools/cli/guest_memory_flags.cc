@@ -12,6 +12,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -76,6 +77,10 @@ absl::StatusOr<RegionFlag> ParseRegionFlag(const std::string& text) {
       if (kv.first == "size") region.size = *v, have_size = true;
       if (kv.first == "offset") region.offset = *v;
     } else if (kv.first == "file") {
+      if (kv.second.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--region=", text, ": file= needs a path (leave it out for anonymous memory)"));
+      }
       region.file = kv.second;
     } else if (kv.first == "name") {
       region.name = kv.second;
@@ -88,6 +93,11 @@ absl::StatusOr<RegionFlag> ParseRegionFlag(const std::string& text) {
   if (!have_gpa || !have_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("--region=", text, ": gpa= and size= are required"));
+  }
+  if (region.gpa % kPage != 0 || region.offset % kPage != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--region=", text, ": ", region.gpa % kPage != 0 ? "gpa" : "offset",
+        " is not a multiple of the page size 4096"));
   }
   if (region.size > ~uint64_t{0} - region.gpa) {
     return absl::InvalidArgumentError(
@@ -153,6 +163,16 @@ absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
   std::sort(specs.begin(), specs.end(),
             [](const RegionFlag& a, const RegionFlag& b) { return a.gpa < b.gpa; });
   LIVEMIG_RETURN_IF_ERROR(CheckNamesAreDistinct(specs));
+  // How each region was asked for, for messages.
+  const auto flag_of = [](const RegionFlag& spec) {
+    return absl::StartsWith(spec.text, "--") ? spec.text : absl::StrCat("--region=", spec.text);
+  };
+  for (size_t i = 1; i < specs.size(); ++i) {
+    if (specs[i].gpa - specs[i - 1].gpa < specs[i - 1].size) {  // Sorted: no underflow.
+      return absl::InvalidArgumentError(absl::StrCat(flag_of(specs[i]), " overlaps ",
+                                                     flag_of(specs[i - 1])));
+    }
+  }
   std::vector<GuestRegion<AtomicBitmap>> regions;
   const std::string& fill = flags.fill;
   if (!fill.empty() && fill != "random" && fill != "zero" && fill != "text" && fill != "keep") {
@@ -167,7 +187,7 @@ absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
   for (const RegionFlag& spec : specs) {
     if (spec.size == 0 || spec.size % kPage != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          spec.text, ": size ", spec.size, " is not a non-zero multiple of 4096"));
+          flag_of(spec), ": size ", spec.size, " is not a non-zero multiple of 4096"));
     }
     fills.push_back(!fill.empty() ? fill : spec.file.empty() ? "random" : "keep");
     std::optional<MmapRegion<AtomicBitmap>> mmap;
@@ -175,8 +195,15 @@ absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
       LIVEMIG_ASSIGN_OR_RETURN(mmap, MmapRegion<AtomicBitmap>::Create(spec.size));
       file_names->push_back("");
     } else {
-      LIVEMIG_ASSIGN_OR_RETURN(FileOffset file, FileOffset::Open(spec.file, spec.offset));
-      LIVEMIG_ASSIGN_OR_RETURN(mmap, MmapRegion<AtomicBitmap>::FromFile(std::move(file), spec.size));
+      // The flag in front: "file (fd 3) is 3 bytes" alone names neither.
+      const auto named = [&](const absl::Status& s) {
+        return absl::Status(s.code(), absl::StrCat(flag_of(spec), ": ", s.message()));
+      };
+      absl::StatusOr<FileOffset> file = FileOffset::Open(spec.file, spec.offset);
+      if (!file.ok()) return named(file.status());
+      auto mapped = MmapRegion<AtomicBitmap>::FromFile(std::move(*file), spec.size);
+      if (!mapped.ok()) return named(mapped.status());
+      mmap = std::move(*mapped);
       file_names->push_back(spec.name);
     }
     LIVEMIG_ASSIGN_OR_RETURN(auto region, GuestRegion<AtomicBitmap>::Create(

@@ -15,6 +15,7 @@ namespace {
 
 using ::livemig::testing::IsOk;
 using ::livemig::testing::StatusIs;
+using ::livemig::testing::StatusIsWithMessage;
 using ::testing::ElementsAre;
 
 // A file of `size` zero bytes under the test's temporary directory.
@@ -141,6 +142,45 @@ TEST(BuildMemory, RefusesASizeThatIsNotWholePages) {
   absl::StatusOr<GuestMemory<AtomicBitmap>> memory = BuildMemory(flags, &names, NoProbe);
   EXPECT_THAT(memory, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(memory.status().message(), "--memory=3K: size 3072 is not a non-zero multiple of 4096");
+}
+
+TEST(ParseRegionFlag, RefusesUnalignedAddressesAndAnEmptyFile) {
+  EXPECT_THAT(ParseRegionFlag("gpa=0x1001,size=4K"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--region=gpa=0x1001,size=4K: gpa is not a multiple of the "
+                                  "page size 4096"));
+  EXPECT_THAT(ParseRegionFlag("gpa=0,size=4K,file=x,offset=100"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "offset is not a multiple of the page size 4096"));
+  EXPECT_THAT(ParseRegionFlag("gpa=0,size=4K,file="),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--region=gpa=0,size=4K,file=: file= needs a path"));
+}
+
+// Refused before any memory is mapped, filled or connected to, naming both.
+TEST(BuildMemory, RefusesOverlappingRegionsBeforeCallingBeforeFill) {
+  GuestMemoryFlags flags;
+  flags.memory = "16K";
+  flags.regions = {"gpa=8K,size=4K"};
+  std::vector<std::string> names;
+  bool called = false;
+  absl::StatusOr<GuestMemory<AtomicBitmap>> memory = BuildMemory(flags, &names, [&] {
+    called = true;
+    return absl::OkStatus();
+  });
+  EXPECT_THAT(memory, StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                          "--region=gpa=8K,size=4K overlaps --memory=16K"));
+  EXPECT_FALSE(called);
+}
+
+TEST(BuildMemory, AFileTooSmallIsNamedByItsFlag) {
+  const std::string path = MakeFile("small.mem", 3);
+  GuestMemoryFlags flags;
+  flags.regions = {"gpa=0,size=4K,file=" + path};
+  std::vector<std::string> names;
+  EXPECT_THAT(BuildMemory(flags, &names, NoProbe),
+              StatusIsWithMessage(absl::StatusCode::kOutOfRange,
+                                  "--region=gpa=0,size=4K,file=" + path + ": "));
 }
 
 // Without --fill, a file= region is the user's guest memory: kept as it is.
