@@ -14,6 +14,7 @@
 // receive_command.h.
 #include <algorithm>
 #include <cstdio>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -195,19 +196,28 @@ cli::SendFlags SendFlagsFromFlags(const std::vector<std::string>& regions) {
 }
 
 // Splits out --region (repeatable, and its value has commas) and turns
-// --dashed-names into the --underscored names Abseil flags use.
-std::vector<char*> PrepareArgs(int argc, char** argv, std::vector<std::string>* regions,
-                               std::vector<std::string>* storage) {
+// --dashed-names into the --underscored names Abseil flags use. Any other
+// flag given twice is InvalidArgument (Abseil would keep the last one
+// silently: --memory=8M --memory=16M migrated 16 MiB).
+absl::StatusOr<std::vector<char*>> PrepareArgs(int argc, char** argv,
+                                               std::vector<std::string>* regions,
+                                               std::vector<std::string>* storage) {
   storage->reserve(argc);
   std::vector<char*> out;
+  std::set<std::string> seen;
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
+    if (i > 0 && arg == "--") {  // Abseil's end of flags: the rest as it is.
+      for (; i < argc; ++i) storage->push_back(argv[i]);
+      break;
+    }
     if (i > 0 && arg.rfind("--region", 0) == 0) {
       if (arg.rfind("--region=", 0) == 0) {
         regions->push_back(arg.substr(9));
         continue;
       }
-      if (arg == "--region" && i + 1 < argc) {
+      if (arg == "--region") {
+        if (i + 1 == argc) return absl::InvalidArgumentError("--region needs a value");
         regions->push_back(argv[++i]);
         continue;
       }
@@ -215,6 +225,10 @@ std::vector<char*> PrepareArgs(int argc, char** argv, std::vector<std::string>* 
     if (i > 0 && arg == "--resume-vm") arg = "--resume-vm=1s";  // Its value is optional.
     if (i > 0 && arg.rfind("--", 0) == 0) {
       const size_t eq = arg.find('=');
+      const std::string name = arg.substr(2, eq == std::string::npos ? eq : eq - 2);
+      if (!seen.insert(name).second) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " is given twice"));
+      }
       for (size_t j = 2; j < std::min(eq, arg.size()); ++j) {
         if (arg[j] == '-') arg[j] = '_';
       }
@@ -253,9 +267,13 @@ int main(int argc, char** argv) {
       "4 send: migrated, but the source audit found pages written without being marked\n"
       "  dirty (named on stderr): the destination holds older versions of them.");
   std::vector<std::string> regions, storage;
-  std::vector<char*> args = livemig::PrepareArgs(argc, argv, &regions, &storage);
+  absl::StatusOr<std::vector<char*>> args = livemig::PrepareArgs(argc, argv, &regions, &storage);
+  if (!args.ok()) {
+    std::fprintf(stderr, "livemig: %s\n", std::string(args.status().message()).c_str());
+    return livemig::cli::kExitUsage;
+  }
   std::vector<char*> positional =
-      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+      absl::ParseCommandLine(static_cast<int>(args->size()), args->data());
   if (positional.size() != 2 ||
       (std::string(positional[1]) != "send" && std::string(positional[1]) != "receive")) {
     std::fprintf(stderr, "livemig: expected one command, send or receive (see --help)\n");
