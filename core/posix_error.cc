@@ -25,6 +25,7 @@ absl::Status PosixError(std::string_view context, int error_number) {
     case ENFILE:
       return absl::ResourceExhaustedError(message);
     case EEXIST:
+    case EADDRINUSE:  // A port or socket path someone else listens on.
       return absl::AlreadyExistsError(message);
     case ECONNREFUSED:
     case ECONNRESET:

@@ -15,7 +15,7 @@ namespace livemig {
 // Returns a non-OK status describing `error_number` (an errno value) with
 // `context` (what was being done, e.g. "mmap of 4096 bytes") in front.
 // ENOENT -> NotFound, EACCES/EPERM -> PermissionDenied, EINVAL -> InvalidArgument,
-// ENOMEM/ENOSPC/EMFILE/ENFILE -> ResourceExhausted, EEXIST -> AlreadyExists,
+// ENOMEM/ENOSPC/EMFILE/ENFILE -> ResourceExhausted, EEXIST/EADDRINUSE -> AlreadyExists,
 // connection errors -> Unavailable, ETIMEDOUT -> DeadlineExceeded, else Internal.
 [[nodiscard]] absl::Status PosixError(std::string_view context,
                                       int error_number);

@@ -105,10 +105,13 @@ TEST(Listener, ClosedListenerRefusesConnections) {
               StatusIs(absl::StatusCode::kUnavailable));
 }
 
-TEST(Listener, SecondListenerOnTheSamePortFails) {
+TEST(Listener, SecondListenerOnTheSamePortIsAlreadyExistsNamingTheAddress) {
   ASSERT_OK_AND_ASSIGN(auto first,
                        Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)));
-  EXPECT_FALSE(Listener::Listen(first->local_endpoint()).ok());
+  EXPECT_THAT(Listener::Listen(first->local_endpoint()),
+              StatusIsWithMessage(absl::StatusCode::kAlreadyExists,
+                                  absl::StrCat("bind ", first->local_endpoint().ToString(),
+                                               ": Address already in use")));
 }
 
 TEST(Listener, UnixListenerReplacesStaleSocketAndRemovesItsFile) {
