@@ -46,11 +46,11 @@ Pair Connect() {
 iovec Piece(const void *data, size_t size) { return iovec{const_cast<void *>(data), size}; }
 
 // Waits until `c` has handed some bytes to the kernel: its write is under way.
-void AwaitWriteUnderWay(const Connection &c) {
+void AwaitWriteUnderWay(const Connection& c) {
   while (c.bytes_written() == 0) absl::SleepFor(absl::Milliseconds(1));
 }
 
-std::string ReadString(Connection &c, size_t size) {
+std::string ReadString(Connection& c, size_t size) {
   std::string out(size, '\0');
   const iovec in[] = {Piece(out.data(), out.size())};
   EXPECT_OK(c.ReadExact(in, kTimeout));
