@@ -43,7 +43,7 @@ Pair Connect() {
   return Pair{std::move(*client), std::move(*server)};
 }
 
-iovec Piece(const void *data, size_t size) { return iovec{const_cast<void *>(data), size}; }
+iovec Piece(const void* data, size_t size) { return iovec{const_cast<void*>(data), size}; }
 
 // Waits until `c` has handed some bytes to the kernel: its write is under way.
 void AwaitWriteUnderWay(const Connection& c) {
