@@ -52,7 +52,10 @@
 //   Hello of another id never touches it. While a migration runs (until its
 //   COMMITTED is written), every other Hello is answered at once with
 //   Abort{UNAVAILABLE, "the destination is busy with another migration"}
-//   (internal/channel_acceptor.h, BusyRefuser).
+//   (internal/channel_acceptor.h, BusyRefuser). A migration id is at most
+//   kMaxMigrationIdLength bytes; at most max_pending + max_channels answered
+//   channels wait for the rest of their migrations at once, one more gets
+//   Abort{RESOURCE_EXHAUSTED, "... already wait for the other channels ..."}.
 //   ch0: RegionTable                           --->  builds regions (staging;
 //                                                    fallocate; prealloc:
 //                                                    makes them resident)
