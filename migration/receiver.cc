@@ -284,6 +284,11 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   return absl::OkStatus();
 }
 
+bool ReceiveSession::SourceGone(const absl::Status& status) {
+  return absl::IsUnavailable(status) ||
+         (absl::IsDataLoss(status) && absl::StrContains(status.message(), "closed mid-read"));
+}
+
 absl::Status ReceiveSession::Located(absl::Status status, size_t channel,
                                      absl::string_view what) const {
   if (status.ok() || IsFromAbort(status) || absl::StartsWith(status.message(), "channel ")) {
@@ -309,7 +314,11 @@ absl::Status ReceiveSession::ReadRounds(size_t index, uint32_t& round) {
   Connection& conn = *channels_[index];
   migration_internal::FileLanding landing;
   wire::BatchDecompressor decompressor;  // This channel's (compressed batches).
+  auto at_boundary = [&] {
+    if (index == 0) control_boundary_.store(conn.bytes_read(), std::memory_order_relaxed);
+  };
   while (true) {
+    at_boundary();
     LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
     LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
     LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
@@ -332,6 +341,7 @@ absl::Status ReceiveSession::ReadRounds(size_t index, uint32_t& round) {
               "channel ", index, ": end of round ", marker.round(),
               " while in round ", round));
         }
+        at_boundary();  // While it waits for the other channels.
         LIVEMIG_RETURN_IF_ERROR(
             barrier_->Arrive(round, marker.final(), options_.io_timeout));
         {
@@ -587,7 +597,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
       readers.emplace_back([this, i] {
         absl::Status s = ReadChannel(i);
         if (s.ok()) return;
-        if (i != 0 && absl::IsUnavailable(s)) {
+        if (i != 0 && SourceGone(s)) {
           // A source that gives up sends Abort on channel 0 and then closes
           // every channel: give that reason a moment to arrive first.
           const absl::Time until = absl::Now() + absl::Milliseconds(500);
@@ -597,11 +607,17 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
       });
     }
     for (auto& t : readers) t.join();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!failure_.ok()) return failure_;
+    absl::Status failed_with = failure();
+    // Channel 0's reader may not have read that Abort: it waited in the
+    // round barrier (its channel had ended the round), or another channel's
+    // close came first. What it left unread, from a frame boundary on, says.
+    if (SourceGone(failed_with) &&
+        channels_[0]->bytes_read() == control_boundary_.load(std::memory_order_relaxed)) {
+      const std::optional<proto::Abort> abort =
+          FindAbort(channels_[0]->ReadLeftover(wire::kMaxMessageSize, absl::Milliseconds(200)));
+      if (abort.has_value()) failed_with = StatusFromAbort(*abort);
     }
-    return absl::OkStatus();
+    return failed_with;
   }();
   absl::StatusOr<ReceivedMigration> out =
       status.ok() ? Finish() : absl::StatusOr<ReceivedMigration>(status);

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -263,6 +264,76 @@ TEST_F(RawSourceTest, AbortFromTheSourceAfterTheTableEndsWithItsCode) {
   ASSERT_OK(Send(wire::FrameType::kAbort, abort));
   EXPECT_THAT(Result(sent), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_THAT(DirEntries(root_), IsEmpty());
+}
+
+class TwoChannels : public RawSourceTest {
+ protected:
+  void Open() {
+    ASSERT_OK_AND_ASSIGN(conn1_, Connection::Connect(receiver_->endpoint(), kIo));
+    for (uint32_t i = 0; i < 2; ++i) {
+      Connection& c = i == 0 ? *conn_ : *conn1_;
+      proto::Hello hello = MakeHello(proto::ROLE_SOURCE, i, 2, "two");
+      ASSERT_OK(wire::WriteFrame(c, wire::FrameType::kHello, hello, kIo));
+    }
+    for (uint32_t i = 0; i < 2; ++i) {
+      Connection& c = i == 0 ? *conn_ : *conn1_;
+      proto::Hello reply;
+      ASSERT_OK(ReadExpected(c, wire::FrameType::kHello, &reply, kIo));
+    }
+    ASSERT_OK(Send(wire::FrameType::kRegionTable, AnonymousTable()));
+    proto::Ack ack;
+    ASSERT_OK(Read(wire::FrameType::kAck, &ack));
+  }
+  std::unique_ptr<Connection> conn1_;
+};
+
+// A source that stops on its own writes its Abort on channel 0, then closes
+// every channel (sender.cc RollBack). Here channel 0 had already ended the
+// round, so its reader waits in the round barrier, not reading: channel 1's
+// close must not hide the Abort (it did: "channel 1 ...: peer closed the
+// connection"). The pause only lets the receiver read what came before; the
+// verdict does not depend on it.
+TEST_F(TwoChannels, AbortAfterChannelZeroFinishedItsRoundIsItsReason) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 8)));
+  proto::IterationMarker marker;
+  marker.set_round(0);
+  marker.set_phase(proto::PHASE_END);
+  ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+  ASSERT_OK(wire::WriteFrame(*conn1_, wire::FrameType::kPageBatch,
+                             Batch(0, proto::ENCODING_ZERO, 8, 4), kIo));
+  absl::SleepFor(absl::Milliseconds(200));  // The receiver has read all of it.
+  conn_->Interrupt(absl::Milliseconds(250));
+  SendAbortBestEffort(*conn_, absl::CancelledError("migration cancelled by the source"),
+                      proto::ROLE_SOURCE);
+  conn_->Shutdown();
+  conn1_->Shutdown();
+  EXPECT_THAT(Result(absl::Now()),
+              StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                  "peer aborted: migration cancelled by the source"));
+}
+
+// Channel 1 was cut mid-frame (its grace ran out), channel 0 was at a frame
+// boundary and carries the Abort (it was DataLoss "... closed mid-read").
+TEST_F(TwoChannels, AbortWithATornOtherChannelIsItsReason) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 8)));
+  // Half a frame on channel 1.
+  ASSERT_OK_AND_ASSIGN(wire::EncodedFrame frame,
+                       wire::EncodeFrame(wire::FrameType::kPageBatch,
+                                         Batch(0, proto::ENCODING_ZERO, 8, 4), {}, 0));
+  std::string bytes(reinterpret_cast<const char*>(frame.header.data()), frame.header.size());
+  bytes.append(reinterpret_cast<const char*>(frame.message.data()), frame.message.size() / 2);
+  const iovec piece{bytes.data(), bytes.size()};
+  ASSERT_OK(conn1_->WriteAll(absl::MakeConstSpan(&piece, 1), kIo));
+  absl::SleepFor(absl::Milliseconds(200));
+  SendAbortBestEffort(*conn_, absl::CancelledError("migration cancelled by the source"),
+                      proto::ROLE_SOURCE);
+  conn_->Shutdown();
+  conn1_->Shutdown();
+  EXPECT_THAT(Result(absl::Now()),
+              StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                  "peer aborted: migration cancelled by the source"));
 }
 
 // A source that vanishes (killed, its host gone) is named in the error:

@@ -146,6 +146,7 @@ class Migration {
   absl::Duration refresh_ = absl::ZeroDuration();  // Last digest refresh.
   absl::Time start_;
   absl::Time pause_time_;
+  absl::Time resumed_;  // By RollBack().
   // The live round being sent, for on_progress.
   MigrationProgress progress_;
   uint64_t progress_pages_before_ = 0;  // Pages sent before this round.
@@ -608,26 +609,27 @@ absl::Status Migration::PeerReason(absl::Status error) {
 
 void Migration::RecordFailure() {
   RecordTotals();
-  if (paused_) stats_.downtime_ms = Ms(absl::Now() - pause_time_);
+  if (paused_) stats_.downtime_ms = Ms(resumed_ - pause_time_);
 }
 
 void Migration::RollBack(const absl::Status& error) {
   publish_(nullptr, false);
+  // In doubt (handed_over_): the destination may be running the guest, so no Abort (it may
+  // have committed) and no Resume(). Every harvested bit is given back either way, so
+  // resuming the source later, and migrating again, loses nothing. The guest resumes first:
+  // the channels may take Failure::kStopGrace, the Abort its second.
+  harvest_.StopSources();  // While a paused guest is still paused.
+  harvest_.GiveBack();
+  if (paused_ && !handed_over_) (void)vm_.Resume();
+  resumed_ = absl::Now();
+  if (convergence_.throttle() != 0) vm_.SetThrottle(0);
   for (auto& c : channels_) c->Stop();
-  // In doubt (handed_over_): the destination may be running the guest, so
-  // no Abort (it may have committed) and no Resume(). Every harvested bit is
-  // given back either way, so resuming the source later, and migrating
-  // again, loses nothing.
   if (!handed_over_ && !channels_.empty()) {
     // Workers joined: channel 0 is free. Best effort (nothing goes out once
     // Failure::Set() shut it down, or after a write stopped mid-frame).
     SendAbortBestEffort(channels_[0]->connection(), error, proto::ROLE_SOURCE);
   }
   failure_.Close(error);  // Also the connections a Failure::Stop() interrupted.
-  harvest_.StopSources();  // While a paused guest is still paused.
-  harvest_.GiveBack();
-  if (paused_ && !handed_over_) (void)vm_.Resume();
-  if (convergence_.throttle() != 0) vm_.SetThrottle(0);
 }
 
 }  // namespace
@@ -661,8 +663,7 @@ bool Sender::Cancel() {
 absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& memory,
                                                VmControl& vm) {
   last_stats_ = MigrationStats();
-  // A Cancel() from before this call counts: it ends this attempt at once.
-  // The flag is cleared when the attempt ends, so the next one starts clean.
+  // A Cancel() from before this call ends this attempt at once; cleared at its end.
   struct ClearCancel {
     Sender& sender;
     ~ClearCancel() {
@@ -690,8 +691,7 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
   }
   migration.RollBack(status);
   migration.RecordFailure();
-  // "cancelled" is this source's Cancel(), not a destination's Abort that
-  // says it was cancelled.
+  // "cancelled": this source's Cancel(), not a destination's Abort saying so.
   const bool cancelled = status.code() == absl::StatusCode::kCancelled && !IsFromAbort(status);
   last_stats_.status = migration.handed_over() ? "in-doubt" : cancelled ? "cancelled" : "failed";
   return status;

@@ -70,6 +70,9 @@ class ReceiveSession {
   // round 0: peer closed the connection"), unless it says already or is
   // the source's own Abort.
   absl::Status Located(absl::Status status, size_t channel, absl::string_view what) const;
+  // The source closed a channel (before or in a frame): an Abort it wrote on
+  // channel 0 first may say why.
+  static bool SourceGone(const absl::Status& status);
   absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
                           uint32_t channel_round, migration_internal::FileLanding& landing,
                           wire::BatchDecompressor& decompressor);
@@ -165,6 +168,9 @@ class ReceiveSession {
   std::atomic<uint64_t> decompress_ns_{0};
   std::atomic<uint32_t> rounds_{0};
   std::atomic<bool> abort_sent_{false};  // SendAbort runs once.
+  // Channel 0's bytes_read() where its reader last stood between frames
+  // (written by that reader; read once the readers are joined).
+  std::atomic<uint64_t> control_boundary_{0};
 };
 
 }  // namespace livemig
