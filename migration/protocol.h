@@ -54,8 +54,9 @@
 //   Abort{UNAVAILABLE, "the destination is busy with another migration"}
 //   (internal/channel_acceptor.h, BusyRefuser). A migration id is at most
 //   kMaxMigrationIdLength bytes; at most max_pending + max_channels answered
-//   channels wait for the rest of their migrations at once, one more gets
-//   Abort{RESOURCE_EXHAUSTED, "... already wait for the other channels ..."}.
+//   channels wait for the rest of their migrations at once: one more drops
+//   the incomplete migration that began longest ago (its connections are
+//   closed).
 //   ch0: RegionTable                           --->  builds regions (staging;
 //                                                    fallocate; prealloc:
 //                                                    makes them resident)

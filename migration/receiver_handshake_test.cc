@@ -129,7 +129,8 @@ TEST_F(RawSourceTest, AMigrationIdLongerThanTheLimitIsRefused) {
 
 // Connections whose Hello was answered wait for their migration's other
 // channels; strangers cannot park more than max_pending + max_channels of
-// them (each holds a descriptor), and the next is refused at once.
+// them (each holds a descriptor): one more drops the group that began
+// longest ago, so a real source is not locked out.
 class FewWaitingChannels : public RawSourceTest {
   void Configure(ReceiverOptions& options) override {
     options.max_pending_handshakes = 2;
@@ -137,7 +138,7 @@ class FewWaitingChannels : public RawSourceTest {
   }
 };
 
-TEST_F(FewWaitingChannels, AConnectionPastTheWaitingLimitIsRefused) {
+TEST_F(FewWaitingChannels, OneMoreWaitingConnectionDropsTheOldestIncompleteMigration) {
   std::vector<std::unique_ptr<Connection>> parked;
   for (int i = 0; i < 4; ++i) {
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<Connection> c,
@@ -148,10 +149,25 @@ TEST_F(FewWaitingChannels, AConnectionPastTheWaitingLimitIsRefused) {
     ASSERT_EQ(reply.header.type, wire::FrameType::kHello);  // Answered: it waits now.
     parked.push_back(std::move(c));
   }
-  ASSERT_OK(Send(wire::FrameType::kHello, MakeHello(proto::ROLE_SOURCE, 0, 2, "one more")));
-  ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(
-      absl::StatusCode::kResourceExhausted,
-      "4 connections already wait for the other channels of their migrations; at most 4 may"));
+  // The real source's two channels: the first drops stranger0's group, the
+  // second stranger1's.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Connection> second,
+                       Connection::Connect(receiver_->endpoint(), kIo));
+  for (uint32_t i = 0; i < 2; ++i) {
+    ASSERT_OK(wire::WriteFrame(i == 0 ? *conn_ : *second, wire::FrameType::kHello,
+                               MakeHello(proto::ROLE_SOURCE, i, 2, "real"), kIo));
+    proto::Hello reply;
+    ASSERT_OK(ReadExpected(i == 0 ? *conn_ : *second, wire::FrameType::kHello, &reply, kIo));
+  }
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_THAT(wire::ReadFrameStart(*parked[i], kIo), StatusIs(absl::StatusCode::kUnavailable))
+        << "stranger" << i << " should have been dropped";
+  }
+  // The real migration began: its channel 0 takes the region table.
+  ASSERT_OK(Send(wire::FrameType::kRegionTable, AnonymousTable()));
+  proto::Ack ack;
+  ASSERT_OK(Read(wire::FrameType::kAck, &ack));
+  EXPECT_EQ(ack.kind(), proto::ACK_REGION_TABLE);
 }
 
 // Handshakes run concurrently: a connection that never says anything does

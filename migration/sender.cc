@@ -170,8 +170,7 @@ uint64_t Migration::BytesWritten() const {
 absl::Status Migration::Setup() {
   const std::string id =
       options_.migration_id.empty() ? NewMigrationId() : options_.migration_id;
-  // From here Cancel() shuts down every connection made so far (each
-  // SendChannel registers its own with failure_).
+  // From here Cancel() reaches every connection made so far (each registers with failure_).
   publish_(&failure_, false);
   const Endpoint& to = options_.destination;
   if (to.kind == Endpoint::Kind::kFd && to.fds.size() != options_.channels) {

@@ -20,6 +20,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
@@ -223,14 +224,22 @@ absl::StatusOr<std::vector<char*>> PrepareArgs(int argc, char** argv,
       }
     }
     if (i > 0 && arg == "--resume-vm") arg = "--resume-vm=1s";  // Its value is optional.
-    if (i > 0 && arg.rfind("--", 0) == 0) {
+    if (i > 0 && arg.size() > 1 && arg[0] == '-') {
+      // Abseil takes -name and --name, dashes or underscores, and --noname
+      // for a boolean: one flag, however it is spelled.
+      const size_t dashes = arg.rfind("--", 0) == 0 ? 2 : 1;
       const size_t eq = arg.find('=');
-      const std::string name = arg.substr(2, eq == std::string::npos ? eq : eq - 2);
-      if (!seen.insert(name).second) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " is given twice"));
-      }
-      for (size_t j = 2; j < std::min(eq, arg.size()); ++j) {
+      for (size_t j = dashes; j < std::min(eq, arg.size()); ++j) {
         if (arg[j] == '-') arg[j] = '_';
+      }
+      std::string name = arg.substr(dashes, eq == std::string::npos ? eq : eq - dashes);
+      if (absl::FindCommandLineFlag(name) == nullptr && name.rfind("no", 0) == 0 &&
+          absl::FindCommandLineFlag(name.substr(2)) != nullptr) {
+        name = name.substr(2);
+      }
+      if (!seen.insert(name).second) {
+        std::replace(name.begin(), name.end(), '_', '-');
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " is given twice"));
       }
     }
     storage->push_back(arg);

@@ -59,8 +59,15 @@ class Acceptor {
   void Drain();
   // Connections whose Hello was answered, waiting in incomplete groups.
   uint32_t WaitingLocked() const;
-  // At most that many: max_pending strangers' plus a whole real migration.
+  // At most that many may wait (each holds a descriptor until group_timeout).
   uint32_t MaxWaiting() const { return options_.max_pending + options_.max_channels; }
+  // Makes room for one more connection of group `id`: while MaxWaiting()
+  // wait, the incomplete group whose first channel came longest ago (not
+  // `id`'s) is dropped, its connections shut down. So strangers that park
+  // connections cannot lock a real source out for group_timeout: they must
+  // keep arriving faster than it connects its channels. False if only `id`'s
+  // own connections wait.
+  bool EvictForLocked(const std::string& id);
 
   Listener& listener_;
   const AcceptOptions& options_;
@@ -142,12 +149,10 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
     }
     if (refusing_ || done_ || !complete_.empty()) {
       status = absl::UnavailableError("the destination is busy with another migration");
-    } else if (const uint32_t waiting = WaitingLocked(); waiting >= MaxWaiting()) {
-      // Each waits for its migration's other channels (group_timeout):
-      // without a bound, strangers could hold every descriptor there is.
+    } else if (!EvictForLocked(id)) {
       status = absl::ResourceExhaustedError(absl::StrCat(
-          waiting, " connections already wait for the other channels of their migrations; at "
-          "most ", MaxWaiting(), " may"));
+          WaitingLocked(), " connections already wait for the other channels of their "
+          "migrations; at most ", MaxWaiting(), " may"));
     } else if (hello.channel_count() != g.count) {
       status = absl::InvalidArgumentError(absl::StrCat(
           "channel ", index, " says the migration has ", hello.channel_count(),
@@ -205,6 +210,22 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   finished_.push_back(std::this_thread::get_id());
   changed_.notify_all();
   // `conn` (if still ours) closes here.
+}
+
+bool Acceptor::EvictForLocked(const std::string& id) {
+  while (WaitingLocked() >= MaxWaiting()) {
+    auto oldest = groups_.end();
+    for (auto it = groups_.begin(); it != groups_.end(); ++it) {
+      if (it->first == id || it->second.present == 0) continue;
+      if (oldest == groups_.end() || it->second.first < oldest->second.first) oldest = it;
+    }
+    if (oldest == groups_.end()) return false;
+    for (auto& c : oldest->second.slots) {
+      if (c != nullptr) c->Shutdown();
+    }
+    groups_.erase(oldest);  // Reserved slots answer into nothing: see Handshake.
+  }
+  return true;
 }
 
 uint32_t Acceptor::WaitingLocked() const {

@@ -20,8 +20,9 @@
 // ("LMIG" first) gets a plaintext Abort saying TLS is required. At most
 // max_pending handshakes run at once (the rest wait in the listen backlog),
 // each on its own thread, and at most max_pending + max_channels answered
-// connections wait in incomplete groups: one more is refused with
-// Abort{RESOURCE_EXHAUSTED} (each holds a descriptor until group_timeout).
+// connections wait in incomplete groups (each holds a descriptor until
+// group_timeout): one more drops the incomplete group that began longest
+// ago, so strangers cannot lock a real source out by parking connections.
 // An accept that fails for want of descriptors is retried, not the end.
 //
 // Thread safety: call from one thread; `cancelled` is polled (every 50 ms)

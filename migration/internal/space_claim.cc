@@ -18,32 +18,37 @@
 namespace livemig::migration_internal {
 namespace {
 
+constexpr uint64_t kUnknown = ~uint64_t{0};
+
 // A tmpfs mounted without a size limit (the kernel's own, behind every
-// memfd) reports 0 blocks in all: no limit, not no room.
+// memfd) reports 0 blocks in all: no limit, not no room. kUnknown too when
+// it cannot be asked.
 uint64_t FreeBytes(int fd) {
   struct statvfs fs;
-  if (::fstatvfs(fd, &fs) != 0) return 0;
-  if (fs.f_blocks == 0) return ~uint64_t{0};
+  if (::fstatvfs(fd, &fs) != 0) return kUnknown;
+  if (fs.f_blocks == 0) return kUnknown;
   return uint64_t{fs.f_bavail} * fs.f_frsize;
 }
 
-absl::Status NoSpace(int fd, uint64_t size, int region, const std::string& path,
+absl::Status NoSpace(uint64_t free, uint64_t size, int region, const std::string& path,
                      const char* why) {
   return absl::ResourceExhaustedError(absl::StrCat(
       "region ", region, ": \"", path, "\" needs ", size, " bytes; its filesystem has ",
-      FreeBytes(fd), " free (", why, ")"));
+      free == kUnknown ? std::string("too few") : absl::StrCat(free), " free (", why, ")"));
 }
 
 // fallocate of [offset, offset + length), for a file of `size` bytes.
+// `free` is what the filesystem had before any of it (a failed fallocate
+// may keep what it got).
 absl::Status Allocate(int fd, uint64_t offset, uint64_t length, uint64_t size, int region,
-                      const std::string& path) {
+                      const std::string& path, uint64_t free) {
   if (length == 0 ||
       ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length)) == 0) {
     return absl::OkStatus();
   }
   const int error = errno;
   if (error == ENOSPC || error == EDQUOT) {
-    return NoSpace(fd, size, region, path, std::strerror(error));
+    return NoSpace(free, size, region, path, std::strerror(error));
   }
   if (error == EOPNOTSUPP) return absl::OkStatus();  // Nothing to claim ahead with.
   return PosixError(absl::StrCat("region ", region, ": fallocate \"", path, "\" bytes [",
@@ -61,17 +66,20 @@ absl::StatusOr<SpaceClaim> ClaimSpace(int fd, const std::vector<ByteRange>& rang
   }
   uint64_t size = 0;
   for (const ByteRange& r : ranges) size += r.length;
-  // Refused before any block is taken (and so measured before: a failed
-  // fallocate may keep what it got).
-  if (FreeBytes(fd) < size) return NoSpace(fd, size, region, path, "checked with statvfs");
+  const uint64_t free = FreeBytes(fd);
   SpaceClaim claim;
   if (fs.f_type == TMPFS_MAGIC) {
+    if (free < size) return NoSpace(free, size, region, path, "checked with statvfs");
     claim.deferred = true;
     return claim;
   }
+  // Elsewhere fallocate decides (root may use blocks statvfs does not
+  // count as available).
   claim.writable = fs.f_type != HUGETLBFS_MAGIC;
   for (const ByteRange& r : ranges) {
-    if (absl::Status s = Allocate(fd, r.offset, r.length, size, region, path); !s.ok()) return s;
+    if (absl::Status s = Allocate(fd, r.offset, r.length, size, region, path, free); !s.ok()) {
+      return s;
+    }
   }
   return claim;
 }
@@ -109,7 +117,7 @@ absl::Status CheckDeferredFit(const std::vector<DeferredFile>& files) {
 
 absl::Status ClaimRange(int fd, uint64_t offset, uint64_t length, int region,
                         const std::string& path) {
-  return Allocate(fd, offset, length, length, region, path);
+  return Allocate(fd, offset, length, length, region, path, FreeBytes(fd));
 }
 
 absl::Status ClaimHoles(int fd, uint64_t size, int region, const std::string& path,
@@ -132,7 +140,8 @@ absl::Status ClaimHoles(int fd, uint64_t size, int region, const std::string& pa
     const uint64_t end = data < 0 ? end_of_range
                                   : std::min<uint64_t>(static_cast<uint64_t>(data), end_of_range);
     if (absl::Status s = Allocate(fd, static_cast<uint64_t>(hole),
-                                  end - static_cast<uint64_t>(hole), size, region, path);
+                                  end - static_cast<uint64_t>(hole), size, region, path,
+                                  FreeBytes(fd));
         !s.ok()) {
       return s;
     }

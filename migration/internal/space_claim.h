@@ -52,9 +52,9 @@ struct ByteRange {
 // at a large file_offset claims only its own bytes), or checks the free
 // space and defers the claim, as the file comment says. `region` and `path`
 // name the file in errors. ResourceExhausted when the space is not there
-// (less free space than the ranges need, checked with statvfs before any
-// block is taken; ENOSPC, EDQUOT); other fallocate/fstatfs errors as
-// PosixError.
+// (on tmpfs, less free space than the ranges need, checked with statvfs;
+// elsewhere fallocate's ENOSPC or EDQUOT, the message giving the free space
+// measured before it); other fallocate/fstatfs errors as PosixError.
 [[nodiscard]] absl::StatusOr<SpaceClaim> ClaimSpace(int fd, const std::vector<ByteRange>& ranges,
                                                     int region, const std::string& path);
 // ClaimSpace of [0, size).

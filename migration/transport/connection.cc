@@ -255,8 +255,9 @@ bool Connection::MustStop(bool may_go_on) const {
 void Connection::Interrupt(absl::Duration grace) {
   if (is_interrupted()) return;
   const auto end = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(grace);
-  grace_end_ns_.store(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
+  int64_t unset = 0;  // The first call's grace counts.
+  grace_end_ns_.compare_exchange_strong(
+      unset, std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
       std::memory_order_relaxed);
   if (interrupted_.exchange(true, std::memory_order_acq_rel)) return;
   transport_internal::SignalWakeFd(wake_fd_);
@@ -270,6 +271,8 @@ absl::StatusOr<WaitResult> Connection::Await(short events, bool may_go_on, bool 
     LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited, WaitReady(fd_, events, wake_fd_, deadline));
     if (waited != WaitResult::kWoken || MustStop(may_go_on)) return waited;
     // Interrupted while a write that may go on waited: it waits on below.
+    // This acquire load that sees true also makes grace_end_ns_ visible.
+    if (!is_interrupted()) return WaitResult::kReady;  // Spurious: try again.
   }
   // Without the eventfd: Shutdown() still ends the wait, as it shuts the
   // socket itself down.
