@@ -84,13 +84,15 @@ struct PreparedMemory::State {
     std::string path;  // Where it was made, until Publish renames it.
     std::optional<MmapRegion<NoBitmap>> region;  // Set once mapped.
     std::optional<RegionDescription> lent;  // The incoming region it holds.
+    // Commit(): the directories from dir down to its final name's.
+    std::vector<ScopedFd> dirs;
   };
   std::string dir;
   std::vector<Prepared> regions;
   bool populated = false;
   double populate_ms = 0;
   uint64_t populated_bytes = 0;
-  bool committed = false;  // Publish() was called: never remove them again.
+  bool committed = false;  // Commit() renamed them: never remove them again.
 
   ~State() {
     if (committed) return;
@@ -234,49 +236,75 @@ PreparedMemory::Provider() {
   };
 }
 
-absl::StatusOr<std::vector<std::string>> PreparedMemory::Publish(std::vector<std::string> files) {
-  // The migration committed: these files hold the guest now, whatever fails
-  // below, so they are never removed again.
-  state_->committed = true;
+absl::Status PreparedMemory::Commit() {
+  // Each renamed file: (final name's directory chain, its name there).
+  struct Renamed {
+    State::Prepared* region;
+    std::string from;  // Its hidden name, to go back to.
+  };
+  std::vector<Renamed> renamed;
+  auto undo = [&](const absl::Status& why) {
+    for (auto it = renamed.rbegin(); it != renamed.rend(); ++it) {
+      (void)::rename(it->region->path.c_str(), it->from.c_str());
+      it->region->path = it->from;
+      it->region->dirs.clear();
+    }
+    return why;
+  };
   for (State::Prepared& p : state_->regions) {
     if (!p.lent.has_value()) continue;  // Provider() refused such a table.
     const std::string name = FinalName(*p.lent);
     const std::string final_path = absl::StrCat(state_->dir, "/", name);
     const int index = static_cast<int>(p.lent->index);
+    // The name may have directories ("vm/mem0"): made as the receiver makes
+    // its own (one component at a time, no symlink followed).
+    absl::StatusOr<std::vector<std::string>> parts =
+        migration_internal::SplitFilePath(index, name, kStagingSuffix);
+    if (!parts.ok()) return undo(parts.status());
+    std::vector<ScopedFd> dirs;
+    dirs.emplace_back(::open(state_->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dirs.back().valid()) {
+      return undo(PosixError(absl::StrCat("open ", state_->dir), errno));
+    }
+    for (size_t i = 0; i + 1 < parts->size(); ++i) {
+      absl::StatusOr<ScopedFd> next = migration_internal::OpenDir(
+          dirs.back().get(), (*parts)[i], /*create=*/true, index, name);
+      if (!next.ok()) return undo(next.status());
+      dirs.push_back(std::move(*next));
+    }
+    if (::renameat(dirs.front().get(), std::filesystem::path(p.path).filename().c_str(),
+                   dirs.back().get(), parts->back().c_str()) != 0) {
+      return undo(PosixError(absl::StrCat("rename ", p.path, " to ", final_path), errno));
+    }
+    renamed.push_back({&p, p.path});
+    p.path = final_path;
+    p.dirs = std::move(dirs);
+  }
+  // The guest's files have their names: never removed again.
+  state_->committed = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> PreparedMemory::Flush(std::vector<std::string> files) {
+  for (State::Prepared& p : state_->regions) {
+    if (!p.lent.has_value()) continue;
+    const int index = static_cast<int>(p.lent->index);
     auto failed = [&](const absl::Status& why) {
-      return absl::Status(why.code(), absl::StrCat("committed, but ", why.message(), " (region ",
-                                                   index, "'s memory stays in ", p.path, ")"));
+      return absl::Status(why.code(), absl::StrCat("committed, but ", why.message(),
+                                                   " (region ", index, "'s memory is in ",
+                                                   p.path, ")"));
     };
     if (::msync(p.region->as_ptr(), p.region->size(), MS_SYNC) != 0 ||
         ::fsync(p.region->file_offset()->fd()) != 0) {
       return failed(PosixError(absl::StrCat("flush ", p.path), errno));
     }
-    // The name may have directories ("vm/mem0"): made as the receiver makes
-    // its own (one component at a time, no symlink followed), and each of
-    // them fsync'ed once the rename is done.
-    absl::StatusOr<std::vector<std::string>> parts =
-        migration_internal::SplitFilePath(index, name, kStagingSuffix);
-    if (!parts.ok()) return failed(parts.status());
-    std::vector<ScopedFd> dirs;
-    dirs.emplace_back(::open(state_->dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!dirs.back().valid()) return failed(PosixError(absl::StrCat("open ", state_->dir), errno));
-    for (size_t i = 0; i + 1 < parts->size(); ++i) {
-      absl::StatusOr<ScopedFd> next = migration_internal::OpenDir(
-          dirs.back().get(), (*parts)[i], /*create=*/true, index, name);
-      if (!next.ok()) return failed(next.status());
-      dirs.push_back(std::move(*next));
-    }
-    if (::renameat(dirs.front().get(), std::filesystem::path(p.path).filename().c_str(),
-                   dirs.back().get(), parts->back().c_str()) != 0) {
-      return failed(PosixError(absl::StrCat("rename ", p.path, " to ", final_path), errno));
-    }
-    for (const ScopedFd& dir : dirs) {
+    for (const ScopedFd& dir : p.dirs) {
       if (::fsync(dir.get()) != 0) {
-        return failed(PosixError(absl::StrCat("flush the directories of ", final_path), errno));
+        return failed(PosixError(absl::StrCat("flush the directories of ", p.path), errno));
       }
     }
     if (files.size() < p.lent->table_regions) files.resize(p.lent->table_regions);
-    files[p.lent->index] = final_path;
+    files[p.lent->index] = p.path;
   }
   return files;
 }

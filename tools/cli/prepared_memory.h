@@ -8,16 +8,16 @@
 // helper thread per core) while the command already listens. The receiver
 // then lands the incoming region of the same guest address and size in it
 // (ReceiverOptions::region_memory: the VMM's memory; not populated, also its
-// file, so that round 0 fills the holes with pwrite), and once the
-// migration committed the file is renamed onto the name the source gave the
-// region (what the receiver would have made: file regions by their path,
+// file, so that round 0 fills the holes with pwrite), and at the commit the
+// file is renamed onto the name the source gave the region (what the receiver would have made: file regions by their path,
 // anonymous ones "region-<index>.mem").
 //
 //   ASSIGN_OR_RETURN(PreparedMemory prepared,
 //                    PreparedMemory::Make(dir, specs, /*populate=*/true));
 //   options.region_memory = prepared.Provider();
+//   options.before_commit = [&] { return prepared.Commit(); };
 //   ... got = receiver->ReceiveOne() ...
-//   ASSIGN_OR_RETURN(got->files, prepared.Publish(got->files));
+//   ASSIGN_OR_RETURN(got->files, prepared.Flush(got->files));
 //
 // Errors:
 //   Make: InvalidArgument for a bad or overlapping --region (named as given),
@@ -33,12 +33,13 @@
 //         region at a file offset other than 0 (its file would hold other
 //         regions too), or two regions that would be published under one
 //         name.
-//   Publish: PosixError's of mkdir/rename/fsync, naming the file and where
-//         the region's memory stays ("committed, but ...": the migration is
-//         done, and its files are never removed after that).
-// Files never published are removed by the destructor unless Publish() was
-// called (a failed migration leaves nothing behind that looks like a
-// region; a committed one never loses its memory).
+//   Commit: PosixError's of mkdir/rename, naming the file (nothing is
+//         renamed then).
+//   Flush: PosixError's of msync/fsync, naming the file ("committed, but
+//         ...": the migration is done, and its files are never removed).
+// Files are removed by the destructor unless Commit() succeeded (a failed
+// migration leaves nothing behind that looks like a region; a committed one
+// never loses its memory).
 //
 // Thread safety: the Provider runs on the receiver's thread while the owner
 // waits in ReceiveOne(); nothing else touches the object meanwhile.
@@ -90,14 +91,24 @@ class PreparedMemory {
   // For ReceiverOptions::region_memory. Valid while this object lives.
   std::function<absl::StatusOr<ProvidedMemory>(const RegionDescription&)> Provider();
 
-  // After ReceiveOne() succeeded (the migration committed): flushes every
-  // lent file (msync, fsync), renames it onto its region's name under the
-  // directory, flushes the directory — what the receiver does with its own
-  // files once committed — and returns `files` (ReceivedMigration::files:
-  // "" for memory the receiver did not make) with those paths filled in.
-  // `livemig receive --durable` (flush before VERIFIED) is refused with
-  // --region: this flush comes after the commit.
-  [[nodiscard]] absl::StatusOr<std::vector<std::string>> Publish(std::vector<std::string> files);
+  // From ReceiverOptions::before_commit, once the source handed the guest
+  // over and before COMMITTED: renames every lent file onto its region's
+  // name under the directory (making its directories), as the receiver
+  // renames its own files at its commit. If one cannot be renamed, those
+  // renamed so far go back and the error is returned: the commit fails, the
+  // source is told so and resumes its guest, and the files are removed like
+  // those of any failed migration. (Publishing after COMMITTED lost the
+  // guest when it failed: the source was gone, and the next start removed
+  // the hidden file that held it.)
+  [[nodiscard]] absl::Status Commit();
+
+  // After ReceiveOne() succeeded: flushes every lent file (msync, fsync)
+  // and its directories — what the receiver does with its own files once
+  // committed — and returns `files` (ReceivedMigration::files: "" for memory
+  // the receiver did not make) with their paths filled in. `livemig receive
+  // --durable` (flush before VERIFIED) is refused with --region: this flush
+  // comes after the commit.
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>> Flush(std::vector<std::string> files);
 
  private:
   struct State;

@@ -125,8 +125,8 @@ TEST(PreparedMemory, PopulatesBeforeAnySourceAndLendsTheMatchingRegion) {
   EXPECT_EQ(a.fd, -1);  // Populated: landed through the mapping.
   std::memset(a.addr, 0xab, 4096);  // What the receiver would land.
 
-  ASSERT_OK_AND_ASSIGN(std::vector<std::string> files,
-                       prepared.Publish({"", ""}));
+  ASSERT_OK(prepared.Commit());
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> files, prepared.Flush({"", ""}));
   EXPECT_EQ(files, (std::vector<std::string>{dir + "/guest.img", dir + "/region-1.mem"}));
   EXPECT_EQ(Entries(dir), (std::vector<std::string>{"guest.img", "region-1.mem"}));
   std::ifstream in(dir + "/guest.img", std::ios::binary);
@@ -219,32 +219,40 @@ TEST(PreparedMemory, NamesPublishWouldMisuseAreRefusedAtTheTable) {
   EXPECT_TRUE(lent.zeroed);  // Fresh: ZERO pages are left as holes.
 }
 
-TEST(PreparedMemory, PublishMakesTheDirectoriesOfTheRegionsName) {
+TEST(PreparedMemory, CommitMakesTheDirectoriesOfTheRegionsName) {
   const std::string dir = TempDir("subdir");
   ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
                        PreparedMemory::Make(dir, Declared({"gpa=0,size=1M"}), false));
   ASSERT_OK(prepared.Provider()(Incoming(0, 1, 0, kMiB, "vm/ram/mem0")).status());
-  ASSERT_OK_AND_ASSIGN(std::vector<std::string> files, prepared.Publish({""}));
+  ASSERT_OK(prepared.Commit());
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> files, prepared.Flush({""}));
   EXPECT_EQ(files, (std::vector<std::string>{dir + "/vm/ram/mem0"}));
   EXPECT_EQ(std::filesystem::file_size(dir + "/vm/ram/mem0"), kMiB);
 }
 
-// After the commit the prepared file is the guest's only copy: a failed
-// rename names where it is, and it stays there.
-TEST(PreparedMemory, AFailedPublishKeepsTheMemoryAndSaysWhereItIs) {
-  const std::string dir = TempDir("publish-fails");
+// The names are taken before the source is told COMMITTED: one that cannot
+// be taken fails the commit (the source resumes its guest), the names
+// taken so far are given back, and the memory goes as a failed migration's.
+// (Published after COMMITTED, a failure left the guest only in the hidden
+// file, which the next start removed.)
+TEST(PreparedMemory, ACommitThatCannotTakeANameRenamesNothingAndFails) {
+  const std::string dir = TempDir("commit-fails");
   {
     ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
-                         PreparedMemory::Make(dir, Declared({"gpa=0,size=1M"}), false));
-    ASSERT_OK(prepared.Provider()(Incoming(0, 1, 0, kMiB, "taken/mem0")).status());
+                         PreparedMemory::Make(dir, Declared({"gpa=0,size=1M", "gpa=4M,size=1M"}),
+                                              false));
+    auto provide = prepared.Provider();
+    ASSERT_OK(provide(Incoming(0, 2, 0, kMiB, "mem0")).status());
+    ASSERT_OK(provide(Incoming(1, 2, 4 * kMiB, kMiB, "taken/mem1")).status());
     std::ofstream(dir + "/taken") << "a file where the directory would go";
-    EXPECT_THAT(prepared.Publish({""}),
+    EXPECT_THAT(prepared.Commit(),
                 StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
-                                    "committed, but region 0: file_path \"taken/mem0\": component "
-                                    "\"taken\" exists and is not a directory (region 0's memory "
-                                    "stays in " + dir + "/.livemig-prepared-0)"));
+                                    "region 1: file_path \"taken/mem1\": component \"taken\" "
+                                    "exists and is not a directory"));
+    EXPECT_EQ(Entries(dir), (std::vector<std::string>{".livemig-prepared-0",
+                                                      ".livemig-prepared-1", "taken"}));
   }
-  EXPECT_EQ(Entries(dir), (std::vector<std::string>{".livemig-prepared-0", "taken"}));
+  EXPECT_EQ(Entries(dir), (std::vector<std::string>{"taken"}));
 }
 
 TEST(PreparedMemory, FilesNeverPublishedAreRemoved) {

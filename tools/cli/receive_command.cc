@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/status_macros.h"
 #include "migration/json_escape.h"
 #include "migration/protocol.h"
 #include "migration/received_json.h"
@@ -138,8 +139,12 @@ int RunReceive(const ReceiveFlags& flags) {
   // the flush. A migration that fails before its commit leaves both (unless
   // removing it failed half-way, the fsync: then the manifest is gone).
   const std::string manifest_path = dir + "/manifest.json";
-  options.before_commit = [&manifest_path, &dir, durable = flags.durable] {
-    return RemoveFile(manifest_path, dir, durable);
+  // The current migration's prepared memory takes its names at the commit
+  // too, before the source is told (set before each ReceiveOne()).
+  std::function<absl::Status()> commit_prepared;
+  options.before_commit = [&manifest_path, &dir, &commit_prepared, durable = flags.durable] {
+    LIVEMIG_RETURN_IF_ERROR(RemoveFile(manifest_path, dir, durable));
+    return commit_prepared ? commit_prepared() : absl::OkStatus();
   };
   // Declared memory is populated when it is made, before any source
   // connects; the receiver's own prealloc is for the memory it makes.
@@ -176,11 +181,13 @@ int RunReceive(const ReceiveFlags& flags) {
     // The next migration's memory, when declared: made (and populated)
     // before ReceiveOne() accepts its source, while a source that already
     // connected waits in the listen backlog.
+    commit_prepared = nullptr;  // The last one's memory is gone.
     absl::StatusOr<PreparedMemory> prepared =
         PreparedMemory::Make(dir, declared, flags.prealloc);
     if (!prepared.ok()) return Fail(prepared.status());
     if (!prepared->empty()) {
       lend = prepared->Provider();
+      commit_prepared = [&prepared] { return prepared->Commit(); };
       if (flags.prealloc) {
         std::fprintf(stderr, "livemig: prepared %s of destination memory in %.0f ms\n",
                      FormatBytes(static_cast<double>(prepared->populated_bytes())).c_str(),
@@ -204,7 +211,7 @@ int RunReceive(const ReceiveFlags& flags) {
       continue;
     }
     if (!prepared->empty()) {
-      absl::StatusOr<std::vector<std::string>> files = prepared->Publish(got->files);
+      absl::StatusOr<std::vector<std::string>> files = prepared->Flush(got->files);
       if (!files.ok()) return Fail(files.status());
       got->files = *std::move(files);
     }
