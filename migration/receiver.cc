@@ -301,7 +301,12 @@ absl::Status ReceiveSession::Located(absl::Status status, size_t channel,
 
 absl::Status ReceiveSession::ReadControl(wire::FrameType type, google::protobuf::MessageLite* out,
                                          absl::string_view what) {
-  return Located(ReadExpected(*channels_[0], type, out, options_.io_timeout), 0, what);
+  // Bounded by the session too: after the rounds a source could otherwise
+  // drip device-state sections or never answer, one io timeout at a time.
+  LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
+  absl::Status read = ReadExpected(*channels_[0], type, out, ReadTimeout());
+  if (!read.ok()) LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
+  return Located(std::move(read), 0, what);
 }
 
 absl::Status ReceiveSession::ReadChannel(size_t index) {
@@ -321,8 +326,9 @@ absl::Status ReceiveSession::ReadRounds(size_t index, uint32_t& round) {
     at_boundary();
     LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
     LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
-    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
-                             wire::ReadFrameStart(conn, options_.io_timeout));
+    absl::StatusOr<wire::IncomingFrame> next = wire::ReadFrameStart(conn, ReadTimeout());
+    if (!next.ok()) LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
+    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame, std::move(next));
     switch (frame.header.type) {
       case wire::FrameType::kPageBatch:
         LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round, landing, decompressor));

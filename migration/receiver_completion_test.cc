@@ -197,6 +197,28 @@ TEST_F(RawSourceTest, AnswerToAnotherPageHashQueryIsDataLoss) {
   EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss, ("does not answer the query")));
 }
 
+// The session timeout bounds what comes after the rounds too: a source
+// that goes silent there (or drips device-state sections) is cut at it,
+// not one io timeout at a time.
+class ShortSession : public RawSourceTest {
+  void Configure(ReceiverOptions& options) override { options.session_timeout = absl::Seconds(1); }
+};
+
+TEST_F(ShortSession, ASourceSilentAfterItsFinalRoundIsCutAtTheSessionTimeout) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
+  proto::IterationMarker marker;
+  marker.set_round(0);
+  marker.set_phase(proto::PHASE_END);
+  marker.set_final(true);
+  const absl::Time sent = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+  // No device state follows: before, the read waited its whole io timeout.
+  EXPECT_THAT(Result(sent),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
+                                  "the migration did not finish within the session timeout of 1s"));
+}
+
 // The source decides: a receiver that never hears the handover must not
 // publish anything, whatever ended the conversation.
 TEST_F(RawSourceTest, SourceVanishingBeforeTheHandoverCommitsNothing) {

@@ -10,6 +10,7 @@
 #ifndef LIVEMIG_MIGRATION_INTERNAL_RECEIVE_SESSION_H_
 #define LIVEMIG_MIGRATION_INTERNAL_RECEIVE_SESSION_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -100,6 +101,11 @@ class ReceiveSession {
   void SendAbort(const absl::Status& status);
   // One frame on channel 0, under control_write_mu_.
   absl::Status WriteControl(wire::FrameType type, const google::protobuf::MessageLite& message);
+  // A read's timeout: io_timeout, or what is left of the session if less.
+  absl::Duration ReadTimeout() const {
+    return std::min(options_.io_timeout,
+                    std::max(session_deadline_ - absl::Now(), absl::ZeroDuration()));
+  }
   absl::Status CheckSessionDeadline() const {
     if (absl::Now() > session_deadline_) {
       return absl::DeadlineExceededError(absl::StrCat(
