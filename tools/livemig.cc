@@ -241,6 +241,11 @@ absl::StatusOr<std::vector<char*>> PrepareArgs(int argc, char** argv,
         std::replace(name.begin(), name.end(), '_', '-');
         return absl::InvalidArgumentError(absl::StrCat("--", name, " is given twice"));
       }
+      if (eq == arg.size() - 1) {
+        // An unset shell variable, say: "--tls-dir=" turned TLS off.
+        std::replace(name.begin(), name.end(), '_', '-');
+        return absl::InvalidArgumentError(absl::StrCat("--", name, "= needs a value"));
+      }
     }
     storage->push_back(arg);
   }

@@ -153,6 +153,8 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"send", to, "--memory=1MiB", "--io-timeout-s=2", "--io_timeout_s=3"},
        "--io-timeout-s is given twice"},
       {{"send", to, "--memory=1MiB", "--json", "--nojson"}, "--json is given twice"},
+      {{"send", to, "--memory=1MiB", "--tls-dir="}, "--tls-dir= needs a value"},
+      {{"receive", to, dir, "--tls-dir="}, "--tls-dir= needs a value"},
       {{"send", to, "--memory=1MiB", "--region"}, "--region needs a value"},
       {{"receive", to, dir, "--fill=random"}, "--fill is a send flag"},
       {{"receive", to, dir, "--session-timeout-s=-1"},
