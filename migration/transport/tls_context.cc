@@ -7,9 +7,11 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace livemig {
@@ -19,6 +21,20 @@ namespace ssl = boost::asio::ssl;
 
 absl::Status MissingFile(const std::string& path) {
   return absl::NotFoundError(absl::StrCat("TLS: ", path, ": no such file"));
+}
+
+// OpenSSL asks for an encrypted key's passphrase on the terminal unless
+// told otherwise: no passphrase, so loading such a key fails at once.
+int NoPassphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*userdata*/) { return 0; }
+
+// Whether `path` holds an encrypted PEM private key.
+bool IsEncryptedKey(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  for (int i = 0; i < 4 && std::getline(in, line); ++i) {
+    if (absl::StrContains(line, "ENCRYPTED")) return true;
+  }
+  return false;
 }
 
 absl::Status LoadError(const std::string& what, const std::string& path,
@@ -32,7 +48,12 @@ absl::Status LoadError(const std::string& what, const std::string& path,
 absl::Status RequireFiles(std::initializer_list<std::string> paths) {
   for (const std::string& path : paths) {
     std::error_code ec;
-    if (!std::filesystem::is_regular_file(path, ec)) return MissingFile(path);
+    const std::filesystem::file_status st = std::filesystem::status(path, ec);
+    if (!std::filesystem::exists(st)) return MissingFile(path);
+    if (!std::filesystem::is_regular_file(st)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TLS: ", path, ": not a regular file (a directory, device or FIFO)"));
+    }
   }
   return absl::OkStatus();
 }
@@ -84,6 +105,11 @@ absl::StatusOr<std::unique_ptr<TlsContext::Impl>> TlsContext::Build(Role role,
   if (ec) return LoadError("CA certificate", ca, ec);
   context.use_certificate_chain_file(cert, ec);
   if (ec) return LoadError("certificate", cert, ec);
+  SSL_CTX_set_default_passwd_cb(native, NoPassphrase);
+  if (IsEncryptedKey(key)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TLS: private key ", key, " is encrypted; livemig needs it without a passphrase"));
+  }
   context.use_private_key_file(key, ssl::context::pem, ec);
   if (ec) return LoadError("private key", key, ec);
   if (SSL_CTX_check_private_key(native) != 1) {

@@ -308,5 +308,31 @@ TEST_F(Tls, ContextsNameTheFileThatIsMissingOrBad) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// An encrypted key would have OpenSSL ask for its passphrase on the
+// terminal (or read stdin): refused at once instead, naming it.
+TEST_F(Tls, AnEncryptedKeyOrAFileThatIsNotRegularIsRefusedNamingIt) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/tls_encrypted");
+  std::filesystem::create_directories(dir);
+  for (const char* name : {"ca-cert.pem", "server-cert.pem"}) {
+    std::filesystem::copy_file(certs_->good + "/" + name, dir + "/" + name,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  const std::string encrypt = absl::StrCat("openssl pkey -in ", certs_->good,
+                                           "/server-key.pem -aes256 -passout pass:secret -out ",
+                                           dir, "/server-key.pem >/dev/null 2>&1");
+  ASSERT_EQ(std::system(encrypt.c_str()), 0) << encrypt;
+  EXPECT_THAT(TlsContext::ForDestination(dir),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "private key " + dir +
+                                      "/server-key.pem is encrypted; livemig needs it without a "
+                                      "passphrase"));
+  std::filesystem::remove(dir + "/ca-cert.pem");
+  std::filesystem::create_directory(dir + "/ca-cert.pem");
+  EXPECT_THAT(TlsContext::ForDestination(dir),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  dir + "/ca-cert.pem: not a regular file"));
+}
+
 }  // namespace
 }  // namespace livemig
