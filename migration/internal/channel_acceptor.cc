@@ -22,6 +22,11 @@ namespace {
 
 constexpr absl::Duration kPoll = absl::Milliseconds(50);
 
+// What is left until `deadline` (zero once it passed).
+absl::Duration Left(absl::Time deadline) {
+  return std::max(deadline - absl::Now(), absl::ZeroDuration());
+}
+
 // The channels of one migration seen so far.
 struct Group {
   uint32_t count = 0;
@@ -51,10 +56,10 @@ class Acceptor {
  private:
   // One accepted connection's handshake, on its own thread.
   void Handshake(std::unique_ptr<Connection> conn);
-  absl::Status ReadHello(Connection& conn, proto::Hello* hello);
+  absl::Status ReadHello(Connection& conn, proto::Hello* hello, absl::Time deadline);
   // With options_.tls: refuses a plaintext source, then the TLS handshake.
   // *answer: whether an Abort can still reach the peer after a failure.
-  absl::Status StartTls(Connection& conn, bool* answer);
+  absl::Status StartTls(Connection& conn, bool* answer, absl::Time deadline);
   // Shuts every connection not handed out down and joins every thread.
   void Drain();
   // Connections whose Hello was answered, waiting in incomplete groups.
@@ -87,9 +92,9 @@ class Acceptor {
   absl::Status last_refusal_;  // The last Hello refused, for the deadline's message.
 };
 
-absl::Status Acceptor::ReadHello(Connection& conn, proto::Hello* hello) {
+absl::Status Acceptor::ReadHello(Connection& conn, proto::Hello* hello, absl::Time deadline) {
   LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
-                           wire::ReadFrameStart(conn, options_.handshake_timeout));
+                           wire::ReadFrameStart(conn, Left(deadline)));
   if (frame.header.type != wire::FrameType::kHello) {
     return absl::DataLossError(absl::StrCat("expected a HELLO frame, got ",
                                             wire::FrameTypeName(frame.header.type)));
@@ -111,20 +116,20 @@ absl::Status Acceptor::ReadHello(Connection& conn, proto::Hello* hello) {
   return absl::OkStatus();
 }
 
-absl::Status Acceptor::StartTls(Connection& conn, bool* answer) {
+absl::Status Acceptor::StartTls(Connection& conn, bool* answer, absl::Time deadline) {
   if (options_.tls == nullptr) return absl::OkStatus();
   // A plaintext livemig source starts with the frame magic; TLS starts
   // with a handshake record (0x16). Tell the former in its own language.
   uint32_t magic = 0;
   LIVEMIG_ASSIGN_OR_RETURN(const std::string first,
-                           conn.Peek(sizeof(magic), options_.handshake_timeout));
+                           conn.Peek(sizeof(magic), Left(deadline)));
   if (first.size() == sizeof(magic)) std::memcpy(&magic, first.data(), sizeof(magic));
   if (magic == wire::kFrameMagic) {  // The header is little-endian, as this host.
     return absl::FailedPreconditionError(
         "this destination requires TLS: the source sent plaintext (give it --tls-dir)");
   }
   *answer = false;  // Mid-handshake, neither plaintext nor TLS reaches it.
-  LIVEMIG_RETURN_IF_ERROR(conn.StartTls(*options_.tls, options_.handshake_timeout));
+  LIVEMIG_RETURN_IF_ERROR(conn.StartTls(*options_.tls, Left(deadline)));
   *answer = true;
   return absl::OkStatus();
 }
@@ -133,8 +138,10 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   Connection* raw = conn.get();
   proto::Hello hello;
   bool answer = true;  // Whether the peer can read a (plaintext or TLS) Abort.
-  absl::Status status = StartTls(*conn, &answer);
-  if (status.ok()) status = ReadHello(*conn, &hello);
+  // One deadline for the whole handshake: TLS first, then the Hello.
+  const absl::Time deadline = absl::Now() + options_.handshake_timeout;
+  absl::Status status = StartTls(*conn, &answer, deadline);
+  if (status.ok()) status = ReadHello(*conn, &hello, deadline);
   const std::string& id = hello.migration_id();
   const uint32_t index = hello.channel_index();
   bool reserved = false;  // This connection holds `index` in its group.

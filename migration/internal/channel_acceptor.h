@@ -1,7 +1,8 @@
 // File: migration/internal/channel_acceptor.h
 //
 // AcceptMigration: the receiver's front door. It accepts connections
-// concurrently, gives each a short deadline to send its Hello, answers every
+// concurrently, gives each one deadline (handshake_timeout) for its TLS
+// handshake and its Hello together, answers every
 // valid Hello at once (the sender connects its channels one after another),
 // groups the channels by migration id, and returns as soon as one migration
 // has all of its channels, ordered by channel index (so channel 0 is the
@@ -47,7 +48,7 @@ namespace livemig::migration_internal {
 
 struct AcceptOptions {
   absl::Duration accept_timeout = absl::InfiniteDuration();  // Until a complete migration.
-  absl::Duration handshake_timeout = absl::Seconds(5);       // Per connection, for its Hello.
+  absl::Duration handshake_timeout = absl::Seconds(5);       // Per connection: TLS + Hello.
   absl::Duration group_timeout = absl::Seconds(30);  // First channel of a migration to its last.
   absl::Duration io_timeout = absl::Seconds(30);     // Writing the Hello answer.
   uint32_t max_channels = 64;
