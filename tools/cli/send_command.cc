@@ -220,7 +220,7 @@ int RunSend(const SendFlags& flags) {
     }
     absl::StatusOr<vmm::KvmVmSpec> parsed = vmm::ParseKvmVmSpec(flags.vm);
     if (!parsed.ok()) {
-      return Usage(absl::InvalidArgumentError(absl::StrCat("--vm: ", parsed.status().message())));
+      return Usage(parsed.status());  // Its messages begin with "--vm: ".
     }
     kvm_spec = *parsed;
   }

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <set>
+#include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -71,9 +73,13 @@ absl::StatusOr<KvmVmSpec> ParseKvmVmSpec(absl::string_view spec) {
   if (!absl::ConsumePrefix(&spec, ":")) {
     return absl::InvalidArgumentError("--vm: expected kvm:key=value,...");
   }
+  std::set<std::string> seen;
   for (absl::string_view item : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, '=');
     const absl::string_view key = kv.first, value = kv.second;
+    if (!seen.insert(std::string(key)).second) {
+      return absl::InvalidArgumentError(absl::StrCat("--vm: ", key, "= is given twice"));
+    }
     if (key == "vcpus") {
       int n;
       if (!absl::SimpleAtoi(value, &n) || n < 1 || n > static_cast<int>(kMaxVcpus)) {
@@ -82,7 +88,11 @@ absl::StatusOr<KvmVmSpec> ParseKvmVmSpec(absl::string_view spec) {
       }
       out.options.vcpus = n;
     } else if (key == "pattern") {
-      LIVEMIG_ASSIGN_OR_RETURN(out.options.pattern.pattern, ParsePatternName(value));
+      absl::StatusOr<Pattern> pattern = ParsePatternName(value);
+      if (!pattern.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--vm: ", pattern.status().message()));
+      }
+      out.options.pattern.pattern = *pattern;
     } else if (key == "rate") {
       LIVEMIG_ASSIGN_OR_RETURN(uint64_t bytes, ParseSize(key, value));
       out.options.pattern.pages_per_second = (bytes + kPageSize - 1) / kPageSize;
@@ -107,9 +117,15 @@ absl::StatusOr<KvmVmSpec> ParseKvmVmSpec(absl::string_view spec) {
           "\" (vcpus, pattern, rate, size, hot, device, seed)"));
     }
   }
+  const uint64_t workload_pages = (out.size - kReservedBytes) / kPageSize;
   if (out.options.pattern.pattern == Pattern::kHotset &&
       out.options.pattern.hot_pages == 0) {
-    out.options.pattern.hot_pages = std::max<uint64_t>(1, (out.size - kReservedBytes) / kPageSize / 10);
+    out.options.pattern.hot_pages = std::max<uint64_t>(1, workload_pages / 10);
+  }
+  if (out.options.pattern.hot_pages > workload_pages) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--vm: hot= is ", out.options.pattern.hot_pages, " pages; the guest's workload has ",
+        workload_pages, " (size= less ", kReservedBytes, " reserved bytes)"));
   }
   return out;
 }

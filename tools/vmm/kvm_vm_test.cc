@@ -225,7 +225,18 @@ TEST(KvmVmSpec, ParsesTheCliSpecAndNamesABadKey) {
   EXPECT_THAT(ParseKvmVmSpec("kvm:vcpus=2,colour=red"),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "colour"));
   EXPECT_THAT(ParseKvmVmSpec("kvm:pattern=zigzag"),
-              StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "zigzag"));
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--vm: unknown guest pattern \"zigzag\""));
+}
+
+// Refused as the flag is parsed, not when the guest boots.
+TEST(KvmVmSpec, RefusesAKeyGivenTwiceAndAHotSetLargerThanTheGuest) {
+  EXPECT_THAT(ParseKvmVmSpec("kvm:vcpus=2,vcpus=1"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--vm: vcpus= is given twice"));
+  EXPECT_THAT(ParseKvmVmSpec("kvm:size=8m,pattern=hotset,hot=16m"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "--vm: hot= is 4096 pages; the guest's workload has"));
 }
 
 }  // namespace
