@@ -206,8 +206,14 @@ absl::StatusOr<std::vector<char*>> PrepareArgs(int argc, char** argv,
   storage->reserve(argc);
   std::vector<char*> out;
   std::set<std::string> seen;
+  bool value_next = false;  // The last flag takes this argument as its value.
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
+    if (value_next) {
+      value_next = false;
+      storage->push_back(arg);
+      continue;
+    }
     if (i > 0 && arg == "--") {  // Abseil's end of flags: the rest as it is.
       for (; i < argc; ++i) storage->push_back(argv[i]);
       break;
@@ -241,10 +247,34 @@ absl::StatusOr<std::vector<char*>> PrepareArgs(int argc, char** argv,
         std::replace(name.begin(), name.end(), '_', '-');
         return absl::InvalidArgumentError(absl::StrCat("--", name, " is given twice"));
       }
+      std::string dashed = name;
+      std::replace(dashed.begin(), dashed.end(), '_', '-');
       if (eq == arg.size() - 1) {
         // An unset shell variable, say: "--tls-dir=" turned TLS off.
-        std::replace(name.begin(), name.end(), '_', '-');
-        return absl::InvalidArgumentError(absl::StrCat("--", name, "= needs a value"));
+        return absl::InvalidArgumentError(absl::StrCat("--", dashed, "= needs a value"));
+      }
+      // Checked here so that bad usage exits 2 (Abseil's own parse exits 1).
+      // Abseil's own flags (--help, --version, --flagfile ...) are its own.
+      static const std::set<std::string> kAbseils = {
+          "help", "helpfull", "helpshort", "helppackage", "helpon", "helpmatch", "version",
+          "only_check_args", "flagfile", "fromenv", "tryfromenv", "undefok"};
+      absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+      if (kAbseils.count(name) != 0) {
+        // As given.
+      } else if (flag == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", dashed, " is not a livemig flag (see --help)"));
+      }
+      if (flag == nullptr || kAbseils.count(name) != 0) {
+        // Abseil parses it.
+      } else if (eq != std::string::npos) {
+        std::string error;
+        if (!flag->ParseFrom(arg.substr(eq + 1), &error)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--", dashed, "=", arg.substr(eq + 1), ": ", error));
+        }
+      } else if (!flag->IsOfType<bool>()) {
+        value_next = true;  // "--name value".
       }
     }
     storage->push_back(arg);

@@ -154,6 +154,10 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
        "--io-timeout-s is given twice"},
       {{"send", to, "--memory=1MiB", "--json", "--nojson"}, "--json is given twice"},
       {{"send", to, "--memory=1MiB", "--tls-dir="}, "--tls-dir= needs a value"},
+      // Abseil's own parse errors exited 1, as if a migration had failed.
+      {{"send", to, "--memory=1MiB", "--colour=red"}, "--colour is not a livemig flag"},
+      {{"send", to, "--memory=1MiB", "--channels=99999999999"}, "--channels=99999999999: "},
+      {{"receive", to, dir, "--once=maybe"}, "--once=maybe: "},
       {{"receive", to, dir, "--tls-dir="}, "--tls-dir= needs a value"},
       {{"send", to, "--memory=1MiB", "--region"}, "--region needs a value"},
       {{"receive", to, dir, "--fill=random"}, "--fill is a send flag"},
