@@ -158,6 +158,8 @@ TEST_F(LivemigCli, BadFlagsExitWithStatus2AndAClearMessage) {
       {{"send", to, "--memory=1MiB", "--colour=red"}, "--colour is not a livemig flag"},
       {{"send", to, "--memory=1MiB", "--channels=99999999999"}, "--channels=99999999999: "},
       {{"receive", to, dir, "--once=maybe"}, "--once=maybe: "},
+      {{"send", to, "--memory=8MiB", "--workload=hotset:size=16MiB,rate=1MB/s"},
+       "its hot set is larger than the guest's 8.0 MiB"},
       {{"receive", to, dir, "--tls-dir="}, "--tls-dir= needs a value"},
       {{"send", to, "--memory=1MiB", "--region"}, "--region needs a value"},
       {{"receive", to, dir, "--fill=random"}, "--fill is a send flag"},

@@ -137,6 +137,21 @@ absl::Status CheckNamesAreDistinct(const std::vector<RegionFlag>& specs) {
   return absl::OkStatus();
 }
 
+uint64_t DeclaredBytes(const GuestMemoryFlags& flags) {
+  uint64_t total = 0;
+  if (!flags.memory.empty()) {
+    absl::StatusOr<uint64_t> size = ParseSize(flags.memory);
+    if (!size.ok()) return 0;
+    total += *size;
+  }
+  for (const std::string& text : flags.regions) {
+    absl::StatusOr<RegionFlag> region = ParseRegionFlag(text);
+    if (!region.ok() || region->size > ~uint64_t{0} - total) return 0;
+    total += region->size;
+  }
+  return total;
+}
+
 absl::StatusOr<GuestMemory<AtomicBitmap>> BuildMemory(
     const GuestMemoryFlags& flags, std::vector<std::string>* file_names,
     const std::function<absl::Status()>& before_fill) {

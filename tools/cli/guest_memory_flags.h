@@ -66,6 +66,10 @@ struct GuestMemoryFlags {
   std::string fill;                  // --fill; empty: not given.
 };
 
+// The bytes of guest memory the flags declare (before anything is mapped);
+// 0 if a flag cannot be parsed (BuildMemory then says why).
+uint64_t DeclaredBytes(const GuestMemoryFlags& flags);
+
 // Maps the regions the flags describe, calls `before_fill` (which may fail;
 // its error is returned as is), then fills them: everything a flag can get
 // wrong is found before it. Appends one entry per region, in guest-address

@@ -256,6 +256,12 @@ int RunSend(const SendFlags& flags) {
     memory_flags.fill =
         kvm_spec->options.pattern.pattern == vmm::Pattern::kCounter ? "zero" : "random";
   }
+  if (const uint64_t declared = DeclaredBytes(memory_flags);
+      spec->kind == WorkloadSpec::Kind::kHotset && declared > 0 && spec->hot_bytes > declared) {
+    return Usage(absl::InvalidArgumentError(
+        absl::StrCat("--workload=", flags.workload, ": its hot set is larger than the guest's ",
+                     FormatBytes(static_cast<double>(declared)))));
+  }
   absl::StatusOr<GuestMemory<AtomicBitmap>> memory =
       BuildMemory(memory_flags, &options.file_names, probe);
   if (!memory.ok()) {
