@@ -481,13 +481,20 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   proto::Ack ack;
   ack.set_kind(proto::ACK_VERIFIED);
   ack.set_round(rounds_.load());
+  // The session timeout is checked here for the last time: once VERIFIED
+  // is out, the source may send its HANDOVER at any moment, and a receiver
+  // that stopped reading then would leave it in doubt, its guest paused.
+  LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
   LIVEMIG_RETURN_IF_ERROR(WriteControl(wire::FrameType::kAck, ack));
   Step("verified");
   // The commit point is the source's: without its handover (a cut, a
   // timeout, an Abort) the staging files are discarded, and the source, which
   // has not given the guest up, resumes it.
   proto::Ack handover;
-  LIVEMIG_RETURN_IF_ERROR(ReadControl(wire::FrameType::kAck, &handover, "the handover"));
+  // One frame the source sends at once: io_timeout, not the session's.
+  LIVEMIG_RETURN_IF_ERROR(Located(
+      ReadExpected(*channels_[0], wire::FrameType::kAck, &handover, options_.io_timeout), 0,
+      "the handover"));
   if (handover.kind() != proto::ACK_HANDOVER) {
     return absl::DataLossError(absl::StrCat(
         "expected the source's handover, got an acknowledgement of kind ",

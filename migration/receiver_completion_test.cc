@@ -219,6 +219,16 @@ TEST_F(ShortSession, ASourceSilentAfterItsFinalRoundIsCutAtTheSessionTimeout) {
                                   "the migration did not finish within the session timeout of 1s"));
 }
 
+// Once VERIFIED is out, the session timeout no longer applies: a source
+// whose HANDOVER comes after it must still get COMMITTED (a receiver that
+// gave up there left the source's handover in doubt, its guest paused).
+TEST_F(ShortSession, AHandoverAfterTheSessionTimeoutIsStillCommitted) {
+  ASSERT_NO_FATAL_FAILURE(UpToTheHandover());
+  absl::SleepFor(absl::Milliseconds(1200));  // Past the 1 s session.
+  ASSERT_NO_FATAL_FAILURE(HandOverAndExpectCommitted());
+  EXPECT_OK(Result(absl::Now()));
+}
+
 // The source decides: a receiver that never hears the handover must not
 // publish anything, whatever ended the conversation.
 TEST_F(RawSourceTest, SourceVanishingBeforeTheHandoverCommitsNothing) {
