@@ -40,6 +40,7 @@ struct Group {
   // migration must ask for the same compression (UNSPECIFIED == NONE).
   std::optional<proto::Compression> asked;
   uint32_t asked_by = 0;
+  uint64_t generation = 0;  // Unique per group made (Acceptor::generations_).
 };
 
 class Acceptor {
@@ -87,6 +88,7 @@ class Acceptor {
   std::string complete_;  // Id of the first complete migration.
   bool done_ = false;     // Run() has returned or is returning.
   uint32_t pending_ = 0;
+  uint64_t generations_ = 0;  // Groups made so far.
   std::list<std::thread> threads_;
   std::vector<std::thread::id> finished_;  // Threads done, to be joined.
   absl::Status last_refusal_;  // The last Hello refused, for the deadline's message.
@@ -144,7 +146,10 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   if (status.ok()) status = ReadHello(*conn, &hello, deadline);
   const std::string& id = hello.migration_id();
   const uint32_t index = hello.channel_index();
-  bool reserved = false;  // This connection holds `index` in its group.
+  // The generation of the group in which this connection holds `index` (0:
+  // none). The group may be dropped (timeout, eviction) while the answer
+  // goes out, and another made under the same id: that one is not ours.
+  uint64_t reserved = 0;
   if (status.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     Group& g = groups_[id];
@@ -153,13 +158,10 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
       g.slots.resize(g.count);
       g.reserved.assign(g.count, false);
       g.first = absl::Now();
+      g.generation = ++generations_;
     }
     if (refusing_ || done_ || !complete_.empty()) {
       status = absl::UnavailableError("the destination is busy with another migration");
-    } else if (!EvictForLocked(id)) {
-      status = absl::ResourceExhaustedError(absl::StrCat(
-          WaitingLocked(), " connections already wait for the other channels of their "
-          "migrations; at most ", MaxWaiting(), " may"));
     } else if (hello.channel_count() != g.count) {
       status = absl::InvalidArgumentError(absl::StrCat(
           "channel ", index, " says the migration has ", hello.channel_count(),
@@ -174,13 +176,17 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
           "channel ", index, " asks for compression ", proto::Compression_Name(asks),
           "; channel ", g.asked_by, " of the same migration asked for ",
           proto::Compression_Name(*g.asked)));
+    } else if (!EvictForLocked(id)) {  // Only for a Hello that would be taken.
+      status = absl::ResourceExhaustedError(absl::StrCat(
+          WaitingLocked(), " connections already wait for the other channels of their "
+          "migrations; at most ", MaxWaiting(), " may"));
     } else {
       if (!g.asked.has_value()) {
         g.asked = asks;
         g.asked_by = index;
       }
       g.reserved[index] = true;
-      reserved = true;
+      reserved = g.generation;
     }
   }
   if (status.ok()) {
@@ -196,6 +202,9 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   handshaking_.erase(raw);
   --pending_;
   auto group = groups_.find(id);
+  if (group != groups_.end() && (reserved == 0 || group->second.generation != reserved)) {
+    group = groups_.end();  // Not the group this connection reserved in.
+  }
   if (status.ok() && !done_ && group != groups_.end()) {
     Group& g = group->second;
     g.slots[index] = std::move(conn);
@@ -208,7 +217,7 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
       listener_.Wake();  // Run() returns it now, not after its accept poll.
     }
   } else if (!status.ok()) {
-    if (reserved && group != groups_.end()) group->second.reserved[index] = false;
+    if (group != groups_.end()) group->second.reserved[index] = false;
     last_refusal_ = status;
     // The stranger learns why; nothing else is touched.
     if (answer) SendAbortBestEffort(*conn, status, proto::ROLE_DESTINATION);
