@@ -93,8 +93,13 @@ struct PreparedMemory::State {
   double populate_ms = 0;
   uint64_t populated_bytes = 0;
   bool committed = false;  // Commit() renamed them: never remove them again.
+  // The earlier files Commit() swapped out (now at the hidden names):
+  // removed after the commit, outside the source's pause (freeing a large
+  // file takes long).
+  std::vector<std::string> replaced;
 
   ~State() {
+    for (const std::string& path : replaced) (void)::unlink(path.c_str());
     if (committed) return;
     for (const Prepared& p : regions) (void)::unlink(p.path.c_str());
   }
@@ -237,15 +242,19 @@ PreparedMemory::Provider() {
 }
 
 absl::Status PreparedMemory::Commit() {
-  // Each renamed file: (final name's directory chain, its name there).
+  // Each renamed file. A file that had the name already (an earlier
+  // migration's, in repeated mode) is swapped with it, not replaced, so
+  // that a failed commit can give it back whole.
   struct Renamed {
     State::Prepared* region;
     std::string from;  // Its hidden name, to go back to.
+    bool exchanged;    // The earlier file now has that hidden name.
   };
   std::vector<Renamed> renamed;
   auto undo = [&](const absl::Status& why) {
     for (auto it = renamed.rbegin(); it != renamed.rend(); ++it) {
-      (void)::rename(it->region->path.c_str(), it->from.c_str());
+      (void)::renameat2(AT_FDCWD, it->region->path.c_str(), AT_FDCWD, it->from.c_str(),
+                        it->exchanged ? RENAME_EXCHANGE : 0);
       it->region->path = it->from;
       it->region->dirs.clear();
     }
@@ -272,11 +281,20 @@ absl::Status PreparedMemory::Commit() {
       if (!next.ok()) return undo(next.status());
       dirs.push_back(std::move(*next));
     }
-    if (::renameat(dirs.front().get(), std::filesystem::path(p.path).filename().c_str(),
-                   dirs.back().get(), parts->back().c_str()) != 0) {
+    const std::string hidden = std::filesystem::path(p.path).filename().string();
+    bool exchanged = true;
+    int moved = ::renameat2(dirs.front().get(), hidden.c_str(), dirs.back().get(),
+                            parts->back().c_str(), RENAME_EXCHANGE);
+    if (moved != 0 && errno == ENOENT) {  // Nothing had the name.
+      exchanged = false;
+      moved = ::renameat2(dirs.front().get(), hidden.c_str(), dirs.back().get(),
+                          parts->back().c_str(), RENAME_NOREPLACE);
+    }
+    if (moved != 0) {
       return undo(PosixError(absl::StrCat("rename ", p.path, " to ", final_path), errno));
     }
-    renamed.push_back({&p, p.path});
+    renamed.push_back({&p, p.path, exchanged});
+    if (exchanged) state_->replaced.push_back(p.path);  // Removed after the commit.
     p.path = final_path;
     p.dirs = std::move(dirs);
   }
@@ -286,6 +304,8 @@ absl::Status PreparedMemory::Commit() {
 }
 
 absl::StatusOr<std::vector<std::string>> PreparedMemory::Flush(std::vector<std::string> files) {
+  for (const std::string& path : state_->replaced) (void)::unlink(path.c_str());
+  state_->replaced.clear();
   for (State::Prepared& p : state_->regions) {
     if (!p.lent.has_value()) continue;
     const int index = static_cast<int>(p.lent->index);

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -245,14 +246,34 @@ TEST(PreparedMemory, ACommitThatCannotTakeANameRenamesNothingAndFails) {
     ASSERT_OK(provide(Incoming(0, 2, 0, kMiB, "mem0")).status());
     ASSERT_OK(provide(Incoming(1, 2, 4 * kMiB, kMiB, "taken/mem1")).status());
     std::ofstream(dir + "/taken") << "a file where the directory would go";
+    std::ofstream(dir + "/mem0") << "an earlier migration's";
     EXPECT_THAT(prepared.Commit(),
                 StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
                                     "region 1: file_path \"taken/mem1\": component \"taken\" "
                                     "exists and is not a directory"));
     EXPECT_EQ(Entries(dir), (std::vector<std::string>{".livemig-prepared-0",
-                                                      ".livemig-prepared-1", "taken"}));
+                                                      ".livemig-prepared-1", "mem0", "taken"}));
   }
-  EXPECT_EQ(Entries(dir), (std::vector<std::string>{"taken"}));
+  EXPECT_EQ(Entries(dir), (std::vector<std::string>{"mem0", "taken"}));
+  // The earlier migration's file is whole again (it had been replaced).
+  std::ifstream in(dir + "/mem0");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "an earlier migration's");
+}
+
+// An earlier migration's file at the name is swapped out at the commit and
+// removed only by Flush(), after the source was told (freeing a large file
+// takes long; the pause does not wait for it).
+TEST(PreparedMemory, ACommitReplacesAnEarlierFileAndFlushRemovesIt) {
+  const std::string dir = TempDir("commit-replaces");
+  std::ofstream(dir + "/mem0") << "an earlier migration's";
+  ASSERT_OK_AND_ASSIGN(PreparedMemory prepared,
+                       PreparedMemory::Make(dir, Declared({"gpa=0,size=1M"}), false));
+  ASSERT_OK(prepared.Provider()(Incoming(0, 1, 0, kMiB, "mem0")).status());
+  ASSERT_OK(prepared.Commit());
+  EXPECT_EQ(std::filesystem::file_size(dir + "/mem0"), kMiB);
+  EXPECT_EQ(Entries(dir), (std::vector<std::string>{".livemig-prepared-0", "mem0"}));
+  ASSERT_OK(prepared.Flush({""}).status());
+  EXPECT_EQ(Entries(dir), (std::vector<std::string>{"mem0"}));
 }
 
 TEST(PreparedMemory, FilesNeverPublishedAreRemoved) {

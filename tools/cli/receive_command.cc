@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <system_error>
@@ -142,9 +144,21 @@ int RunReceive(const ReceiveFlags& flags) {
   // The current migration's prepared memory takes its names at the commit
   // too, before the source is told (set before each ReceiveOne()).
   std::function<absl::Status()> commit_prepared;
-  options.before_commit = [&manifest_path, &dir, &commit_prepared, durable = flags.durable] {
+  // The manifest on disk, to put back if the prepared memory cannot take
+  // its names (the earlier migration's files are then given back whole).
+  std::string last_manifest;
+  {
+    std::ifstream in(manifest_path);
+    if (in) last_manifest.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  options.before_commit = [&manifest_path, &dir, &commit_prepared, &last_manifest,
+                           durable = flags.durable] {
     LIVEMIG_RETURN_IF_ERROR(RemoveFile(manifest_path, dir, durable));
-    return commit_prepared ? commit_prepared() : absl::OkStatus();
+    absl::Status committed = commit_prepared ? commit_prepared() : absl::OkStatus();
+    if (!committed.ok() && !last_manifest.empty()) {
+      (void)WriteFileAtomically(manifest_path, last_manifest);
+    }
+    return committed;
   };
   // Declared memory is populated when it is made, before any source
   // connects; the receiver's own prealloc is for the memory it makes.
@@ -218,6 +232,7 @@ int RunReceive(const ReceiveFlags& flags) {
     const std::string manifest = ReceivedJson(*got);
     absl::Status written = WriteFileAtomically(manifest_path, manifest);
     if (!written.ok()) return Fail(written);
+    last_manifest = manifest;
     const uint64_t total = got->memory.total_size();
     std::fprintf(stderr,
                  "livemig: received %s in %u regions over %u channels, %u rounds; "
