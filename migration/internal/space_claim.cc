@@ -50,7 +50,14 @@ absl::Status Allocate(int fd, uint64_t offset, uint64_t length, uint64_t size, i
   if (error == ENOSPC || error == EDQUOT) {
     return NoSpace(free, size, region, path, std::strerror(error));
   }
-  if (error == EOPNOTSUPP) return absl::OkStatus();  // Nothing to claim ahead with.
+  if (error == EOPNOTSUPP) {
+    // Nothing to claim ahead with: at least the free space must be there,
+    // else a later page written through the mapping would be SIGBUS.
+    if (free != kUnknown && free < size) {
+      return NoSpace(free, size, region, path, "no fallocate here; checked with statvfs");
+    }
+    return absl::OkStatus();
+  }
   return PosixError(absl::StrCat("region ", region, ": fallocate \"", path, "\" bytes [",
                                  offset, ", ", offset + length, ")"),
                     error);

@@ -19,7 +19,7 @@
 //   hugetlbfs  claimed now (it reserves the huge pages); it has no write(2),
 //              so its pages land through the mapping.
 //   others     claimed now: fallocate only records extents.
-// Filesystems without fallocate are used as they are.
+// Filesystems without fallocate are checked with statvfs only.
 //
 // Thread safety: plain functions over a descriptor; the caller serializes
 // them with any other use of the file's size.
