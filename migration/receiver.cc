@@ -624,6 +624,9 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     // Channel 0's reader may not have read that Abort: it waited in the
     // round barrier (its channel had ended the round), or another channel's
     // close came first. What it left unread, from a frame boundary on, says.
+    // Only what had arrived counts (Fail() shut the channels down): the
+    // source writes its Abort before it closes any channel, and the reader
+    // of the one that closed waited 500 ms for it above.
     if (SourceGone(failed_with) &&
         channels_[0]->bytes_read() == control_boundary_.load(std::memory_order_relaxed)) {
       const std::optional<proto::Abort> abort =

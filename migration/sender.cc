@@ -82,21 +82,20 @@ class Migration {
   ~Migration() { publish_(nullptr, false); }
 
   absl::Status Run();
-  // Restores the source after `error`: tells the receiver why (when the
-  // channels still work), re-marks every harvested page, resumes the VM,
-  // resets the throttle.
-  void RollBack(const absl::Status& error);
-  // Stats of a failed attempt, once it is rolled back: what was sent, how
-  // long it ran, how long the guest was paused (until RollBack resumed it).
+  // Restores the source after `error`: re-marks every harvested page, resumes the VM, resets
+  // the throttle, then tells the receiver why (when the channels still work). Returns the
+  // reason to report: the receiver's own (PeerReason), or the source's Cancel().
+  absl::Status RollBack(absl::Status error);
+  // Stats of a failed attempt once rolled back: what was sent, how long it ran and paused.
   void RecordFailure();
-  // A receiver that fails sends Abort on channel 0 and closes: a write that then fails here
-  // (Unavailable) only echoes that. The receiver's reason if channel 0 holds its Abort.
-  absl::Status PeerReason(absl::Status error);
   bool handed_over() const { return handed_over_; }
 
  private:
   absl::Status Setup();
   absl::Status CheckContinue() const;
+  // A receiver that fails sends Abort on channel 0 and closes: a write that then fails here
+  // (Unavailable) only echoes that. The receiver's reason if channel 0 holds its Abort.
+  absl::Status PeerReason(absl::Status error);
   // Gives `work` to the least loaded channel.
   void Queue(PageWork work);
   // Queues the round-end marker on every channel and waits for all writes,
@@ -146,7 +145,7 @@ class Migration {
   absl::Duration refresh_ = absl::ZeroDuration();  // Last digest refresh.
   absl::Time start_;
   absl::Time pause_time_;
-  absl::Time resumed_;  // By RollBack().
+  absl::Time resumed_ = absl::InfiniteFuture();  // When RollBack() resumed the guest.
   // The live round being sent, for on_progress.
   MigrationProgress progress_;
   uint64_t progress_pages_before_ = 0;  // Pages sent before this round.
@@ -608,27 +607,34 @@ absl::Status Migration::PeerReason(absl::Status error) {
 
 void Migration::RecordFailure() {
   RecordTotals();
-  if (paused_) stats_.downtime_ms = Ms(resumed_ - pause_time_);
+  if (paused_) stats_.downtime_ms = Ms(std::min(resumed_, absl::Now()) - pause_time_);
 }
 
-void Migration::RollBack(const absl::Status& error) {
+absl::Status Migration::RollBack(absl::Status error) {
   publish_(nullptr, false);
   // In doubt (handed_over_): the destination may be running the guest, so no Abort (it may
   // have committed) and no Resume(). Every harvested bit is given back either way, so
   // resuming the source later, and migrating again, loses nothing. The guest resumes first:
-  // the channels may take Failure::kStopGrace, the Abort its second.
+  // the channels may take Failure::kStopGrace, the peer's reason 200 ms, the Abort 1 s.
   harvest_.StopSources();  // While a paused guest is still paused.
   harvest_.GiveBack();
-  if (paused_ && !handed_over_) (void)vm_.Resume();
-  resumed_ = absl::Now();
+  if (paused_ && !handed_over_) {
+    (void)vm_.Resume();
+    resumed_ = absl::Now();
+  }
   if (convergence_.throttle() != 0) vm_.SetThrottle(0);
+  error = PeerReason(std::move(error));
+  if (cancelled_.load(std::memory_order_relaxed) && !handed_over_) {
+    // The shutdown Cancel() caused shows up as whatever I/O it cut.
+    error = absl::CancelledError("migration cancelled by the source");
+  }
   for (auto& c : channels_) c->Stop();
   if (!handed_over_ && !channels_.empty()) {
-    // Workers joined: channel 0 is free. Best effort (nothing goes out once
-    // Failure::Set() shut it down, or after a write stopped mid-frame).
+    // Workers joined: channel 0 is free. Best effort (not after a Set() or a torn write).
     SendAbortBestEffort(channels_[0]->connection(), error, proto::ROLE_SOURCE);
   }
   failure_.Close(error);  // Also the connections a Failure::Stop() interrupted.
+  return error;
 }
 
 }  // namespace
@@ -676,22 +682,17 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
                         std::lock_guard<std::mutex> lock(mu_);
                         active_ = failure;
                         if (no_return) past_no_return_ = true;
-                        // A Cancel() that came before the attempt could be.
-                        if (failure != nullptr && cancelled_.load(std::memory_order_relaxed)) {
+                        if (failure != nullptr &&  // A Cancel() from before it could be.
+                            cancelled_.load(std::memory_order_relaxed)) {
                           failure->Stop(absl::CancelledError("migration cancelled by the source"));
                         }
                       });
   absl::Status status = migration.Run();
   if (status.ok()) return last_stats_;
-  status = migration.PeerReason(std::move(status));
-  if (cancelled_.load(std::memory_order_relaxed) && !migration.handed_over()) {
-    // The shutdown Cancel() caused shows up as whatever I/O it cut.
-    status = absl::CancelledError("migration cancelled by the source");
-  }
-  migration.RollBack(status);
+  status = migration.RollBack(std::move(status));
   migration.RecordFailure();
-  // "cancelled": this source's Cancel(), not a destination's Abort saying so.
-  const bool cancelled = status.code() == absl::StatusCode::kCancelled && !IsFromAbort(status);
+  const bool cancelled =  // This source's Cancel(), not a destination's Abort saying so.
+      status.code() == absl::StatusCode::kCancelled && !IsFromAbort(status);
   last_stats_.status = migration.handed_over() ? "in-doubt" : cancelled ? "cancelled" : "failed";
   return status;
 }

@@ -240,8 +240,10 @@ absl::StatusOr<std::vector<char*>> PrepareArgs(int argc, char** argv,
       }
       std::string name = arg.substr(dashes, eq == std::string::npos ? eq : eq - dashes);
       if (absl::FindCommandLineFlag(name) == nullptr && name.rfind("no", 0) == 0 &&
-          absl::FindCommandLineFlag(name.substr(2)) != nullptr) {
-        name = name.substr(2);
+          eq == std::string::npos) {
+        // --noname, without a value, turns a boolean off; nothing else.
+        const absl::CommandLineFlag* positive = absl::FindCommandLineFlag(name.substr(2));
+        if (positive != nullptr && positive->IsOfType<bool>()) name = name.substr(2);
       }
       if (!seen.insert(name).second) {
         std::replace(name.begin(), name.end(), '_', '-');
