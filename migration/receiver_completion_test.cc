@@ -150,12 +150,8 @@ TEST_F(RawSourceTest, APageRoundZeroNeverSentIsDataLossWhenTheRoundEnds) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 5)));
   ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 6, 9)));
-  proto::IterationMarker marker;
-  marker.set_round(0);
-  marker.set_phase(proto::PHASE_END);
-  marker.set_final(true);
   const absl::Time sent = absl::Now();
-  ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+  ASSERT_OK(Send(wire::FrameType::kIterationMarker, EndOf(0, /*final=*/true)));
   ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kDataLoss, "page 5"));
   EXPECT_THAT(Result(sent),
               StatusIsWithMessage(absl::StatusCode::kDataLoss,
@@ -170,11 +166,8 @@ TEST_F(RawSourceTest, ALiveRoundZeroWithoutEveryPageIsNotAcknowledged) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   ASSERT_OK(Send(wire::FrameType::kPageBatch,
                  Batch(0, proto::ENCODING_ZERO, 0, kRegionPages - 1)));
-  proto::IterationMarker marker;
-  marker.set_round(0);
-  marker.set_phase(proto::PHASE_END);
   const absl::Time sent = absl::Now();
-  ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+  ASSERT_OK(Send(wire::FrameType::kIterationMarker, EndOf(0)));
   ASSERT_NO_FATAL_FAILURE(ExpectAbortThenEof(absl::StatusCode::kDataLoss, "page 15"));
   EXPECT_THAT(Result(sent), StatusIsWithMessage(absl::StatusCode::kDataLoss,
                                                 "round 0 ended without region 0 page 15"));
@@ -207,12 +200,8 @@ class ShortSession : public RawSourceTest {
 TEST_F(ShortSession, ASourceSilentAfterItsFinalRoundIsCutAtTheSessionTimeout) {
   ASSERT_NO_FATAL_FAILURE(Handshake(AnonymousTable()));
   ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
-  proto::IterationMarker marker;
-  marker.set_round(0);
-  marker.set_phase(proto::PHASE_END);
-  marker.set_final(true);
   const absl::Time sent = absl::Now();
-  ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+  ASSERT_OK(Send(wire::FrameType::kIterationMarker, EndOf(0, /*final=*/true)));
   // No device state follows: before, the read waited its whole io timeout.
   EXPECT_THAT(Result(sent),
               StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,

@@ -284,6 +284,17 @@ class TwoChannels : public RawSourceTest {
     proto::Ack ack;
     ASSERT_OK(Read(wire::FrameType::kAck, &ack));
   }
+  // What sender.cc's RollBack() does: the Abort on channel 0, then every
+  // channel closed; the receiver must report that reason.
+  void AbortThenCloseAndExpectTheReason() {
+    SendAbortBestEffort(*conn_, absl::CancelledError("migration cancelled by the source"),
+                        proto::ROLE_SOURCE);
+    conn_->Shutdown();
+    conn1_->Shutdown();
+    EXPECT_THAT(Result(absl::Now()),
+                StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                    "peer aborted: migration cancelled by the source"));
+  }
   std::unique_ptr<Connection> conn1_;
 };
 
@@ -296,21 +307,12 @@ class TwoChannels : public RawSourceTest {
 TEST_F(TwoChannels, AbortAfterChannelZeroFinishedItsRoundIsItsReason) {
   ASSERT_NO_FATAL_FAILURE(Open());
   ASSERT_OK(Send(wire::FrameType::kPageBatch, Batch(0, proto::ENCODING_ZERO, 0, 8)));
-  proto::IterationMarker marker;
-  marker.set_round(0);
-  marker.set_phase(proto::PHASE_END);
-  ASSERT_OK(Send(wire::FrameType::kIterationMarker, marker));
+  ASSERT_OK(Send(wire::FrameType::kIterationMarker, EndOf(0)));
   ASSERT_OK(wire::WriteFrame(*conn1_, wire::FrameType::kPageBatch,
                              Batch(0, proto::ENCODING_ZERO, 8, 4), kIo));
   absl::SleepFor(absl::Milliseconds(200));  // The receiver has read all of it.
   conn_->Interrupt(absl::Milliseconds(250));
-  SendAbortBestEffort(*conn_, absl::CancelledError("migration cancelled by the source"),
-                      proto::ROLE_SOURCE);
-  conn_->Shutdown();
-  conn1_->Shutdown();
-  EXPECT_THAT(Result(absl::Now()),
-              StatusIsWithMessage(absl::StatusCode::kCancelled,
-                                  "peer aborted: migration cancelled by the source"));
+  AbortThenCloseAndExpectTheReason();
 }
 
 // Channel 1 was cut mid-frame (its grace ran out), channel 0 was at a frame
@@ -327,13 +329,7 @@ TEST_F(TwoChannels, AbortWithATornOtherChannelIsItsReason) {
   const iovec piece{bytes.data(), bytes.size()};
   ASSERT_OK(conn1_->WriteAll(absl::MakeConstSpan(&piece, 1), kIo));
   absl::SleepFor(absl::Milliseconds(200));
-  SendAbortBestEffort(*conn_, absl::CancelledError("migration cancelled by the source"),
-                      proto::ROLE_SOURCE);
-  conn_->Shutdown();
-  conn1_->Shutdown();
-  EXPECT_THAT(Result(absl::Now()),
-              StatusIsWithMessage(absl::StatusCode::kCancelled,
-                                  "peer aborted: migration cancelled by the source"));
+  AbortThenCloseAndExpectTheReason();
 }
 
 // A source that vanishes (killed, its host gone) is named in the error:

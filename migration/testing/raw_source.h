@@ -192,6 +192,15 @@ class RawSourceTest : public ::testing::Test {
     return table;
   }
 
+  // The END marker of `round`.
+  static proto::IterationMarker EndOf(uint32_t round, bool final = false) {
+    proto::IterationMarker marker;
+    marker.set_round(round);
+    marker.set_phase(proto::PHASE_END);
+    marker.set_final(final);
+    return marker;
+  }
+
   static proto::PageBatch Batch(uint32_t region, proto::Encoding encoding, uint64_t first_page,
                                 uint64_t count, uint32_t round = 0) {
     proto::PageBatch batch;
