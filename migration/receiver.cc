@@ -445,7 +445,8 @@ absl::Status ReceiveSession::Verify(const proto::Completion& completion) {
   LIVEMIG_RETURN_IF_ERROR(CheckPageHashList(query, list));
   const std::vector<uint64_t> pages = DifferingPages(
       landed_[differ[0].region], differ[0].first_page,
-      std::span<const uint64_t>(list.hashes().data(), list.hashes_size()), 8);
+      std::span<const uint64_t>(list.hashes().data(), list.hashes_size()),
+      static_cast<size_t>(list.hashes_size()));
   return MismatchError(differ[0], store_->regions()[differ[0].region].info, pages,
                        differ.size());
 }

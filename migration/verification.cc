@@ -117,9 +117,13 @@ absl::Status CheckPageHashList(const proto::PageHashQuery& query,
 absl::Status MismatchError(const ChunkMismatch& mismatch, const proto::RegionInfo& region,
                            const std::vector<uint64_t>& pages, size_t regions_differing) {
   std::vector<std::string> named;
-  for (uint64_t p : pages) {
-    named.push_back(absl::StrCat(p, " (guest 0x",
-                                 absl::Hex(region.guest_addr() + p * kHashedPageSize), ")"));
+  for (size_t i = 0; i < pages.size() && i < kMismatchPagesNamed; ++i) {
+    named.push_back(absl::StrCat(pages[i], " (guest 0x",
+                                 absl::Hex(region.guest_addr() + pages[i] * kHashedPageSize),
+                                 ")"));
+  }
+  if (pages.size() > named.size()) {
+    named.back() += absl::StrCat(" and ", pages.size() - named.size(), " more");
   }
   return absl::DataLossError(absl::StrCat(
       "region ", mismatch.region, " (guest 0x", absl::Hex(region.guest_addr()), ", ",

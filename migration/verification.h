@@ -74,7 +74,8 @@ inline proto::PageHashQuery QueryFor(const ChunkMismatch& m) {
 
 // The DataLoss a mismatch fails the migration with: names the region, its
 // guest range, the differing pages (page index and guest address, the first
-// few), and how many regions differ in all.
+// kMismatchPagesNamed, then how many more), and how many regions differ.
+inline constexpr size_t kMismatchPagesNamed = 8;
 absl::Status MismatchError(const ChunkMismatch& mismatch,
                            const proto::RegionInfo& region,
                            const std::vector<uint64_t>& pages,

@@ -299,6 +299,17 @@ TEST_F(MismatchErrorTest, NamesSeveralPagesAndHowManyRegionsDiffer) {
                                 "pages 5 (guest 0x100005000), 6 (guest 0x100006000) differ"));
 }
 
+// A chunk of many differing pages names the first eight and counts the rest
+// (they were cut at eight without a word).
+TEST_F(MismatchErrorTest, NamesTheFirstEightPagesAndCountsTheRest) {
+  std::vector<uint64_t> pages;
+  for (uint64_t p = 0; p < 20; ++p) pages.push_back(p);
+  const absl::Status status = MismatchError({1, 0, 512}, region_, pages, 1);
+  EXPECT_THAT(std::string(status.message()),
+              ::testing::HasSubstr("7 (guest 0x100007000) and 12 more differ"));
+  EXPECT_THAT(std::string(status.message()), ::testing::Not(::testing::HasSubstr("8 (guest")));
+}
+
 TEST_F(MismatchErrorTest, NamesTheRangeWhenNoPageIsListed) {
   EXPECT_EQ(MismatchError({1, 4096, 4046}, region_, {}, 2),
             absl::DataLossError(std::string(kPrefix) +
