@@ -299,14 +299,19 @@ absl::Status ReceiveSession::Located(absl::Status status, size_t channel,
                                                   status.message()));
 }
 
+absl::StatusOr<wire::IncomingFrame> ReceiveSession::ReadSessionFrame(Connection& conn) {
+  LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
+  absl::StatusOr<wire::IncomingFrame> frame = wire::ReadFrameStart(conn, ReadTimeout());
+  if (!frame.ok()) LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
+  return frame;
+}
+
 absl::Status ReceiveSession::ReadControl(wire::FrameType type, google::protobuf::MessageLite* out,
                                          absl::string_view what) {
   // Bounded by the session too: after the rounds a source could otherwise
   // drip device-state sections or never answer, one io timeout at a time.
-  LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
-  absl::Status read = ReadExpected(*channels_[0], type, out, ReadTimeout());
-  if (!read.ok()) LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
-  return Located(std::move(read), 0, what);
+  absl::StatusOr<wire::IncomingFrame> frame = ReadSessionFrame(*channels_[0]);
+  return Located(frame.ok() ? ParseExpected(*frame, type, out) : frame.status(), 0, what);
 }
 
 absl::Status ReceiveSession::ReadChannel(size_t index) {
@@ -325,10 +330,7 @@ absl::Status ReceiveSession::ReadRounds(size_t index, uint32_t& round) {
   while (true) {
     at_boundary();
     LIVEMIG_RETURN_IF_ERROR(CheckCancelled());
-    LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
-    absl::StatusOr<wire::IncomingFrame> next = wire::ReadFrameStart(conn, ReadTimeout());
-    if (!next.ok()) LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
-    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame, std::move(next));
+    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame, ReadSessionFrame(conn));
     switch (frame.header.type) {
       case wire::FrameType::kPageBatch:
         LIVEMIG_RETURN_IF_ERROR(ApplyBatch(conn, frame, round, landing, decompressor));

@@ -42,7 +42,6 @@ struct RegionStore::StagingFile {
   uint64_t size = 0;                   // Max file_offset + size over regions.
   // Its regions' bytes: what is claimed (the rest stays a hole).
   std::vector<migration_internal::ByteRange> claimed;
-  uint64_t claimed_bytes = 0;
   bool staged = false;  // True while staging_name exists and is ours.
   migration_internal::SpaceClaim claim;  // How its blocks are claimed.
   int first_region = 0;                  // For errors about the file.
@@ -356,10 +355,7 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
     file->final_path = absl::StrCat(options.root_dir, "/", path);
     file->staging_path = file->final_path + kStagingSuffix;
     file->size = plan.max_end;
-    for (const FileRange& r : plan.ranges) {
-      file->claimed.push_back({r.start, r.end - r.start});
-      file->claimed_bytes += r.end - r.start;
-    }
+    for (const FileRange& r : plan.ranges) file->claimed.push_back({r.start, r.end - r.start});
     file->dirs.push_back(root);
     for (size_t i = 0; i + 1 < plan.parts.size(); ++i) {
       bool created = false;
@@ -414,10 +410,10 @@ absl::Status RegionStore::CreateRegions(const proto::RegionTable& table,
   // too (two files of 3/4 of a tmpfs each would both pass alone).
   std::vector<migration_internal::DeferredFile> deferred;
   for (const auto& file : files_) {
-    if (file->claim.deferred) {
-      deferred.push_back(
-          {file->fd->get(), file->claimed_bytes, file->first_region, file->staging_path});
-    }
+    if (!file->claim.deferred) continue;
+    uint64_t bytes = 0;
+    for (const migration_internal::ByteRange& r : file->claimed) bytes += r.length;
+    deferred.push_back({file->fd->get(), bytes, file->first_region, file->staging_path});
   }
   LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckDeferredFit(deferred));
 

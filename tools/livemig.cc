@@ -245,18 +245,17 @@ absl::StatusOr<std::vector<char*>> PrepareArgs(int argc, char** argv,
         const absl::CommandLineFlag* positive = absl::FindCommandLineFlag(name.substr(2));
         if (positive != nullptr && positive->IsOfType<bool>()) name = name.substr(2);
       }
-      if (!seen.insert(name).second) {
-        std::replace(name.begin(), name.end(), '_', '-');
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " is given twice"));
-      }
       std::string dashed = name;
       std::replace(dashed.begin(), dashed.end(), '_', '-');
+      if (!seen.insert(name).second) {
+        return absl::InvalidArgumentError(absl::StrCat("--", dashed, " is given twice"));
+      }
       if (eq == arg.size() - 1) {
         // An unset shell variable, say: "--tls-dir=" turned TLS off.
         return absl::InvalidArgumentError(absl::StrCat("--", dashed, "= needs a value"));
       }
       // Checked here so that bad usage exits 2 (Abseil's own parse exits 1).
-      // Abseil's own flags (--help, --version, --flagfile ...) are its own.
+      // Abseil's own flags (--help, --version, --flagfile ...) it parses itself.
       static const std::set<std::string> kAbseils = {
           "help", "helpfull", "helpshort", "helppackage", "helpon", "helpmatch", "version",
           "only_check_args", "flagfile", "fromenv", "tryfromenv", "undefok"};
@@ -266,9 +265,6 @@ absl::StatusOr<std::vector<char*>> PrepareArgs(int argc, char** argv,
       } else if (flag == nullptr) {
         return absl::InvalidArgumentError(
             absl::StrCat("--", dashed, " is not a livemig flag (see --help)"));
-      }
-      if (flag == nullptr || kAbseils.count(name) != 0) {
-        // Abseil parses it.
       } else if (eq != std::string::npos) {
         std::string error;
         if (!flag->ParseFrom(arg.substr(eq + 1), &error)) {

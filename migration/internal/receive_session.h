@@ -64,6 +64,9 @@ class ReceiveSession {
   // and the round (Located).
   absl::Status ReadChannel(size_t index);
   absl::Status ReadRounds(size_t index, uint32_t& round);
+  // The next frame's start on `conn`, within the io timeout and what is left
+  // of the session (past it: the session's DeadlineExceeded).
+  absl::StatusOr<wire::IncomingFrame> ReadSessionFrame(Connection& conn);
   // channel 0's next frame, which must be `type` (ReadExpected), located.
   absl::Status ReadControl(wire::FrameType type, google::protobuf::MessageLite* out,
                            absl::string_view what);

@@ -130,6 +130,7 @@ absl::Status ClaimRange(int fd, uint64_t offset, uint64_t length, int region,
 absl::Status ClaimHoles(int fd, uint64_t size, int region, const std::string& path,
                         uint64_t start) {
   const uint64_t end_of_range = start + size;
+  const uint64_t free = FreeBytes(fd);  // Before any hole is claimed.
   off_t at = static_cast<off_t>(start);
   while (static_cast<uint64_t>(at) < end_of_range) {
     const off_t hole = ::lseek(fd, at, SEEK_HOLE);
@@ -148,7 +149,7 @@ absl::Status ClaimHoles(int fd, uint64_t size, int region, const std::string& pa
                                   : std::min<uint64_t>(static_cast<uint64_t>(data), end_of_range);
     if (absl::Status s = Allocate(fd, static_cast<uint64_t>(hole),
                                   end - static_cast<uint64_t>(hole), size, region, path,
-                                  FreeBytes(fd));
+                                  free);
         !s.ok()) {
       return s;
     }
