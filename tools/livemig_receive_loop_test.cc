@@ -69,6 +69,48 @@ TEST_F(ReceiveLoop, EachMigrationsManifestStaysUntilTheNextCommits) {
   EXPECT_THAT(Manifest(), HasSubstr("\"size\":8388608")) << "a stop removes nothing";
 }
 
+// A later migration that does not use a file the earlier one published
+// removes it once its own manifest is written: --dir holds what its manifest
+// lists (region-1.mem used to stay, unlisted, for ever).
+TEST_F(ReceiveLoop, AnEarlierMigrationsFileTheNextDoesNotUseIsRemoved) {
+  Process receiver = StartLoop();
+  Process two = Process::Start({kBinary, "send", "--unix=" + Socket(), "--channels=1",
+                                "--region=gpa=0,size=4MiB", "--region=gpa=1GiB,size=4MiB"},
+                               dir_, "sender");
+  ASSERT_EQ(two.Wait(), 0) << two.Err();
+  ASSERT_TRUE(AwaitErr(receiver, "livemig: received ")) << receiver.Err();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_TRUE(std::filesystem::exists(dir_ + "/dst/region-1.mem")) << receiver.Err();
+  ASSERT_NO_FATAL_FAILURE(Send("8MiB"));
+  ASSERT_TRUE(AwaitErr(receiver, "livemig: received ", 2)) << receiver.Err();
+  ASSERT_TRUE(AwaitErr(receiver, "region-1.mem (the earlier migration's")) << receiver.Err();
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/region-1.mem"));
+  EXPECT_EQ(std::filesystem::file_size(dir_ + "/dst/region-0.mem"), 8u << 20);
+  EXPECT_THAT(Manifest(), HasSubstr("\"size\":8388608"));
+  ::kill(receiver.pid, SIGTERM);
+  EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
+}
+
+// So does a receiver started again, for the files of the manifest it finds.
+TEST_F(ReceiveLoop, ARestartedReceiverRemovesTheFilesOfTheManifestItFound) {
+  {
+    Process receiver = StartLoop({"--once"});
+    Process two = Process::Start({kBinary, "send", "--unix=" + Socket(), "--channels=1",
+                                  "--region=gpa=0,size=4MiB", "--region=gpa=1GiB,size=4MiB"},
+                                 dir_, "sender");
+    ASSERT_EQ(two.Wait(), 0) << two.Err();
+    ASSERT_EQ(receiver.Wait(), 0) << receiver.Err();
+  }
+  ASSERT_TRUE(std::filesystem::exists(dir_ + "/dst/region-1.mem"));
+  std::filesystem::remove(Socket());
+  Process receiver = StartLoop({"--once"});
+  ASSERT_NO_FATAL_FAILURE(Send("4MiB"));
+  ASSERT_EQ(receiver.Wait(), 0) << receiver.Err();
+  EXPECT_THAT(receiver.Err(), HasSubstr("region-1.mem (the earlier migration's"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/dst/region-1.mem"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/dst/region-0.mem"));
+}
+
 // A SIGTERM while a committed migration flushes cannot stop that migration
 // (the destination owns the guest): it completes, its manifest is written,
 // and then the receiver stops instead of waiting for the next source.

@@ -3,12 +3,20 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "core/file_offset.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "migration/internal/region_paths.h"
+#include "migration/region_store.h"
 
 namespace livemig::cli {
 
@@ -45,6 +53,107 @@ absl::Status RemoveFile(const std::string& path, const std::string& dir, bool du
                                             " failed: ", std::strerror(error)));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> ManifestFiles(const std::string& manifest) {
+  google::protobuf::Struct parsed;
+  const auto status = google::protobuf::util::JsonStringToMessage(manifest, &parsed);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("manifest.json: not JSON (", status.message().as_string(), ")"));
+  }
+  const auto regions = parsed.fields().find("regions");
+  if (regions == parsed.fields().end() || !regions->second.has_list_value()) {
+    return absl::InvalidArgumentError("manifest.json: no \"regions\" list");
+  }
+  std::vector<std::string> files;
+  for (const google::protobuf::Value& region : regions->second.list_value().values()) {
+    if (!region.has_struct_value()) continue;
+    const auto file = region.struct_value().fields().find("file");
+    if (file == region.struct_value().fields().end() || !file->second.has_string_value()) {
+      continue;
+    }
+    const std::string& name = file->second.string_value();
+    if (!name.empty() && std::find(files.begin(), files.end(), name) == files.end()) {
+      files.push_back(name);
+    }
+  }
+  return files;
+}
+
+namespace {
+
+// Removes dir/`relative` if it is a regular file reached without a symlink,
+// then the directories on its way that this left empty. True if it removed
+// the file, false if it was gone already; otherwise the reason it stays.
+absl::StatusOr<bool> RemovePublished(const std::string& dir, const std::string& relative) {
+  absl::StatusOr<std::vector<std::string>> parts =
+      migration_internal::SplitFilePath(0, relative, kStagingSuffix);
+  if (!parts.ok()) return absl::InvalidArgumentError("not a path the receiver publishes");
+  if (parts->size() == 1 &&
+      ((*parts)[0] == "manifest.json" || (*parts)[0] == "manifest.json.tmp")) {
+    return absl::InvalidArgumentError("the name of the manifest, not of a region");
+  }
+  std::vector<ScopedFd> dirs;
+  dirs.emplace_back(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dirs.back().valid()) return absl::InternalError(std::strerror(errno));
+  for (size_t i = 0; i + 1 < parts->size(); ++i) {
+    absl::StatusOr<ScopedFd> next = migration_internal::OpenDir(
+        dirs.back().get(), (*parts)[i], /*create=*/false, 0, relative);
+    if (absl::IsNotFound(next.status())) return false;
+    if (!next.ok()) {
+      return absl::FailedPreconditionError("a directory on its way is a symlink or unreadable");
+    }
+    dirs.push_back(*std::move(next));
+  }
+  const std::string& name = parts->back();
+  struct stat st;
+  if (::fstatat(dirs.back().get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return false;
+    return absl::InternalError(std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) return absl::FailedPreconditionError("not a regular file");
+  if (::unlinkat(dirs.back().get(), name.c_str(), 0) != 0) {
+    if (errno == ENOENT) return false;
+    return absl::InternalError(std::strerror(errno));
+  }
+  // Its directories, deepest first, while they are empty (ENOTEMPTY stops).
+  for (size_t i = parts->size() - 1; i-- > 0;) {
+    if (::unlinkat(dirs[i].get(), (*parts)[i].c_str(), AT_REMOVEDIR) != 0) break;
+  }
+  return true;
+}
+
+}  // namespace
+
+Unlisted RemoveUnlisted(const std::string& dir, const std::vector<std::string>& earlier,
+                        const std::vector<std::string>& current) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path root = fs::absolute(dir, ec).lexically_normal();
+  auto normal = [&](const std::string& p) {
+    std::error_code e;
+    return fs::absolute(p, e).lexically_normal();
+  };
+  std::vector<fs::path> listed;
+  for (const std::string& p : current) listed.push_back(normal(p));
+  Unlisted result;
+  for (const std::string& path : earlier) {
+    const fs::path full = normal(path);
+    if (std::find(listed.begin(), listed.end(), full) != listed.end()) continue;
+    const fs::path relative = full.lexically_relative(root);
+    absl::StatusOr<bool> removed =
+        relative.empty() || *relative.begin() == ".."
+            ? absl::StatusOr<bool>(
+                  absl::InvalidArgumentError(absl::StrCat("not under --dir=", dir)))
+            : RemovePublished(dir, relative.string());
+    if (!removed.ok()) {
+      result.kept.push_back(absl::StrCat(path, ": ", removed.status().message()));
+    } else if (*removed) {
+      result.removed.push_back(path);
+    }
+  }
+  return result;
 }
 
 }  // namespace livemig::cli

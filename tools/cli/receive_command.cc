@@ -151,6 +151,18 @@ int RunReceive(const ReceiveFlags& flags) {
     std::ifstream in(manifest_path);
     if (in) last_manifest.assign(std::istreambuf_iterator<char>(in), {});
   }
+  // The files the manifest on disk lists: once a migration has completed,
+  // those it does not use are removed (manifest.h, RemoveUnlisted).
+  std::vector<std::string> last_files;
+  if (!last_manifest.empty()) {
+    absl::StatusOr<std::vector<std::string>> listed = ManifestFiles(last_manifest);
+    if (listed.ok()) {
+      last_files = *std::move(listed);
+    } else {
+      std::fprintf(stderr, "livemig: %s: %s; its files are left as they are\n",
+                   manifest_path.c_str(), std::string(listed.status().message()).c_str());
+    }
+  }
   options.before_commit = [&manifest_path, &dir, &commit_prepared, &last_manifest,
                            durable = flags.durable] {
     LIVEMIG_RETURN_IF_ERROR(RemoveFile(manifest_path, dir, durable));
@@ -233,6 +245,16 @@ int RunReceive(const ReceiveFlags& flags) {
     absl::Status written = WriteFileAtomically(manifest_path, manifest);
     if (!written.ok()) return Fail(written);
     last_manifest = manifest;
+    const Unlisted unlisted = RemoveUnlisted(dir, last_files, got->files);
+    for (const std::string& f : unlisted.removed) {
+      std::fprintf(stderr,
+                   "livemig: removed %s (the earlier migration's; this one does not use it)\n",
+                   PeerText(f).c_str());
+    }
+    for (const std::string& f : unlisted.kept) {
+      std::fprintf(stderr, "livemig: left the earlier migration's %s\n", PeerText(f).c_str());
+    }
+    last_files = got->files;
     const uint64_t total = got->memory.total_size();
     std::fprintf(stderr,
                  "livemig: received %s in %u regions over %u channels, %u rounds; "
