@@ -316,8 +316,26 @@ TEST_F(LivemigCli, KvmGuestMigratesLiveAndResumesOnTheDestination) {
   }
 }
 
-// --verify=off: nothing is compared end to end, and the receiver says so
-// instead of claiming a verified copy.
+// A source that ran no KVM guest: --resume-vm says so (it used to report
+// "KVM device state: truncated", the CLI workload's state being short), and
+// --once exits 1.
+TEST_F(LivemigCli, ResumeVmAfterASourceWithoutAGuestSaysThereIsNone) {
+  Process receiver = Process::Start({kBinary, "receive", "--unix=" + Socket(),
+                                     "--dir=" + dir_ + "/dst", "--once", "--json",
+                                     "--resume-vm=200ms"},
+                                    dir_, "receiver");
+  AwaitSocket();
+  Process sender =
+      Process::Start({kBinary, "send", "--unix=" + Socket(), "--memory=4MiB"}, dir_, "sender");
+  EXPECT_EQ(sender.Wait(), 0) << sender.Err();
+  EXPECT_EQ(receiver.Wait(), 1) << receiver.Err();
+  EXPECT_THAT(receiver.Err(),
+              HasSubstr("--resume-vm: cannot resume the guest: INVALID_ARGUMENT: KVM device "
+                        "state: bad magic (not a livemig KVM device state: the source ran no "
+                        "KVM guest, send --vm=kvm)"));
+  EXPECT_THAT(receiver.Out(), HasSubstr("\"resume\":{\"invariant\":false,"));
+}
+
 TEST_F(LivemigCli, CompressedMigrationReportsItsRatioOnBothSides) {
   Process receiver = StartReceiver(/*json=*/true);
   Process sender = Process::Start({kBinary, "send", "--unix=" + Socket(), "--memory=8MiB",
@@ -332,6 +350,8 @@ TEST_F(LivemigCli, CompressedMigrationReportsItsRatioOnBothSides) {
   EXPECT_THAT(receiver.Out(), HasSubstr("\"verified\":true"));
 }
 
+// --verify=off: nothing is compared end to end, and the receiver says so
+// instead of claiming a verified copy.
 TEST_F(LivemigCli, VerifyOffIsReportedAsNotVerifiedOnBothSides) {
   Process receiver = StartReceiver(/*json=*/true);
   Process sender = Process::Start(

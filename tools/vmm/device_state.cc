@@ -1,5 +1,6 @@
 #include "tools/vmm/device_state.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -91,13 +92,18 @@ std::string SerializeDeviceState(const DeviceStateData& state) {
 }
 
 absl::StatusOr<DeviceStateData> ParseDeviceState(std::string_view bytes) {
+  // The magic first: another VMM's state (a source that ran no KVM guest)
+  // is named as such, whatever its length.
+  if (bytes.empty() ||
+      std::memcmp(bytes.data(), kMagic, std::min(bytes.size(), sizeof(kMagic))) != 0) {
+    return Bad(
+        "bad magic (not a livemig KVM device state: the source ran no KVM guest, "
+        "send --vm=kvm)");
+  }
   if (bytes.size() < kDeviceStateHeaderBytes) {
     return Bad(absl::StrCat("truncated: ", bytes.size(),
                             " bytes, shorter than the ", kDeviceStateHeaderBytes,
                             "-byte header"));
-  }
-  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
-    return Bad("bad magic (not a livemig KVM device state)");
   }
   Reader r(bytes, 8);
   const uint32_t version = r.Get<uint32_t>();
