@@ -53,11 +53,15 @@ uint64_t PageHashes::RefreshChunks() {
     stale_[c] = 0;
     const uint64_t first = c * kHashChunkPages;
     const uint64_t count = std::min<uint64_t>(kHashChunkPages, pages() - first);
-    // The array is hashed as stored: little-endian on every target we build.
-    chunk_digests_[c] = XXH3_64bits(hashes_.data() + first, count * sizeof(uint64_t));
+    chunk_digests_[c] = ChunkDigest(std::span<const uint64_t>(hashes_.data() + first, count));
     ++refreshed;
   }
   return refreshed;
+}
+
+uint64_t ChunkDigest(std::span<const uint64_t> page_hashes) {
+  // The array is hashed as stored: little-endian on every target we build.
+  return XXH3_64bits(page_hashes.data(), page_hashes.size_bytes());
 }
 
 uint64_t PageHashes::Root() const {

@@ -58,6 +58,10 @@ uint64_t HashPage(const uint8_t* page);
 // HashPage() of an all-zero page.
 uint64_t ZeroPageHash();
 
+// A chunk's digest: XXH3-64 of its pages' hashes as stored (little-endian),
+// kNoPageHash for a page nobody recorded. What chunk_digests() holds.
+uint64_t ChunkDigest(std::span<const uint64_t> page_hashes);
+
 class PageHashes {
  public:
   // `pages` pages, each kNoPageHash; every chunk is stale.

@@ -151,6 +151,10 @@
 //                                                    first differing chunk}
 //   ch0: PageHashList{the source's hashes}     --->  names the differing
 //                                              <---  pages: Abort{DATA_LOSS}
+//                                                    (a list that does not
+//                                                    hash to the chunk's
+//                                                    digest names none: it
+//                                                    is not trusted)
 //                                                    durable: flushes (msync,
 //                                                    fsync) before answering
 //                                              <---  Ack{VERIFIED} | Abort

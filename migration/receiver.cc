@@ -445,6 +445,7 @@ absl::Status ReceiveSession::Verify(const proto::Completion& completion) {
   LIVEMIG_RETURN_IF_ERROR(
       ReadControl(wire::FrameType::kPageHashList, &list, "the source's page hashes"));
   LIVEMIG_RETURN_IF_ERROR(CheckPageHashList(query, list));
+  LIVEMIG_RETURN_IF_ERROR(CheckPageHashListDigest(differ[0], list));
   const std::vector<uint64_t> pages = DifferingPages(
       landed_[differ[0].region], differ[0].first_page,
       std::span<const uint64_t>(list.hashes().data(), list.hashes_size()),

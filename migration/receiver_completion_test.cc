@@ -141,6 +141,36 @@ TEST_F(RawSourceTest, CompletionWithAWrongDigestIsDataLossNamingThePage) {
   EXPECT_THAT(DirEntries(root_), IsEmpty());
 }
 
+// A source whose page list is not what its chunk digest was made of (here
+// it blames page 3 for page 9's difference) is not repeated as the
+// diagnosis: the migration fails saying the list cannot be trusted.
+TEST_F(RawSourceTest, APageListThatDoesNotMakeTheSourcesDigestIsNotTrusted) {
+  ASSERT_NO_FATAL_FAILURE(Handshake(FileTable("guest.mem")));
+  ASSERT_OK(Send(wire::FrameType::kPageBatch,
+                 Batch(0, proto::ENCODING_ZERO, 0, kRegionPages)));
+  std::vector<uint8_t> contents(kRegionSize, 0);
+  contents[9 * kMigrationPageSize + 100] = 1;
+  ASSERT_NO_FATAL_FAILURE(Finish({Digest(0, contents)}));
+  proto::PageHashQuery query;
+  ASSERT_OK(Read(wire::FrameType::kPageHashQuery, &query));
+  std::vector<uint8_t> lie(kRegionSize, 0);
+  lie[3 * kMigrationPageSize] = 1;
+  std::vector<PageHashes> sent;
+  sent.push_back(SentHashes(lie));
+  ASSERT_OK_AND_ASSIGN(proto::PageHashList list, AnswerPageHashQuery(query, sent));
+  const absl::Time answered = absl::Now();
+  ASSERT_OK(Send(wire::FrameType::kPageHashList, list));
+  proto::Abort abort;
+  ASSERT_OK(Read(wire::FrameType::kAbort, &abort));
+  EXPECT_EQ(abort.code(), static_cast<int>(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(abort.message(), ::testing::HasSubstr(
+                                   "PAGE_HASH_LIST for region 0 pages [0, +16) hashes to 0x"));
+  EXPECT_THAT(Result(answered),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                  "the pages it names cannot be trusted"));
+  EXPECT_THAT(DirEntries(root_), IsEmpty());
+}
+
 // A page missing from the rounds is caught even when every page that did
 // arrive is right.
 // Round 0 sends every page: one never sent is refused when round 0 ends,

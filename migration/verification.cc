@@ -62,7 +62,8 @@ absl::StatusOr<std::vector<ChunkMismatch>> CompareDigests(
     for (uint64_t c = 0; c < chunks.size(); ++c) {
       if (chunks[c] == d.chunk_digests(static_cast<int>(c))) continue;
       const uint64_t first = c * kHashChunkPages;
-      out.push_back({r, first, std::min(kHashChunkPages, ours.pages() - first)});
+      out.push_back({r, first, std::min(kHashChunkPages, ours.pages() - first),
+                     d.chunk_digests(static_cast<int>(c))});
       break;
     }
     if (out.empty() || out.back().region != r) {
@@ -112,6 +113,18 @@ absl::Status CheckPageHashList(const proto::PageHashQuery& query,
         query.region_index(), " pages [", query.first_page(), ", +", query.count(), ")"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckPageHashListDigest(const ChunkMismatch& mismatch,
+                                     const proto::PageHashList& list) {
+  const uint64_t digest =
+      ChunkDigest(std::span<const uint64_t>(list.hashes().data(), list.hashes_size()));
+  if (digest == mismatch.source_digest) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(
+      "PAGE_HASH_LIST for region ", list.region_index(), " pages [", list.first_page(), ", +",
+      list.hashes_size(), ") hashes to 0x", absl::Hex(digest),
+      ", not to the chunk digest the source's completion gave (0x",
+      absl::Hex(mismatch.source_digest), "): the pages it names cannot be trusted"));
 }
 
 absl::Status MismatchError(const ChunkMismatch& mismatch, const proto::RegionInfo& region,

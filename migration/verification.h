@@ -8,8 +8,9 @@
 //   destination:  LIVEMIG_ASSIGN_OR_RETURN(auto differ,
 //                                          CompareDigests(completion, landed));
 //                 for the first of `differ`: send PageHashQuery(differ[0]),
-//                 read the source's PageHashList, CheckPageHashList(), then
-//                 fail with MismatchError(...) naming the pages.
+//                 read the source's PageHashList, CheckPageHashList() and
+//                 CheckPageHashListDigest(), then fail with
+//                 MismatchError(...) naming the pages.
 //
 // The comparison costs O(chunks touched since the last refresh + regions'
 // chunk counts) — at most a few microseconds per GiB — not O(memory).
@@ -44,6 +45,7 @@ struct ChunkMismatch {
   uint32_t region = 0;
   uint64_t first_page = 0;
   uint64_t count = 0;
+  uint64_t source_digest = 0;  // The chunk's digest in the source's Completion.
 };
 
 // Destination: refreshes `landed` and compares it with the source's digests.
@@ -71,6 +73,13 @@ inline proto::PageHashQuery QueryFor(const ChunkMismatch& m) {
 // page and count).
 [[nodiscard]] absl::Status CheckPageHashList(const proto::PageHashQuery& query,
                                              const proto::PageHashList& list);
+
+// Destination: DataLoss unless the hashes of `list`, the answer to
+// QueryFor(mismatch) (a whole chunk), make the digest the source's
+// Completion gave that chunk: else its pages are not the ones the digest
+// was made of, and naming them would repeat the source's word only.
+[[nodiscard]] absl::Status CheckPageHashListDigest(const ChunkMismatch& mismatch,
+                                                   const proto::PageHashList& list);
 
 // The DataLoss a mismatch fails the migration with: names the region, its
 // guest range, the differing pages (page index and guest address, the first

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -47,9 +48,9 @@ proto::Completion SentDigests() {
   return completion;
 }
 
-// Matches a ChunkMismatch {region, first_page, count}.
+// Matches a ChunkMismatch {region, first_page, count, any source digest}.
 auto Chunk(uint32_t region, uint64_t first_page, uint64_t count) {
-  return ::testing::FieldsAre(region, first_page, count);
+  return ::testing::FieldsAre(region, first_page, count, ::testing::_);
 }
 
 TEST(AddDigests, AddsOneDigestPerRegionInRegionOrder) {
@@ -266,9 +267,36 @@ TEST(Verification, NarrowsAMismatchToTheDifferingPage) {
   const proto::PageHashQuery query = QueryFor(differ[0]);
   ASSERT_OK_AND_ASSIGN(proto::PageHashList list, AnswerPageHashQuery(query, sent));
   ASSERT_OK(CheckPageHashList(query, list));
+  ASSERT_OK(CheckPageHashListDigest(differ[0], list));
   const std::span<const uint64_t> theirs(list.hashes().data(), list.hashes().size());
   EXPECT_THAT(DifferingPages(landed[1], list.first_page(), theirs, 8),
               ElementsAre(kHashChunkPages + 9));
+}
+
+// A list that answers the query but is not what the chunk's digest was made
+// of cannot name the pages: the source's word is all it would be.
+TEST(Verification, APageListThatDoesNotMakeTheChunksDigestIsRefused) {
+  std::vector<PageHashes> sent = TwoRegions();
+  proto::Completion completion;
+  AddDigests(sent, &completion);
+  std::vector<PageHashes> landed = TwoRegions();
+  landed[1].Set(kHashChunkPages + 9, 42);
+  ASSERT_OK_AND_ASSIGN(auto differ, CompareDigests(completion, landed));
+  ASSERT_EQ(differ.size(), 1u);
+  EXPECT_EQ(differ[0].source_digest, completion.digests(1).chunk_digests(1));
+  ASSERT_OK_AND_ASSIGN(proto::PageHashList list, AnswerPageHashQuery(QueryFor(differ[0]), sent));
+  list.set_hashes(3, list.hashes(3) ^ 1);  // Blames page 4099 instead of 4105.
+  ASSERT_OK(CheckPageHashList(QueryFor(differ[0]), list));
+  EXPECT_THAT(CheckPageHashListDigest(differ[0], list),
+              StatusIsWithMessage(kDataLoss,
+                                  absl::StrCat("PAGE_HASH_LIST for region 1 pages [4096, +4096) "
+                                               "hashes to 0x",
+                                               absl::Hex(ChunkDigest(std::span<const uint64_t>(
+                                                   list.hashes().data(), list.hashes_size()))),
+                                               ", not to the chunk digest the source's "
+                                               "completion gave (0x",
+                                               absl::Hex(differ[0].source_digest),
+                                               "): the pages it names cannot be trusted")));
 }
 
 class MismatchErrorTest : public ::testing::Test {
