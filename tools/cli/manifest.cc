@@ -1,20 +1,19 @@
 #include "tools/cli/manifest.h"
 
 #include <fcntl.h>
-#include <unistd.h>
-
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/file_offset.h"
-#include "google/protobuf/struct.pb.h"
-#include "google/protobuf/util/json_util.h"
 #include "migration/internal/region_paths.h"
 #include "migration/region_store.h"
 
@@ -55,29 +54,91 @@ absl::Status RemoveFile(const std::string& path, const std::string& dir, bool du
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> ManifestFiles(const std::string& manifest) {
-  google::protobuf::Struct parsed;
-  const auto status = google::protobuf::util::JsonStringToMessage(manifest, &parsed);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("manifest.json: not JSON (", status.message().as_string(), ")"));
-  }
-  const auto regions = parsed.fields().find("regions");
-  if (regions == parsed.fields().end() || !regions->second.has_list_value()) {
-    return absl::InvalidArgumentError("manifest.json: no \"regions\" list");
-  }
-  std::vector<std::string> files;
-  for (const google::protobuf::Value& region : regions->second.list_value().values()) {
-    if (!region.has_struct_value()) continue;
-    const auto file = region.struct_value().fields().find("file");
-    if (file == region.struct_value().fields().end() || !file->second.has_string_value()) {
+namespace {
+
+// The string literal starting at text[*at] (a '"'), decoded; *at is moved
+// past it. Nullopt if it is not a well-formed JSON string.
+std::optional<std::string> ReadString(const std::string& text, size_t* at) {
+  std::string out;
+  size_t i = *at + 1;
+  while (i < text.size() && text[i] != '"') {
+    if (text[i] != '\\') {
+      out += text[i++];
       continue;
     }
-    const std::string& name = file->second.string_value();
-    if (!name.empty() && std::find(files.begin(), files.end(), name) == files.end()) {
-      files.push_back(name);
+    if (++i >= text.size()) return std::nullopt;
+    const char e = text[i++];
+    switch (e) {
+      case '"': case '\\': case '/': out += e; break;
+      case 'b': out += '\b'; break;
+      case 'f': out += '\f'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case 'u': {
+        // JsonEscape writes \u00XX for control bytes only; others are not
+        // names this receiver wrote.
+        unsigned value = 0;
+        if (i + 4 > text.size() ||
+            !absl::SimpleHexAtoi(absl::string_view(text).substr(i, 4), &value) || value > 0xff) {
+          return std::nullopt;
+        }
+        out += static_cast<char>(value);
+        i += 4;
+        break;
+      }
+      default: return std::nullopt;
     }
   }
+  if (i >= text.size()) return std::nullopt;
+  *at = i + 1;
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ManifestFiles(const std::string& manifest) {
+  // The manifest is ReceivedJson's one line: its string tokens are walked,
+  // and the string after each "file" key is a file. (Not protobuf's JSON
+  // parser: its Map code is not safe in this build's TSan configuration.)
+  const size_t first = manifest.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos || manifest[first] != '{') {
+    return absl::InvalidArgumentError("manifest.json: not JSON (no object)");
+  }
+  std::vector<std::string> files;
+  bool regions = false;
+  std::string key;           // The last string, while a ':' may follow it.
+  bool after_string = false;
+  bool file_value = false;   // The next token is the value of a "file" key.
+  for (size_t i = first; i < manifest.size();) {
+    const char c = manifest[i];
+    if (c == '"') {
+      std::optional<std::string> text = ReadString(manifest, &i);
+      if (!text.has_value()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("manifest.json: not JSON (a bad string at byte ", i, ")"));
+      }
+      if (file_value) {
+        if (!text->empty() && std::find(files.begin(), files.end(), *text) == files.end()) {
+          files.push_back(*text);
+        }
+        file_value = after_string = false;
+      } else {
+        key = *std::move(text);
+        after_string = true;
+      }
+      continue;
+    }
+    if (c == ':' && after_string) {
+      file_value = key == "file";
+      if (key == "regions") regions = true;
+    } else if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+      file_value = false;
+    }
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') after_string = false;
+    ++i;
+  }
+  if (!regions) return absl::InvalidArgumentError("manifest.json: no \"regions\" list");
   return files;
 }
 

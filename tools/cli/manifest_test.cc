@@ -53,9 +53,26 @@ TEST_F(ManifestTest, ListsEachRegionsFileOnceInOrder) {
   EXPECT_THAT(*files, ElementsAre("/d/b.img", "/d/a.img"));
 }
 
+// Names as JsonEscape writes them come back whole; a "file" that is a
+// value, not a key, names nothing.
+TEST_F(ManifestTest, DecodesEscapedNamesAndTakesOnlyFileKeys) {
+  const std::string manifest =
+      R"({"status":"file","regions":[{"index":0,"file":"/d/a \"b\" \\ c\u000a.img"}],)"
+      R"("note":"\"file\":\"/d/not.img\""})";
+  absl::StatusOr<std::vector<std::string>> files = ManifestFiles(manifest);
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_THAT(*files, ElementsAre("/d/a \"b\" \\ c\n.img"));
+}
+
 TEST_F(ManifestTest, TextThatIsNoManifestIsInvalidArgument) {
   EXPECT_THAT(ManifestFiles("{\"status\":\"comp"),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "manifest.json: not JSON"));
+  EXPECT_THAT(ManifestFiles("[]"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "manifest.json: not JSON (no object)"));
+  EXPECT_THAT(ManifestFiles(R"({"file":"\q"})"),
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "manifest.json: not JSON (a bad string at byte"));
   EXPECT_THAT(ManifestFiles(R"({"status":"completed"})"),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
                                   "manifest.json: no \"regions\" list"));
