@@ -386,7 +386,10 @@ TEST(HostileDestination, ATricklingDestinationCannotStretchARoundPastTheTimeout)
                                               "did not converge within the 1s timeout: round 0 "
                                               "had not ended (the link or the destination is too "
                                               "slow)"));
-  EXPECT_LT(dest.trickled_.load(), kBig / 2) << "round 0 was not cut";
+  // What trickled: about 1 s of round 0, what the sockets held, and the
+  // frames under way at the cut, which finish (Connection::Interrupt).
+  // Round 0 whole would be all kBig.
+  EXPECT_LT(dest.trickled_.load(), kBig * 3 / 4) << "round 0 was not cut";
   EXPECT_FALSE(vm->paused());
   EXPECT_EQ(vm->memory().region(0).bitmap().CountDirty(), kBig / kMigrationPageSize);
 }

@@ -176,7 +176,8 @@
 // the handover and then close every channel. An Abort follows only whole
 // frames: a source that stops on its own (its Cancel(), its pre-copy
 // timeout cutting a round) lets every channel finish the frame it is
-// writing (within 250 ms; a channel still mid-frame then is closed), sends
+// writing (while its bytes move, within the write's timeout; a channel whose
+// peer took nothing for 250 ms is closed mid-frame), sends
 // Abort{CANCELLED "migration cancelled by the source"} or
 // Abort{DEADLINE_EXCEEDED "did not converge within ..."} on channel 0 and
 // only then closes the channels; if channel 0 was stopped mid-frame, its

@@ -615,7 +615,7 @@ absl::Status Migration::RollBack(absl::Status error) {
   // In doubt (handed_over_): the destination may be running the guest, so no Abort (it may
   // have committed) and no Resume(). Every harvested bit is given back either way, so
   // resuming the source later, and migrating again, loses nothing. The guest resumes first:
-  // the channels may take Failure::kStopGrace, the peer's reason 200 ms, the Abort 1 s.
+  // the channels may take their frames' time, the peer's reason 200 ms, the Abort 1 s.
   harvest_.StopSources();  // While a paused guest is still paused.
   harvest_.GiveBack();
   if (paused_ && !handed_over_) {

@@ -18,6 +18,7 @@
 #include "migration/sender.h"
 #include "migration/stats.h"
 #include "migration/testing/fake_vm.h"
+#include "migration/testing/fault_proxy.h"
 #include "migration/testing/migration_harness.h"
 #include "migration/transport/testing/test_certs.h"
 #include "migration/transport/tls_context.h"
@@ -109,6 +110,31 @@ TEST(SourceAbort, AGivenUpRoundReachesTheDestinationAsTheTimeout) {
                                   "peer aborted: did not converge within the 1s timeout"));
   ExpectSourceRunningAndDirty(*slow.vm);
   EXPECT_EQ(sender.last_stats().status, "failed");
+}
+
+// A link slower than a batch per grace (1 MB/s, 1 MiB batches): the frames
+// under way still finish, as their bytes keep moving, and the Abort follows.
+// (With a grace counted from the stop alone, channel 0 was cut mid-frame and
+// the destination saw a closed connection.)
+TEST(SourceAbort, OverASlowLinkTheTimeoutStillReachesTheDestination) {
+  Slow slow = SlowMigration("timeout_slow_link");
+  FaultProxy::Fault slow_link;
+  slow_link.kind = FaultProxy::Fault::Kind::kThrottle;
+  slow_link.bytes_per_second = 1000 * 1000;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultProxy> proxy,
+                       FaultProxy::Start(slow.options.destination, slow_link));
+  slow.options.destination = proxy->endpoint();
+  slow.options.max_bandwidth = 0;  // The link is the limit.
+  slow.options.batch_pages = 256;
+  slow.options.timeout = absl::Seconds(1);
+  slow.options.on_limit = SenderOptions::OnLimit::kCancel;
+  Sender sender(slow.options);
+  EXPECT_THAT(sender.Migrate(slow.vm->memory(), *slow.vm),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded, "round 0 had not ended"));
+  EXPECT_THAT(slow.receiver->Join(),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
+                                  "peer aborted: did not converge within the 1s timeout"));
+  ExpectSourceRunningAndDirty(*slow.vm);
 }
 
 TEST(SourceAbort, ACancelOverTlsReachesTheDestinationAsItsReason) {

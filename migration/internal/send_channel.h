@@ -50,7 +50,8 @@ namespace livemig::migration_internal {
 // The first error of a migration, shared by all its threads.
 class Failure {
  public:
-  // A write under way when Stop() comes may finish within this.
+  // A write under way when Stop() comes may finish while its bytes move
+  // (Connection::Interrupt): this long with nothing moved cuts it.
   static constexpr absl::Duration kStopGrace = absl::Milliseconds(250);
 
   // Records `status` if it is the first error, then shuts the watched

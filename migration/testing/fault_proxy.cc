@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "migration/wire/frame_codec.h"
 #include "migration/wire/frame_format.h"
@@ -190,6 +191,10 @@ void FaultProxy::Pump(Session& session, bool client_to_server) {
       (fault_.connection_index < 0 || fault_.connection_index == session.index);
   const bool cut = armed && fault_.kind == Fault::Kind::kCutAfter;
   const bool corrupt = armed && fault_.kind == Fault::Kind::kCorruptAt;
+  const bool throttle = armed && fault_.kind == Fault::Kind::kThrottle &&
+                        fault_.bytes_per_second > 0;
+  constexpr size_t kThrottleStep = 16 * 1024;
+  absl::Time next_send = absl::Now();
   std::optional<FrameTracker> tracker;
   if (cut && fault_.in_round >= 0) {
     tracker.emplace(fault_.in_round, fault_.batch, fault_.offset);
@@ -206,6 +211,10 @@ void FaultProxy::Pump(Session& session, bool client_to_server) {
     }
     size_t want = buffer.size();
     if (cut_at != kNoCut) want = std::min<uint64_t>(want, cut_at - position);
+    if (throttle) {
+      want = std::min(want, kThrottleStep);
+      absl::SleepFor(next_send - absl::Now());  // Nothing read meanwhile: the link is slow.
+    }
     absl::StatusOr<size_t> n =
         from.ReadSome(buffer.data(), want, kPollInterval);
     if (absl::IsDeadlineExceeded(n.status())) continue;
@@ -236,6 +245,11 @@ void FaultProxy::Pump(Session& session, bool client_to_server) {
       break;
     }
     bytes_forwarded_.fetch_add(forward, std::memory_order_relaxed);
+    if (throttle) {
+      next_send = std::max(next_send, absl::Now() - absl::Milliseconds(50)) +
+                  absl::Seconds(static_cast<double>(forward) /
+                                static_cast<double>(fault_.bytes_per_second));
+    }
   }
   session.pumps_done.fetch_add(1, std::memory_order_acq_rel);
 }

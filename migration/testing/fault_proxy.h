@@ -11,6 +11,8 @@
 //               sending side's further writes are answered with a reset).
 //   kCorruptAt  the byte at `offset` in that direction has its lowest bit
 //               flipped; forwarding continues.
+//   kThrottle   that direction is forwarded at `bytes_per_second` at most
+//               (16 KiB at a time, paced): a slow link.
 //
 // A cut may also be placed at a protocol event instead of a stream offset
 // (`in_round` >= 0): `offset` then counts bytes into the `batch`-th
@@ -51,8 +53,9 @@ namespace livemig {
 class FaultProxy {
  public:
   struct Fault {
-    enum class Kind { kNone, kCutAfter, kCorruptAt };
+    enum class Kind { kNone, kCutAfter, kCorruptAt, kThrottle };
     Kind kind = Kind::kNone;
+    uint64_t bytes_per_second = 0;  // kThrottle.
     uint64_t offset = 0;  // Bytes into the chosen direction's stream.
     bool client_to_server = true;
     // -1 = every connection, else only the i-th accepted one (0-based).

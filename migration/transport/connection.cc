@@ -1,7 +1,9 @@
 // File: migration/transport/connection.cc
 #include "migration/transport/connection.h"
 
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -256,15 +258,25 @@ void Connection::Interrupt(absl::Duration grace) {
   if (is_interrupted()) return;
   const auto end = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(grace);
   int64_t unset = 0;  // The first call's grace counts.
-  grace_end_ns_.compare_exchange_strong(
-      unset, std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
-      std::memory_order_relaxed);
+  if (grace_end_ns_.compare_exchange_strong(
+          unset,
+          std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count(),
+          std::memory_order_relaxed)) {
+    grace_ns_.store(absl::ToInt64Nanoseconds(grace), std::memory_order_relaxed);
+  }
   if (interrupted_.exchange(true, std::memory_order_acq_rel)) return;
   transport_internal::SignalWakeFd(wake_fd_);
 }
 
+std::chrono::steady_clock::time_point Connection::Moved() const {
+  return is_interrupted() ? std::chrono::steady_clock::now()
+                          : std::chrono::steady_clock::time_point{};
+}
+
 absl::StatusOr<WaitResult> Connection::Await(short events, bool may_go_on, bool last,
-                                             const Deadline& deadline, bool* grace_over) const {
+                                             const Deadline& deadline,
+                                             std::chrono::steady_clock::time_point moved,
+                                             bool* grace_over) const {
   *grace_over = false;
   if (MustStop(may_go_on)) return WaitResult::kWoken;
   if (!may_go_on || !is_interrupted()) {
@@ -277,16 +289,31 @@ absl::StatusOr<WaitResult> Connection::Await(short events, bool may_go_on, bool 
   // Without the eventfd: Shutdown() still ends the wait, as it shuts the
   // socket itself down.
   if (last) return WaitReady(fd_, events, -1, deadline);
-  const std::chrono::steady_clock::time_point grace_end{std::chrono::duration_cast<
-      std::chrono::steady_clock::duration>(
-      std::chrono::nanoseconds(grace_end_ns_.load(std::memory_order_relaxed)))};
-  LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
-                           WaitReady(fd_, events, -1, deadline.Until(grace_end)));
-  if (waited == WaitResult::kTimedOut && !deadline.Expired()) {
-    *grace_over = true;
-    return WaitResult::kWoken;
+  // The grace runs from the interrupt, and again from each byte this write
+  // moved or the peer took from the socket's send queue (the kernel wakes a
+  // writer only once a good part of that queue is free, which on a slow
+  // link can take longer than the grace while bytes flow all along).
+  const auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::nanoseconds(grace_ns_.load(std::memory_order_relaxed)));
+  std::chrono::steady_clock::time_point grace_end = std::max(
+      std::chrono::steady_clock::time_point{std::chrono::duration_cast<
+          std::chrono::steady_clock::duration>(
+          std::chrono::nanoseconds(grace_end_ns_.load(std::memory_order_relaxed)))},
+      moved + grace);
+  int queued = -1;
+  if (::ioctl(fd_, SIOCOUTQ, &queued) != 0) queued = -1;
+  for (;;) {
+    LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
+                             WaitReady(fd_, events, -1, deadline.Until(grace_end)));
+    if (waited != WaitResult::kTimedOut || deadline.Expired()) return waited;
+    int now_queued = -1;
+    if (queued < 0 || ::ioctl(fd_, SIOCOUTQ, &now_queued) != 0 || now_queued >= queued) {
+      *grace_over = true;
+      return WaitResult::kWoken;
+    }
+    queued = now_queued;
+    grace_end = std::chrono::steady_clock::now() + grace;
   }
-  return waited;
 }
 
 void Connection::Shutdown() {
@@ -386,6 +413,7 @@ absl::Status Connection::TlsTransfer(Direction direction, absl::Span<const iovec
   size_t total = 0;
   for (const iovec& piece : pieces) total += piece.iov_len;
   size_t done = 0;
+  std::chrono::steady_clock::time_point moved{};  // See Moved().
   // Moves [data, data + size) in `direction`, waiting as OpenSSL asks.
   auto move = [&](char* data, size_t size) -> absl::Status {
     while (size > 0) {
@@ -400,6 +428,7 @@ absl::Status Connection::TlsTransfer(Direction direction, absl::Span<const iovec
           done += step.bytes;
           (write ? bytes_written_ : bytes_read_)
               .fetch_add(step.bytes, std::memory_order_relaxed);
+          moved = Moved();
           continue;
         case TlsStream::Step::State::kWantRead:
         case TlsStream::Step::State::kWantWrite: {
@@ -407,7 +436,7 @@ absl::Status Connection::TlsTransfer(Direction direction, absl::Span<const iovec
           bool grace_over = false;
           LIVEMIG_ASSIGN_OR_RETURN(
               const WaitResult waited,
-              Await(read ? POLLIN : POLLOUT, write, last, deadline, &grace_over));
+              Await(read ? POLLIN : POLLOUT, write, last, deadline, moved, &grace_over));
           if (waited == WaitResult::kWoken) {
             return grace_over ? InterruptedMidWrite(done, total) : CancelledError(operation);
           }
@@ -512,6 +541,7 @@ absl::Status Connection::Transfer(Direction direction,
   std::vector<iovec> iov = CopyPieces(pieces, &total);
   size_t index = 0;
   size_t done = 0;
+  std::chrono::steady_clock::time_point moved{};  // See Moved().
   while (index < iov.size()) {
     msghdr message{};
     message.msg_iov = &iov[index];
@@ -523,6 +553,7 @@ absl::Status Connection::Transfer(Direction direction,
       done += static_cast<size_t>(n);
       (write ? bytes_written_ : bytes_read_)
           .fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      moved = Moved();
       continue;
     }
     const int error = errno;
@@ -534,7 +565,7 @@ absl::Status Connection::Transfer(Direction direction,
       bool grace_over = false;
       LIVEMIG_ASSIGN_OR_RETURN(
           const WaitResult waited,
-          Await(write ? POLLOUT : POLLIN, may_go_on, last, deadline, &grace_over));
+          Await(write ? POLLOUT : POLLIN, may_go_on, last, deadline, moved, &grace_over));
       if (waited == WaitResult::kWoken) {
         return grace_over ? InterruptedMidWrite(done, total) : CancelledError(operation);
       }

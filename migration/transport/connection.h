@@ -48,6 +48,7 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -158,10 +159,13 @@ class Connection {
   // Asks this connection's users to stop at a frame boundary, so that one
   // last message (an Abort saying why) can still follow what was written:
   // from now on reads, and writes that have not begun, return Cancelled
-  // promptly; a write already under way may finish within `grace`, after
-  // which it returns Cancelled and leaves the write side torn. Unlike
-  // Shutdown() the socket stays open for WriteLast(); Shutdown() ends it.
-  // Idempotent (the first call's grace counts); thread-safe.
+  // promptly; a write already under way may finish while it moves: once
+  // `grace` passes (from the interrupt, or from its last byte moved) with
+  // nothing moved, it returns Cancelled and leaves the write side torn. So
+  // a slow link still finishes its frame (within the write's own timeout),
+  // and a peer that stopped reading costs `grace`. Unlike Shutdown() the
+  // socket stays open for WriteLast(); Shutdown() ends it. Idempotent (the
+  // first call's grace counts); thread-safe.
   void Interrupt(absl::Duration grace);
   bool is_interrupted() const {
     return interrupted_.load(std::memory_order_acquire);
@@ -209,11 +213,15 @@ class Connection {
   // Waits for the socket to be ready for `events`; kWoken when the
   // operation must stop (MustStop). An operation that may go on after
   // Interrupt() no longer polls the eventfd (it stays readable), and a
-  // write under way (not the last one) waits until the grace ends at most:
-  // then kWoken too, with *grace_over set.
+  // write under way (not the last one) waits until the grace ends at most
+  // (`grace` after the later of the interrupt and `moved`, when that write
+  // last moved a byte): then kWoken too, with *grace_over set.
   absl::StatusOr<transport_internal::WaitResult> Await(
       short events, bool may_go_on, bool last, const transport_internal::Deadline& deadline,
-      bool* grace_over) const;
+      std::chrono::steady_clock::time_point moved, bool* grace_over) const;
+  // When a transfer moved bytes: now if interrupted (the grace counts from
+  // there), else the epoch (the interrupt's own time counts).
+  std::chrono::steady_clock::time_point Moved() const;
   // WriteAll and WriteLast: the torn-stream bookkeeping around Transfer.
   absl::Status Write(absl::Span<const iovec> pieces, absl::Duration timeout, bool last);
   // WriteAll and ReadExact: moves every byte of `pieces` in `direction`,
@@ -237,6 +245,7 @@ class Connection {
   // that sees it true also sees the grace's end (release/acquire pair).
   std::atomic<bool> interrupted_{false};
   std::atomic<int64_t> grace_end_ns_{0};  // steady_clock, since its epoch.
+  std::atomic<int64_t> grace_ns_{0};      // The grace itself (same pair).
   // A write stopped part-way: only the writing thread reads or writes it.
   bool write_torn_ = false;
   std::atomic<uint64_t> bytes_written_{0};

@@ -4,6 +4,7 @@
 // a frame boundary so that one last message can still follow.
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -119,6 +120,39 @@ TEST(ConnectionInterrupt, LetsAWriteUnderWayFinishWithinTheGrace) {
   EXPECT_OK(write);
   EXPECT_EQ(got, std::string(big.begin(), big.end()));
   const std::string last = "last";
+  const iovec bye[] = {Piece(last.data(), last.size())};
+  ASSERT_OK(pair.client->WriteLast(bye, kTimeout));
+  EXPECT_EQ(ReadString(*pair.server, last.size()), last);
+}
+
+// A slow link: the grace counts from the last byte moved, so a write the
+// peer keeps draining (here 64 KiB every 10 ms, about ten graces in all)
+// finishes, and the last message follows it whole. (With a grace counted
+// from the interrupt alone, it was cut 100 ms in.)
+TEST(ConnectionInterrupt, LetsAWriteThatKeepsMovingFinishPastTheGrace) {
+  Pair pair = Connect();
+  std::vector<uint8_t> big(size_t{16} << 20, 0xa5);
+  absl::Status write;
+  std::thread writer([&] {
+    const iovec out[] = {Piece(big.data(), big.size())};
+    write = pair.client->WriteAll(out, kTimeout);
+  });
+  AwaitWriteUnderWay(*pair.client);
+  pair.client->Interrupt(absl::Milliseconds(100));
+  std::string got;
+  std::vector<char> chunk(64 * 1024);
+  while (got.size() < big.size()) {
+    absl::StatusOr<size_t> n =
+        pair.server->ReadSome(chunk.data(), std::min(chunk.size(), big.size() - got.size()),
+                              kTimeout);
+    ASSERT_TRUE(n.ok()) << n.status();
+    got.append(chunk.data(), *n);
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  writer.join();
+  EXPECT_OK(write);
+  EXPECT_EQ(got, std::string(big.begin(), big.end()));
+  const std::string last = "abort: too slow";
   const iovec bye[] = {Piece(last.data(), last.size())};
   ASSERT_OK(pair.client->WriteLast(bye, kTimeout));
   EXPECT_EQ(ReadString(*pair.server, last.size()), last);
