@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/dirty_sources/dirty_source.h"
@@ -50,6 +51,12 @@ class ScriptedSource : public DirtySource {
     Record("collect");
     std::lock_guard<std::mutex> lock(mu_);
     if (!collect_error_.ok()) return collect_error_;
+    if (!collect_error_once_.ok()) {
+      // As a kernel that had handed its log over (and cleared it) when the
+      // call failed: what it held is gone.
+      written_.clear();
+      return std::exchange(collect_error_once_, absl::OkStatus());
+    }
     for (uint64_t page : written_) memory_.region(0).bitmap().MarkPageOf(page * kPage);
     written_.clear();
     return absl::OkStatus();
@@ -66,6 +73,11 @@ class ScriptedSource : public DirtySource {
   void FailCollect(absl::Status status) {
     std::lock_guard<std::mutex> lock(mu_);
     collect_error_ = std::move(status);
+  }
+  // The next Collect fails and loses what the source held; later ones work.
+  void FailCollectOnceLosingItsPages(absl::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    collect_error_once_ = std::move(status);
   }
   std::vector<std::string> calls() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -95,6 +107,7 @@ class ScriptedSource : public DirtySource {
   absl::Status start_error_;
   mutable std::mutex mu_;
   absl::Status collect_error_;      // Guarded by mu_.
+  absl::Status collect_error_once_;  // Guarded by mu_.
   std::vector<uint64_t> written_;   // Guarded by mu_.
   std::vector<std::string> calls_;  // Guarded by mu_.
 };
@@ -238,6 +251,33 @@ TEST(DirtySources, ASourceThatCannotCollectAtTheEndOfAFailedAttemptLeavesEveryPa
   (void)receiver->Join();
   EXPECT_EQ(DirtyPages(*vm), kPages);
   EXPECT_EQ(source.count("stop"), 1);
+}
+
+// A collect that fails having taken the source's log (a KVM_CLEAR_DIRTY_LOG
+// failing after earlier ones re-protected pages): the pages it held are in
+// no bitmap, and the last collect of the failed attempt succeeds, finding
+// nothing. Every page is marked dirty instead (page 7 was lost before).
+TEST(DirtySources, AFailedCollectThatLostItsPagesLeavesEveryPageDirty) {
+  auto vm = OneRegionVm();
+  ASSERT_NE(vm, nullptr);
+  ASSERT_EQ(DirtyPages(*vm), 0u);
+  ScriptedSource source(vm->memory());
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0),
+                                        ReceiverAt(TempDir("sources_lost_collect")));
+  SenderOptions options = Options(receiver->receiver->endpoint(), &source);
+  options.on_round = [&source](const MigrationStats& stats) {
+    if (stats.rounds != 1) return;
+    source.WriteBehindTheApi(7, 0xCD);
+    source.FailCollectOnceLosingItsPages(absl::InternalError("KVM_CLEAR_DIRTY_LOG: EIO"));
+  };
+  Sender sender(options);
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
+              StatusIsWithMessage(absl::StatusCode::kInternal,
+                                  "dirty source scripted: collect: KVM_CLEAR_DIRTY_LOG: EIO"));
+  (void)receiver->Join();
+  EXPECT_TRUE(vm->memory().region(0).bitmap().IsPageDirty(7));
+  EXPECT_EQ(DirtyPages(*vm), kPages);
+  EXPECT_FALSE(vm->paused());
 }
 
 }  // namespace

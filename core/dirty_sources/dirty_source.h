@@ -20,7 +20,9 @@
 //   Collect()  before every harvest and every dirty-volume estimate, on the
 //              migration thread; also after Pause(), for the final round.
 //              ORs into the owning region's bitmap every page written since
-//              Start() or the previous Collect().
+//              Start() or the previous Collect(). A Collect() that fails
+//              may have lost pages it had taken from the kernel: the
+//              sender then marks every page dirty when the attempt ends.
 //   Stop()     once when the attempt ends, successfully or not; also called
 //              when Start() failed. After it the source sees nothing and
 //              holds no protection (a later Start() begins afresh). What it

@@ -166,7 +166,13 @@ absl::Status KvmDirtyLog::Collect() {
         const uint64_t first = w * 64;
         const uint64_t n = std::min<uint64_t>((end - w) * 64, pages - first);
         absl::Status status = Clear(slot, first, n, &words[w]);
-        if (!status.ok()) return status;
+        if (!status.ok()) {
+          // The runs before it were re-protected and are no longer in
+          // KVM's log: they go to the bitmap (this one and the rest too;
+          // an extra page is allowed, a lost one is not).
+          (void)memory_.region(slot.region_index).bitmap().Merge(words.data(), words.size());
+          return status;
+        }
         w = end;
       }
     }

@@ -105,6 +105,9 @@ class KvmDirtyLog : public DirtySource {
   // FailedPrecondition if already started or a slot does not match its
   // region; the ioctl's error otherwise (logging left off).
   [[nodiscard]] absl::Status Start() override;
+  // A failed CLEAR (manual mode) still ORs what the slot's GET returned into
+  // the bitmap before returning the error: earlier CLEARs re-protected
+  // pages that are in no log any more.
   [[nodiscard]] absl::Status Collect() override;
   void Stop() override;
 

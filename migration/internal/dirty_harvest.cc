@@ -25,6 +25,7 @@ absl::Status DirtyHarvest::CollectSources() {
   for (size_t i = 0; i < started_; ++i) {
     absl::Status status = sources_[i]->Collect();
     if (!status.ok()) {
+      collect_failed_ = true;
       return absl::Status(status.code(), absl::StrCat("dirty source ", sources_[i]->name(),
                                                       ": collect: ", status.message()));
     }
@@ -35,8 +36,10 @@ absl::Status DirtyHarvest::CollectSources() {
 absl::Status DirtyHarvest::MergeHypervisorLog(size_t r) {
   const AtomicBitmap& bitmap = memory_.region(r).bitmap();
   scratch_.assign(bitmap.num_words(), 0);
-  LIVEMIG_RETURN_IF_ERROR(vm_.CollectDirty(r, std::span<uint64_t>(scratch_)));
-  return bitmap.Merge(scratch_.data(), scratch_.size());
+  absl::Status status = vm_.CollectDirty(r, std::span<uint64_t>(scratch_));
+  if (status.ok()) status = bitmap.Merge(scratch_.data(), scratch_.size());
+  if (!status.ok()) collect_failed_ = true;
+  return status;
 }
 
 void DirtyHarvest::RememberTaken(size_t r) {
@@ -122,7 +125,7 @@ absl::StatusOr<uint64_t> DirtyHarvest::Pending() {
 }
 
 void DirtyHarvest::StopSources() {
-  bool missed = false;
+  bool missed = collect_failed_;
   while (started_ > 0) {
     DirtySource* source = sources_[--started_];
     missed |= !source->Collect().ok();

@@ -60,9 +60,11 @@ class DirtyHarvest {
   void GiveBack();
   // A failed attempt: has every started source collect one last time (what
   // it saw since the last harvest reaches the bitmaps: the sources' Stop()
-  // drops what it holds), then stops it. A source that cannot collect marks
-  // every page of every region dirty instead (an extra is allowed, a miss is
-  // not). Call it while the guest is still paused when it is: a write
+  // drops what it holds), then stops it. A source that cannot collect, or
+  // any collect that failed earlier in the attempt (a source's or the
+  // hypervisor log's: it may have taken bits from the kernel and lost them),
+  // marks every page of every region dirty instead (an extra is allowed, a
+  // miss is not). Call it while the guest is still paused when it is: a write
   // between that collect and the stop is then impossible (in a live round
   // it is a window of microseconds). The destructor has nothing left to stop.
   void StopSources();
@@ -86,6 +88,8 @@ class DirtyHarvest {
   std::vector<std::vector<uint64_t>> taken_;
   std::vector<uint64_t> scratch_;
   uint64_t syncs_ = 0;
+  // A collect failed during the attempt: StopSources marks every page.
+  bool collect_failed_ = false;
 };
 
 }  // namespace livemig::migration_internal
