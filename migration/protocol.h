@@ -166,6 +166,12 @@
 //                                                    COMMITTED, not in the
 //                                                    pause)
 //                                              <---  Ack{COMMITTED, status}
+//                                                    (status != 0: nothing
+//                                                    committed, the source
+//                                                    resumes; a destination
+//                                                    cancel after VERIFIED
+//                                                    is answered so, never
+//                                                    as an Abort)
 //   ---- after the pause ---------------------------------------------------
 //   verify=sent: the source re-hashes its      not durable: the receiver
 //   (still paused) memory against its page     flushes now, and only then
@@ -173,7 +179,9 @@
 //   being marked dirty (the source audit)      complete
 //
 // Either side may send Abort{code, message} on channel 0 at any time before
-// the handover and then close every channel. An Abort follows only whole
+// the handover (the destination: before its VERIFIED; after it, the source
+// may have sent HANDOVER, and an Abort would leave it in doubt) and then
+// close every channel. An Abort follows only whole
 // frames: a source that stops on its own (its Cancel(), its pre-copy
 // timeout cutting a round) lets every channel finish the frame it is
 // writing (while its bytes move, within the write's timeout; a channel whose

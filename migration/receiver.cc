@@ -84,7 +84,12 @@ absl::Status ReceiveSession::WriteControl(wire::FrameType type,
 
 void ReceiveSession::CancelByDestination() {
   std::lock_guard<std::mutex> lock(handover_mu_);
-  if (!handed_over_) Fail(absl::CancelledError("migration cancelled by the destination"));
+  if (handed_over_) return;  // Too late: it stops the next migration.
+  if (verified_sent_) {
+    cancel_at_handover_ = true;  // Refused at the HANDOVER (Finish).
+    return;
+  }
+  Fail(absl::CancelledError("migration cancelled by the destination"));
 }
 
 absl::Status ReceiveSession::AcceptChannels() {
@@ -489,6 +494,12 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   // is out, the source may send its HANDOVER at any moment, and a receiver
   // that stopped reading then would leave it in doubt, its guest paused.
   LIVEMIG_RETURN_IF_ERROR(CheckSessionDeadline());
+  {
+    // A cancel from here on waits for the HANDOVER (see handover_mu_).
+    std::lock_guard<std::mutex> lock(handover_mu_);
+    if (absl::Status f = failure(); !f.ok()) return f;
+    verified_sent_ = true;
+  }
   LIVEMIG_RETURN_IF_ERROR(WriteControl(wire::FrameType::kAck, ack));
   Step("verified");
   // The commit point is the source's: without its handover (a cut, a
@@ -507,6 +518,19 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   {
     std::lock_guard<std::mutex> lock(handover_mu_);
     if (absl::Status f = failure(); !f.ok()) return f;  // CancelByDestination() was first.
+    if (cancel_at_handover_) {
+      // Cancelled after VERIFIED: the source hears it in the answer to its
+      // HANDOVER, which says nothing was committed, and resumes.
+      const absl::Status cancelled =
+          absl::CancelledError("migration cancelled by the destination");
+      proto::Ack refusal;
+      refusal.set_kind(proto::ACK_COMMITTED);
+      refusal.set_status_code(static_cast<int32_t>(cancelled.code()));
+      refusal.set_message(std::string(cancelled.message()));
+      (void)WriteControl(wire::FrameType::kAck, refusal);
+      abort_sent_.store(true);  // The answer said it: no Abort after it.
+      return cancelled;
+    }
     handed_over_ = true;  // From here a destination cancel waits for the next migration.
   }
   Step("handover");

@@ -200,7 +200,10 @@ class Receiver {
   [[nodiscard]] absl::StatusOr<ReceivedMigration> ReceiveOne();
 
   // Makes a running ReceiveOne() fail with Cancelled promptly; called while
-  // none runs, it makes the next one return Cancelled at once. A
+  // none runs, it makes the next one return Cancelled at once. After the
+  // source was told VERIFIED it waits for the source's HANDOVER (sent at
+  // once; io_timeout at most) and answers it COMMITTED{CANCELLED}, not
+  // committing, so the source resumes instead of being left in doubt. A
   // ReceiveOne() that returns Cancelled uses the request up; one the request
   // came too late to stop (it had committed: it finishes its flush and
   // returns the migration) leaves it for the next call.

@@ -138,6 +138,37 @@ TEST(ReceiverCommit, ACancelDuringTheRoundsTellsTheSourceWhy) {
   EXPECT_THAT(receiver->Join(), StatusIs(absl::StatusCode::kCancelled));
 }
 
+// A Cancel() after VERIFIED went out: the source may have sent its
+// HANDOVER already, so an Abort would leave it in doubt with its guest
+// paused. The HANDOVER is answered "not committed, cancelled" instead: the
+// source resumes, nothing is published, and the cancel is used up.
+TEST(ReceiverCommit, ACancelAfterVerifiedIsTheAnswerToTheHandoverAndTheSourceResumes) {
+  const std::string root = TempDir("commit_cancel_verified");
+  ReceiverOptions options = Options(root);
+  std::atomic<Receiver*> self{nullptr};
+  options.test_on_step = [&self](const char* step) {
+    if (std::string(step) == "verified") self.load()->Cancel();
+  };
+  options.accept_timeout = absl::Seconds(2);
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), std::move(options));
+  ASSERT_NE(receiver, nullptr);
+  self = receiver->receiver.get();
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 3));
+  Sender sender(To(*receiver->receiver));
+  EXPECT_THAT(sender.Migrate(vm->memory(), *vm),
+              StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                  "destination could not commit: migration cancelled by the "
+                                  "destination"));
+  EXPECT_FALSE(vm->paused());
+  EXPECT_EQ(sender.last_stats().status, "failed");
+  EXPECT_THAT(receiver->Join(), StatusIsWithMessage(absl::StatusCode::kCancelled,
+                                                    "migration cancelled by the destination"));
+  EXPECT_FALSE(fs::exists(root + "/region-0.mem"));
+  EXPECT_FALSE(fs::exists(root + "/region-0.mem" + kStagingSuffix));
+  // Used up by the migration it stopped: the next call waits again.
+  EXPECT_THAT(receiver->receiver->ReceiveOne(), StatusIs(absl::StatusCode::kDeadlineExceeded));
+}
+
 TEST(ReceiverCommit, ListenRemovesTheStagingFilesAKilledReceiverLeft) {
   const std::string root = TempDir("commit_stale");
   fs::create_directories(root + "/vm/a");

@@ -691,8 +691,10 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
   if (status.ok()) return last_stats_;
   status = migration.RollBack(std::move(status));
   migration.RecordFailure();
-  const bool cancelled =  // This source's Cancel(), not a destination's Abort saying so.
-      status.code() == absl::StatusCode::kCancelled && !IsFromAbort(status);
+  // This source's Cancel() (RollBack made the error say so), not a
+  // destination's Abort or answer with the code CANCELLED.
+  const bool cancelled = status.code() == absl::StatusCode::kCancelled &&
+                         cancelled_.load(std::memory_order_relaxed);
   last_stats_.status = migration.handed_over() ? "in-doubt" : cancelled ? "cancelled" : "failed";
   return status;
 }

@@ -607,7 +607,10 @@ LIVEMIG_EXPORT int livemig_receiver_receive_one(livemig_receiver* receiver,
                                                 livemig_error** error_out);
 
 /* Makes a running receive_one fail with LIVEMIG_CANCELLED promptly; while
- * none runs, the next one does. A running one that had already committed
+ * none runs, the next one does. After the source was told its copy is
+ * verified, the cancel is the answer to its handover (nothing committed, the
+ * source resumes), so it waits for that one frame. A running one that had
+ * already committed
  * (the destination owns the guest) finishes and returns the migration; the
  * request then stops the next one. Thread-safe. NULL: no-op. */
 LIVEMIG_EXPORT void livemig_receiver_cancel(livemig_receiver* receiver);

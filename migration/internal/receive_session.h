@@ -144,9 +144,15 @@ class ReceiveSession {
   // thread may send an Abort (WriteControl).
   std::mutex control_write_mu_;
   // A destination cancel and the commit exclude each other: whichever
-  // comes first decides (CancelByDestination, Finish).
+  // comes first decides (CancelByDestination, Finish). Once VERIFIED is on
+  // its way the source may already have sent its HANDOVER: a cancel then
+  // does not abort (the source would be left in doubt, its guest paused)
+  // but is kept for the HANDOVER, which is answered COMMITTED{CANCELLED}
+  // without committing, so the source resumes.
   std::mutex handover_mu_;
   bool handed_over_ ABSL_GUARDED_BY(handover_mu_) = false;
+  bool verified_sent_ ABSL_GUARDED_BY(handover_mu_) = false;
+  bool cancel_at_handover_ ABSL_GUARDED_BY(handover_mu_) = false;
   // Written in EndOfRound (under the barrier's lock), read by channel 0's
   // reader after the barrier: the barrier's mutex orders them; relaxed.
   std::atomic<uint64_t> expected_completion_us_{0};

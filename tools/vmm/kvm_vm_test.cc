@@ -131,8 +131,10 @@ TEST(KvmVm, RestoreRefusesACorruptOrTruncatedDeviceStateNamingTheProblem) {
   flipped[120] ^= 1;
   EXPECT_THAT(KvmVm::Restore(*memory, flipped, {}),
               StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "checksum"));
+  // None at all: a source that ran no KVM guest.
   EXPECT_THAT(KvmVm::Restore(*memory, "", {}),
-              StatusIsWithMessage(absl::StatusCode::kInvalidArgument, "truncated"));
+              StatusIsWithMessage(absl::StatusCode::kInvalidArgument,
+                                  "the source ran no KVM guest"));
   // A state from a guest with another layout.
   auto bigger = MakeMemory({8 * kMiB});
   ASSERT_NE(bigger, nullptr);
