@@ -452,6 +452,52 @@ class HeavyDeviceVm : public VmControl {
   FakeVm& vm_;
 };
 
+// A VmControl that cannot make its device state (the attempt fails in the
+// pause) and then cannot resume either: the error says the guest stays
+// paused, and so does the stat, instead of passing for a resumed source.
+class WedgedVm : public VmControl {
+ public:
+  WedgedVm(FakeVm& vm, bool can_resume) : vm_(vm), can_resume_(can_resume) {}
+  absl::Status Pause() override { return vm_.Pause(); }
+  absl::Status Resume() override {
+    return can_resume_ ? vm_.Resume() : absl::InternalError("vCPU thread gone");
+  }
+  absl::StatusOr<std::string> DeviceState() override {
+    return absl::InternalError("device model wedged");
+  }
+
+ private:
+  FakeVm& vm_;
+  const bool can_resume_;
+};
+
+TEST(Migration, AResumeThatFailsAfterAFailedPauseIsReported) {
+  const std::string dst = TempDir("wedged");
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 14));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), dst);
+  WedgedVm wedged(*vm, /*can_resume=*/false);
+  Sender sender(Options(receiver->receiver->endpoint(), 1));
+  EXPECT_THAT(sender.Migrate(vm->memory(), wedged),
+              StatusIsWithMessage(absl::StatusCode::kInternal,
+                                  "device model wedged; the guest could not be resumed and stays "
+                                  "paused: INTERNAL: vCPU thread gone"));
+  EXPECT_FALSE(receiver->Join().ok());
+  EXPECT_TRUE(vm->paused());
+  EXPECT_EQ(sender.last_stats().status, "failed");
+  EXPECT_TRUE(sender.last_stats().guest_paused);
+  // The same failure where the guest does resume says nothing of the kind.
+  ASSERT_OK(vm->Resume());
+  auto receiver2 = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("wedged2"));
+  WedgedVm resumable(*vm, /*can_resume=*/true);
+  Sender again(Options(receiver2->receiver->endpoint(), 1));
+  absl::StatusOr<MigrationStats> failed = again.Migrate(vm->memory(), resumable);
+  EXPECT_THAT(failed, StatusIsWithMessage(absl::StatusCode::kInternal, "device model wedged"));
+  EXPECT_THAT(failed.status().message(), ::testing::Not(::testing::HasSubstr("resumed")));
+  (void)receiver2->Join();
+  EXPECT_FALSE(vm->paused());
+  EXPECT_FALSE(again.last_stats().guest_paused);
+}
+
 TEST(Migration, DeviceStateSizeCountsAsPendingForSwitchover) {
   const std::string dst = TempDir("heavy_device");
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kMiB, "", 0}}, Fill::kRandom, 12));

@@ -89,6 +89,7 @@ class Migration {
   // Stats of a failed attempt once rolled back: what was sent, how long it ran and paused.
   void RecordFailure();
   bool handed_over() const { return handed_over_; }
+  bool left_paused() const { return handed_over_ || !resume_error_.ok(); }
 
  private:
   absl::Status Setup();
@@ -146,6 +147,7 @@ class Migration {
   absl::Time start_;
   absl::Time pause_time_;
   absl::Time resumed_ = absl::InfiniteFuture();  // When RollBack() resumed the guest.
+  absl::Status resume_error_;  // RollBack()'s Resume() failed: the guest stays paused.
   // The live round being sent, for on_progress.
   MigrationProgress progress_;
   uint64_t progress_pages_before_ = 0;  // Pages sent before this round.
@@ -619,8 +621,8 @@ absl::Status Migration::RollBack(absl::Status error) {
   harvest_.StopSources();  // While a paused guest is still paused.
   harvest_.GiveBack();
   if (paused_ && !handed_over_) {
-    (void)vm_.Resume();
-    resumed_ = absl::Now();
+    resume_error_ = vm_.Resume();
+    if (resume_error_.ok()) resumed_ = absl::Now();
   }
   if (convergence_.throttle() != 0) vm_.SetThrottle(0);
   error = PeerReason(std::move(error));
@@ -634,6 +636,13 @@ absl::Status Migration::RollBack(absl::Status error) {
     SendAbortBestEffort(channels_[0]->connection(), error, proto::ROLE_SOURCE);
   }
   failure_.Close(error);  // Also the connections a Failure::Stop() interrupted.
+  if (!resume_error_.ok()) {
+    // Whoever resumes it must know: the error says so, and so does the stat.
+    error = absl::Status(error.code(),
+                         absl::StrCat(error.message(), "; the guest could not be resumed and "
+                                                       "stays paused: ",
+                                      resume_error_.ToString()));
+  }
   return error;
 }
 
@@ -696,6 +705,7 @@ absl::StatusOr<MigrationStats> Sender::Migrate(const GuestMemory<AtomicBitmap>& 
   const bool cancelled = status.code() == absl::StatusCode::kCancelled &&
                          cancelled_.load(std::memory_order_relaxed);
   last_stats_.status = migration.handed_over() ? "in-doubt" : cancelled ? "cancelled" : "failed";
+  last_stats_.guest_paused = migration.left_paused();
   return status;
 }
 

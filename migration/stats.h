@@ -85,6 +85,9 @@ struct MigrationStats {
   // "completed", "failed", "cancelled", or "in-doubt" (the handover was sent
   // but never confirmed: see Sender).
   std::string status = "none";
+  // A failed attempt left the guest paused: in doubt, or VmControl::Resume()
+  // failed (the error says why). Otherwise a failed attempt resumed it.
+  bool guest_paused = false;
   double total_time_ms = 0;      // total-time
   double downtime_ms = 0;        // downtime (Pause() to the commit confirmation)
   double setup_time_ms = 0;      // setup-time (connect, hello, region table)

@@ -363,6 +363,9 @@ int RunSend(const SendFlags& flags) {
                    "livemig: %s\nlivemig: the workload was NOT resumed; every page it "
                    "dirtied is still marked\n",
                    stats.status().ToString().c_str());
+    } else if (sender.last_stats().guest_paused) {
+      std::fprintf(stderr, "livemig: migration failed, and the source could not resume: %s\n",
+                   stats.status().ToString().c_str());
     } else {
       std::fprintf(stderr,
                    "livemig: migration failed, the source kept running (workload "
