@@ -1,17 +1,10 @@
 #include "migration/receiver.h"
 
 #include <sys/uio.h>
-#include <unistd.h>
 
 #include <cstring>
-#include <algorithm>
-#include <chrono>
-#include <condition_variable>
-#include <deque>
-#include <map>
 #include <mutex>
-#include <optional>
-#include <set>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -22,6 +15,7 @@
 #include "migration/device_state.h"
 #include "migration/protocol.h"
 #include "migration/internal/channel_acceptor.h"
+#include "migration/internal/batch_runs.h"
 #include "migration/internal/compressed_batch.h"
 #include "migration/internal/file_landing.h"
 #include "migration/internal/round_barrier.h"
@@ -44,6 +38,16 @@ using migration_internal::WritebackThread;
 
 // Received raw pages between two writeback kicks (16 MiB of 4 KiB pages).
 constexpr uint64_t kWritebackPages = 4096;
+
+// The answer to the source's HANDOVER: COMMITTED with `status` (OK: this
+// destination owns the guest now; else nothing was committed).
+proto::Ack CommittedAnswer(const absl::Status& status) {
+  proto::Ack answer;
+  answer.set_kind(proto::ACK_COMMITTED);
+  answer.set_status_code(static_cast<int32_t>(status.code()));
+  answer.set_message(std::string(status.message()));
+  return answer;
+}
 
 }  // namespace
 
@@ -135,37 +139,15 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
         "PAGE_BATCH names region ", batch.region_index(), "; the table has ",
         regions.size()));
   }
-  if (batch.round() != channel_round) {
-    return absl::DataLossError(absl::StrCat("PAGE_BATCH of round ", batch.round(),
-                                            " arrived in round ", channel_round));
-  }
   MmapRegion<NoBitmap>& region = regions[batch.region_index()].region;
-  const uint64_t region_pages = region.size() / kMigrationPageSize;
-  uint64_t total = 0;
-  uint64_t next_free = 0;  // Runs go up and do not overlap (proto PageBatch).
-  std::vector<iovec> destination;
-  destination.reserve(batch.runs_size());
-  for (const proto::PageRun& run : batch.runs()) {
-    if (run.count() == 0 || run.first_page() >= region_pages ||
-        run.count() > region_pages - run.first_page()) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "PAGE_BATCH run [", run.first_page(), ", +", run.count(),
-          ") is outside region ", batch.region_index(), " (", region_pages,
-          " pages)"));
-    }
-    if (run.first_page() < next_free) {
-      return absl::DataLossError(absl::StrCat(
-          "PAGE_BATCH run [", run.first_page(), ", +", run.count(),
-          ") overlaps or precedes the run before it (which ends at page ", next_free, ")"));
-    }
-    next_free = run.first_page() + run.count();
-    total += run.count();
-    LIVEMIG_RETURN_IF_ERROR(round_pages_->Claim(batch.region_index(), run.first_page(),
-                                                run.count(), channel_round,
-                                                regions[batch.region_index()].info.guest_addr()));
-    destination.push_back(iovec{region.as_ptr() + run.first_page() * kMigrationPageSize,
-                                run.count() * kMigrationPageSize});
-  }
+  LIVEMIG_ASSIGN_OR_RETURN(
+      migration_internal::BatchTarget target,
+      migration_internal::TargetOf(batch, channel_round, region.as_ptr(),
+                                   region.size() / kMigrationPageSize,
+                                   regions[batch.region_index()].info.guest_addr(),
+                                   *round_pages_));
+  const uint64_t total = target.pages;
+  const std::vector<iovec>& destination = target.destination;
   PageHashes& landed = landed_[batch.region_index()];
   const bool compressed = migration_internal::IsCompressedEncoding(batch.encoding());
   if (batch.encoding() == proto::ENCODING_RAW || compressed) {
@@ -444,19 +426,12 @@ absl::Status ReceiveSession::Verify(const proto::Completion& completion) {
   if (differ.empty()) return absl::OkStatus();
   // Ask for the first differing chunk's page hashes so the error can name
   // the pages.
-  const proto::PageHashQuery query = QueryFor(differ[0]);
-  LIVEMIG_RETURN_IF_ERROR(WriteControl(wire::FrameType::kPageHashQuery, query));
+  LIVEMIG_RETURN_IF_ERROR(WriteControl(wire::FrameType::kPageHashQuery, QueryFor(differ[0])));
   proto::PageHashList list;
   LIVEMIG_RETURN_IF_ERROR(
       ReadControl(wire::FrameType::kPageHashList, &list, "the source's page hashes"));
-  LIVEMIG_RETURN_IF_ERROR(CheckPageHashList(query, list));
-  LIVEMIG_RETURN_IF_ERROR(CheckPageHashListDigest(differ[0], list));
-  const std::vector<uint64_t> pages = DifferingPages(
-      landed_[differ[0].region], differ[0].first_page,
-      std::span<const uint64_t>(list.hashes().data(), list.hashes_size()),
-      static_cast<size_t>(list.hashes_size()));
-  return MismatchError(differ[0], store_->regions()[differ[0].region].info, pages,
-                       differ.size());
+  return ExplainMismatch(differ, list, landed_[differ[0].region],
+                         store_->regions()[differ[0].region].info);
 }
 
 absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
@@ -523,11 +498,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
       // HANDOVER, which says nothing was committed, and resumes.
       const absl::Status cancelled =
           absl::CancelledError("migration cancelled by the destination");
-      proto::Ack refusal;
-      refusal.set_kind(proto::ACK_COMMITTED);
-      refusal.set_status_code(static_cast<int32_t>(cancelled.code()));
-      refusal.set_message(std::string(cancelled.message()));
-      (void)WriteControl(wire::FrameType::kAck, refusal);
+      (void)WriteControl(wire::FrameType::kAck, CommittedAnswer(cancelled));
       abort_sent_.store(true);  // The answer said it: no Abort after it.
       return cancelled;
     }
@@ -536,14 +507,10 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Finish() {
   Step("handover");
   absl::Status committed = options_.before_commit ? options_.before_commit() : absl::OkStatus();
   if (committed.ok()) committed = store_->Commit();
-  proto::Ack answer;
-  answer.set_kind(proto::ACK_COMMITTED);
-  answer.set_status_code(static_cast<int32_t>(committed.code()));
-  answer.set_message(std::string(committed.message()));
   // Once committed the destination owns the guest even if this answer is
   // lost: the source then reports the handover in doubt and stays paused.
   // If publishing failed, the answer tells the source to resume.
-  (void)WriteControl(wire::FrameType::kAck, answer);
+  (void)WriteControl(wire::FrameType::kAck, CommittedAnswer(committed));
   // The source is done: its next migration waits in the backlog for the
   // next ReceiveOne() (the flush below may take seconds), not refused.
   refuser_.reset();

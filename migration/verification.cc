@@ -1,6 +1,7 @@
 #include "migration/verification.h"
 
 #include <algorithm>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -148,6 +149,18 @@ absl::Status MismatchError(const ChunkMismatch& mismatch, const proto::RegionInf
                                    pages.size() > 1 ? "" : "s"),
       regions_differing > 1 ? absl::StrCat(" (", regions_differing, " regions differ)")
                             : ""));
+}
+
+absl::Status ExplainMismatch(const std::vector<ChunkMismatch>& differ,
+                             const proto::PageHashList& list, const PageHashes& landed,
+                             const proto::RegionInfo& region) {
+  const ChunkMismatch& first = differ.front();
+  if (absl::Status s = CheckPageHashList(QueryFor(first), list); !s.ok()) return s;
+  if (absl::Status s = CheckPageHashListDigest(first, list); !s.ok()) return s;
+  const std::vector<uint64_t> pages = DifferingPages(
+      landed, first.first_page, std::span<const uint64_t>(list.hashes().data(), list.hashes_size()),
+      static_cast<size_t>(list.hashes_size()));
+  return MismatchError(first, region, pages, differ.size());
 }
 
 }  // namespace livemig

@@ -7,10 +7,9 @@
 //   source:       AddDigests(sent_hashes, &completion);
 //   destination:  LIVEMIG_ASSIGN_OR_RETURN(auto differ,
 //                                          CompareDigests(completion, landed));
-//                 for the first of `differ`: send PageHashQuery(differ[0]),
-//                 read the source's PageHashList, CheckPageHashList() and
-//                 CheckPageHashListDigest(), then fail with
-//                 MismatchError(...) naming the pages.
+//                 if `differ` is not empty: send QueryFor(differ[0]), read
+//                 the source's PageHashList, and fail with
+//                 ExplainMismatch(differ, list, ...), naming the pages.
 //
 // The comparison costs O(chunks touched since the last refresh + regions'
 // chunk counts) — at most a few microseconds per GiB — not O(memory).
@@ -89,6 +88,15 @@ absl::Status MismatchError(const ChunkMismatch& mismatch,
                            const proto::RegionInfo& region,
                            const std::vector<uint64_t>& pages,
                            size_t regions_differing);
+
+// Destination: the error a mismatch fails the migration with, once the
+// source answered QueryFor(differ[0]) with `list`: the DataLoss of a list
+// that does not answer it (CheckPageHashList, CheckPageHashListDigest), or
+// MismatchError naming the pages of `landed` (the first differing region's
+// hashes, `region` its table entry) that differ from the list.
+absl::Status ExplainMismatch(const std::vector<ChunkMismatch>& differ,
+                             const proto::PageHashList& list, const PageHashes& landed,
+                             const proto::RegionInfo& region);
 
 }  // namespace livemig
 

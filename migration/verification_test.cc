@@ -299,6 +299,33 @@ TEST(Verification, APageListThatDoesNotMakeTheChunksDigestIsRefused) {
                                                "): the pages it names cannot be trusted")));
 }
 
+// ExplainMismatch: the destination's last step, the checks and the naming in one.
+TEST(Verification, ExplainMismatchNamesThePageOrRefusesAListThatDoesNotAnswer) {
+  std::vector<PageHashes> sent = TwoRegions();
+  proto::Completion completion;
+  AddDigests(sent, &completion);
+  std::vector<PageHashes> landed = TwoRegions();
+  landed[1].Set(kHashChunkPages + 9, 42);
+  ASSERT_OK_AND_ASSIGN(auto differ, CompareDigests(completion, landed));
+  proto::RegionInfo region;
+  region.set_guest_addr(0x100000000);
+  ASSERT_OK_AND_ASSIGN(proto::PageHashList list, AnswerPageHashQuery(QueryFor(differ[0]), sent));
+  EXPECT_THAT(ExplainMismatch(differ, list, landed[1], region),
+              StatusIsWithMessage(kDataLoss, absl::StrCat(kHashChunkPages + 9, " (guest 0x",
+                                                          absl::Hex(0x100000000 +
+                                                                    (kHashChunkPages + 9) *
+                                                                        kHashedPageSize),
+                                                          ")")));
+  proto::PageHashList forged = list;
+  forged.set_hashes(3, forged.hashes(3) ^ 1);
+  EXPECT_THAT(ExplainMismatch(differ, forged, landed[1], region),
+              StatusIsWithMessage(kDataLoss, "the pages it names cannot be trusted"));
+  ASSERT_OK_AND_ASSIGN(proto::PageHashList other,
+                       AnswerPageHashQuery(QueryFor({0, 0, 5}), sent));
+  EXPECT_THAT(ExplainMismatch(differ, other, landed[1], region),
+              StatusIsWithMessage(kDataLoss, "does not answer the query for region 1"));
+}
+
 class MismatchErrorTest : public ::testing::Test {
  protected:
   MismatchErrorTest() {
