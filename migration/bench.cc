@@ -20,7 +20,19 @@
 //                              (MADV_POPULATE_WRITE, not timed), and
 //                              `populate_{shmem,private_thp}` the populating
 //                              alone (one thread per core).
+//   raw_tcp_2conn_from_memory_into_prealloc_shmem
+//                              the same, but the writers send consecutive
+//                              MiBs of a populated source mapping of the
+//                              whole size (random bytes) instead of one
+//                              cached 1 MiB buffer: the copy any migration
+//                              makes, with no per-page work, so the source
+//                              reads its memory from DRAM as livemig must.
 //   ratio_{1,2}conn            livemig (total-time based) / raw, same N.
+//   ratio_2conn_{anon,shm}_prealloc
+//                              their medians over raw TCP into preallocated
+//                              memory of the kind, when both ran;
+//                              `_vs_raw_from_memory` (shm: both shmem) over
+//                              raw TCP from a source mapping.
 //   livemig_random_2conn_{anon,shm}_{fresh,prealloc}_<i>
 //                              random 2conn into the receiver's anonymous
 //                              (THP) mappings or into files on /dev/shm:
@@ -155,7 +167,7 @@ double Populate(uint8_t* p, uint64_t size) {
 // thread per connection; returns bytes per second (wall clock from the first
 // write to the last byte read).
 double RawTcp(uint64_t total, int conns, Sink sink = Sink::kReusedBuffer,
-              bool populate_first = false) {
+              bool populate_first = false, const uint8_t* source = nullptr) {
   auto listener =
       Check(Listener::Listen(Endpoint::Tcp("127.0.0.1", 0)), "raw listen");
   std::vector<std::unique_ptr<Connection>> out, in;
@@ -192,10 +204,9 @@ double RawTcp(uint64_t total, int conns, Sink sink = Sink::kReusedBuffer,
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < conns; ++i) {
     threads.emplace_back([&, i] {
-      const iovec piece{pattern.data(), kMiB};
       for (uint64_t done = 0; done < per_conn; done += kMiB) {
-        iovec p = piece;
-        p.iov_len = std::min<uint64_t>(kMiB, per_conn - done);
+        const uint8_t* from = source == nullptr ? pattern.data() : source + i * per_conn + done;
+        iovec p{const_cast<uint8_t*>(from), std::min<uint64_t>(kMiB, per_conn - done)};
         absl::Status s = out[i]->WriteAll(absl::MakeConstSpan(&p, 1), kIoTimeout);
         if (!s.ok()) {
           results[2 * i] = s;
@@ -383,11 +394,22 @@ int Main(int argc, char** argv) {
           RawTcp(bytes, 2, Sink::kFreshPrivateThp) / 1e9, "GB/s");
   }
 
+  double raw_prealloc_shmem = 0, raw_prealloc_thp = 0, raw_from_memory = 0;
   if (run("raw_prealloc")) {
-    Print("raw_tcp_2conn_into_prealloc_shmem",
-          RawTcp(bytes, 2, Sink::kFreshShmem, true) / 1e9, "GB/s");
-    Print("raw_tcp_2conn_into_prealloc_private_thp",
-          RawTcp(bytes, 2, Sink::kFreshPrivateThp, true) / 1e9, "GB/s");
+    raw_prealloc_shmem = RawTcp(bytes, 2, Sink::kFreshShmem, true);
+    Print("raw_tcp_2conn_into_prealloc_shmem", raw_prealloc_shmem / 1e9, "GB/s");
+    raw_prealloc_thp = RawTcp(bytes, 2, Sink::kFreshPrivateThp, true);
+    Print("raw_tcp_2conn_into_prealloc_private_thp", raw_prealloc_thp / 1e9, "GB/s");
+    // A source of the guest's size, every page written (random, as the
+    // migrations' guests are), so the writers read it from memory.
+    std::vector<uint8_t> source(bytes);
+    std::mt19937_64 rng(7);
+    for (uint64_t at = 0; at + 8 <= bytes; at += 8) {
+      const uint64_t v = rng();
+      std::memcpy(source.data() + at, &v, 8);
+    }
+    raw_from_memory = RawTcp(bytes, 2, Sink::kFreshShmem, true, source.data());
+    Print("raw_tcp_2conn_from_memory_into_prealloc_shmem", raw_from_memory / 1e9, "GB/s");
   }
 
   if (run("random1") || run("random2")) {
@@ -460,6 +482,15 @@ int Main(int argc, char** argv) {
       Print(name, rate[c][1] / 1e9, "GB/s");
       Print(name + "_incl_setup", rate_all[c][1] / 1e9, "GB/s");
       if (cases[c].destination.prealloc) Print(name + "_prealloc_ms", pre_ms[c][1], "ms");
+      // Against raw TCP into preallocated memory of the same kind.
+      const double raw = cases[c].destination.as_files ? raw_prealloc_shmem : raw_prealloc_thp;
+      if (cases[c].destination.prealloc && raw > 0) {
+        const std::string ratio = absl::StrCat("ratio_2conn_", cases[c].name);
+        Print(ratio, rate[c][1] / raw, "x");
+        if (raw_from_memory > 0 && cases[c].destination.as_files) {
+          Print(ratio + "_vs_raw_from_memory", rate[c][1] / raw_from_memory, "x");
+        }
+      }
     }
     std::error_code ec;
     std::filesystem::remove_all(shm, ec);

@@ -190,7 +190,9 @@
 // Abort{DEADLINE_EXCEEDED "did not converge within ..."} on channel 0 and
 // only then closes the channels; if channel 0 was stopped mid-frame, its
 // connections just close. A receiver whose other channel closes first waits
-// 500 ms for channel 0's reason. Ownership of the guest moves
+// for channel 0's reason while channel 0's bytes keep arriving (its last
+// frame may trail the close on a slow link), until 500 ms pass without any,
+// at most its read timeout. Ownership of the guest moves
 // exactly once: a receiver that never reads a whole HANDOVER frame discards
 // everything (the source, which did not hand over, resumes); a receiver that
 // read it commits and owns the guest even if COMMITTED is lost. A source

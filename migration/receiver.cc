@@ -276,6 +276,25 @@ bool ReceiveSession::SourceGone(const absl::Status& status) {
          (absl::IsDataLoss(status) && absl::StrContains(status.message(), "closed mid-read"));
 }
 
+void ReceiveSession::AwaitSourceReason() {
+  // Progress, not a fixed grace: with a fixed 500 ms, a 1 MB/s link cut the
+  // wait while channel 0's last batch was still arriving, and the
+  // destination reported the other channel's close instead of the reason.
+  const absl::Time limit = absl::Now() + ReadTimeout();
+  uint64_t seen = channels_[0]->bytes_read();
+  absl::Time quiet_until = absl::Now() + kAbortQuiet;
+  while (!failed()) {
+    const absl::Time now = absl::Now();
+    if (now >= quiet_until || now >= limit) return;
+    absl::SleepFor(absl::Milliseconds(5));
+    const uint64_t read = channels_[0]->bytes_read();
+    if (read != seen) {
+      seen = read;
+      quiet_until = absl::Now() + kAbortQuiet;
+    }
+  }
+}
+
 absl::Status ReceiveSession::Located(absl::Status status, size_t channel,
                                      absl::string_view what) const {
   if (status.ok() || IsFromAbort(status) || absl::StartsWith(status.message(), "channel ")) {
@@ -605,12 +624,9 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
       readers.emplace_back([this, i] {
         absl::Status s = ReadChannel(i);
         if (s.ok()) return;
-        if (i != 0 && SourceGone(s)) {
-          // A source that gives up sends Abort on channel 0 and then closes
-          // every channel: give that reason a moment to arrive first.
-          const absl::Time until = absl::Now() + absl::Milliseconds(500);
-          while (absl::Now() < until && !failed()) absl::SleepFor(absl::Milliseconds(5));
-        }
+        // A source that gives up sends Abort on channel 0 and then closes
+        // every channel: that reason comes first if it is on its way.
+        if (i != 0 && SourceGone(s)) AwaitSourceReason();
         Fail(s);
       });
     }
@@ -621,7 +637,7 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
     // close came first. What it left unread, from a frame boundary on, says.
     // Only what had arrived counts (Fail() shut the channels down): the
     // source writes its Abort before it closes any channel, and the reader
-    // of the one that closed waited 500 ms for it above.
+    // of the one that closed waited for it above (AwaitSourceReason).
     if (SourceGone(failed_with) &&
         channels_[0]->bytes_read() == control_boundary_.load(std::memory_order_relaxed)) {
       const std::optional<proto::Abort> abort =

@@ -78,6 +78,13 @@ class ReceiveSession {
   // The source closed a channel (before or in a frame): an Abort it wrote on
   // channel 0 first may say why.
   static bool SourceGone(const absl::Status& status);
+  // After another channel's SourceGone: waits while that Abort may still be
+  // on its way on channel 0 -- until a channel failed, or channel 0 took no
+  // byte for kAbortQuiet (on a slow link its last frame and the Abort trail
+  // the other channel's close by as long as their bytes take), at most the
+  // read timeout.
+  void AwaitSourceReason();
+  static constexpr absl::Duration kAbortQuiet = absl::Milliseconds(500);
   absl::Status ApplyBatch(Connection& conn, wire::IncomingFrame& frame,
                           uint32_t channel_round, migration_internal::FileLanding& landing,
                           wire::BatchDecompressor& decompressor);
