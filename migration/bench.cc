@@ -20,8 +20,8 @@
 //                              (MADV_POPULATE_WRITE, not timed), and
 //                              `populate_{shmem,private_thp}` the populating
 //                              alone (one thread per core).
-//   raw_tcp_2conn_from_memory_into_prealloc_shmem
-//                              the same, but the writers send consecutive
+//   raw_tcp_2conn_from_memory_into_prealloc_shmem_median
+//                              the same (median of three), but the writers send consecutive
 //                              MiBs of a populated source mapping of the
 //                              whole size (random bytes) instead of one
 //                              cached 1 MiB buffer: the copy any migration
@@ -408,8 +408,15 @@ int Main(int argc, char** argv) {
       const uint64_t v = rng();
       std::memcpy(source.data() + at, &v, 8);
     }
-    raw_from_memory = RawTcp(bytes, 2, Sink::kFreshShmem, true, source.data());
-    Print("raw_tcp_2conn_from_memory_into_prealloc_shmem", raw_from_memory / 1e9, "GB/s");
+    // Three, as the migrations it is compared with: one run swung 3.4-4.4.
+    std::vector<double> from_memory;
+    for (int i = 0; i < 3; ++i) {
+      from_memory.push_back(RawTcp(bytes, 2, Sink::kFreshShmem, true, source.data()));
+    }
+    std::sort(from_memory.begin(), from_memory.end());
+    raw_from_memory = from_memory[1];
+    Print("raw_tcp_2conn_from_memory_into_prealloc_shmem_median", raw_from_memory / 1e9,
+          "GB/s");
   }
 
   if (run("random1") || run("random2")) {
