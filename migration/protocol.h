@@ -111,7 +111,10 @@
 //                                                    before round r; the last
 //                                                    to arrive refreshes the
 //                                                    page-hash digests (and,
-//                                                    durable, flushes)
+//                                                    durable, flushes); it
+//                                                    gives up only after an
+//                                                    io timeout in which no
+//                                                    channel read a byte
 //                                              <---  ch0: Ack{ROUND r,
 //                                                    expected_completion_us}
 //   The source waits for Ack{ROUND r} before deciding on round r+1: its

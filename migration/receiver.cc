@@ -616,7 +616,12 @@ absl::StatusOr<ReceivedMigration> ReceiveSession::Run() {
       std::lock_guard<std::mutex> lock(mu_);  // Fail() may read it from a Cancel().
       barrier_ = std::make_unique<RoundBarrier>(
           channels_.size(), &receiver_.cancelled_,
-          [this](uint32_t round, bool final) { EndOfRound(round, final); });
+          [this](uint32_t round, bool final) { EndOfRound(round, final); },
+          [this] {
+            uint64_t read = 0;
+            for (const auto& c : channels_) read += c->bytes_read();
+            return read;
+          });
     }
     writeback_.emplace(*store_);
     std::vector<std::thread> readers;

@@ -44,7 +44,8 @@ struct Slow {
 };
 
 Slow SlowMigration(const std::string& name, std::shared_ptr<const TlsContext> source_tls = nullptr,
-                   std::shared_ptr<const TlsContext> destination_tls = nullptr) {
+                   std::shared_ptr<const TlsContext> destination_tls = nullptr,
+                   absl::Duration destination_io_timeout = absl::Seconds(20)) {
   Slow slow;
   auto vm = FakeVm::Create({{0, 16 * kMiB, "", 0}}, Fill::kRandom, 21);
   EXPECT_TRUE(vm.ok()) << vm.status();
@@ -52,7 +53,7 @@ Slow SlowMigration(const std::string& name, std::shared_ptr<const TlsContext> so
   slow.vm->memory().region(0).bitmap().SetAddrRange(0, 16 * kMiB);
   ReceiverOptions receiver_options;
   receiver_options.root_dir = TempDir(name);
-  receiver_options.io_timeout = absl::Seconds(20);
+  receiver_options.io_timeout = destination_io_timeout;
   receiver_options.tls = std::move(destination_tls);
   slow.receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), receiver_options);
   slow.options.destination = slow.receiver->receiver->endpoint();
@@ -126,6 +127,35 @@ TEST(SourceAbort, OverASlowLinkTheTimeoutStillReachesTheDestination) {
   slow.options.destination = proxy->endpoint();
   slow.options.max_bandwidth = 0;  // The link is the limit.
   slow.options.batch_pages = 256;
+  slow.options.timeout = absl::Seconds(1);
+  slow.options.on_limit = SenderOptions::OnLimit::kCancel;
+  Sender sender(slow.options);
+  EXPECT_THAT(sender.Migrate(slow.vm->memory(), *slow.vm),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded, "round 0 had not ended"));
+  EXPECT_THAT(slow.receiver->Join(),
+              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
+                                  "peer aborted: did not converge within the 1s timeout"));
+  ExpectSourceRunningAndDirty(*slow.vm);
+}
+
+// Only channel 0 is slow (1 MB/s), and the destination's io timeout (2 s) is
+// shorter than the data queued ahead of channel 0's end: channel 1 finishes
+// its part of round 0 at once and waits at the round barrier while channel
+// 0's bytes keep arriving, then the Abort behind them. (With the barrier's
+// timeout counted from channel 1's arrival, the destination failed after 2 s
+// with "other channels did not finish round 0 within 2s", every channel
+// still moving.)
+TEST(SourceAbort, AChannelStillArrivingPastTheIoTimeoutIsWaitedForAndTheReasonArrives) {
+  Slow slow = SlowMigration("timeout_slow_channel0", nullptr, nullptr, absl::Seconds(2));
+  FaultProxy::Fault slow_control;
+  slow_control.kind = FaultProxy::Fault::Kind::kThrottle;
+  slow_control.bytes_per_second = 1000 * 1000;
+  slow_control.connection_index = 0;  // Channel 0 connects first.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultProxy> proxy,
+                       FaultProxy::Start(slow.options.destination, slow_control));
+  slow.options.destination = proxy->endpoint();
+  slow.options.max_bandwidth = 0;
+  slow.options.batch_pages = 16;  // 64 KiB frames: the one under way ends soon.
   slow.options.timeout = absl::Seconds(1);
   slow.options.on_limit = SenderOptions::OnLimit::kCancel;
   Sender sender(slow.options);

@@ -6,7 +6,15 @@
 // arrive runs a callback while the others wait (the receiver refreshes its
 // page-hash digests there).
 //
-// Thread safety: Arrive() and Break() from any thread.
+// A channel that is still receiving its part of the round is waited for as
+// long as bytes keep arriving: the wait fails only after a whole timeout in
+// which `progress` (the bytes read on all channels) did not move. (With a
+// timeout counted from the arrival alone, a fast channel that had finished
+// gave up on a slow one that still had seconds of data in flight, and the
+// migration failed although every channel was moving.)
+//
+// Thread safety: Arrive() and Break() from any thread; `progress` is
+// called under the barrier's lock and must not block.
 #ifndef LIVEMIG_MIGRATION_INTERNAL_ROUND_BARRIER_H_
 #define LIVEMIG_MIGRATION_INTERNAL_ROUND_BARRIER_H_
 
@@ -30,14 +38,20 @@ class RoundBarrier {
  public:
   // `cancelled` must outlive the barrier. `on_round` runs on the last channel
   // to arrive at each round's end, while every other channel waits: nothing
-  // lands meanwhile.
+  // lands meanwhile. `progress` counts what arrived so far (any monotonic
+  // count; null: the timeout counts from the arrival only).
   RoundBarrier(size_t parties, const std::atomic<bool>* cancelled,
-               std::function<void(uint32_t round, bool final)> on_round)
-      : parties_(parties), cancelled_(cancelled), on_round_(std::move(on_round)) {}
+               std::function<void(uint32_t round, bool final)> on_round,
+               std::function<uint64_t()> progress = nullptr)
+      : parties_(parties),
+        cancelled_(cancelled),
+        on_round_(std::move(on_round)),
+        progress_(std::move(progress)) {}
 
   // Waits until every channel ended round `round`. Fails if the channels
   // disagree on whether it was the final round (DataLoss), if the barrier was
-  // broken by a failure or Cancel() (Aborted), or after `timeout`.
+  // broken by a failure or Cancel() (Aborted), or after `timeout` in which
+  // `progress` did not change (DeadlineExceeded).
   absl::Status Arrive(uint32_t round, bool final, absl::Duration timeout) {
     std::unique_lock<std::mutex> lock(mu_);
     Round& r = rounds_[round];
@@ -50,13 +64,19 @@ class RoundBarrier {
     // them), so nobody refers to them: forgotten, one entry per round kept.
     if (r.arrived == parties_) rounds_.erase(rounds_.begin(), rounds_.find(round));
     changed_.notify_all();
-    const absl::Time deadline = absl::Now() + timeout;
+    absl::Time deadline = absl::Now() + timeout;
+    uint64_t seen = progress_ ? progress_() : 0;
     while (!broken_ && r.arrived < parties_) {
       if (cancelled_->load(std::memory_order_relaxed)) broken_ = true;
       if (absl::Now() >= deadline) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "other channels did not finish round ", round, " within ",
-            absl::FormatDuration(timeout)));
+        const uint64_t now_seen = progress_ ? progress_() : seen;
+        if (now_seen == seen) {
+          return absl::DeadlineExceededError(absl::StrCat(
+              "other channels did not finish round ", round, ": nothing arrived for ",
+              absl::FormatDuration(timeout)));
+        }
+        seen = now_seen;  // Still moving: another whole timeout.
+        deadline = absl::Now() + timeout;
       }
       changed_.wait_for(lock, std::chrono::milliseconds(50));
     }
@@ -85,6 +105,7 @@ class RoundBarrier {
   const size_t parties_;
   const std::atomic<bool>* cancelled_;
   const std::function<void(uint32_t, bool)> on_round_;
+  const std::function<uint64_t()> progress_;
   // std::mutex: see migration/internal/send_channel.h. Guards the rest.
   std::mutex mu_;
   std::condition_variable changed_;
