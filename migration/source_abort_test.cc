@@ -113,20 +113,20 @@ TEST(SourceAbort, AGivenUpRoundReachesTheDestinationAsTheTimeout) {
   EXPECT_EQ(sender.last_stats().status, "failed");
 }
 
-// A link slower than a batch per grace (1 MB/s, 1 MiB batches): the frames
-// under way still finish, as their bytes keep moving, and the Abort follows.
-// (With a grace counted from the stop alone, channel 0 was cut mid-frame and
-// the destination saw a closed connection.)
-TEST(SourceAbort, OverASlowLinkTheTimeoutStillReachesTheDestination) {
-  Slow slow = SlowMigration("timeout_slow_link");
+// Runs `slow` through a proxy throttled at 1 MB/s (every connection, or
+// only the `connection`-th: channel i connects i-th) with a pre-copy timeout
+// of 1 s that cuts round 0, and expects the destination to be told why.
+void ExpectTheTimeoutOverAThrottledLinkReachesTheDestination(Slow& slow, uint32_t batch_pages,
+                                                             int connection = -1) {
   FaultProxy::Fault slow_link;
   slow_link.kind = FaultProxy::Fault::Kind::kThrottle;
   slow_link.bytes_per_second = 1000 * 1000;
+  slow_link.connection_index = connection;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultProxy> proxy,
                        FaultProxy::Start(slow.options.destination, slow_link));
   slow.options.destination = proxy->endpoint();
   slow.options.max_bandwidth = 0;  // The link is the limit.
-  slow.options.batch_pages = 256;
+  slow.options.batch_pages = batch_pages;
   slow.options.timeout = absl::Seconds(1);
   slow.options.on_limit = SenderOptions::OnLimit::kCancel;
   Sender sender(slow.options);
@@ -138,33 +138,25 @@ TEST(SourceAbort, OverASlowLinkTheTimeoutStillReachesTheDestination) {
   ExpectSourceRunningAndDirty(*slow.vm);
 }
 
-// Only channel 0 is slow (1 MB/s), and the destination's io timeout (2 s) is
-// shorter than the data queued ahead of channel 0's end: channel 1 finishes
-// its part of round 0 at once and waits at the round barrier while channel
-// 0's bytes keep arriving, then the Abort behind them. (With the barrier's
-// timeout counted from channel 1's arrival, the destination failed after 2 s
-// with "other channels did not finish round 0 within 2s", every channel
-// still moving.)
+// A link slower than a batch per grace (1 MB/s, 1 MiB batches): the frames
+// under way still finish, as their bytes keep moving, and the Abort follows.
+// (With a grace counted from the stop alone, channel 0 was cut mid-frame and
+// the destination saw a closed connection.)
+TEST(SourceAbort, OverASlowLinkTheTimeoutStillReachesTheDestination) {
+  Slow slow = SlowMigration("timeout_slow_link");
+  ExpectTheTimeoutOverAThrottledLinkReachesTheDestination(slow, 256);
+}
+
+// Only channel 0 is slow, and the destination's io timeout (2 s) is shorter
+// than the data queued ahead of channel 0's end: channel 1 finishes its part
+// of round 0 at once and waits at the round barrier while channel 0's bytes
+// keep arriving, then the Abort behind them (64 KiB frames: the one under
+// way ends soon). With the barrier's timeout counted from channel 1's
+// arrival, the destination failed after 2 s with "other channels did not
+// finish round 0 within 2s", every channel still moving.
 TEST(SourceAbort, AChannelStillArrivingPastTheIoTimeoutIsWaitedForAndTheReasonArrives) {
   Slow slow = SlowMigration("timeout_slow_channel0", nullptr, nullptr, absl::Seconds(2));
-  FaultProxy::Fault slow_control;
-  slow_control.kind = FaultProxy::Fault::Kind::kThrottle;
-  slow_control.bytes_per_second = 1000 * 1000;
-  slow_control.connection_index = 0;  // Channel 0 connects first.
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultProxy> proxy,
-                       FaultProxy::Start(slow.options.destination, slow_control));
-  slow.options.destination = proxy->endpoint();
-  slow.options.max_bandwidth = 0;
-  slow.options.batch_pages = 16;  // 64 KiB frames: the one under way ends soon.
-  slow.options.timeout = absl::Seconds(1);
-  slow.options.on_limit = SenderOptions::OnLimit::kCancel;
-  Sender sender(slow.options);
-  EXPECT_THAT(sender.Migrate(slow.vm->memory(), *slow.vm),
-              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded, "round 0 had not ended"));
-  EXPECT_THAT(slow.receiver->Join(),
-              StatusIsWithMessage(absl::StatusCode::kDeadlineExceeded,
-                                  "peer aborted: did not converge within the 1s timeout"));
-  ExpectSourceRunningAndDirty(*slow.vm);
+  ExpectTheTimeoutOverAThrottledLinkReachesTheDestination(slow, 16, /*connection=*/0);
 }
 
 TEST(SourceAbort, ACancelOverTlsReachesTheDestinationAsItsReason) {
