@@ -1,6 +1,7 @@
 // A bandwidth cap never starves the receiver: each batch is small enough to
 // go out within a quarter of the io_timeout (internal/rate_limiter.h), and a
 // cap too low for even one page in that time is refused before connecting.
+// Without a cap, a slow link is waited for as long as its bytes move.
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,7 @@
 #include "migration/receiver.h"
 #include "migration/sender.h"
 #include "migration/testing/fake_vm.h"
+#include "migration/testing/fault_proxy.h"
 #include "migration/testing/migration_harness.h"
 
 namespace livemig {
@@ -83,6 +85,37 @@ TEST(BandwidthCap, ASlowCapStillMigratesWithinBothSidesIoTimeouts) {
   // The cap held: all but the last batch (at most 24 pages) at 200 KB/s,
   // less the limiter's burst of 50 ms, is 4.87 s.
   EXPECT_GE(stats.total_time_ms, 4500);
+}
+
+// No cap, and channel 0's link at 1 MB/s: the kernel takes the source's
+// writes into the sockets long before they arrive, so the round's last
+// bytes reach the destination seconds after the source wrote them -- more
+// than either side's 2 s io timeout. Both sides wait while those bytes keep
+// moving: the source for the round's acknowledgement (before, it failed
+// "timed out after 2s" there), the destination at its round barrier.
+TEST(BandwidthCap, AnUncappedSlowLinkMigratesWhileItsQueuedBytesDrain) {
+  constexpr uint64_t kPages = 16 * 256;  // 16 MiB.
+  ASSERT_OK_AND_ASSIGN(auto vm,
+                       FakeVm::Create({{0, kPages * kPage, "", 0}}, Fill::kRandom, 13));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("slow_link"),
+                                        absl::Seconds(2));
+  ASSERT_NE(receiver, nullptr);
+  FaultProxy::Fault slow;
+  slow.kind = FaultProxy::Fault::Kind::kThrottle;
+  slow.bytes_per_second = 1000 * 1000;
+  slow.connection_index = 0;  // Channel 0 connects first.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultProxy> proxy,
+                       FaultProxy::Start(receiver->receiver->endpoint(), slow));
+  SenderOptions options;
+  options.destination = proxy->endpoint();
+  options.channels = 2;
+  options.batch_pages = 16;
+  options.io_timeout = absl::Seconds(2);
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
+  EXPECT_EQ(stats.round_stats.front().dirty_pages, kPages);
 }
 
 TEST(BandwidthCap, ACapTooLowForOnePagePerQuarterTimeoutIsRefusedBeforeConnecting) {

@@ -119,6 +119,9 @@
 //                                                    expected_completion_us}
 //   The source waits for Ack{ROUND r} before deciding on round r+1: its
 //   switchover rule adds expected_completion_us to the pause it budgets.
+//   It waits an io timeout at a time, again while its sockets still hold
+//   bytes the peer keeps taking (SIOCOUTQ going down), within the pre-copy
+//   timeout.
 //   Torn pages (FEATURE_TORN_PAGES, in effect when both Hellos offer it; a
 //   source offers it unless it compresses, and a destination never agrees
 //   to it with a source that asks for a codec, AgreedFeatures): the source

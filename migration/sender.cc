@@ -35,6 +35,7 @@ using migration_internal::PacedBatchPages;
 using migration_internal::PageWork;
 using migration_internal::RateLimiter;
 using migration_internal::SendChannel;
+using migration_internal::UnacknowledgedBytes;
 
 double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
 
@@ -289,9 +290,23 @@ void Migration::ReportProgress(absl::Time now) {
 
 absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
   proto::Ack ack;
-  absl::Status read =
-      ReadExpected(channels_[0]->connection(), wire::FrameType::kAck, &ack,
-                   convergence_.RoundWait(absl::Now() - start_, options_.io_timeout));
+  Connection& control = channels_[0]->connection();
+  // The destination answers once it has read the round: while the kernel
+  // still hands it the round's bytes (a slow link can hold seconds of them
+  // in the sockets), each io timeout without the answer is waited again.
+  int64_t queued = UnacknowledgedBytes(channels_);
+  absl::Status read;
+  while (true) {
+    const uint64_t before = control.bytes_read();
+    read = ReadExpected(control, wire::FrameType::kAck, &ack,
+                        convergence_.RoundWait(absl::Now() - start_, options_.io_timeout));
+    // Only a wait in which no byte of the answer came may be repeated.
+    if (!absl::IsDeadlineExceeded(read) || control.bytes_read() != before) break;
+    if (!convergence_.DuringRound(round, absl::Now() - start_).ok()) break;
+    const int64_t now_queued = UnacknowledgedBytes(channels_);
+    if (queued <= 0 || now_queued < 0 || now_queued >= queued) break;
+    queued = now_queued;
+  }
   LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // A Cancel() that cut the read.
   if (!read.ok()) LIVEMIG_RETURN_IF_ERROR(convergence_.DuringRound(round, absl::Now() - start_));
   LIVEMIG_RETURN_IF_ERROR(

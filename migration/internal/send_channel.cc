@@ -317,6 +317,16 @@ absl::Status SendChannel::Send(const PageWork& work) {
   return absl::OkStatus();
 }
 
+int64_t UnacknowledgedBytes(const std::vector<std::unique_ptr<SendChannel>>& channels) {
+  int64_t sum = 0;
+  for (const auto& c : channels) {
+    const int64_t queued = c->connection().unacknowledged_bytes();
+    if (queued < 0) return -1;
+    sum += queued;
+  }
+  return sum;
+}
+
 // ---- Compression (opt-in) ---------------------------------------------------
 // Kept apart from Send()'s RAW path: called with the batch's page bytes as
 // copied and hashed into buffer_.

@@ -198,6 +198,11 @@ class SendChannel {
   std::thread worker_;
 };
 
+// What the channels' sockets hold that their peers have not taken yet
+// (Connection::unacknowledged_bytes), summed; -1 if the kernel does not say
+// for one of them.
+int64_t UnacknowledgedBytes(const std::vector<std::unique_ptr<SendChannel>>& channels);
+
 }  // namespace livemig::migration_internal
 
 #endif  // LIVEMIG_MIGRATION_INTERNAL_SEND_CHANNEL_H_

@@ -316,6 +316,11 @@ absl::StatusOr<WaitResult> Connection::Await(short events, bool may_go_on, bool 
   }
 }
 
+int64_t Connection::unacknowledged_bytes() const {
+  int queued = 0;
+  return ::ioctl(fd_, SIOCOUTQ, &queued) == 0 ? queued : -1;
+}
+
 void Connection::Shutdown() {
   if (shut_down_.exchange(true, std::memory_order_acq_rel)) return;
   // Wakes pollers first, then makes the socket itself report EOF/EPIPE so a

@@ -187,6 +187,11 @@ class Connection {
     return bytes_read_.load(std::memory_order_relaxed);
   }
 
+  // Bytes written that the peer has not taken yet (SIOCOUTQ: over TCP not
+  // acknowledged, over a Unix socket not read), or -1 where the kernel does
+  // not say. Any thread.
+  int64_t unacknowledged_bytes() const;
+
   // The other end, for messages: "127.0.0.1:41234", "[::1]:7000",
   // "unix:/path" (accepted Unix connections name the listening path).
   std::string peer() const { return peer_; }
