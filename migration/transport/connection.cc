@@ -300,14 +300,13 @@ absl::StatusOr<WaitResult> Connection::Await(short events, bool may_go_on, bool 
           std::chrono::steady_clock::duration>(
           std::chrono::nanoseconds(grace_end_ns_.load(std::memory_order_relaxed)))},
       moved + grace);
-  int queued = -1;
-  if (::ioctl(fd_, SIOCOUTQ, &queued) != 0) queued = -1;
+  int64_t queued = unacknowledged_bytes();
   for (;;) {
     LIVEMIG_ASSIGN_OR_RETURN(const WaitResult waited,
                              WaitReady(fd_, events, -1, deadline.Until(grace_end)));
     if (waited != WaitResult::kTimedOut || deadline.Expired()) return waited;
-    int now_queued = -1;
-    if (queued < 0 || ::ioctl(fd_, SIOCOUTQ, &now_queued) != 0 || now_queued >= queued) {
+    const int64_t now_queued = queued < 0 ? -1 : unacknowledged_bytes();
+    if (now_queued < 0 || now_queued >= queued) {
       *grace_over = true;
       return WaitResult::kWoken;
     }
