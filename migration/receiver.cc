@@ -150,20 +150,9 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
   const std::vector<iovec>& destination = target.destination;
   PageHashes& landed = landed_[batch.region_index()];
   const bool compressed = migration_internal::IsCompressedEncoding(batch.encoding());
-  if (batch.encoding() == proto::ENCODING_RAW || compressed) {
-    if (!compressed && frame.header.payload_len != total * kMigrationPageSize) {
-      return absl::DataLossError(absl::StrCat(
-          "PAGE_BATCH of ", total, " pages carries ", frame.header.payload_len,
-          " payload bytes"));
-    }
-    if (wire::PayloadIsChecksummed(frame.header) ||
-        static_cast<uint64_t>(batch.page_hashes_size()) != total) {
-      return absl::DataLossError(absl::StrCat(
-          compressed ? proto::Encoding_Name(batch.encoding()) : "RAW", " PAGE_BATCH of ",
-          total, " pages carries ", batch.page_hashes_size(),
-          " page hashes", wire::PayloadIsChecksummed(frame.header)
-                              ? " and no PAGES_HASHED flag" : ""));
-    }
+  LIVEMIG_RETURN_IF_ERROR(
+      migration_internal::CheckBatchFrame(batch, frame.header, total, features_));
+  if (batch.encoding() != proto::ENCODING_ZERO) {
     // Straight from the socket into the mapping (the message, checksummed,
     // was verified before any byte landed) — or, into fresh pages of a file
     // the store created, through the file (file_landing.h: no clearing of
@@ -239,17 +228,7 @@ absl::Status ReceiveSession::ApplyBatch(Connection& conn, wire::IncomingFrame& f
     }
     return absl::OkStatus();
   }
-  if (batch.encoding() != proto::ENCODING_ZERO) {
-    return absl::DataLossError(absl::StrCat("PAGE_BATCH encoding ",
-                                            static_cast<int>(batch.encoding())));
-  }
-  if ((features_ & proto::FEATURE_ZERO_PAGES) == 0) {
-    return absl::DataLossError("ZERO PAGE_BATCH, but the source did not offer FEATURE_ZERO_PAGES");
-  }
-  if (frame.header.payload_len != 0) {
-    return absl::DataLossError("ZERO PAGE_BATCH carries a payload");
-  }
-  // `batch` is parsed already: only the checksum is left to check.
+  // ZERO: `batch` is parsed already, only the checksum is left to check.
   LIVEMIG_RETURN_IF_ERROR(
       wire::ReadPayloadAndVerify(conn, frame, {}, options_.io_timeout));
   // The mappings start zeroed and round 0 carries every page once

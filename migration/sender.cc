@@ -10,6 +10,7 @@
 #include "core/status_macros.h"
 #include "migration/convergence.h"
 #include "migration/device_state.h"
+#include "migration/internal/channel_totals.h"
 #include "migration/internal/dirty_harvest.h"
 #include "migration/internal/open_channel.h"
 #include "migration/internal/pause_budget.h"
@@ -28,6 +29,7 @@ namespace livemig {
 namespace {
 
 using migration_internal::ChannelCounters;
+using migration_internal::ChannelTotals;
 using migration_internal::DirtyHarvest;
 using migration_internal::Failure;
 using migration_internal::OnChannel;
@@ -120,6 +122,10 @@ class Migration {
   // waits for it to confirm. Sets handed_over_ once the handover is sent.
   absl::Status HandOver(Connection& control);
   uint64_t BytesWritten() const;
+  ChannelTotals Totals() const {
+    return migration_internal::ReadTotals(counters_, BytesWritten());
+  }
+  // stats_'s totals from the channels', and the time so far.
   void RecordTotals();
 
   const SenderOptions& options_;
@@ -340,20 +346,8 @@ double Migration::ExpectedCompletionMs(absl::Duration receiver) const {
 }
 
 void Migration::RecordTotals() {
-  stats_.transferred = BytesWritten();
-  stats_.normal = counters_.raw_pages.load(std::memory_order_relaxed);
-  stats_.normal_bytes = stats_.normal * kMigrationPageSize;
-  stats_.duplicate = counters_.zero_pages.load(std::memory_order_relaxed);
+  migration_internal::RecordTotals(Totals(), options_.compression, &stats_);
   stats_.total_time_ms = Ms(absl::Now() - start_);
-  CompressionStats& z = stats_.compression;
-  z.codec = wire::CodecName(options_.compression.codec);
-  z.level = wire::EffectiveLevel(options_.compression);
-  z.compressed_batches = counters_.compressed_batches.load(std::memory_order_relaxed);
-  z.incompressible_batches = counters_.incompressible_batches.load(std::memory_order_relaxed);
-  z.skipped_batches = counters_.skipped_batches.load(std::memory_order_relaxed);
-  z.bytes_in = counters_.compress_bytes_in.load(std::memory_order_relaxed);
-  z.bytes_out = counters_.compress_bytes_out.load(std::memory_order_relaxed);
-  z.busy_ms = static_cast<double>(counters_.compress_ns.load(std::memory_order_relaxed)) / 1e6;
 }
 
 absl::Status Migration::Run() {
@@ -377,12 +371,7 @@ absl::Status Migration::Run() {
   for (uint32_t round = 0;; ++round) {
     LIVEMIG_RETURN_IF_ERROR(CheckContinue());
     const absl::Time round_start = absl::Now();
-    const uint64_t bytes_before = BytesWritten();
-    const uint64_t raw_before = counters_.raw_pages.load(std::memory_order_relaxed);
-    const uint64_t zero_before = counters_.zero_pages.load(std::memory_order_relaxed);
-    const uint64_t packed_in_before = counters_.compress_bytes_in.load(std::memory_order_relaxed);
-    const uint64_t packed_out_before =
-        counters_.compress_bytes_out.load(std::memory_order_relaxed);
+    const ChannelTotals before = Totals();
     RoundStats rs;
     rs.round = round;
     rs.throttle_percent = convergence_.throttle();
@@ -396,9 +385,9 @@ absl::Status Migration::Run() {
     round_start_ = last_progress_ = round_start;
     progress_.round = round;
     progress_.round_pages = rs.dirty_pages;
-    progress_.transferred = bytes_before;  // ReportProgress's rate baseline.
+    progress_.transferred = before.bytes;  // ReportProgress's rate baseline.
     progress_.total = stats_.total;
-    progress_pages_before_ = raw_before + zero_before;
+    progress_pages_before_ = before.pages();
     LIVEMIG_RETURN_IF_ERROR(FinishRound(round, /*final=*/false));
     const absl::Time markers_sent = absl::Now();
     for (PageHashes& h : sent_) h.RefreshChunks();  // The completion does it again: timed.
@@ -412,10 +401,9 @@ absl::Status Migration::Run() {
                                    absl::Now() - markers_sent - receiver_completion));
     const absl::Duration took = absl::Now() - round_start;
     rs.duration_ms = Ms(took);
-    rs.bytes = BytesWritten() - bytes_before;
-    rs.zero_pages = counters_.zero_pages.load(std::memory_order_relaxed) - zero_before;
-    const uint64_t raw_pages =
-        counters_.raw_pages.load(std::memory_order_relaxed) - raw_before;
+    const ChannelTotals done = Totals() - before;
+    rs.bytes = done.bytes;
+    rs.zero_pages = done.zero_pages;
     const double seconds = std::max(absl::ToDoubleSeconds(took), 1e-6);
     LIVEMIG_ASSIGN_OR_RETURN(rs.dirtied_during_round, harvest_.Pending());
 
@@ -424,19 +412,8 @@ absl::Status Migration::Run() {
     // they do not inflate it.
     sample.bytes_sent = rs.bytes;
     sample.seconds = seconds;
-    sample.pending_bytes = rs.dirtied_during_round * kMigrationPageSize;
-    if (raw_pages > 0 && options_.compression.codec != wire::Codec::kNone) {
-      // Compressed, the pending pages will cost about what this round's
-      // page bytes cost on the wire (bandwidth counts wire bytes).
-      const double page_bytes = static_cast<double>(raw_pages * kMigrationPageSize);
-      const double packed_in = static_cast<double>(
-          counters_.compress_bytes_in.load(std::memory_order_relaxed) - packed_in_before);
-      const double packed_out = static_cast<double>(
-          counters_.compress_bytes_out.load(std::memory_order_relaxed) - packed_out_before);
-      const double wire_share = std::clamp((page_bytes - packed_in + packed_out) / page_bytes,
-                                           0.0, 1.0);
-      sample.pending_bytes = static_cast<uint64_t>(sample.pending_bytes * wire_share);
-    }
+    sample.pending_bytes = migration_internal::PendingWireBytes(
+        rs.dirtied_during_round, done, options_.compression.codec != wire::Codec::kNone);
     sample.device_state_bytes = vm_.DeviceStateSizeHint();
     sample.completion_ms = ExpectedCompletionMs(receiver_completion);
     sample.elapsed = absl::Now() - start_;
@@ -450,7 +427,7 @@ absl::Status Migration::Run() {
     stats_.downtime_breakdown.expected_ms = rs.expected_downtime_ms;
     stats_.remaining = rs.dirtied_during_round * kMigrationPageSize + sample.device_state_bytes;
     stats_.dirty_pages_rate = rs.dirtied_during_round / seconds;
-    stats_.pages_per_second = (raw_pages + rs.zero_pages) / seconds;
+    stats_.pages_per_second = done.pages() / seconds;
     stats_.cpu_throttle_percentage = convergence_.throttle();
     RecordTotals();
     if (options_.on_round) options_.on_round(stats_);

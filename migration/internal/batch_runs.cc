@@ -39,4 +39,36 @@ absl::StatusOr<BatchTarget> TargetOf(const proto::PageBatch& batch, uint32_t rou
   return target;
 }
 
+bool IsCompressedEncoding(proto::Encoding encoding) {
+  return encoding == proto::ENCODING_ZSTD || encoding == proto::ENCODING_LZ4;
+}
+
+absl::Status CheckBatchFrame(const proto::PageBatch& batch, const wire::FrameHeader& header,
+                             uint64_t pages, uint64_t features) {
+  const bool compressed = IsCompressedEncoding(batch.encoding());
+  if (batch.encoding() == proto::ENCODING_RAW || compressed) {
+    if (!compressed && header.payload_len != pages * kMigrationPageSize) {
+      return absl::DataLossError(absl::StrCat("PAGE_BATCH of ", pages, " pages carries ",
+                                              header.payload_len, " payload bytes"));
+    }
+    if (wire::PayloadIsChecksummed(header) ||
+        static_cast<uint64_t>(batch.page_hashes_size()) != pages) {
+      return absl::DataLossError(absl::StrCat(
+          compressed ? proto::Encoding_Name(batch.encoding()) : "RAW", " PAGE_BATCH of ", pages,
+          " pages carries ", batch.page_hashes_size(), " page hashes",
+          wire::PayloadIsChecksummed(header) ? " and no PAGES_HASHED flag" : ""));
+    }
+    return absl::OkStatus();
+  }
+  if (batch.encoding() != proto::ENCODING_ZERO) {
+    return absl::DataLossError(
+        absl::StrCat("PAGE_BATCH encoding ", static_cast<int>(batch.encoding())));
+  }
+  if ((features & proto::FEATURE_ZERO_PAGES) == 0) {
+    return absl::DataLossError("ZERO PAGE_BATCH, but the source did not offer FEATURE_ZERO_PAGES");
+  }
+  if (header.payload_len != 0) return absl::DataLossError("ZERO PAGE_BATCH carries a payload");
+  return absl::OkStatus();
+}
+
 }  // namespace livemig::migration_internal

@@ -79,5 +79,74 @@ TEST(BatchRunsTest, APageClaimedEarlierInTheRoundIsRefusedNamingItsGuestAddress)
                                   "region 0 page 5 (guest 0x105000) arrived twice in round 1"));
 }
 
+// A frame for `batch` as a source sends it: hashed pages, one hash each.
+wire::FrameHeader HashedFrame(proto::PageBatch& batch, uint64_t pages, uint64_t payload) {
+  for (uint64_t i = 0; i < pages; ++i) batch.add_page_hashes(i + 2);
+  wire::FrameHeader header;
+  header.type = wire::FrameType::kPageBatch;
+  header.flags = wire::kFramePagesHashed;
+  header.payload_len = payload;
+  return header;
+}
+
+TEST(BatchFrameTest, ARawBatchCarriesItsPagesBytesAndAHashPerPage) {
+  proto::PageBatch batch = Batch(0, {{0, 3}});
+  batch.set_encoding(proto::ENCODING_RAW);
+  wire::FrameHeader header = HashedFrame(batch, 3, 3 * kMigrationPageSize);
+  EXPECT_OK(CheckBatchFrame(batch, header, 3, 0));
+  header.payload_len = 2 * kMigrationPageSize;
+  EXPECT_THAT(CheckBatchFrame(batch, header, 3, 0),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                  "PAGE_BATCH of 3 pages carries 8192 payload bytes"));
+}
+
+TEST(BatchFrameTest, PageBatchesWithoutAHashPerPageOrTheFlagAreRefused) {
+  for (const proto::Encoding encoding :
+       {proto::ENCODING_RAW, proto::ENCODING_ZSTD, proto::ENCODING_LZ4}) {
+    SCOPED_TRACE(proto::Encoding_Name(encoding));
+    proto::PageBatch batch = Batch(0, {{0, 2}});
+    batch.set_encoding(encoding);
+    const uint64_t payload = encoding == proto::ENCODING_RAW ? 2 * kMigrationPageSize : 100;
+    wire::FrameHeader header = HashedFrame(batch, 2, payload);
+    EXPECT_OK(CheckBatchFrame(batch, header, 2, 0));
+    const std::string name =
+        encoding == proto::ENCODING_RAW ? "RAW" : proto::Encoding_Name(encoding);
+    header.flags = 0;
+    EXPECT_THAT(CheckBatchFrame(batch, header, 2, 0),
+                StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                    name + " PAGE_BATCH of 2 pages carries 2 page hashes and "
+                                           "no PAGES_HASHED flag"));
+    header.flags = wire::kFramePagesHashed;
+    batch.add_page_hashes(9);
+    EXPECT_THAT(CheckBatchFrame(batch, header, 2, 0),
+                StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                    name + " PAGE_BATCH of 2 pages carries 3 page hashes"));
+  }
+}
+
+TEST(BatchFrameTest, ZeroBatchesNeedTheFeatureAndCarryNoPayload) {
+  proto::PageBatch batch = Batch(0, {{4, 8}});
+  batch.set_encoding(proto::ENCODING_ZERO);
+  wire::FrameHeader header;
+  header.type = wire::FrameType::kPageBatch;
+  EXPECT_OK(CheckBatchFrame(batch, header, 8, proto::FEATURE_ZERO_PAGES));
+  EXPECT_THAT(CheckBatchFrame(batch, header, 8, 0),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                  "ZERO PAGE_BATCH, but the source did not offer "
+                                  "FEATURE_ZERO_PAGES"));
+  header.payload_len = 1;
+  EXPECT_THAT(CheckBatchFrame(batch, header, 8, proto::FEATURE_ZERO_PAGES),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss,
+                                  "ZERO PAGE_BATCH carries a payload"));
+}
+
+TEST(BatchFrameTest, AnUnknownEncodingIsRefused) {
+  proto::PageBatch batch = Batch(0, {{0, 1}});
+  batch.set_encoding(static_cast<proto::Encoding>(77));
+  EXPECT_THAT(CheckBatchFrame(batch, HashedFrame(batch, 1, kMigrationPageSize), 1,
+                              proto::FEATURE_ZERO_PAGES),
+              StatusIsWithMessage(absl::StatusCode::kDataLoss, "PAGE_BATCH encoding 77"));
+}
+
 }  // namespace
 }  // namespace livemig::migration_internal

@@ -8,10 +8,6 @@
 
 namespace livemig::migration_internal {
 
-bool IsCompressedEncoding(proto::Encoding encoding) {
-  return encoding == proto::ENCODING_ZSTD || encoding == proto::ENCODING_LZ4;
-}
-
 absl::Status LandCompressedBatch(Connection& conn, wire::IncomingFrame& frame,
                                  const proto::PageBatch& batch, uint64_t pages,
                                  absl::Span<const iovec> destination, wire::Codec agreed,

@@ -22,12 +22,10 @@
 #include "migration/transport/connection.h"
 #include "migration/wire/compression.h"
 #include "migration/wire/frame_io.h"
+#include "migration/internal/batch_runs.h"  // IsCompressedEncoding
 #include "proto/migration.pb.h"
 
 namespace livemig::migration_internal {
-
-// True for ENCODING_ZSTD and ENCODING_LZ4.
-bool IsCompressedEncoding(proto::Encoding encoding);
 
 // Lands `batch` (parsed from `frame`, its `pages` pages' runs already
 // checked against the region, `destination` their place in guest memory,
