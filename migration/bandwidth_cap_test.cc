@@ -41,6 +41,7 @@ TEST(CheckPacedRate, TheLowestCapNamedIsTheLowestAccepted) {
   EXPECT_EQ(LowestMaxBandwidth(absl::Seconds(30)), 547u);
   EXPECT_EQ(LowestMaxBandwidth(absl::Seconds(2)), 8192u);
   EXPECT_EQ(LowestMaxBandwidth(absl::InfiniteDuration()), 1u);
+  EXPECT_EQ(LowestMaxBandwidth(absl::Seconds(30), 4), 4 * 547u);  // A page per channel.
   for (absl::Duration timeout : {absl::Seconds(30), absl::Seconds(2), absl::Seconds(7)}) {
     const uint64_t lowest = LowestMaxBandwidth(timeout);
     EXPECT_OK(migration_internal::CheckPacedRate(lowest, timeout, kPage));
@@ -118,10 +119,93 @@ TEST(BandwidthCap, AnUncappedSlowLinkMigratesWhileItsQueuedBytesDrain) {
   EXPECT_EQ(stats.round_stats.front().dirty_pages, kPages);
 }
 
+// The same in the final round: the guest is paused, the source has written
+// the final round into the sockets, and the destination answers the
+// Completion (VERIFIED) only once it has read all of it. Before, that read
+// had one io timeout and failed "timed out after 2s" while channel 0's
+// link still delivered the final round; it waits within the pause budget
+// (max_pause) while those bytes keep moving.
+TEST(BandwidthCap, AFinalRoundStillDrainingOverASlowLinkIsWaitedForBeforeVerified) {
+  constexpr uint64_t kPages = 8 * 256;  // 8 MiB, all of it sent again in the final round.
+  ASSERT_OK_AND_ASSIGN(auto vm,
+                       FakeVm::Create({{0, kPages * kPage, "", 0}}, Fill::kRandom, 15));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("slow_final"),
+                                        absl::Seconds(2));
+  ASSERT_NE(receiver, nullptr);
+  FaultProxy::Fault slow;
+  slow.kind = FaultProxy::Fault::Kind::kThrottle;
+  slow.bytes_per_second = 1000 * 1000;
+  slow.connection_index = 0;  // Channel 0 connects first.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultProxy> proxy,
+                       FaultProxy::Start(receiver->receiver->endpoint(), slow));
+  SenderOptions options;
+  options.destination = proxy->endpoint();
+  options.channels = 2;
+  options.batch_pages = 16;
+  options.io_timeout = absl::Seconds(2);
+  options.downtime_limit = absl::Seconds(60);  // Switch over after round 0.
+  options.on_round = [&](const MigrationStats& s) {  // Every page again, in the final round.
+    if (s.rounds != 1) return;
+    for (uint64_t p = 0; p < kPages; ++p) {
+      ASSERT_OK(
+          vm->memory().WriteObj<uint8_t>(GuestAddress(p * kPage), static_cast<uint8_t>(p)));
+    }
+  };
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
+  ASSERT_EQ(stats.round_stats.size(), 2u);
+  EXPECT_TRUE(stats.round_stats.back().final);
+  EXPECT_EQ(stats.round_stats.back().dirty_pages, kPages);
+}
+
+// The channels take turns at the one limiter: with 8 channels at 1 MB/s,
+// batches sized for the whole cap (61 pages within a quarter of the 1 s io
+// timeout) left each channel 1.75 s between its batches, and the
+// destination (io_timeout 1 s) failed "timed out after 1s" on a channel
+// while the cap held. Sized for each channel's share, every channel's next
+// batch comes within a quarter of the timeout.
+TEST(BandwidthCap, ManyChannelsUnderOneCapEachHearFromTheSourceWithinTheIoTimeout) {
+  constexpr uint64_t kPages = 1200;  // ~2.5 batches per channel, sized for the whole cap.
+  ASSERT_OK_AND_ASSIGN(auto vm,
+                       FakeVm::Create({{0, kPages * kPage, "", 0}}, Fill::kRandom, 14));
+  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("shared_cap"),
+                                        absl::Seconds(1));
+  ASSERT_NE(receiver, nullptr);
+  SenderOptions options;
+  options.destination = receiver->receiver->endpoint();
+  options.channels = 8;
+  options.max_bandwidth = 1'000'000;
+  options.io_timeout = absl::Seconds(1);
+  Sender sender(options);
+  ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ExpectSameMemory(vm->memory(), got.memory);
+  EXPECT_EQ(stats.round_stats.front().dirty_pages, kPages);
+  EXPECT_EQ(stats.channels, 8u);
+}
+
+TEST(BandwidthCap, ACapTooLowForOnePagePerChannelIsRefusedNamingTheChannels) {
+  ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kPage, "", 0}}, Fill::kRandom, 13));
+  SenderOptions options;
+  options.destination = Endpoint::Tcp("127.0.0.1", 1);  // Never reached.
+  options.channels = 4;
+  options.max_bandwidth = 2000;  // Enough for one channel (547), not for four.
+  Sender sender(options);
+  const absl::StatusOr<MigrationStats> stats = sender.Migrate(vm->memory(), *vm);
+  ASSERT_EQ(stats.status().code(), absl::StatusCode::kInvalidArgument) << stats.status();
+  EXPECT_THAT(stats.status().message(),
+              HasSubstr("max_bandwidth (2000 bytes/s) cannot send one 4096-byte page on each "
+                        "of 4 channels within a quarter of the io_timeout (30s); give at least "
+                        "2188 bytes/s, fewer channels, or a longer io_timeout"));
+}
+
 TEST(BandwidthCap, ACapTooLowForOnePagePerQuarterTimeoutIsRefusedBeforeConnecting) {
   ASSERT_OK_AND_ASSIGN(auto vm, FakeVm::Create({{0, 4 * kPage, "", 0}}, Fill::kRandom, 13));
   SenderOptions options;
   options.destination = Endpoint::Tcp("127.0.0.1", 1);  // Never reached.
+  options.channels = 1;
   options.max_bandwidth = 100;
   Sender sender(options);
   const absl::StatusOr<MigrationStats> stats = sender.Migrate(vm->memory(), *vm);

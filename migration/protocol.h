@@ -164,6 +164,10 @@
 //                                                    durable: flushes (msync,
 //                                                    fsync) before answering
 //                                              <---  Ack{VERIFIED} | Abort
+//   The destination reads the final round on every channel before it reads
+//   Completion, so the source waits for the answer as for Ack{ROUND}: an
+//   io timeout at a time, again while its sockets still hold bytes the peer
+//   keeps taking, within the pause budget (max_pause).
 //   ---- handover (two-phase: the source decides) --------------------------
 //   ch0: Ack{HANDOVER}                         --->  the commit point: renames
 //                                                    staging files onto their

@@ -59,9 +59,11 @@ ConvergencePolicy PolicyOf(const SenderOptions& o) {
   return p;
 }
 
-// Pages per batch under the bandwidth cap (internal/rate_limiter.h).
+// Pages per batch under the bandwidth cap, sized for each channel's share
+// of it (internal/rate_limiter.h).
 uint32_t BatchPages(const SenderOptions& o) {
-  return PacedBatchPages(o.max_bandwidth, o.io_timeout, o.batch_pages, kMigrationPageSize);
+  return PacedBatchPages(migration_internal::ChannelShare(o.max_bandwidth, o.channels),
+                         o.io_timeout, o.batch_pages, kMigrationPageSize);
 }
 
 // One migration attempt; the Sender owns the policy knobs, this owns state.
@@ -107,6 +109,13 @@ class Migration {
   absl::Status FinishRound(uint32_t round, bool final);
   // Calls on_progress for the live round being sent.
   void ReportProgress(absl::Time now);
+  // Channel 0's next frame (its start: wire::ReadFrameStart), read within
+  // wait() at a time; a wait in which no byte of it came is repeated while
+  // the channels' sockets still drain (their unacknowledged bytes go down)
+  // and may_wait_on() says so. The destination answers a round or the
+  // completion only once it has read them.
+  absl::StatusOr<wire::IncomingFrame> ReadBehindQueue(const std::function<absl::Duration()>& wait,
+                                                      const std::function<bool()>& may_wait_on);
   // Reads the receiver's acknowledgement of round `round`; returns its
   // expected completion cost.
   absl::StatusOr<absl::Duration> ReadRoundAck(uint32_t round);
@@ -294,25 +303,34 @@ void Migration::ReportProgress(absl::Time now) {
   options_.on_progress(report);
 }
 
-absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
-  proto::Ack ack;
+absl::StatusOr<wire::IncomingFrame> Migration::ReadBehindQueue(
+    const std::function<absl::Duration()>& wait, const std::function<bool()>& may_wait_on) {
+  // The destination answers once it has read what came before: while the
+  // kernel still hands it those bytes (a slow link can hold seconds of them
+  // in the sockets), each wait without the answer is waited again.
   Connection& control = channels_[0]->connection();
-  // The destination answers once it has read the round: while the kernel
-  // still hands it the round's bytes (a slow link can hold seconds of them
-  // in the sockets), each io timeout without the answer is waited again.
   int64_t queued = UnacknowledgedBytes(channels_);
-  absl::Status read;
   while (true) {
     const uint64_t before = control.bytes_read();
-    read = ReadExpected(control, wire::FrameType::kAck, &ack,
-                        convergence_.RoundWait(absl::Now() - start_, options_.io_timeout));
+    absl::StatusOr<wire::IncomingFrame> frame = wire::ReadFrameStart(control, wait());
     // Only a wait in which no byte of the answer came may be repeated.
-    if (!absl::IsDeadlineExceeded(read) || control.bytes_read() != before) break;
-    if (!convergence_.DuringRound(round, absl::Now() - start_).ok()) break;
+    if (!absl::IsDeadlineExceeded(frame.status()) || control.bytes_read() != before) {
+      return frame;
+    }
+    if (!may_wait_on()) return frame;
     const int64_t now_queued = UnacknowledgedBytes(channels_);
-    if (queued <= 0 || now_queued < 0 || now_queued >= queued) break;
+    if (queued <= 0 || now_queued < 0 || now_queued >= queued) return frame;
     queued = now_queued;
   }
+}
+
+absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
+  proto::Ack ack;
+  absl::StatusOr<wire::IncomingFrame> frame = ReadBehindQueue(
+      [&] { return convergence_.RoundWait(absl::Now() - start_, options_.io_timeout); },
+      [&] { return convergence_.DuringRound(round, absl::Now() - start_).ok(); });
+  const absl::Status read =
+      frame.ok() ? ParseExpected(*frame, wire::FrameType::kAck, &ack) : frame.status();
   LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // A Cancel() that cut the read.
   if (!read.ok()) LIVEMIG_RETURN_IF_ERROR(convergence_.DuringRound(round, absl::Now() - start_));
   LIVEMIG_RETURN_IF_ERROR(
@@ -361,7 +379,7 @@ absl::Status Migration::Run() {
         options_.batch_pages, ") between 1 and 16384"));
   }
   LIVEMIG_RETURN_IF_ERROR(migration_internal::CheckPacedRate(
-      options_.max_bandwidth, options_.io_timeout, kMigrationPageSize));
+      options_.max_bandwidth, options_.io_timeout, kMigrationPageSize, options_.channels));
   LIVEMIG_RETURN_IF_ERROR(CheckContinue());  // Cancelled before it began.
   LIVEMIG_RETURN_IF_ERROR(Setup());
   stats_.setup_time_ms = Ms(absl::Now() - start_);
@@ -534,8 +552,12 @@ absl::Status Migration::Complete(Connection& control) {
   LIVEMIG_RETURN_IF_ERROR(wire::WriteFrame(control, wire::FrameType::kCompletion,
                                            completion, pause_.Timeout(options_.io_timeout)));
   for (int queries = 0;; ++queries) {
-    LIVEMIG_ASSIGN_OR_RETURN(wire::IncomingFrame frame,
-                             wire::ReadFrameStart(control, pause_.Timeout(options_.io_timeout)));
+    // The first answer comes once the final round, which may still be in
+    // the sockets of a slow link, was read: waited for while it drains.
+    LIVEMIG_ASSIGN_OR_RETURN(
+        wire::IncomingFrame frame,
+        ReadBehindQueue([&] { return pause_.Timeout(options_.io_timeout); },
+                        [&] { return !pause_.Over(); }));
     if (frame.header.type == wire::FrameType::kPageHashQuery && queries == kMaxHashQueries) {
       return absl::DataLossError(absl::StrCat("the destination sent more than ",
                                               kMaxHashQueries, " PAGE_HASH_QUERY frames"));
@@ -652,8 +674,8 @@ const char* VerifyName(SenderOptions::Verify verify) {
   return "?";
 }
 
-uint64_t LowestMaxBandwidth(absl::Duration io_timeout) {
-  return migration_internal::LowestPacedRate(io_timeout, kMigrationPageSize);
+uint64_t LowestMaxBandwidth(absl::Duration io_timeout, uint32_t channels) {
+  return migration_internal::LowestPacedRate(io_timeout, kMigrationPageSize, channels);
 }
 
 Sender::Sender(SenderOptions options) : options_(std::move(options)) {}

@@ -126,9 +126,10 @@ struct SenderOptions {
   // (kForce) with much left to send may need more. InfiniteDuration: none.
   absl::Duration max_pause = absl::Minutes(1);
   // Pages per PageBatch frame (1 MiB). Under max_bandwidth, fewer: one batch
-  // goes out within io_timeout / 4, so neither side waits out its timeout
-  // for a batch's bytes; a cap too low for one page in that time is
-  // InvalidArgument.
+  // goes out within io_timeout / 4 at each channel's share of the cap
+  // (max_bandwidth / channels: the channels take turns), so neither side
+  // waits out its timeout for a channel's next bytes; a cap too low for one
+  // page per channel in that time is InvalidArgument.
   uint32_t batch_pages = 256;
   // Mutual TLS on every channel (migration/transport/tls_context.h, the
   // source's role, which names the destination); null: plaintext.
@@ -170,9 +171,10 @@ struct SenderOptions {
 // "sent", "full", "off".
 const char* VerifyName(SenderOptions::Verify verify);
 
-// The lowest max_bandwidth Migrate() accepts with `io_timeout`: one page must
-// go out within io_timeout / 4 (below it, Migrate() is InvalidArgument).
-uint64_t LowestMaxBandwidth(absl::Duration io_timeout);
+// The lowest max_bandwidth Migrate() accepts with `io_timeout` and
+// `channels`: one page per channel must go out within io_timeout / 4 (the
+// channels share the cap; below it, Migrate() is InvalidArgument).
+uint64_t LowestMaxBandwidth(absl::Duration io_timeout, uint32_t channels = 1);
 
 class Sender {
  public:

@@ -68,11 +68,15 @@ TEST_F(LivemigCliUsage, BadSendValuesExitWithStatus2AndAClearMessage) {
       {{"send", to, "--memory=1MiB", "--workload=uniform:rate=1MB/s,seed=x"},
        "key \"seed\""},
       {{"send", to, "--memory=1MiB", "--max-bandwidth=fast"}, "--max-bandwidth"},
-      {{"send", to, "--memory=1MiB", "--max-bandwidth=100B/s"},
+      {{"send", to, "--memory=1MiB", "--channels=1", "--max-bandwidth=100B/s"},
        "--max-bandwidth=100B/s: below 547 bytes/s no page goes out within a quarter of "
        "--io-timeout-s=30; give more, or a longer --io-timeout-s"},
       // A fraction of a byte per second was no cap at all; 1e30 overflowed.
-      {{"send", to, "--memory=1MiB", "--max-bandwidth=0.5B/s"},
+      {{"send", to, "--memory=1MiB", "--channels=4", "--max-bandwidth=2000B/s"},
+       "--max-bandwidth=2000B/s: below 2188 bytes/s no page goes out on each of --channels=4 "
+       "within a quarter of --io-timeout-s=30; give more, fewer channels, or a longer "
+       "--io-timeout-s"},
+      {{"send", to, "--memory=1MiB", "--channels=1", "--max-bandwidth=0.5B/s"},
        "--max-bandwidth=0.5B/s: below 547 bytes/s"},
       {{"send", to, "--memory=1MiB", "--max-bandwidth=1e30B/s"},
        "--max-bandwidth=1e30B/s: too large"},

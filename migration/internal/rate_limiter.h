@@ -10,6 +10,12 @@
 // silence, the default io_timeout of either side. A capped batch is made
 // small enough to go out within a quarter of the io_timeout (the sender's
 // own: the receiver's is not known here, and both default to 30 s).
+// The channels take turns at the one limiter, so each channel's batches
+// are N turns apart: with N channels a batch is sized for the channel's
+// share of the cap, rate / N (ChannelShare), and the cap must carry one
+// page per channel in that time. (Sized for the whole cap, 8 channels at
+// 1 MB/s with a 1 s io_timeout left each channel silent for 1.75 s between
+// its batches, and the destination failed a migration whose cap held.)
 #ifndef LIVEMIG_MIGRATION_INTERNAL_RATE_LIMITER_H_
 #define LIVEMIG_MIGRATION_INTERNAL_RATE_LIMITER_H_
 
@@ -54,6 +60,13 @@ class RateLimiter {
   absl::Time next_free_ ABSL_GUARDED_BY(mu_);
 };
 
+// Each of `channels` channels' share of a cap of `bytes_per_second` (0:
+// none, and stays 0); at least 1 byte/s under a cap.
+inline uint64_t ChannelShare(uint64_t bytes_per_second, uint32_t channels) {
+  if (bytes_per_second == 0 || channels <= 1) return bytes_per_second;
+  return std::max<uint64_t>(1, bytes_per_second / channels);
+}
+
 // Whole pages of `page_size` a cap of `bytes_per_second` sends within
 // io_timeout / 4 (fractional; the caller rounds). REQUIRES a cap (> 0) and
 // a finite io_timeout.
@@ -74,27 +87,30 @@ inline uint32_t PacedBatchPages(uint64_t bytes_per_second, absl::Duration io_tim
   return fits < 1 ? 1 : static_cast<uint32_t>(fits);
 }
 
-// The lowest cap (bytes/s, > 0) that sends one page within io_timeout / 4;
-// 1 without a timeout.
-inline uint64_t LowestPacedRate(absl::Duration io_timeout, uint32_t page_size) {
+// The lowest cap (bytes/s, > 0) that sends one page on each of `channels`
+// channels within io_timeout / 4; 1 without a timeout.
+inline uint64_t LowestPacedRate(absl::Duration io_timeout, uint32_t page_size,
+                                uint32_t channels = 1) {
   if (io_timeout == absl::InfiniteDuration()) return 1;
-  return static_cast<uint64_t>(std::ceil(page_size / absl::ToDoubleSeconds(io_timeout / 4)));
+  return static_cast<uint64_t>(std::ceil(page_size / absl::ToDoubleSeconds(io_timeout / 4))) *
+         std::max<uint32_t>(channels, 1);
 }
 
-// InvalidArgument when even a batch of one page would leave the receiver
-// waiting longer than io_timeout / 4 for its bytes; the message names the
-// lowest cap that works.
+// InvalidArgument when even a batch of one page on each of `channels`
+// channels would leave a receiver's channel waiting longer than
+// io_timeout / 4 for its bytes; the message names the lowest cap that works.
 inline absl::Status CheckPacedRate(uint64_t bytes_per_second, absl::Duration io_timeout,
-                                   uint32_t page_size) {
+                                   uint32_t page_size, uint32_t channels = 1) {
   if (bytes_per_second == 0 || io_timeout == absl::InfiniteDuration() ||
-      PagesPerQuarterTimeout(bytes_per_second, io_timeout, page_size) >= 1) {
+      bytes_per_second >= LowestPacedRate(io_timeout, page_size, channels)) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "max_bandwidth (", bytes_per_second, " bytes/s) cannot send one ", page_size,
-      "-byte page within a quarter of the io_timeout (", absl::FormatDuration(io_timeout),
-      "); give at least ", LowestPacedRate(io_timeout, page_size),
-      " bytes/s, or a longer io_timeout"));
+      "-byte page", channels > 1 ? absl::StrCat(" on each of ", channels, " channels") : "",
+      " within a quarter of the io_timeout (", absl::FormatDuration(io_timeout),
+      "); give at least ", LowestPacedRate(io_timeout, page_size, channels), " bytes/s",
+      channels > 1 ? ", fewer channels" : "", ", or a longer io_timeout"));
 }
 
 }  // namespace livemig::migration_internal

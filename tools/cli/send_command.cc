@@ -190,11 +190,14 @@ int RunSend(const SendFlags& flags) {
   }
   options.max_pause =
       flags.max_pause_s > 0 ? absl::Seconds(flags.max_pause_s) : absl::InfiniteDuration();
-  if (options.max_bandwidth > 0 && options.max_bandwidth < LowestMaxBandwidth(options.io_timeout)) {
+  if (const uint64_t lowest = LowestMaxBandwidth(options.io_timeout, options.channels);
+      options.max_bandwidth > 0 && options.max_bandwidth < lowest) {
+    const bool shared = options.channels > 1;
     return Usage(absl::InvalidArgumentError(absl::StrCat(
-        "--max-bandwidth=", flags.max_bandwidth, ": below ",
-        LowestMaxBandwidth(options.io_timeout), " bytes/s no page goes out within a quarter of ",
-        "--io-timeout-s=", flags.io_timeout_s, "; give more, or a longer --io-timeout-s")));
+        "--max-bandwidth=", flags.max_bandwidth, ": below ", lowest, " bytes/s no page goes out",
+        shared ? absl::StrCat(" on each of --channels=", options.channels) : "",
+        " within a quarter of --io-timeout-s=", flags.io_timeout_s, "; give more",
+        shared ? ", fewer channels" : "", ", or a longer --io-timeout-s")));
   }
   {
     const std::string& verify = flags.verify;
