@@ -88,6 +88,34 @@ TEST(BandwidthCap, ASlowCapStillMigratesWithinBothSidesIoTimeouts) {
   EXPECT_GE(stats.total_time_ms, 4500);
 }
 
+// A receiver (io timeout 2 s) behind a proxy that carries channel 0 at
+// 1 MB/s and the others at loopback speed, and options for a 2-channel,
+// uncapped source with 16-page batches and a 2 s io timeout.
+struct SlowChannel0 {
+  explicit SlowChannel0(std::string name) : name(std::move(name)) {}
+  void Start() {
+    receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir(name),
+                                     absl::Seconds(2));
+    ASSERT_NE(receiver, nullptr);
+    FaultProxy::Fault slow;
+    slow.kind = FaultProxy::Fault::Kind::kThrottle;
+    slow.bytes_per_second = 1000 * 1000;
+    slow.connection_index = 0;  // Channel 0 connects first.
+    ASSERT_OK_AND_ASSIGN(proxy, FaultProxy::Start(receiver->receiver->endpoint(), slow));
+  }
+  SenderOptions Options() const {
+    SenderOptions options;
+    options.destination = proxy->endpoint();
+    options.channels = 2;
+    options.batch_pages = 16;
+    options.io_timeout = absl::Seconds(2);
+    return options;
+  }
+  std::string name;
+  std::unique_ptr<ReceiverThread> receiver;
+  std::unique_ptr<FaultProxy> proxy;
+};
+
 // No cap, and channel 0's link at 1 MB/s: the kernel takes the source's
 // writes into the sockets long before they arrive, so the round's last
 // bytes reach the destination seconds after the source wrote them -- more
@@ -98,23 +126,12 @@ TEST(BandwidthCap, AnUncappedSlowLinkMigratesWhileItsQueuedBytesDrain) {
   constexpr uint64_t kPages = 16 * 256;  // 16 MiB.
   ASSERT_OK_AND_ASSIGN(auto vm,
                        FakeVm::Create({{0, kPages * kPage, "", 0}}, Fill::kRandom, 13));
-  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("slow_link"),
-                                        absl::Seconds(2));
-  ASSERT_NE(receiver, nullptr);
-  FaultProxy::Fault slow;
-  slow.kind = FaultProxy::Fault::Kind::kThrottle;
-  slow.bytes_per_second = 1000 * 1000;
-  slow.connection_index = 0;  // Channel 0 connects first.
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultProxy> proxy,
-                       FaultProxy::Start(receiver->receiver->endpoint(), slow));
-  SenderOptions options;
-  options.destination = proxy->endpoint();
-  options.channels = 2;
-  options.batch_pages = 16;
-  options.io_timeout = absl::Seconds(2);
+  SlowChannel0 link("slow_link");
+  ASSERT_NO_FATAL_FAILURE(link.Start());
+  SenderOptions options = link.Options();
   Sender sender(options);
   ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
-  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(link.receiver->Join()));
   ExpectSameMemory(vm->memory(), got.memory);
   EXPECT_EQ(stats.round_stats.front().dirty_pages, kPages);
 }
@@ -129,20 +146,9 @@ TEST(BandwidthCap, AFinalRoundStillDrainingOverASlowLinkIsWaitedForBeforeVerifie
   constexpr uint64_t kPages = 8 * 256;  // 8 MiB, all of it sent again in the final round.
   ASSERT_OK_AND_ASSIGN(auto vm,
                        FakeVm::Create({{0, kPages * kPage, "", 0}}, Fill::kRandom, 15));
-  auto receiver = ReceiverThread::Start(Endpoint::Tcp("127.0.0.1", 0), TempDir("slow_final"),
-                                        absl::Seconds(2));
-  ASSERT_NE(receiver, nullptr);
-  FaultProxy::Fault slow;
-  slow.kind = FaultProxy::Fault::Kind::kThrottle;
-  slow.bytes_per_second = 1000 * 1000;
-  slow.connection_index = 0;  // Channel 0 connects first.
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultProxy> proxy,
-                       FaultProxy::Start(receiver->receiver->endpoint(), slow));
-  SenderOptions options;
-  options.destination = proxy->endpoint();
-  options.channels = 2;
-  options.batch_pages = 16;
-  options.io_timeout = absl::Seconds(2);
+  SlowChannel0 link("slow_final");
+  ASSERT_NO_FATAL_FAILURE(link.Start());
+  SenderOptions options = link.Options();
   options.downtime_limit = absl::Seconds(60);  // Switch over after round 0.
   options.on_round = [&](const MigrationStats& s) {  // Every page again, in the final round.
     if (s.rounds != 1) return;
@@ -153,7 +159,7 @@ TEST(BandwidthCap, AFinalRoundStillDrainingOverASlowLinkIsWaitedForBeforeVerifie
   };
   Sender sender(options);
   ASSERT_OK_AND_ASSIGN(MigrationStats stats, sender.Migrate(vm->memory(), *vm));
-  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(receiver->Join()));
+  ASSERT_OK_AND_ASSIGN(ReceivedMigration got, std::move(link.receiver->Join()));
   ExpectSameMemory(vm->memory(), got.memory);
   ASSERT_EQ(stats.round_stats.size(), 2u);
   EXPECT_TRUE(stats.round_stats.back().final);
