@@ -31,7 +31,11 @@
 //                                                    or silent one is
 //                                                    dropped, the receiver
 //                                                    goes on waiting)
-//   chK: Hello{index K, count N, id}  (K>0)    --->  grouped by id; K unused
+//   chK: Hello{index K, count N, id}  (K>0)    --->  grouped by id; K unused;
+//                                                    an incomplete group is
+//                                                    dropped after an io
+//                                                    timeout with no new
+//                                                    channel
 //                                              <---  Hello{DESTINATION} | Abort
 //   The source takes a destination Hello only if it answers its own (same
 //   id, index and count) and agrees to FEATURE_ZERO_PAGES (and, with N > 1,

@@ -170,6 +170,33 @@ TEST_F(FewWaitingChannels, OneMoreWaitingConnectionDropsTheOldestIncompleteMigra
   EXPECT_EQ(ack.kind(), proto::ACK_REGION_TABLE);
 }
 
+// An incomplete migration is dropped when no channel of it came for an io
+// timeout (kIo, 3 s), not an io timeout after its first: a source whose
+// channels come 2 s apart (many channels over a long round trip) is taken.
+// Before, the group was dropped 3 s after channel 0 and its channels were
+// closed while channel 2 was still on its way.
+TEST_F(RawSourceTest, ChannelsComingFurtherApartInAllThanAnIoTimeoutStillFormTheirMigration) {
+  std::vector<std::unique_ptr<Connection>> channels;
+  for (uint32_t i = 0; i < 3; ++i) {
+    if (i > 0) {
+      absl::SleepFor(absl::Seconds(2));
+      ASSERT_OK_AND_ASSIGN(std::unique_ptr<Connection> c,
+                           Connection::Connect(receiver_->endpoint(), kIo));
+      channels.push_back(std::move(c));
+    }
+    Connection& on = i == 0 ? *conn_ : *channels.back();
+    ASSERT_OK(wire::WriteFrame(on, wire::FrameType::kHello,
+                               MakeHello(proto::ROLE_SOURCE, i, 3, "spaced"), kIo));
+    proto::Hello reply;
+    ASSERT_OK(ReadExpected(on, wire::FrameType::kHello, &reply, kIo)) << "channel " << i;
+  }
+  // All three arrived 4 s after the first: the migration began.
+  ASSERT_OK(Send(wire::FrameType::kRegionTable, AnonymousTable()));
+  proto::Ack ack;
+  ASSERT_OK(Read(wire::FrameType::kAck, &ack));
+  EXPECT_EQ(ack.kind(), proto::ACK_REGION_TABLE);
+}
+
 // Handshakes run concurrently: a connection that never says anything does
 // not hold up the source behind it (it would, for the whole handshake
 // timeout, were connections served one at a time).

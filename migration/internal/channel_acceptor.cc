@@ -33,7 +33,8 @@ struct Group {
   std::vector<std::unique_ptr<Connection>> slots;  // By channel index.
   std::vector<bool> reserved;                      // Index taken (answer in flight).
   uint32_t present = 0;
-  absl::Time first;
+  absl::Time first;  // The group's first channel: the eviction's order.
+  absl::Time last;   // Its latest channel to arrive: its timeout runs from here.
   uint64_t features = 0;  // Of channel 0's Hello, once it came.
   wire::Codec compression = wire::Codec::kNone;  // Of channel 0's Hello.
   // What the first channel to arrive asked for: every channel of a
@@ -157,7 +158,7 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
       g.count = hello.channel_count();
       g.slots.resize(g.count);
       g.reserved.assign(g.count, false);
-      g.first = absl::Now();
+      g.first = g.last = absl::Now();
       g.generation = ++generations_;
     }
     if (refusing_ || done_ || !complete_.empty()) {
@@ -208,6 +209,7 @@ void Acceptor::Handshake(std::unique_ptr<Connection> conn) {
   if (status.ok() && !done_ && group != groups_.end()) {
     Group& g = group->second;
     g.slots[index] = std::move(conn);
+    g.last = absl::Now();
     if (index == 0) {
       g.features = AgreedFeatures(hello);
       g.compression = CodecFromWire(hello.compression()).value_or(wire::Codec::kNone);
@@ -280,10 +282,13 @@ absl::StatusOr<AcceptedMigration> Acceptor::Run() {
         groups_.erase(complete_);
         return out;
       }
-      // Incomplete migrations whose first channel came too long ago: a
-      // sender that died during its setup, or a stranger.
+      // Incomplete migrations whose latest channel came too long ago: a
+      // sender that died during its setup, or a stranger. (From the latest,
+      // not the first: a sender connects its channels one after another, a
+      // few round trips each, and many channels over a long round trip
+      // took longer than one io timeout in all.)
       for (auto it = groups_.begin(); it != groups_.end();) {
-        if (absl::Now() - it->second.first < options_.group_timeout) {
+        if (absl::Now() - it->second.last < options_.group_timeout) {
           ++it;
           continue;
         }

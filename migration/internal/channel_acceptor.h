@@ -11,8 +11,9 @@
 // Strangers never touch a real migration: a connection that sends nothing
 // (handshake_timeout), junk or a Hello that fails CheckHello is answered
 // with an Abort naming the problem and closed; a valid Hello of another
-// migration forms its own group, dropped when it is not complete within
-// group_timeout of its first channel; a channel index given twice in one
+// migration forms its own group, dropped when no channel of it came for
+// group_timeout while it is incomplete (each channel a stranger adds buys
+// it one more: at most max_channels of them); a channel index given twice in one
 // group is refused, and so is a migration of several channels whose Hello
 // does not offer FEATURE_MULTI_CHANNEL, and so is a source asking for a
 // compression codec not in accept_compression. With TLS, a connection must finish
@@ -49,7 +50,7 @@ namespace livemig::migration_internal {
 struct AcceptOptions {
   absl::Duration accept_timeout = absl::InfiniteDuration();  // Until a complete migration.
   absl::Duration handshake_timeout = absl::Seconds(5);       // Per connection: TLS + Hello.
-  absl::Duration group_timeout = absl::Seconds(30);  // First channel of a migration to its last.
+  absl::Duration group_timeout = absl::Seconds(30);  // Between a migration's channels.
   absl::Duration io_timeout = absl::Seconds(30);     // Writing the Hello answer.
   uint32_t max_channels = 64;
   uint32_t max_pending = 64;
