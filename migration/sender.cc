@@ -37,7 +37,6 @@ using migration_internal::PacedBatchPages;
 using migration_internal::PageWork;
 using migration_internal::RateLimiter;
 using migration_internal::SendChannel;
-using migration_internal::UnacknowledgedBytes;
 
 double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
 
@@ -109,13 +108,12 @@ class Migration {
   absl::Status FinishRound(uint32_t round, bool final);
   // Calls on_progress for the live round being sent.
   void ReportProgress(absl::Time now);
-  // Channel 0's next frame (its start: wire::ReadFrameStart), read within
-  // wait() at a time; a wait in which no byte of it came is repeated while
-  // the channels' sockets still drain (their unacknowledged bytes go down)
-  // and may_wait_on() says so. The destination answers a round or the
-  // completion only once it has read them.
+  // Channel 0's next frame, waited for while the sockets drain
+  // (internal/send_channel.h).
   absl::StatusOr<wire::IncomingFrame> ReadBehindQueue(const std::function<absl::Duration()>& wait,
-                                                      const std::function<bool()>& may_wait_on);
+                                                      const std::function<bool()>& may_wait_on) {
+    return migration_internal::ReadBehindQueue(channels_, wait, may_wait_on);
+  }
   // Reads the receiver's acknowledgement of round `round`; returns its
   // expected completion cost.
   absl::StatusOr<absl::Duration> ReadRoundAck(uint32_t round);
@@ -301,27 +299,6 @@ void Migration::ReportProgress(absl::Time now) {
   report.transferred = transferred;
   report.elapsed_ms = Ms(now - start_);
   options_.on_progress(report);
-}
-
-absl::StatusOr<wire::IncomingFrame> Migration::ReadBehindQueue(
-    const std::function<absl::Duration()>& wait, const std::function<bool()>& may_wait_on) {
-  // The destination answers once it has read what came before: while the
-  // kernel still hands it those bytes (a slow link can hold seconds of them
-  // in the sockets), each wait without the answer is waited again.
-  Connection& control = channels_[0]->connection();
-  int64_t queued = UnacknowledgedBytes(channels_);
-  while (true) {
-    const uint64_t before = control.bytes_read();
-    absl::StatusOr<wire::IncomingFrame> frame = wire::ReadFrameStart(control, wait());
-    // Only a wait in which no byte of the answer came may be repeated.
-    if (!absl::IsDeadlineExceeded(frame.status()) || control.bytes_read() != before) {
-      return frame;
-    }
-    if (!may_wait_on()) return frame;
-    const int64_t now_queued = UnacknowledgedBytes(channels_);
-    if (queued <= 0 || now_queued < 0 || now_queued >= queued) return frame;
-    queued = now_queued;
-  }
 }
 
 absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {

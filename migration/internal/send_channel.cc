@@ -327,6 +327,25 @@ int64_t UnacknowledgedBytes(const std::vector<std::unique_ptr<SendChannel>>& cha
   return sum;
 }
 
+absl::StatusOr<wire::IncomingFrame> ReadBehindQueue(
+    const std::vector<std::unique_ptr<SendChannel>>& channels,
+    const std::function<absl::Duration()>& wait, const std::function<bool()>& may_wait_on) {
+  Connection& control = channels[0]->connection();
+  int64_t queued = UnacknowledgedBytes(channels);
+  while (true) {
+    const uint64_t before = control.bytes_read();
+    absl::StatusOr<wire::IncomingFrame> frame = wire::ReadFrameStart(control, wait());
+    // Only a wait in which no byte of the answer came may be repeated.
+    if (!absl::IsDeadlineExceeded(frame.status()) || control.bytes_read() != before) {
+      return frame;
+    }
+    if (!may_wait_on()) return frame;
+    const int64_t now_queued = UnacknowledgedBytes(channels);
+    if (queued <= 0 || now_queued < 0 || now_queued >= queued) return frame;
+    queued = now_queued;
+  }
+}
+
 // ---- Compression (opt-in) ---------------------------------------------------
 // Kept apart from Send()'s RAW path: called with the batch's page bytes as
 // copied and hashed into buffer_.

@@ -35,6 +35,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/atomic_bitmap.h"
 #include "core/guest_memory.h"
@@ -43,6 +44,7 @@
 #include "migration/page_hashes.h"
 #include "migration/transport/connection.h"
 #include "migration/wire/compression.h"
+#include "migration/wire/frame_io.h"
 #include "proto/migration.pb.h"
 
 namespace livemig::migration_internal {
@@ -202,6 +204,16 @@ class SendChannel {
 // (Connection::unacknowledged_bytes), summed; -1 if the kernel does not say
 // for one of them.
 int64_t UnacknowledgedBytes(const std::vector<std::unique_ptr<SendChannel>>& channels);
+
+// Channel 0's next frame (its start: wire::ReadFrameStart), read within
+// wait() at a time. The destination answers a round, or the completion, only
+// once it has read what came before, which a slow link can still hold in the
+// sockets for seconds after the source's last write: a wait in which no byte
+// of the frame came is repeated while the channels' unacknowledged bytes go
+// down and may_wait_on() says so. Otherwise the last read's result.
+absl::StatusOr<wire::IncomingFrame> ReadBehindQueue(
+    const std::vector<std::unique_ptr<SendChannel>>& channels,
+    const std::function<absl::Duration()>& wait, const std::function<bool()>& may_wait_on);
 
 }  // namespace livemig::migration_internal
 
