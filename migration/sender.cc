@@ -36,6 +36,7 @@ using migration_internal::OnChannel;
 using migration_internal::PacedBatchPages;
 using migration_internal::PageWork;
 using migration_internal::RateLimiter;
+using migration_internal::ReadBehindQueue;
 using migration_internal::SendChannel;
 
 double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
@@ -108,12 +109,6 @@ class Migration {
   absl::Status FinishRound(uint32_t round, bool final);
   // Calls on_progress for the live round being sent.
   void ReportProgress(absl::Time now);
-  // Channel 0's next frame, waited for while the sockets drain
-  // (internal/send_channel.h).
-  absl::StatusOr<wire::IncomingFrame> ReadBehindQueue(const std::function<absl::Duration()>& wait,
-                                                      const std::function<bool()>& may_wait_on) {
-    return migration_internal::ReadBehindQueue(channels_, wait, may_wait_on);
-  }
   // Reads the receiver's acknowledgement of round `round`; returns its
   // expected completion cost.
   absl::StatusOr<absl::Duration> ReadRoundAck(uint32_t round);
@@ -304,7 +299,7 @@ void Migration::ReportProgress(absl::Time now) {
 absl::StatusOr<absl::Duration> Migration::ReadRoundAck(uint32_t round) {
   proto::Ack ack;
   absl::StatusOr<wire::IncomingFrame> frame = ReadBehindQueue(
-      [&] { return convergence_.RoundWait(absl::Now() - start_, options_.io_timeout); },
+      channels_, [&] { return convergence_.RoundWait(absl::Now() - start_, options_.io_timeout); },
       [&] { return convergence_.DuringRound(round, absl::Now() - start_).ok(); });
   const absl::Status read =
       frame.ok() ? ParseExpected(*frame, wire::FrameType::kAck, &ack) : frame.status();
@@ -533,7 +528,7 @@ absl::Status Migration::Complete(Connection& control) {
     // the sockets of a slow link, was read: waited for while it drains.
     LIVEMIG_ASSIGN_OR_RETURN(
         wire::IncomingFrame frame,
-        ReadBehindQueue([&] { return pause_.Timeout(options_.io_timeout); },
+        ReadBehindQueue(channels_, [&] { return pause_.Timeout(options_.io_timeout); },
                         [&] { return !pause_.Over(); }));
     if (frame.header.type == wire::FrameType::kPageHashQuery && queries == kMaxHashQueries) {
       return absl::DataLossError(absl::StrCat("the destination sent more than ",
